@@ -1,0 +1,246 @@
+//! Generates the class glue and the client type from a checked model.
+//!
+//! Generated code names the runtime only through `::do_runtime::__private`.
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::{ItemImpl, spanned::Spanned};
+
+use crate::ast::{Method, Object, Output};
+use crate::ctxt::Ctxt;
+use crate::{attr, valid};
+
+pub fn durable_object(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut cx = Ctxt::default();
+    let args = attr::parse(&mut cx, args);
+    let item: ItemImpl = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            let msg = syn::Error::new(
+                e.span(),
+                "#[durable_object] goes on an impl block: `#[durable_object] impl Counter { … }`",
+            );
+            let error = msg.to_compile_error();
+            return quote!(#input #error);
+        }
+    };
+    let object = Object::from_syn(&item);
+    valid::check_object(&mut cx, &object);
+    let exposed: Vec<&Method> = object
+        .methods
+        .iter()
+        .filter(|m| valid::check_method(&mut cx, m))
+        .collect();
+    valid::check_ids(&mut cx, &exposed);
+
+    let errors = cx.into_compile_errors();
+    let generated = object
+        .ident
+        .filter(|_| object.item.trait_.is_none() && object.item.generics.params.is_empty())
+        .map(|ident| {
+            Generator {
+                object: &object,
+                ident,
+                exposed: &exposed,
+                class: class_name(&args, ident),
+            }
+            .all()
+        });
+    quote! {
+        #item
+        #errors
+        #generated
+    }
+}
+
+fn class_name(args: &attr::Args, ident: &syn::Ident) -> String {
+    args.name
+        .as_ref()
+        .map_or_else(|| ident.to_string(), |(n, _)| n.clone())
+}
+
+struct Generator<'a> {
+    object: &'a Object<'a>,
+    ident: &'a syn::Ident,
+    exposed: &'a [&'a Method<'a>],
+    class: String,
+}
+
+impl Generator<'_> {
+    fn all(&self) -> TokenStream {
+        let client = self.client();
+        let class_impl = self.class_impl();
+        quote! {
+            #client
+            const _: () = {
+                #class_impl
+            };
+        }
+    }
+
+    fn client_ident(&self) -> syn::Ident {
+        format_ident!("{}Client", self.ident)
+    }
+
+    fn client(&self) -> TokenStream {
+        let client = self.client_ident();
+        let ident = self.ident;
+        let doc = format!(
+            "The methods of [`{ident}`] as a caller sees them: what a \
+             [`Stub<{ident}>`](::do_runtime::Stub) dereferences to.\n\n\
+             Each method sends its call at once, in the order the methods are \
+             called (E-order), and returns a future of the result. A method that \
+             returns `Result<T, E>` in `{ident}` yields `Result<T, E>` here; any \
+             other result `T` yields `Result<T, do_runtime::Error>`. Failures on \
+             the way (a broken stub, an overloaded object, a panic) arrive as \
+             [`do_runtime::Error`](::do_runtime::Error)."
+        );
+        let methods = self.exposed.iter().map(|m| self.client_method(m));
+        quote! {
+            #[doc = #doc]
+            #[derive(::core::clone::Clone)]
+            pub struct #client {
+                raw: ::do_runtime::__private::RawStub,
+            }
+
+            impl ::do_runtime::__private::Client for #client {
+                fn from_raw(raw: ::do_runtime::__private::RawStub) -> Self {
+                    Self { raw }
+                }
+                fn raw(&self) -> &::do_runtime::__private::RawStub {
+                    &self.raw
+                }
+            }
+
+            impl ::core::fmt::Debug for #client {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.write_str(::core::stringify!(#client))
+                }
+            }
+
+            impl #client {
+                #(#methods)*
+            }
+        }
+    }
+
+    fn client_method(&self, m: &Method) -> TokenStream {
+        let attrs = m.forwarded_attrs();
+        let name = m.name;
+        let wire = m.name.to_string();
+        let arg_names: Vec<_> = m.args.iter().filter_map(|a| a.ident).collect();
+        let arg_types: Vec<_> = m.args.iter().map(|a| a.ty).collect();
+        let (kind, output) = reply_kind(&m.output);
+        let span = m.item.sig.span();
+        quote_spanned! {span=>
+            #(#attrs)*
+            pub fn #name(&self #(, #arg_names: #arg_types)*)
+                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static
+            {
+                const ID: u32 = ::do_runtime::__private::method_id(#wire);
+                ::do_runtime::__private::call::<#kind, _>(&self.raw, ID, &(#(#arg_names,)*))
+            }
+        }
+    }
+
+    fn class_impl(&self) -> TokenStream {
+        let self_ty = &self.object.item.self_ty;
+        let client = self.client_ident();
+        let class = &self.class;
+        let schema = self.schema();
+        let construct = match self.object.constructor {
+            Some(_) => quote!(<#self_ty>::new(ctx)),
+            None => quote!(::core::unreachable!("no constructor")),
+        };
+        let arms = self.exposed.iter().map(|m| self.dispatch_arm(m));
+        quote! {
+            impl ::do_runtime::DurableObject for #self_ty {
+                type Client = #client;
+                const CLASS: &'static str = #class;
+                const SCHEMA: &'static str = #schema;
+
+                fn construct(ctx: ::do_runtime::Ctx) -> Self {
+                    #construct
+                }
+
+                fn dispatch(
+                    self: ::do_runtime::__private::Rc<Self>,
+                    method: u32,
+                    args: &[u8],
+                ) -> ::core::result::Result<
+                    ::do_runtime::__private::LocalBoxFuture<
+                        'static,
+                        ::core::result::Result<::std::vec::Vec<u8>, ::do_runtime::Error>,
+                    >,
+                    ::do_runtime::Error,
+                > {
+                    let _ = &args;
+                    #(#arms)*
+                    ::core::result::Result::Err(::do_runtime::__private::unknown_method(#class, method))
+                }
+            }
+        }
+    }
+
+    fn dispatch_arm(&self, m: &Method) -> TokenStream {
+        let cfgs = m.cfg_attrs();
+        let name = m.name;
+        let wire = m.name.to_string();
+        let class = &self.class;
+        let arg_names: Vec<_> = m.args.iter().filter_map(|a| a.ident).collect();
+        let arg_types: Vec<_> = m.args.iter().map(|a| a.ty).collect();
+        quote! {
+            #(#cfgs)*
+            if method == const { ::do_runtime::__private::method_id(#wire) } {
+                let (#(#arg_names,)*): (#(#arg_types,)*) =
+                    ::do_runtime::__private::decode_args(#class, #wire, args)?;
+                return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
+                    ::do_runtime::__private::encode_reply(&self.#name(#(#arg_names),*).await)
+                }));
+            }
+        }
+    }
+
+    /// Every exposed method with its argument and result types, sorted by
+    /// name so that reordering methods keeps the fingerprint.
+    fn schema(&self) -> String {
+        let mut entries: Vec<String> = self
+            .exposed
+            .iter()
+            .map(|m| {
+                let args: Vec<String> = m.args.iter().map(|a| squash(a.ty)).collect();
+                let out = match m.output {
+                    Output::Unit => "()".to_owned(),
+                    Output::Fallible(t) | Output::Plain(t) => squash(t),
+                };
+                format!("{}({})->{}", m.name, args.join(","), out)
+            })
+            .collect();
+        entries.sort();
+        format!("{}{{{}}}", self.class, entries.join(";"))
+    }
+}
+
+/// A type's tokens without whitespace.
+fn squash(ty: &syn::Type) -> String {
+    ty.to_token_stream()
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// The reply kind the stub decodes with, and what awaiting the call yields.
+fn reply_kind(output: &Output) -> (TokenStream, TokenStream) {
+    match output {
+        Output::Unit => (
+            quote!(::do_runtime::__private::Infallible<()>),
+            quote!(::core::result::Result<(), ::do_runtime::Error>),
+        ),
+        Output::Plain(ty) => (
+            quote!(::do_runtime::__private::Infallible<#ty>),
+            quote!(::core::result::Result<#ty, ::do_runtime::Error>),
+        ),
+        Output::Fallible(ty) => (quote!(::do_runtime::__private::Fallible<#ty>), quote!(#ty)),
+    }
+}

@@ -1,0 +1,162 @@
+//! The runtime's error type.
+
+use serde::{Deserialize, Serialize};
+
+use do_storage::StorageError;
+
+/// Everything the runtime can report: infrastructure failures on the way to an
+/// object, storage failures, and panics in an object's code.
+///
+/// `Error` is serializable, so it can also be a method's own error type: a
+/// method returning `Result<T, do_runtime::Error>` hands its errors to the
+/// caller unchanged. Any error type `E` with `E: From<Error>` works the same
+/// way; infrastructure failures then arrive through that conversion.
+///
+/// Ask an error what to do about it rather than matching on every variant:
+///
+/// ```
+/// use do_runtime::Error;
+/// let e = Error::Disconnected("the object was reset".into());
+/// assert!(e.is_retryable());   // get a new stub and call again
+/// assert!(!e.is_remote());     // not raised by the object's own code
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stub lost its object: the instance was reset after a panic, the
+    /// runtime shut down, or the connection broke. The stub stays broken; get
+    /// a new one with `Namespace::get` and call again.
+    #[error("disconnected from the object: {0}")]
+    Disconnected(String),
+    /// The object has more calls queued than its limits allow. Back off; the
+    /// stub stays usable.
+    #[error("the object is overloaded: {0}")]
+    Overloaded(String),
+    /// The object's code panicked. The instance was reset; committed writes
+    /// are kept.
+    #[error("the object panicked: {0}")]
+    Panicked(String),
+    /// An error raised by the object's own code with [`Error::app`].
+    #[error("{0}")]
+    App(String),
+    /// A string is not an object id: ids are 64 lowercase hex characters.
+    #[error("invalid object id: {0}")]
+    InvalidId(String),
+    /// The id is well formed but belongs to another namespace (or another
+    /// deployment): use it with the namespace that made it.
+    #[error("the id does not belong to namespace {class:?}")]
+    WrongNamespace {
+        /// The namespace the id was given to.
+        class: String,
+    },
+    /// The class was not registered with the runtime; call
+    /// `RuntimeBuilder::register` for it.
+    #[error("class {0:?} is not registered with this runtime")]
+    NotRegistered(String),
+    /// The object has no method with this id: client and object were built
+    /// from different definitions.
+    #[error("class {class:?} has no method with id {method:#010x}")]
+    UnknownMethod {
+        /// The class called.
+        class: String,
+        /// The method id that was not found.
+        method: u32,
+    },
+    /// A key is longer than the limit. Nothing was written.
+    #[error("key of {len} bytes is too large: keys are at most {limit} bytes")]
+    KeyTooLarge {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// An encoded value is larger than the limit. Nothing was written.
+    #[error(
+        "value for key {key:?} is {len} bytes encoded, too large: values are at most {limit} bytes"
+    )]
+    ValueTooLarge {
+        /// The key the value was meant for.
+        key: String,
+        /// The encoded length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A batch names more keys than the limit. Nothing was written.
+    #[error("batch of {len} keys is too large: a batch holds at most {limit} keys")]
+    BatchTooLarge {
+        /// How many keys the batch named.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `list` options that contradict each other.
+    #[error("invalid list options: {0}")]
+    InvalidListOptions(String),
+    /// A stored value could not be read as the requested type.
+    #[error("the value of key {key:?} cannot be read as {type_name}: {message}")]
+    ValueType {
+        /// The key read.
+        key: String,
+        /// The type asked for.
+        type_name: String,
+        /// What the decoder said.
+        message: String,
+    },
+    /// The storage engine failed (I/O error, full disk) or is closed. Writes
+    /// of the failing call did not become durable.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// Arguments or a result could not be encoded or decoded.
+    #[error("encoding failure: {0}")]
+    Codec(String),
+    /// The runtime could not be built or started (data directory, threads).
+    #[error("runtime setup failed: {0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// An error raised by an object's own code, carried to the caller as is.
+    ///
+    /// ```
+    /// let e = do_runtime::Error::app("no such room");
+    /// assert_eq!(e.to_string(), "no such room");
+    /// assert!(e.is_remote());
+    /// ```
+    pub fn app(message: impl Into<String>) -> Self {
+        Error::App(message.into())
+    }
+
+    /// Whether calling again (with a new stub) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Disconnected(_))
+    }
+
+    /// Whether the object refused the call because its queue was full.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Error::Overloaded(_))
+    }
+
+    /// Whether the error was raised by the object's own code (a panic or
+    /// [`Error::app`]) rather than on the way to it.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Error::Panicked(_) | Error::App(_))
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::KeyTooLarge { len, limit } => Error::KeyTooLarge { len, limit },
+            StorageError::ValueTooLarge { key, len, limit } => {
+                Error::ValueTooLarge { key, len, limit }
+            }
+            StorageError::BatchTooLarge { len, limit } => Error::BatchTooLarge { len, limit },
+            StorageError::InvalidListOptions(m) => Error::InvalidListOptions(m.to_owned()),
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

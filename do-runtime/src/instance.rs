@@ -1,0 +1,256 @@
+//! One object's task: delivers its calls in order, runs them (interleaving
+//! only where a method awaits), holds each reply until the object's writes are
+//! durable (output gate), and resets the instance when a method panics.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use do_storage::ObjectStore;
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::oneshot;
+
+use crate::ctx::Ctx;
+use crate::env::Env;
+use crate::error::Error;
+use crate::id::DurableObjectId;
+use crate::object::AnyObject;
+use crate::runtime::{Class, Shared};
+use crate::storage::Storage;
+use crate::stub::Reply;
+use crate::worker::Envelope;
+
+/// How many calls one poll delivers before yielding to the worker's other tasks.
+const DELIVERY_BUDGET: usize = 64;
+
+/// An object's queue of calls, filled by the worker's router.
+#[derive(Clone, Default)]
+pub(crate) struct Mailbox {
+    inner: Rc<RefCell<MailboxInner>>,
+}
+
+#[derive(Default)]
+struct MailboxInner {
+    queue: VecDeque<Envelope>,
+    waker: Option<Waker>,
+}
+
+impl Mailbox {
+    pub fn push(&self, envelope: Envelope) {
+        let mut inner = self.inner.borrow_mut();
+        inner.queue.push_back(envelope);
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn pop(&self, waker: &Waker) -> Option<Envelope> {
+        let mut inner = self.inner.borrow_mut();
+        let next = inner.queue.pop_front();
+        if next.is_none() {
+            inner.waker = Some(waker.clone());
+        }
+        next
+    }
+}
+
+pub(crate) struct ObjectTask {
+    class: Arc<Class>,
+    id: DurableObjectId,
+    shared: Arc<Shared>,
+    mailbox: Mailbox,
+    store: Rc<ObjectStore>,
+    instance: Option<Rc<dyn AnyObject>>,
+    running: FuturesUnordered<Running>,
+    /// Incremented at every reset; stubs bound to an older epoch are broken.
+    epoch: u64,
+}
+
+impl ObjectTask {
+    pub fn new(
+        class: Arc<Class>,
+        id: DurableObjectId,
+        shared: Arc<Shared>,
+        mailbox: Mailbox,
+    ) -> Self {
+        let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, *id.as_bytes());
+        let store = Rc::new(shared.store().object(prefix));
+        ObjectTask {
+            class,
+            id,
+            shared,
+            mailbox,
+            store,
+            instance: None,
+            running: FuturesUnordered::new(),
+            epoch: 1,
+        }
+    }
+
+    fn instance(&mut self) -> Result<Rc<dyn AnyObject>, Error> {
+        if let Some(instance) = &self.instance {
+            return Ok(instance.clone());
+        }
+        let ctx = Ctx::new(
+            self.id.clone(),
+            Storage::new(self.store.clone()),
+            Env::new(self.shared.clone()),
+        );
+        let construct = self.class.construct;
+        match catch_unwind(AssertUnwindSafe(|| construct(ctx))) {
+            Ok(instance) => {
+                self.instance = Some(instance.clone());
+                Ok(instance)
+            }
+            Err(panic) => {
+                // No half-built instance: forget whatever the constructor wrote.
+                self.store.discard_unflushed();
+                Err(Error::Panicked(format!(
+                    "the constructor of {} panicked: {}",
+                    self.class.name,
+                    panic_message(&*panic)
+                )))
+            }
+        }
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        let Envelope {
+            method,
+            args,
+            reply,
+            stub,
+            ..
+        } = envelope;
+        if !stub.bind(self.epoch) {
+            let _ = reply.send(Err(Error::Disconnected(
+                "the object was reset since this stub's first call; get a new stub".into(),
+            )));
+            return;
+        }
+        let instance = match self.instance() {
+            Ok(instance) => instance,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| instance.dispatch(method, &args))) {
+            Ok(Ok(call)) => {
+                let store = self.store.clone();
+                let gated = async move {
+                    let result = call.await;
+                    // Output gate: nothing leaves before the writes it may reflect are durable.
+                    store.barrier().await?;
+                    result
+                };
+                self.running.push(Running {
+                    reply: Some(reply),
+                    call: Box::pin(gated),
+                });
+            }
+            Ok(Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            Err(panic) => {
+                let _ = reply.send(Err(Error::Panicked(panic_message(&*panic))));
+                self.reset();
+            }
+        }
+    }
+
+    fn finish(&mut self, (reply, outcome): (Option<oneshot::Sender<Reply>>, Outcome)) {
+        match outcome {
+            Outcome::Done(result) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Outcome::Panicked(message) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::Panicked(message)));
+                }
+                self.reset();
+            }
+        }
+    }
+
+    /// Drops the instance and every call running on it (their callers see a
+    /// disconnected error), forgets unflushed writes, and moves to a new epoch
+    /// so the stubs bound to the old instance break.
+    fn reset(&mut self) {
+        self.instance = None;
+        self.running = FuturesUnordered::new();
+        self.store.discard_unflushed();
+        self.epoch += 1;
+    }
+}
+
+impl Future for ObjectTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let mut delivered = 0;
+        loop {
+            while let Poll::Ready(Some(done)) = this.running.poll_next_unpin(cx) {
+                this.finish(done);
+            }
+            if delivered == DELIVERY_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match this.mailbox.pop(cx.waker()) {
+                Some(envelope) => {
+                    this.deliver(envelope);
+                    delivered += 1;
+                }
+                None => return Poll::Pending,
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Done(Reply),
+    Panicked(String),
+}
+
+/// One call in progress; a panic while polling it becomes its outcome.
+struct Running {
+    reply: Option<oneshot::Sender<Reply>>,
+    call: LocalBoxFuture<'static, Reply>,
+}
+
+impl Future for Running {
+    type Output = (Option<oneshot::Sender<Reply>>, Outcome);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match catch_unwind(AssertUnwindSafe(|| this.call.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready((this.reply.take(), Outcome::Done(result))),
+            Err(panic) => {
+                Poll::Ready((this.reply.take(), Outcome::Panicked(panic_message(&*panic))))
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,108 @@
+//! A namespace: the objects of one class, and the ids and stubs that reach them.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::id::DurableObjectId;
+use crate::object::DurableObject;
+use crate::runtime::{Class, Shared};
+use crate::stub::{RawStub, Stub};
+
+/// The objects of class `T` in one runtime: makes ids and hands out stubs.
+///
+/// ```
+/// # fn main() -> Result<(), do_runtime::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use do_runtime::{durable_object, Ctx, Runtime};
+///
+/// pub struct Room { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Room {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///     pub async fn hello(&self, who: String) -> String { format!("hello {who}") }
+/// }
+///
+/// let rt = Runtime::builder().data_dir(dir.path()).register::<Room>().build()?;
+/// let rooms = rt.namespace::<Room>();
+/// let stub = rooms.get_by_name("lobby");
+/// assert_eq!(stub.name(), Some("lobby"));
+/// assert_eq!(stub.id(), &rooms.id_from_name("lobby"));
+/// # Ok(()) }
+/// ```
+pub struct Namespace<T> {
+    shared: Arc<Shared>,
+    class: Arc<Class>,
+    _class: PhantomData<fn() -> T>,
+}
+
+impl<T: DurableObject> Namespace<T> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        class: Arc<Class>,
+        _class: PhantomData<fn() -> T>,
+    ) -> Self {
+        Namespace {
+            shared,
+            class,
+            _class,
+        }
+    }
+
+    /// The class name of this namespace.
+    pub fn class_name(&self) -> &str {
+        &self.class.name
+    }
+
+    /// The id of the object called `name`: the same name gives the same id on
+    /// every run; the same name in another namespace gives another id.
+    pub fn id_from_name(&self, name: &str) -> DurableObjectId {
+        self.class.key.id_from_name(name)
+    }
+
+    /// A fresh random id, different from every other id.
+    pub fn new_unique_id(&self) -> DurableObjectId {
+        self.class.key.new_unique_id()
+    }
+
+    /// Parses an id's text form. Fails with [`Error::InvalidId`](crate::Error::InvalidId)
+    /// for anything that is not 64 lowercase hex characters, and with
+    /// [`Error::WrongNamespace`](crate::Error::WrongNamespace) for the id of
+    /// another namespace or another deployment.
+    pub fn id_from_string(&self, text: &str) -> Result<DurableObjectId> {
+        self.class.key.id_from_string(text)
+    }
+
+    /// A stub for the object `id`, at once and without I/O. The object is
+    /// created on the first call if it never existed.
+    ///
+    /// An id of another namespace gives a stub whose calls fail with
+    /// [`Error::WrongNamespace`](crate::Error::WrongNamespace).
+    pub fn get(&self, id: DurableObjectId) -> Stub<T> {
+        Stub::from_raw(RawStub::new(self.shared.clone(), self.class.clone(), id))
+    }
+
+    /// `self.get(self.id_from_name(name))`.
+    pub fn get_by_name(&self, name: &str) -> Stub<T> {
+        self.get(self.id_from_name(name))
+    }
+}
+
+impl<T> Clone for Namespace<T> {
+    fn clone(&self) -> Self {
+        Namespace {
+            shared: self.shared.clone(),
+            class: self.class.clone(),
+            _class: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Namespace<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("class", &self.class.name)
+            .finish()
+    }
+}

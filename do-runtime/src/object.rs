@@ -1,0 +1,63 @@
+//! The trait `#[durable_object]` implements, and its type-erased form.
+
+use std::rc::Rc;
+
+use futures_util::future::LocalBoxFuture;
+
+use crate::ctx::Ctx;
+use crate::error::Error;
+
+/// A class of Durable Objects. Implemented by [`macro@crate::durable_object`];
+/// not meant to be implemented by hand.
+///
+/// The macro derives the class name from the type's name (or from
+/// `#[durable_object(name = "…")]`), builds the constructor from
+/// `pub fn new(ctx: Ctx) -> Self`, and generates [`DurableObject::Client`],
+/// the type a [`Stub`](crate::Stub) dereferences to, with one method per
+/// `pub async fn` of the impl block.
+pub trait DurableObject: Sized + 'static {
+    /// The generated client with the object's methods; `Stub<Self>` derefs to it.
+    type Client: crate::private::Client;
+    /// The class name: the name of the namespace.
+    const CLASS: &'static str;
+    /// The schema fingerprint: every exposed method with its argument and
+    /// result types. Peers compare it to detect mismatched definitions.
+    const SCHEMA: &'static str;
+
+    /// Builds an instance; runs on the object's first call after it was
+    /// created, evicted or reset.
+    fn construct(ctx: Ctx) -> Self;
+
+    /// Decodes a call to method `method` and returns the future that runs it
+    /// and yields the encoded result.
+    #[doc(hidden)]
+    fn dispatch(
+        self: Rc<Self>,
+        method: u32,
+        args: &[u8],
+    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error>;
+}
+
+/// A live instance of some class, type-erased.
+pub(crate) trait AnyObject {
+    fn dispatch(
+        self: Rc<Self>,
+        method: u32,
+        args: &[u8],
+    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error>;
+}
+
+impl<T: DurableObject> AnyObject for T {
+    fn dispatch(
+        self: Rc<Self>,
+        method: u32,
+        args: &[u8],
+    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error> {
+        T::dispatch(self, method, args)
+    }
+}
+
+/// Builds an instance of `T` behind the type-erased interface.
+pub(crate) fn construct_erased<T: DurableObject>(ctx: Ctx) -> Rc<dyn AnyObject> {
+    Rc::new(T::construct(ctx))
+}

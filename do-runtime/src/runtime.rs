@@ -1,0 +1,312 @@
+//! The runtime: registered classes, worker threads, and the store.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use do_storage::{Store, StoreOptions};
+use tokio::sync::mpsc;
+
+use crate::ctx::Ctx;
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::id::{DurableObjectId, NamespaceKey, storage_namespace};
+use crate::namespace::Namespace;
+use crate::object::{AnyObject, DurableObject, construct_erased};
+use crate::worker::{self, Envelope, WorkerMsg};
+
+const SECRET_KEY: &[u8] = b"runtime-secret";
+const SECRET_BYTES: usize = 32;
+
+/// A running set of Durable Object namespaces with their storage.
+///
+/// Build one with [`Runtime::builder`], registering every class. Objects run
+/// on a fixed set of worker threads, each object pinned to one of them, so
+/// object types need be neither `Send` nor `Sync`. Dropping the runtime stops
+/// the workers; stubs still held then fail with [`Error::Disconnected`].
+///
+/// ```
+/// # fn main() -> Result<(), do_runtime::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let tokio = tokio::runtime::Runtime::new().unwrap();
+/// # tokio.block_on(async {
+/// use do_runtime::{durable_object, Ctx, Error, Runtime};
+///
+/// pub struct Counter { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Counter {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///
+///     pub async fn increment(&self, amount: i64) -> Result<i64, Error> {
+///         let value = self.ctx.storage().get::<i64>("value").await?.unwrap_or(0) + amount;
+///         self.ctx.storage().put("value", &value)?;
+///         Ok(value)
+///     }
+/// }
+///
+/// let rt = Runtime::builder().data_dir(dir.path()).register::<Counter>().build()?;
+/// let ns = rt.namespace::<Counter>();
+/// let stub = ns.get(ns.id_from_name("foo"));
+/// assert_eq!(stub.increment(1).await?, 1);
+/// assert_eq!(stub.increment(2).await?, 3);
+/// # Ok::<_, Error>(()) })?;
+/// # Ok(()) }
+/// ```
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+/// Configures and starts a [`Runtime`].
+#[must_use]
+pub struct RuntimeBuilder {
+    data_dir: Option<PathBuf>,
+    workers: Option<usize>,
+    store: StoreOptions,
+    classes: Vec<ClassSpec>,
+}
+
+struct ClassSpec {
+    type_id: TypeId,
+    name: &'static str,
+    schema: &'static str,
+    construct: fn(Ctx) -> Rc<dyn AnyObject>,
+}
+
+/// One registered class.
+pub(crate) struct Class {
+    pub index: u32,
+    pub name: String,
+    #[allow(dead_code)] // read by the remote handshake
+    pub schema: &'static str,
+    pub key: NamespaceKey,
+    pub storage_namespace: [u8; 8],
+    pub construct: fn(Ctx) -> Rc<dyn AnyObject>,
+}
+
+/// The runtime's state, shared by stubs, environments and workers.
+pub(crate) struct Shared {
+    classes: Vec<Arc<Class>>,
+    by_type: HashMap<TypeId, usize>,
+    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    store: Store,
+    stopped: AtomicBool,
+}
+
+impl Runtime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            data_dir: None,
+            workers: None,
+            store: StoreOptions::default(),
+            classes: Vec::new(),
+        }
+    }
+
+    /// The namespace of class `T`.
+    ///
+    /// # Panics
+    /// When `T` was not registered; see [`Runtime::try_namespace`].
+    pub fn namespace<T: DurableObject>(&self) -> Namespace<T> {
+        self.env().namespace()
+    }
+
+    /// The namespace of class `T`, or [`Error::NotRegistered`].
+    pub fn try_namespace<T: DurableObject>(&self) -> Result<Namespace<T>> {
+        self.env().try_namespace()
+    }
+
+    /// A cloneable, `Send` handle to this runtime's namespaces.
+    pub fn env(&self) -> Env {
+        Env::new(self.shared.clone())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("namespaces", &self.env().namespaces())
+            .field("workers", &self.shared.workers.len())
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// The directory holding the runtime's data (created if missing). Required.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// How many worker threads run objects. Default: the number of CPUs.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// The storage engine's block cache, in bytes. Default: 64 MiB.
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.store.cache_bytes = bytes;
+        self
+    }
+
+    /// Registers class `T`, under its class name.
+    pub fn register<T: DurableObject>(mut self) -> Self {
+        self.classes.push(ClassSpec {
+            type_id: TypeId::of::<T>(),
+            name: T::CLASS,
+            schema: T::SCHEMA,
+            construct: construct_erased::<T>,
+        });
+        self
+    }
+
+    /// Opens the data directory and starts the workers.
+    ///
+    /// Fails with [`Error::Setup`] when no data directory was given, a class
+    /// name is registered twice, or the directory cannot be opened.
+    pub fn build(self) -> Result<Runtime> {
+        let dir = self.data_dir.ok_or_else(|| {
+            Error::Setup("no data directory: call RuntimeBuilder::data_dir".into())
+        })?;
+        let mut by_type = HashMap::new();
+        let mut names = HashMap::new();
+        for (index, spec) in self.classes.iter().enumerate() {
+            if names.insert(spec.name, index).is_some()
+                || by_type.insert(spec.type_id, index).is_some()
+            {
+                return Err(Error::Setup(format!(
+                    "class {:?} is registered twice",
+                    spec.name
+                )));
+            }
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        let store = Store::open(&dir, self.store).map_err(|e| {
+            Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
+        })?;
+        let secret = load_or_create_secret(&store)?;
+        let classes = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                Arc::new(Class {
+                    index: index as u32,
+                    name: spec.name.to_owned(),
+                    schema: spec.schema,
+                    key: NamespaceKey::derive(&secret, spec.name),
+                    storage_namespace: storage_namespace(spec.name),
+                    construct: spec.construct,
+                })
+            })
+            .collect();
+        let n = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let shared = Arc::new(Shared {
+            classes,
+            by_type,
+            workers: senders,
+            threads: Mutex::new(Vec::new()),
+            store,
+            stopped: AtomicBool::new(false),
+        });
+        for (i, rx) in receivers.into_iter().enumerate() {
+            match worker::spawn(i, rx, shared.clone()) {
+                Ok(handle) => shared.lock_threads().push(handle),
+                Err(e) => {
+                    shared.stop();
+                    return Err(Error::Setup(format!("cannot start worker thread {i}: {e}")));
+                }
+            }
+        }
+        Ok(Runtime { shared })
+    }
+}
+
+fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
+    let setup =
+        |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
+    if let Some(secret) = store.get_meta(SECRET_KEY).map_err(setup)? {
+        if secret.len() != SECRET_BYTES {
+            return Err(Error::Setup(format!(
+                "the runtime secret in the data directory is {} bytes, expected {SECRET_BYTES}: the directory is damaged",
+                secret.len()
+            )));
+        }
+        return Ok(secret.to_vec());
+    }
+    let mut secret = vec![0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
+    store.put_meta_durable(SECRET_KEY, &secret).map_err(setup)?;
+    Ok(secret)
+}
+
+impl Shared {
+    pub(crate) fn class_of(&self, type_id: TypeId) -> Option<Arc<Class>> {
+        self.by_type.get(&type_id).map(|&i| self.classes[i].clone())
+    }
+
+    pub(crate) fn classes(&self) -> &[Arc<Class>] {
+        &self.classes
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The worker an object is pinned to. Id bytes are uniformly random (a
+    /// random base or a MAC), so their first bytes spread objects evenly.
+    pub(crate) fn worker_for(&self, class: u32, id: &DurableObjectId) -> usize {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&id.as_bytes()[..8]);
+        let h = u64::from_le_bytes(head) ^ u64::from(class).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h % self.workers.len() as u64) as usize
+    }
+
+    pub(crate) fn send(&self, worker: usize, envelope: Envelope) -> Result<()> {
+        self.workers[worker]
+            .send(WorkerMsg::Call(envelope))
+            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the workers (dropping every instance and failing calls in flight
+    /// with a disconnected error), then closes the store once every batch
+    /// handed to it is durable.
+    pub(crate) fn stop(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for worker in &self.workers {
+            let _ = worker.send(WorkerMsg::Stop);
+        }
+        let threads = std::mem::take(&mut *self.lock_threads());
+        for handle in threads {
+            // A worker dropping the last runtime handle cannot join itself.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        self.store.close();
+    }
+}

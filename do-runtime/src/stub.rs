@@ -1,0 +1,266 @@
+//! Stubs: the caller's handle to one object, and the future of one call.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::id::DurableObjectId;
+use crate::object::DurableObject;
+use crate::private::{Client, ReplyKind};
+use crate::runtime::{Class, Shared};
+use crate::worker::Envelope;
+
+/// What a call's reply carries: the encoded result, or an error on the way.
+pub(crate) type Reply = Result<Vec<u8>, Error>;
+
+/// A typed handle to one Durable Object: call the object's methods on it.
+///
+/// `Stub<T>` dereferences to `T`'s generated client, which has one method per
+/// `pub async fn` of the object, with the same arguments and result. Calls
+/// made through one stub (and its clones) reach the object in the order they
+/// were made, even when many are in flight and awaited in another order
+/// (E-order). Stubs are cheap, `Send` and `Sync`.
+///
+/// A stub breaks for good when it loses its instance (the object was reset
+/// after a panic, or the runtime shut down): that call and every later one
+/// fails with [`Error::Disconnected`]. Get a new stub from the namespace to
+/// carry on.
+///
+/// ```
+/// # fn main() -> Result<(), do_runtime::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let tokio = tokio::runtime::Runtime::new().unwrap();
+/// # tokio.block_on(async {
+/// use do_runtime::{durable_object, Ctx, Runtime};
+///
+/// pub struct Log { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Log {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///     pub async fn append(&self, line: String) -> usize {
+///         let storage = self.ctx.storage();
+///         let n = storage.get::<usize>("len").await.ok().flatten().unwrap_or(0);
+///         storage.put(&format!("line:{n:08}"), &line).ok();
+///         storage.put("len", &(n + 1)).ok();
+///         n + 1
+///     }
+/// }
+///
+/// let rt = Runtime::builder().data_dir(dir.path()).register::<Log>().build()?;
+/// let log = rt.namespace::<Log>().get_by_name("audit");
+/// let first = log.append("a".into());   // sent now, in this order
+/// let second = log.append("b".into());
+/// assert_eq!(second.await?, 2);          // awaiting out of order is fine
+/// assert_eq!(first.await?, 1);
+/// # Ok::<_, do_runtime::Error>(()) })?;
+/// # Ok(()) }
+/// ```
+pub struct Stub<T: DurableObject> {
+    client: T::Client,
+}
+
+impl<T: DurableObject> Stub<T> {
+    pub(crate) fn from_raw(raw: RawStub) -> Self {
+        Stub {
+            client: T::Client::from_raw(raw),
+        }
+    }
+
+    /// The id this stub was made from.
+    pub fn id(&self) -> &DurableObjectId {
+        &self.client.raw().shared.id
+    }
+
+    /// The name the id was made from, for stubs from `get_by_name` or
+    /// `get(id_from_name(…))`.
+    pub fn name(&self) -> Option<&str> {
+        self.id().name()
+    }
+
+    /// Whether the stub has lost its instance; every call on it now fails
+    /// with [`Error::Disconnected`].
+    pub fn is_broken(&self) -> bool {
+        self.client.raw().shared.broken.load(Ordering::Acquire)
+    }
+}
+
+impl<T: DurableObject> Deref for Stub<T> {
+    type Target = T::Client;
+    fn deref(&self) -> &T::Client {
+        &self.client
+    }
+}
+
+impl<T: DurableObject> Clone for Stub<T> {
+    fn clone(&self) -> Self {
+        Stub {
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<T: DurableObject> std::fmt::Debug for Stub<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stub")
+            .field("class", &T::CLASS)
+            .field("id", self.id())
+            .finish()
+    }
+}
+
+/// The untyped stub inside every generated client.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct RawStub {
+    shared: Arc<StubShared>,
+}
+
+/// The state every clone of one stub shares.
+pub(crate) struct StubShared {
+    runtime: Arc<Shared>,
+    class: Arc<Class>,
+    id: DurableObjectId,
+    worker: usize,
+    /// The instance epoch the stub is bound to; 0 until its first call is delivered.
+    epoch: AtomicU64,
+    broken: AtomicBool,
+}
+
+impl StubShared {
+    /// Binds the stub to `epoch` on its first delivered call; a stub bound to
+    /// an older epoch lost its instance and breaks.
+    pub(crate) fn bind(&self, epoch: u64) -> bool {
+        match self
+            .epoch
+            .compare_exchange(0, epoch, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(bound) if bound == epoch => true,
+            Err(_) => {
+                self.broken.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+}
+
+impl RawStub {
+    pub(crate) fn new(runtime: Arc<Shared>, class: Arc<Class>, id: DurableObjectId) -> Self {
+        let worker = runtime.worker_for(class.index, &id);
+        RawStub {
+            shared: Arc::new(StubShared {
+                runtime,
+                class,
+                id,
+                worker,
+                epoch: AtomicU64::new(0),
+                broken: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Encodes and sends one call now, so calls leave in the order they were
+    /// made, and returns the future of its reply.
+    pub(crate) fn call<K: ReplyKind, A: Serialize>(&self, method: u32, args: &A) -> Call<K> {
+        let s = &self.shared;
+        if s.broken.load(Ordering::Acquire) {
+            return Call::failed(Error::Disconnected(
+                "the stub is broken; get a new stub from the namespace".into(),
+            ));
+        }
+        if s.id.namespace_tag() != s.class.key.tag() {
+            return Call::failed(Error::WrongNamespace {
+                class: s.class.name.clone(),
+            });
+        }
+        let args = match postcard::to_allocvec(args) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}")));
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        let envelope = Envelope {
+            class: s.class.index,
+            id: s.id.clone(),
+            method,
+            args,
+            reply,
+            stub: s.clone(),
+        };
+        if let Err(e) = s.runtime.send(s.worker, envelope) {
+            s.mark_broken();
+            return Call::failed(e);
+        }
+        Call {
+            state: State::Waiting(rx, s.clone()),
+            _kind: PhantomData,
+        }
+    }
+}
+
+/// The future of one call; resolves to the method's result.
+///
+/// The call was sent when the stub method was called; awaiting only waits for
+/// the reply. Dropping it does not cancel the call.
+#[must_use = "the call is sent already; await the future to get its result"]
+pub struct Call<K: ReplyKind> {
+    state: State,
+    _kind: PhantomData<fn() -> K>,
+}
+
+enum State {
+    Waiting(oneshot::Receiver<Reply>, Arc<StubShared>),
+    Failed(Option<Error>),
+}
+
+impl<K: ReplyKind> Call<K> {
+    fn failed(error: Error) -> Self {
+        Call {
+            state: State::Failed(Some(error)),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<K: ReplyKind> Future for Call<K> {
+    type Output = K::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<K::Output> {
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Waiting(rx, stub) => match Pin::new(rx).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(Ok(bytes))) => Poll::Ready(K::decode(&bytes)),
+                Poll::Ready(Ok(Err(e))) => {
+                    if matches!(e, Error::Disconnected(_) | Error::Panicked(_)) {
+                        stub.mark_broken();
+                    }
+                    Poll::Ready(K::error(e))
+                }
+                Poll::Ready(Err(_)) => {
+                    stub.mark_broken();
+                    Poll::Ready(K::error(Error::Disconnected(
+                        "the object's instance was reset or the runtime shut down".into(),
+                    )))
+                }
+            },
+            State::Failed(e) => Poll::Ready(K::error(e.take().unwrap_or_else(|| {
+                Error::Disconnected("the call's future was polled after it completed".into())
+            }))),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Per-object key-value storage for Durable Objects, on [fjall].
+//!
+//! One [`Store`] per runtime holds every object's data in one fjall keyspace;
+//! each object's keys sit under a fixed-width [`ObjectPrefix`] of (namespace,
+//! object id), so objects never see each other's keys. An [`ObjectStore`] is
+//! one object's view: reads see its own buffered writes, writes are buffered
+//! and handed to a single commit thread that applies the batches of many
+//! objects together and persists the journal once for all of them (group
+//! commit).
+//!
+//! This crate knows nothing of RPC or of the runtime; values are bytes.
+//!
+//! ```
+//! # fn main() -> Result<(), do_storage::StorageError> {
+//! use do_storage::{ListOptions, ObjectPrefix, Store};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path(), Default::default())?;
+//! let object = store.object(ObjectPrefix::new([0; 8], [7; 32]));
+//! object.put("b", b"2".to_vec())?;
+//! object.put("a", b"1".to_vec())?;
+//! let keys: Vec<String> = object.list(&ListOptions::new())?.into_iter().map(|(k, _)| k).collect();
+//! assert_eq!(keys, ["a", "b"]);
+//! # Ok(()) }
+//! ```
+//!
+//! [fjall]: https://docs.rs/fjall
+
+#![deny(unsafe_code, missing_docs, clippy::unwrap_used)]
+
+mod committer;
+mod error;
+pub mod limits;
+mod list;
+mod object;
+mod store;
+
+pub use error::{Result, StorageError};
+pub use fjall::Slice;
+pub use list::ListOptions;
+pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
+pub use store::{Store, StoreOptions};
