@@ -118,6 +118,9 @@ impl Generator<'_> {
                 }
             }
 
+            // The client is as public as the object's methods; when the object
+            // or its argument types are private, so is everything that can name it.
+            #[allow(private_interfaces)]
             impl #client {
                 #(#methods)*
             }

@@ -1,7 +1,6 @@
 //! The runtime's environment, as objects and other callers see it.
 
 use std::any::TypeId;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -64,7 +63,7 @@ impl Env {
             .shared
             .class_of(TypeId::of::<T>())
             .ok_or_else(|| Error::NotRegistered(T::CLASS.to_owned()))?;
-        Ok(Namespace::new(self.shared.clone(), class, PhantomData))
+        Ok(Namespace::new(self.shared.clone(), class))
     }
 
     /// The class names of the registered namespaces, in registration order.

@@ -38,15 +38,11 @@ pub struct Namespace<T> {
 }
 
 impl<T: DurableObject> Namespace<T> {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        class: Arc<Class>,
-        _class: PhantomData<fn() -> T>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, class: Arc<Class>) -> Self {
         Namespace {
             shared,
             class,
-            _class,
+            _class: PhantomData,
         }
     }
 

@@ -324,11 +324,10 @@ impl ObjectStore {
                 }
             }
             let mut rx = sync.durable.subscribe();
-            let result = match rx.wait_for(|d| d.seq >= seq).await {
+            match rx.wait_for(|d| d.seq >= seq).await {
                 Ok(d) => d.failed.clone().map_or(Ok(()), Err),
                 Err(_) => Err(StorageError::Closed),
-            };
-            result
+            }
         }
     }
 
