@@ -6,3 +6,4 @@ mod execution;
 mod identity;
 mod persistence;
 mod storage_basics;
+mod wire;
