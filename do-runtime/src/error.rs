@@ -103,6 +103,15 @@ pub enum Error {
         /// What the decoder said.
         message: String,
     },
+    /// A transaction kept conflicting with the object's other calls and was
+    /// given up after this many attempts. Nothing it wrote was stored.
+    #[error(
+        "the transaction conflicted with other writes {attempts} times in a row and was given up"
+    )]
+    TransactionConflict {
+        /// How many times it ran.
+        attempts: u32,
+    },
     /// The storage engine failed (I/O error, full disk) or is closed. Writes
     /// of the failing call did not become durable.
     #[error("storage failure: {0}")]
@@ -129,7 +138,10 @@ impl Error {
 
     /// Whether calling again (with a new stub) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Disconnected(_))
+        matches!(
+            self,
+            Error::Disconnected(_) | Error::TransactionConflict { .. }
+        )
     }
 
     /// Whether the object refused the call because its queue was full.

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use do_storage::ObjectStore;
+use do_storage::{ObjectStore, ValueCache};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -80,9 +80,10 @@ impl ObjectTask {
         id: DurableObjectId,
         shared: Arc<Shared>,
         mailbox: Mailbox,
+        cache: ValueCache,
     ) -> Self {
         let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, *id.as_bytes());
-        let store = Rc::new(shared.store().object(prefix));
+        let store = Rc::new(shared.store().object_cached(prefix, cache));
         ObjectTask {
             class,
             id,
@@ -148,8 +149,11 @@ impl ObjectTask {
                 let store = self.store.clone();
                 let gated = async move {
                     let result = call.await;
-                    // Output gate: nothing leaves before the writes it may reflect are durable.
-                    store.barrier().await?;
+                    // Output gate: the result leaves only once every write it
+                    // may reflect is durable. The batch is handed over when
+                    // this turn of the object ends (see `poll`), so the writes
+                    // of every call finishing in one turn share one batch.
+                    store.durable(store.output_gate()).await?;
                     result
                 };
                 self.running.push(Running {
@@ -194,28 +198,42 @@ impl ObjectTask {
     }
 }
 
+impl ObjectTask {
+    /// Delivers queued calls and runs everything ready, until nothing is or
+    /// the delivery budget is spent.
+    fn turn(&mut self, cx: &mut Context<'_>) {
+        let mut delivered = 0;
+        loop {
+            while let Poll::Ready(Some(done)) = self.running.poll_next_unpin(cx) {
+                self.finish(done);
+            }
+            if delivered == DELIVERY_BUDGET {
+                cx.waker().wake_by_ref();
+                return;
+            }
+            match self.mailbox.pop(cx.waker()) {
+                Some(envelope) => {
+                    self.deliver(envelope);
+                    delivered += 1;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
 impl Future for ObjectTask {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let mut delivered = 0;
-        loop {
-            while let Poll::Ready(Some(done)) = this.running.poll_next_unpin(cx) {
-                this.finish(done);
-            }
-            if delivered == DELIVERY_BUDGET {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            match this.mailbox.pop(cx.waker()) {
-                Some(envelope) => {
-                    this.deliver(envelope);
-                    delivered += 1;
-                }
-                None => return Poll::Pending,
-            }
+        this.turn(cx);
+        // End of the turn: everything written in it goes to disk as one batch.
+        // A failed hand-over fails the waiting calls through their output gate.
+        if this.store.has_unflushed() {
+            let _ = this.store.flush();
         }
+        Poll::Pending
     }
 }
 

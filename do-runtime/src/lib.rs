@@ -95,5 +95,5 @@ pub use id::DurableObjectId;
 pub use namespace::Namespace;
 pub use object::DurableObject;
 pub use runtime::{Runtime, RuntimeBuilder};
-pub use storage::{ListOptions, Storage};
+pub use storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
 pub use stub::{Call, Stub};

@@ -67,6 +67,7 @@ pub struct RuntimeBuilder {
     data_dir: Option<PathBuf>,
     workers: Option<usize>,
     store: StoreOptions,
+    value_cache_bytes: usize,
     classes: Vec<ClassSpec>,
 }
 
@@ -95,6 +96,7 @@ pub(crate) struct Shared {
     workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     store: Store,
+    value_cache_bytes: usize,
     stopped: AtomicBool,
 }
 
@@ -105,6 +107,7 @@ impl Runtime {
             data_dir: None,
             workers: None,
             store: StoreOptions::default(),
+            value_cache_bytes: 64 * 1024 * 1024,
             classes: Vec::new(),
         }
     }
@@ -159,6 +162,14 @@ impl RuntimeBuilder {
     /// The storage engine's block cache, in bytes. Default: 64 MiB.
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.store.cache_bytes = bytes;
+        self
+    }
+
+    /// The total memory bound of the value cache (recently read or written
+    /// values, least recently used out first), shared evenly by the workers.
+    /// Reads that hit it do no I/O. Default: 64 MiB; 0 turns it off.
+    pub fn value_cache_bytes(mut self, bytes: usize) -> Self {
+        self.value_cache_bytes = bytes;
         self
     }
 
@@ -225,6 +236,7 @@ impl RuntimeBuilder {
             workers: senders,
             threads: Mutex::new(Vec::new()),
             store,
+            value_cache_bytes: self.value_cache_bytes,
             stopped: AtomicBool::new(false),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -269,6 +281,10 @@ impl Shared {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn value_cache_per_worker(&self) -> usize {
+        self.value_cache_bytes / self.workers.len().max(1)
     }
 
     /// The worker an object is pinned to. Id bytes are uniformly random (a

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use do_storage::{ObjectStore, Slice};
+use std::future::Future;
+
+use do_storage::{ObjectStore, Slice, Txn, TxnOutcome};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -41,6 +43,37 @@ pub struct Storage {
     store: Rc<ObjectStore>,
 }
 
+/// Options of a single write.
+///
+/// ```
+/// use do_runtime::WriteOptions;
+/// let fire_and_forget = WriteOptions::new().allow_unconfirmed(true);
+/// assert!(fire_and_forget.allow_unconfirmed);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// Let the calling method's result go out before this write is durable.
+    /// The write still commits atomically with the object's other buffered
+    /// writes; only the wait is skipped.
+    pub allow_unconfirmed: bool,
+}
+
+impl WriteOptions {
+    /// The default: the result waits for the write.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`WriteOptions::allow_unconfirmed`].
+    pub fn allow_unconfirmed(mut self, allow: bool) -> Self {
+        self.allow_unconfirmed = allow;
+        self
+    }
+}
+
+/// How many times `transaction` runs a closure that keeps conflicting.
+pub const MAX_TRANSACTION_ATTEMPTS: u32 = 10;
+
 impl Storage {
     pub(crate) fn new(store: Rc<ObjectStore>) -> Self {
         Storage { store }
@@ -49,11 +82,10 @@ impl Storage {
     /// The value stored under `key`, or `None`.
     ///
     /// Fails with [`Error::ValueType`] when the stored value is not a `T`.
+    /// Never yields to other calls: a read followed by a write in one method
+    /// is atomic with respect to the object's other calls.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.store.get(key)? {
-            Some(bytes) => decode(key, &bytes).map(Some),
-            None => Ok(None),
-        }
+        decode_opt(key, self.store.get(key)?)
     }
 
     /// The values of those `keys` that exist (at most 128 keys), in key order.
@@ -61,11 +93,7 @@ impl Storage {
         &self,
         keys: &[&str],
     ) -> Result<BTreeMap<String, T>> {
-        self.store
-            .get_many(keys)?
-            .into_iter()
-            .map(|(k, v)| decode(&k, &v).map(|v| (k, v)))
-            .collect()
+        decode_all(self.store.get_many(keys)?).map(|v| v.into_iter().collect())
     }
 
     /// Stores `value` under `key`. Returns at once; the write is durable
@@ -73,33 +101,56 @@ impl Storage {
     ///
     /// Fails, writing nothing, when the key or the encoded value is too large.
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
-        self.store.put(key, encode(value)?)?;
-        Ok(())
+        self.put_with(key, value, WriteOptions::new())
+    }
+
+    /// [`Storage::put`] with options.
+    pub fn put_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: WriteOptions,
+    ) -> Result<()> {
+        Ok(self
+            .store
+            .put(key, encode(value)?, !options.allow_unconfirmed)?)
     }
 
     /// Stores every entry (at most 128), atomically: all or none.
     pub fn put_many<K: AsRef<str>, T: Serialize>(&self, entries: &[(K, T)]) -> Result<()> {
-        let encoded = entries
-            .iter()
-            .map(|(k, v)| Ok((k.as_ref().to_owned(), encode(v)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.store.put_many(encoded)?;
-        Ok(())
+        self.put_many_with(entries, WriteOptions::new())
+    }
+
+    /// [`Storage::put_many`] with options.
+    pub fn put_many_with<K: AsRef<str>, T: Serialize>(
+        &self,
+        entries: &[(K, T)],
+        options: WriteOptions,
+    ) -> Result<()> {
+        Ok(self
+            .store
+            .put_many(encode_all(entries)?, !options.allow_unconfirmed)?)
     }
 
     /// Removes `key`; tells whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        Ok(self.store.delete(key)?)
+        self.delete_with(key, WriteOptions::new()).await
+    }
+
+    /// [`Storage::delete`] with options.
+    pub async fn delete_with(&self, key: &str, options: WriteOptions) -> Result<bool> {
+        Ok(self.store.delete(key, !options.allow_unconfirmed)?)
     }
 
     /// Removes `keys` (at most 128); tells how many of them existed.
     pub async fn delete_many(&self, keys: &[&str]) -> Result<usize> {
-        Ok(self.store.delete_many(keys)?)
+        Ok(self.store.delete_many(keys, true)?)
     }
 
     /// Removes every key of this object. Other objects are untouched.
     pub async fn delete_all(&self) -> Result<()> {
-        Ok(self.store.delete_all()?)
+        self.store.delete_all(true)?;
+        Ok(())
     }
 
     /// The entries `options` select, in key order (descending with `reverse`).
@@ -116,21 +167,147 @@ impl Storage {
         &self,
         options: ListOptions,
     ) -> Result<Vec<(String, T)>> {
-        self.store
-            .list(&options)?
-            .into_iter()
-            .map(|(k, v)| decode(&k, &v).map(|v| (k, v)))
-            .collect()
+        decode_all(self.store.list(&options)?)
     }
 
     /// Resolves when every earlier write of this object is on disk.
     pub async fn sync(&self) -> Result<()> {
         Ok(self.store.barrier().await?)
     }
+
+    /// Runs `body` as one transaction: everything it writes commits together
+    /// or not at all.
+    ///
+    /// When another call of this object writes a key the transaction read (or
+    /// a key inside a range it listed) while the transaction is suspended at
+    /// an await, the transaction's writes are dropped and `body` runs again,
+    /// up to [`MAX_TRANSACTION_ATTEMPTS`] times, then
+    /// [`Error::TransactionConflict`]. Work outside storage inside `body` may
+    /// therefore run more than once. [`Transaction::rollback`] abandons it
+    /// without re-running; an error returned by `body` abandons it and reaches
+    /// the caller unchanged.
+    ///
+    /// ```no_run
+    /// # async fn f(storage: &do_runtime::Storage) -> Result<(), do_runtime::Error> {
+    /// let moved = storage
+    ///     .transaction(|txn| async move {
+    ///         let from: i64 = txn.get("alice").await?.unwrap_or(0);
+    ///         if from < 10 {
+    ///             txn.rollback();
+    ///             return Ok(false);
+    ///         }
+    ///         let to: i64 = txn.get("bob").await?.unwrap_or(0);
+    ///         txn.put("alice", &(from - 10))?;
+    ///         txn.put("bob", &(to + 10))?;
+    ///         Ok::<_, do_runtime::Error>(true)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<F, Fut, T, E>(&self, mut body: F) -> Result<T, E>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+            let txn = Rc::new(Txn::begin(self.store.clone()));
+            let value = body(Transaction { txn: txn.clone() }).await?;
+            match txn.commit() {
+                TxnOutcome::Committed | TxnOutcome::RolledBack => return Ok(value),
+                TxnOutcome::Conflict => continue,
+            }
+        }
+        Err(E::from(Error::TransactionConflict {
+            attempts: MAX_TRANSACTION_ATTEMPTS,
+        }))
+    }
+}
+
+/// The view of storage inside [`Storage::transaction`]: reads see the
+/// transaction's own writes; writes stay private until it commits.
+#[derive(Clone)]
+pub struct Transaction {
+    txn: Rc<Txn>,
+}
+
+impl Transaction {
+    /// The value of `key` as this transaction sees it.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        decode_opt(key, self.txn.get(key)?)
+    }
+
+    /// The values of those `keys` that exist (at most 128), in key order.
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: &[&str],
+    ) -> Result<BTreeMap<String, T>> {
+        decode_all(self.txn.get_many(keys)?).map(|v| v.into_iter().collect())
+    }
+
+    /// Writes `value` under `key` when the transaction commits.
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        Ok(self.txn.put(key, encode(value)?)?)
+    }
+
+    /// Writes every entry (at most 128) when the transaction commits.
+    pub fn put_many<K: AsRef<str>, T: Serialize>(&self, entries: &[(K, T)]) -> Result<()> {
+        Ok(self.txn.put_many(encode_all(entries)?)?)
+    }
+
+    /// Removes `key` when the transaction commits; tells whether it exists now.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.txn.delete(key)?)
+    }
+
+    /// Removes `keys` when the transaction commits; tells how many exist now.
+    pub async fn delete_many(&self, keys: &[&str]) -> Result<usize> {
+        Ok(self.txn.delete_many(keys)?)
+    }
+
+    /// The entries `options` select, as this transaction sees them.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        options: ListOptions,
+    ) -> Result<Vec<(String, T)>> {
+        decode_all(self.txn.list(&options)?)
+    }
+
+    /// Abandons the transaction: nothing it wrote will be stored, and it is
+    /// not re-run. The closure's result is still returned.
+    pub fn rollback(&self) {
+        self.txn.rollback();
+    }
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("rolled_back", &self.txn.is_rolled_back())
+            .finish_non_exhaustive()
+    }
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| Error::Codec(format!("cannot encode a value: {e}")))
+}
+
+fn encode_all<K: AsRef<str>, T: Serialize>(entries: &[(K, T)]) -> Result<Vec<(String, Vec<u8>)>> {
+    entries
+        .iter()
+        .map(|(k, v)| Ok((k.as_ref().to_owned(), encode(v)?)))
+        .collect()
+}
+
+fn decode_opt<T: DeserializeOwned>(key: &str, value: Option<Slice>) -> Result<Option<T>> {
+    value.map(|bytes| decode(key, &bytes)).transpose()
+}
+
+fn decode_all<T: DeserializeOwned>(entries: Vec<(String, Slice)>) -> Result<Vec<(String, T)>> {
+    entries
+        .into_iter()
+        .map(|(k, v)| decode(&k, &v).map(|v| (k, v)))
+        .collect()
 }
 
 /// Decodes a stored value, insisting that the whole value is consumed: postcard

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use do_storage::ValueCache;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 
@@ -54,6 +55,7 @@ pub(crate) fn spawn(
 /// its first call. One FIFO channel per worker keeps each stub's calls in order.
 async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) {
     let mut objects: HashMap<(u32, [u8; ID_BYTES]), Mailbox> = HashMap::new();
+    let cache = ValueCache::new(shared.value_cache_per_worker());
     while let Some(msg) = rx.recv().await {
         let envelope = match msg {
             WorkerMsg::Call(envelope) => envelope,
@@ -63,7 +65,13 @@ async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) 
         let mailbox = objects.entry(key).or_insert_with(|| {
             let mailbox = Mailbox::default();
             let class = shared.classes()[envelope.class as usize].clone();
-            let task = ObjectTask::new(class, envelope.id.clone(), shared.clone(), mailbox.clone());
+            let task = ObjectTask::new(
+                class,
+                envelope.id.clone(),
+                shared.clone(),
+                mailbox.clone(),
+                cache.clone(),
+            );
             tokio::task::spawn_local(task);
             mailbox
         });

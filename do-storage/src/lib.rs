@@ -17,8 +17,8 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path(), Default::default())?;
 //! let object = store.object(ObjectPrefix::new([0; 8], [7; 32]));
-//! object.put("b", b"2".to_vec())?;
-//! object.put("a", b"1".to_vec())?;
+//! object.put("b", b"2".to_vec(), true)?;
+//! object.put("a", b"1".to_vec(), true)?;
 //! let keys: Vec<String> = object.list(&ListOptions::new())?.into_iter().map(|(k, _)| k).collect();
 //! assert_eq!(keys, ["a", "b"]);
 //! # Ok(()) }
@@ -28,15 +28,19 @@
 
 #![deny(unsafe_code, missing_docs, clippy::unwrap_used)]
 
+mod cache;
 mod committer;
 mod error;
 pub mod limits;
 mod list;
 mod object;
 mod store;
+mod txn;
 
+pub use cache::{CacheStats, ValueCache};
 pub use error::{Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;
 pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
 pub use store::{Store, StoreOptions};
+pub use txn::{Txn, TxnOutcome};

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use fjall::Slice;
 
+use crate::cache::ValueCache;
 use crate::committer::{Commit, ObjectSync};
 use crate::error::{Result, StorageError};
 use crate::limits;
@@ -59,7 +60,7 @@ type Writes = BTreeMap<Vec<u8>, Option<Slice>>;
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path(), Default::default())?;
 /// let object = store.object(ObjectPrefix::new([1; 8], [2; 32]));
-/// object.put("a", b"1".to_vec())?;
+/// object.put("a", b"1".to_vec(), true)?;
 /// assert_eq!(object.get("a")?.as_deref(), Some(&b"1"[..]));
 /// let durable = object.barrier(); // the batch is on its way to disk
 /// # drop(durable);
@@ -69,6 +70,7 @@ pub struct ObjectStore {
     store: Store,
     prefix: ObjectPrefix,
     sync: Arc<ObjectSync>,
+    cache: Option<ValueCache>,
     state: RefCell<State>,
 }
 
@@ -76,18 +78,29 @@ pub struct ObjectStore {
 struct State {
     /// Writes not yet handed to the commit thread.
     dirty: Writes,
+    /// Whether `dirty` holds a write whose caller waits for it (not `allow_unconfirmed`).
+    dirty_confirmed: bool,
     /// Batches handed over but not yet applied to the engine, oldest first.
     inflight: VecDeque<(u64, Writes)>,
     /// Sequence number of the last batch handed over.
     submitted: u64,
+    /// Sequence number of the last batch handed over that holds a confirmed write.
+    last_confirmed: u64,
+    /// Counts every key written, to tell transactions what changed under them.
+    write_counter: u64,
+    /// `(counter, key)` of the writes made while a transaction is open.
+    write_log: Vec<(u64, Vec<u8>)>,
+    /// Transactions open now.
+    open_txns: usize,
 }
 
 impl ObjectStore {
-    pub(crate) fn new(store: Store, prefix: ObjectPrefix) -> Self {
+    pub(crate) fn new(store: Store, prefix: ObjectPrefix, cache: Option<ValueCache>) -> Self {
         ObjectStore {
             store,
             prefix,
             sync: ObjectSync::new(),
+            cache,
             state: RefCell::new(State::default()),
         }
     }
@@ -104,7 +117,8 @@ impl ObjectStore {
         full
     }
 
-    /// Drops in-flight batches the engine has applied: reads find them there now.
+    /// Applied batches are now in the engine: their values move to the
+    /// cache, which only ever holds committed values.
     fn prune(&self, state: &mut State) {
         let applied = self.sync.applied.load(Ordering::Acquire);
         while state
@@ -112,11 +126,17 @@ impl ObjectStore {
             .front()
             .is_some_and(|(seq, _)| *seq <= applied)
         {
-            state.inflight.pop_front();
+            if let Some((_, writes)) = state.inflight.pop_front() {
+                if let Some(cache) = &self.cache {
+                    for (k, v) in writes {
+                        cache.insert(self.full_key(&k), v);
+                    }
+                }
+            }
         }
     }
 
-    fn lookup(&self, key: &[u8]) -> Result<Option<Slice>> {
+    pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Slice>> {
         let mut state = self.state.borrow_mut();
         self.prune(&mut state);
         if let Some(v) = state.dirty.get(key) {
@@ -128,7 +148,27 @@ impl ObjectStore {
             }
         }
         drop(state);
-        Ok(self.store.data().get(self.full_key(key))?)
+        let full = self.full_key(key);
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.get(&full) {
+                return Ok(hit);
+            }
+        }
+        let value = self.store.data().get(&full)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(full, value.clone());
+        }
+        Ok(value)
+    }
+
+    /// Buffers one write (`None`: delete) and logs it for open transactions.
+    fn write(&self, state: &mut State, key: Vec<u8>, value: Option<Slice>, confirm: bool) {
+        state.write_counter += 1;
+        if state.open_txns > 0 {
+            state.write_log.push((state.write_counter, key.clone()));
+        }
+        state.dirty_confirmed |= confirm;
+        state.dirty.insert(key, value);
     }
 
     /// The value stored under `key`, if any.
@@ -150,71 +190,71 @@ impl ObjectStore {
         Ok(found.into_iter().collect())
     }
 
-    /// Buffers a write of `value` under `key`.
-    pub fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+    /// Buffers a write of `value` under `key`. With `confirm`, the calling
+    /// method's result waits until the write is durable; without, it does not
+    /// (`allow_unconfirmed`).
+    pub fn put(&self, key: &str, value: Vec<u8>, confirm: bool) -> Result<()> {
         limits::check_entry(key, &value)?;
-        self.state
-            .borrow_mut()
-            .dirty
-            .insert(key.as_bytes().to_vec(), Some(Slice::from(value)));
+        let mut state = self.state.borrow_mut();
+        self.write(
+            &mut state,
+            key.as_bytes().to_vec(),
+            Some(Slice::from(value)),
+            confirm,
+        );
         Ok(())
     }
 
     /// Buffers the writes of every entry, or of none when one breaks a limit.
-    pub fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<()> {
+    pub fn put_many(&self, entries: Vec<(String, Vec<u8>)>, confirm: bool) -> Result<()> {
         limits::check_batch(entries.len())?;
         entries
             .iter()
             .try_for_each(|(k, v)| limits::check_entry(k, v))?;
         let mut state = self.state.borrow_mut();
         for (key, value) in entries {
-            state
-                .dirty
-                .insert(key.into_bytes(), Some(Slice::from(value)));
+            self.write(
+                &mut state,
+                key.into_bytes(),
+                Some(Slice::from(value)),
+                confirm,
+            );
         }
         Ok(())
     }
 
     /// Buffers the removal of `key`; tells whether it existed.
-    pub fn delete(&self, key: &str) -> Result<bool> {
-        limits::check_key(key)?;
-        let existed = self.lookup(key.as_bytes())?.is_some();
-        if existed {
-            self.state
-                .borrow_mut()
-                .dirty
-                .insert(key.as_bytes().to_vec(), None);
-        }
-        Ok(existed)
+    pub fn delete(&self, key: &str, confirm: bool) -> Result<bool> {
+        Ok(self.delete_many(&[key], confirm)? == 1)
     }
 
-    /// Buffers the removal of `keys`; tells how many of them existed.
-    pub fn delete_many(&self, keys: &[&str]) -> Result<usize> {
+    /// Buffers the removal of `keys`; tells how many distinct ones existed.
+    pub fn delete_many(&self, keys: &[&str], confirm: bool) -> Result<usize> {
         limits::check_batch(keys.len())?;
         keys.iter().try_for_each(|k| limits::check_key(k))?;
-        let mut existing = Vec::new();
+        let mut existing = std::collections::BTreeSet::new();
         for key in keys {
             if self.lookup(key.as_bytes())?.is_some() {
-                existing.push(key.as_bytes().to_vec());
+                existing.insert(key.as_bytes().to_vec());
             }
         }
-        existing.dedup();
         let count = existing.len();
         let mut state = self.state.borrow_mut();
         for key in existing {
-            state.dirty.insert(key, None);
+            self.write(&mut state, key, None, confirm);
         }
         Ok(count)
     }
 
-    /// Buffers the removal of every key of this object.
-    pub fn delete_all(&self) -> Result<()> {
+    /// Buffers the removal of every key of this object; tells how many there were.
+    pub fn delete_all(&self, confirm: bool) -> Result<usize> {
         let keys = self.list(&ListOptions::new())?;
+        let count = keys.len();
         let mut state = self.state.borrow_mut();
         for (key, _) in keys {
-            state.dirty.insert(key.into_bytes(), None);
+            self.write(&mut state, key.into_bytes(), None, confirm);
         }
-        Ok(())
+        Ok(count)
     }
 
     /// The entries the options select, buffered writes included.
@@ -287,11 +327,25 @@ impl ObjectStore {
     /// Forgets the writes not yet handed to the commit thread (used when the
     /// object is reset after a panic). Handed-over batches still commit.
     pub fn discard_unflushed(&self) {
-        self.state.borrow_mut().dirty.clear();
+        let mut state = self.state.borrow_mut();
+        state.dirty.clear();
+        state.dirty_confirmed = false;
+    }
+
+    /// The batch a result released now must wait for: the one the buffered
+    /// confirmed writes will form at the next [`ObjectStore::flush`], or the
+    /// last one handed over with a confirmed write.
+    pub fn output_gate(&self) -> u64 {
+        let state = self.state.borrow();
+        if state.dirty_confirmed {
+            state.submitted + 1
+        } else {
+            state.last_confirmed
+        }
     }
 
     /// Hands the buffered writes to the commit thread as one atomic batch and
-    /// returns the sequence number that [`ObjectStore::durable`] waits for.
+    /// returns the sequence number of the last batch handed over.
     pub fn flush(&self) -> Result<u64> {
         let mut state = self.state.borrow_mut();
         if state.dirty.is_empty() {
@@ -303,12 +357,25 @@ impl ObjectStore {
             .iter()
             .map(|(k, v)| (Slice::from(self.full_key(k)), v.clone()))
             .collect();
-        self.store.submit(Commit {
+        let submitted = self.store.submit(Commit {
             ops,
             seq,
             sync: self.sync.clone(),
-        })?;
+        });
+        if let Err(e) = submitted {
+            // Nobody will commit this batch: fail whoever waits for it.
+            state.submitted = seq;
+            state.dirty_confirmed = false;
+            self.sync.durable.send_modify(|d| {
+                d.seq = d.seq.max(seq);
+                d.failed.get_or_insert(e.clone());
+            });
+            return Err(e);
+        }
         state.submitted = seq;
+        if std::mem::take(&mut state.dirty_confirmed) {
+            state.last_confirmed = seq;
+        }
         state.inflight.push_back((seq, writes));
         Ok(seq)
     }
@@ -350,3 +417,47 @@ impl ObjectStore {
         state.dirty.is_empty() && state.inflight.is_empty()
     }
 }
+
+/// What transactions need from the object's store.
+impl ObjectStore {
+    /// Opens a transaction; returns the write counter it starts from.
+    pub(crate) fn txn_open(&self) -> u64 {
+        let mut state = self.state.borrow_mut();
+        state.open_txns += 1;
+        state.write_counter
+    }
+
+    pub(crate) fn txn_close(&self) {
+        let mut state = self.state.borrow_mut();
+        state.open_txns = state.open_txns.saturating_sub(1);
+        if state.open_txns == 0 {
+            state.write_log.clear();
+        }
+    }
+
+    /// Whether a key written since `start` was read by the transaction: as a
+    /// key in `keys`, or inside one of the ranges it listed.
+    pub(crate) fn txn_conflicts(
+        &self,
+        start: u64,
+        keys: &std::collections::BTreeSet<Vec<u8>>,
+        ranges: &[KeyRange],
+    ) -> bool {
+        let state = self.state.borrow();
+        state
+            .write_log
+            .iter()
+            .filter(|(counter, _)| *counter > start)
+            .any(|(_, key)| keys.contains(key) || ranges.iter().any(|r| r.contains(key)))
+    }
+
+    /// Buffers a committed transaction's writes, all in one step.
+    pub(crate) fn txn_apply(&self, writes: Writes) {
+        let mut state = self.state.borrow_mut();
+        for (key, value) in writes {
+            self.write(&mut state, key, value, true);
+        }
+    }
+}
+
+pub(crate) type TxnWrites = Writes;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
+use crate::cache::ValueCache;
 use crate::committer::{Commit, Committer};
 use crate::error::{Result, StorageError};
 use crate::object::{ObjectPrefix, ObjectStore};
@@ -72,7 +73,12 @@ impl Store {
 
     /// The per-object view of the store for the object whose keys live under `prefix`.
     pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix)
+        ObjectStore::new(self.clone(), prefix, None)
+    }
+
+    /// Like [`Store::object`], reading through `cache` (the calling thread's).
+    pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
+        ObjectStore::new(self.clone(), prefix, Some(cache))
     }
 
     /// Reads a value of the runtime's own metadata.

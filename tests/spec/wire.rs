@@ -35,15 +35,18 @@ impl Backward {
 #[test]
 fn reordering_methods_keeps_the_schema_fingerprint() {
     assert_eq!(Forward::SCHEMA, Backward::SCHEMA);
-    assert_eq!(Forward::SCHEMA, "Same{alpha(u32)->u32;beta(String)->String}");
+    assert_eq!(
+        Forward::SCHEMA,
+        "Same{alpha(u32)->u32;beta(String)->String}"
+    );
 }
 
 #[test]
 fn method_ids_are_the_fnv1a_hash_of_the_name() {
     // FNV-1a 32 of "increment", computed independently of the crate.
-    let expected = "increment"
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    let expected = "increment".bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    });
     assert_eq!(do_runtime::__private::method_id("increment"), expected);
     assert_eq!(do_runtime::__private::method_id(""), 0x811c_9dc5);
     assert_eq!(do_runtime::__private::method_id("a"), 0xe40c_292c);

@@ -1,0 +1,120 @@
+//! A bounded LRU cache of recently used values, one per worker thread.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use fjall::Slice;
+use lru::LruCache;
+
+/// Bytes charged per entry on top of its key and value: the map's own bookkeeping.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Recently read or committed values (and known-absent keys), bounded by a
+/// total byte size, least recently used first out. Not `Send`: each worker
+/// thread has its own, and only that thread's objects use it, so entries never
+/// need invalidating across threads.
+///
+/// ```
+/// use do_storage::ValueCache;
+/// let cache = ValueCache::new(1024);
+/// cache.insert(b"k".to_vec(), Some(b"v".to_vec().into()));
+/// assert!(cache.get(b"k").is_some());
+/// ```
+#[derive(Clone)]
+pub struct ValueCache {
+    inner: Rc<RefCell<Inner>>,
+}
+
+struct Inner {
+    map: LruCache<Vec<u8>, Option<Slice>>,
+    bytes: usize,
+    limit: usize,
+    hits: u64,
+    misses: u64,
+}
+
+/// Counters of a [`ValueCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that went to the engine.
+    pub misses: u64,
+    /// Bytes held now (keys, values and bookkeeping).
+    pub bytes: usize,
+    /// Entries held now.
+    pub entries: usize,
+}
+
+fn cost(key: &[u8], value: &Option<Slice>) -> usize {
+    key.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD
+}
+
+impl ValueCache {
+    /// A cache holding at most `limit_bytes`. Zero disables it.
+    pub fn new(limit_bytes: usize) -> Self {
+        ValueCache {
+            inner: Rc::new(RefCell::new(Inner {
+                map: LruCache::unbounded(),
+                bytes: 0,
+                limit: limit_bytes,
+                hits: 0,
+                misses: 0,
+            })),
+        }
+    }
+
+    /// `Some(value)` when the cache knows the key: `Some(None)` means known absent.
+    pub fn get(&self, key: &[u8]) -> Option<Option<Slice>> {
+        let mut inner = self.inner.borrow_mut();
+        match inner.map.get(key).cloned() {
+            Some(v) => {
+                inner.hits += 1;
+                Some(v)
+            }
+            None => {
+                inner.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Records the committed value of `key` (`None`: absent).
+    pub fn insert(&self, key: Vec<u8>, value: Option<Slice>) {
+        let mut inner = self.inner.borrow_mut();
+        let size = cost(&key, &value);
+        if size > inner.limit {
+            if let Some(old) = inner.map.pop(&key) {
+                inner.bytes -= cost(&key, &old);
+            }
+            return;
+        }
+        if let Some((k, old)) = inner.map.push(key, value) {
+            inner.bytes -= cost(&k, &old);
+        }
+        inner.bytes += size;
+        while inner.bytes > inner.limit {
+            match inner.map.pop_lru() {
+                Some((k, v)) => inner.bytes -= cost(&k, &v),
+                None => break,
+            }
+        }
+    }
+
+    /// Hit and miss counters and current size.
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.inner.borrow();
+        CacheStats {
+            hits: inner.hits,
+            misses: inner.misses,
+            bytes: inner.bytes,
+            entries: inner.map.len(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ValueCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ValueCache").field(&self.stats()).finish()
+    }
+}
