@@ -118,3 +118,55 @@ impl std::fmt::Debug for ValueCache {
         f.debug_tuple("ValueCache").field(&self.stats()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(n: usize) -> Option<Slice> {
+        Some(vec![0u8; n].into())
+    }
+
+    #[test]
+    fn hits_are_counted_and_absent_keys_are_cached_too() {
+        let cache = ValueCache::new(10_000);
+        assert_eq!(cache.get(b"a"), None);
+        cache.insert(b"a".to_vec(), None);
+        assert_eq!(cache.get(b"a"), Some(None));
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 1));
+    }
+
+    #[test]
+    fn the_byte_bound_holds_and_the_least_recently_used_goes_first() {
+        let cache = ValueCache::new(3 * (1 + 100 + ENTRY_OVERHEAD));
+        cache.insert(b"a".to_vec(), value(100));
+        cache.insert(b"b".to_vec(), value(100));
+        cache.insert(b"c".to_vec(), value(100));
+        assert!(cache.get(b"a").is_some()); // a is now the most recent
+        cache.insert(b"d".to_vec(), value(100));
+        assert!(cache.get(b"b").is_none(), "b was the least recently used");
+        assert!(
+            cache.get(b"a").is_some() && cache.get(b"c").is_some() && cache.get(b"d").is_some()
+        );
+        assert!(cache.stats().bytes <= 3 * (1 + 100 + ENTRY_OVERHEAD));
+    }
+
+    #[test]
+    fn a_value_larger_than_the_whole_cache_is_not_kept() {
+        let cache = ValueCache::new(100);
+        cache.insert(b"a".to_vec(), value(10));
+        cache.insert(b"a".to_vec(), value(1_000));
+        assert_eq!(cache.get(b"a"), None, "the stale small value is gone too");
+        assert_eq!(cache.stats().bytes, 0);
+    }
+
+    #[test]
+    fn replacing_a_value_keeps_the_byte_count_exact() {
+        let cache = ValueCache::new(10_000);
+        cache.insert(b"a".to_vec(), value(10));
+        cache.insert(b"a".to_vec(), value(20));
+        assert_eq!(cache.stats().bytes, 1 + 20 + ENTRY_OVERHEAD);
+        assert_eq!(cache.stats().entries, 1);
+    }
+}

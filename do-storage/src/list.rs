@@ -16,7 +16,7 @@ use crate::error::{Result, StorageError};
 /// let page = ListOptions::new().prefix("user:").start_after("user:41").limit(100);
 /// assert_eq!(page.limit, Some(100));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ListOptions {
     /// The first key to return (inclusive). Not together with `start_after`.

@@ -1,22 +1,31 @@
 //! A child process the tests start, restart and kill.
 //!
-//! `do-tests-child DIR increment NAME AMOUNT` prints the counter's new value;
-//! `do-tests-child DIR id NAME` prints the id of `NAME`;
-//! `do-tests-child DIR value NAME` prints the counter's value.
+//! ```text
+//! do-tests-child DIR increment NAME AMOUNT   prints the counter's new value
+//! do-tests-child DIR value NAME              prints the counter's value
+//! do-tests-child DIR id NAME                 prints the id of NAME
+//! do-tests-child DIR crash-writer            writes until killed, printing `ack N`
+//! ```
 
-use do_tests::{Counter, runtime};
+use std::io::Write;
+
+use do_runtime::Runtime;
+use do_tests::{Counter, Kv, runtime};
+
+/// The counters and the batch object the crash writer updates each round.
+pub const CRASH_COUNTERS: [&str; 4] = ["c0", "c1", "c2", "c3"];
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, command, name, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: do-tests-child DIR (increment NAME AMOUNT | id NAME | value NAME)");
-        std::process::exit(2);
+    let Some((dir, rest)) = args.split_first() else {
+        usage()
     };
     let rt = runtime(std::path::Path::new(dir));
     let ns = rt.namespace::<Counter>();
-    match (command.as_str(), rest) {
-        ("increment", [amount]) => {
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["increment", name, amount] => {
             let amount: i64 = amount.parse().expect("AMOUNT is an integer");
             println!(
                 "{}",
@@ -26,11 +35,49 @@ async fn main() {
                     .expect("increment")
             );
         }
-        ("value", []) => println!("{}", ns.get_by_name(name).value().await.expect("value")),
-        ("id", []) => println!("{}", ns.id_from_name(name)),
-        _ => {
-            eprintln!("unknown command {command:?}");
-            std::process::exit(2);
+        ["value", name] => println!("{}", ns.get_by_name(name).value().await.expect("value")),
+        ["id", name] => println!("{}", ns.id_from_name(name)),
+        ["crash-writer"] => crash_writer(&rt).await,
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: do-tests-child DIR (increment NAME AMOUNT | value NAME | id NAME | crash-writer)"
+    );
+    std::process::exit(2);
+}
+
+/// Each round N increments every counter by one and writes N to the ten
+/// keys of one batch, all concurrently; once all are acknowledged it prints
+/// `ack N`. Runs until killed.
+async fn crash_writer(rt: &Runtime) {
+    let counters: Vec<_> = CRASH_COUNTERS
+        .iter()
+        .map(|name| rt.namespace::<Counter>().get_by_name(name))
+        .collect();
+    let batch = rt.namespace::<Kv>().get_by_name("batch");
+    let keys: Vec<String> = (0..10).map(|k| format!("k{k}")).collect();
+    let start: u64 = batch
+        .get_many(vec!["k0".into()])
+        .await
+        .expect("read the batch")
+        .get("k0")
+        .map_or(0, |v| v.parse().expect("a number"));
+    let mut out = std::io::stdout().lock();
+    for round in start + 1.. {
+        let increments: Vec<_> = counters.iter().map(|c| c.increment(1)).collect();
+        let entries = keys
+            .iter()
+            .map(|k| (k.clone(), round.to_string()))
+            .collect();
+        let write = batch.put_many(entries);
+        for inc in increments {
+            inc.await.expect("increment");
         }
+        write.await.expect("batch");
+        writeln!(out, "ack {round}").expect("stdout");
+        out.flush().expect("stdout");
     }
 }

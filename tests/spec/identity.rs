@@ -153,6 +153,8 @@ fn namespaces_are_named_after_their_class() {
     assert_eq!(rt.namespace::<Counter>().class_name(), "Counter");
     assert_eq!(
         rt.env().namespaces(),
-        ["Counter", "Recorder", "Notes", "Cells", "Bank"]
+        [
+            "Counter", "Recorder", "Notes", "Cells", "Bank", "Kv", "Tally", "TxnLab"
+        ]
     );
 }

@@ -1,9 +1,13 @@
 //! The behaviour tests, one module per group of SPEC rules.
 
 mod calls;
+mod crash;
 mod e_order;
 mod execution;
+mod gates;
 mod identity;
 mod persistence;
+mod storage_api;
 mod storage_basics;
+mod transactions;
 mod wire;

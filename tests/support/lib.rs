@@ -18,6 +18,9 @@ pub fn runtime(dir: &Path) -> Runtime {
         .register::<Notes>()
         .register::<Cells>()
         .register::<Bank>()
+        .register::<Kv>()
+        .register::<Tally>()
+        .register::<TxnLab>()
         .build()
         .expect("the test runtime builds")
 }

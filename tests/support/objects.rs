@@ -1,6 +1,7 @@
 //! The test classes.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use do_runtime::{Ctx, Error, ListOptions, durable_object};
@@ -184,5 +185,247 @@ impl Bank {
         }
         self.balance.set(balance - amount);
         Ok(balance - amount)
+    }
+}
+
+/// The whole storage API, for the storage tests.
+pub struct Kv {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Kv {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<BTreeMap<String, String>, Error> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.ctx.storage().get_many(&keys).await
+    }
+
+    pub async fn put_many(&self, entries: Vec<(String, String)>) -> Result<(), Error> {
+        self.ctx.storage().put_many(&entries)
+    }
+
+    pub async fn put_bytes(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &value)
+    }
+
+    pub async fn get_bytes(&self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.ctx.storage().get(&key).await
+    }
+
+    pub async fn delete_many(&self, keys: Vec<String>) -> Result<usize, Error> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.ctx.storage().delete_many(&keys).await
+    }
+
+    pub async fn delete_all(&self) -> Result<(), Error> {
+        self.ctx.storage().delete_all().await
+    }
+
+    pub async fn keys(&self, options: ListOptions) -> Result<Vec<String>, Error> {
+        let entries = self.ctx.storage().list::<String>(options).await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Puts and deletes without flushing, then lists in the same call.
+    pub async fn write_then_keys(
+        &self,
+        puts: Vec<String>,
+        deletes: Vec<String>,
+        options: ListOptions,
+    ) -> Result<Vec<String>, Error> {
+        let storage = self.ctx.storage();
+        for key in &puts {
+            storage.put(key, key)?;
+        }
+        for key in &deletes {
+            storage.delete(key).await?;
+        }
+        let entries = storage.list::<String>(options).await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+
+    pub async fn put_unconfirmed(&self, key: String, value: String) -> Result<(), Error> {
+        let options = do_runtime::WriteOptions::new().allow_unconfirmed(true);
+        self.ctx.storage().put_with(&key, &value, options)
+    }
+
+    pub async fn put_and_sync(&self, key: String, value: String) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &value)?;
+        self.ctx.storage().sync().await
+    }
+}
+
+/// A read-modify-write counter with a slow reader that yields mid-call.
+pub struct Tally {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Tally {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    pub async fn increment(&self) -> Result<i64, Error> {
+        let storage = self.ctx.storage();
+        let n = storage.get::<i64>("n").await?.unwrap_or(0) + 1;
+        storage.put("n", &n)?;
+        Ok(n)
+    }
+
+    /// Yields several times, so other calls run while this one is suspended.
+    pub async fn peek_slowly(&self) -> Result<i64, Error> {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        Ok(self.ctx.storage().get::<i64>("n").await?.unwrap_or(0))
+    }
+}
+
+/// Transactions, with conflicts forced by calls back into the same object.
+pub struct TxnLab {
+    ctx: Ctx,
+    runs: Cell<u32>,
+}
+
+#[durable_object]
+impl TxnLab {
+    pub fn new(ctx: Ctx) -> Self {
+        Self {
+            ctx,
+            runs: Cell::new(0),
+        }
+    }
+
+    fn me(&self) -> do_runtime::Stub<TxnLab> {
+        self.ctx
+            .env()
+            .namespace::<TxnLab>()
+            .get(self.ctx.id().clone())
+    }
+
+    pub async fn get(&self, key: String) -> Result<Option<i64>, Error> {
+        self.ctx.storage().get(&key).await
+    }
+
+    pub async fn bump(&self, key: String) -> Result<i64, Error> {
+        let n = self.ctx.storage().get::<i64>(&key).await?.unwrap_or(0) + 1;
+        self.ctx.storage().put(&key, &n)?;
+        Ok(n)
+    }
+
+    /// In a transaction: reads `key`, and on the first `interleave_runs` runs
+    /// has another call write it (through its own stub) while suspended; then
+    /// writes the value read plus 100. Returns (runs, value written).
+    pub async fn add_hundred(
+        &self,
+        key: String,
+        interleave_runs: u32,
+    ) -> Result<(u32, i64), Error> {
+        self.runs.set(0);
+        let written = self
+            .ctx
+            .storage()
+            .transaction(|txn| {
+                let run = self.runs.get() + 1;
+                self.runs.set(run);
+                let key = key.clone();
+                async move {
+                    let v: i64 = txn.get(&key).await?.unwrap_or(0);
+                    if run <= interleave_runs {
+                        self.me().bump(key.clone()).await?;
+                    }
+                    txn.put(&key, &(v + 100))?;
+                    Ok::<_, Error>(v + 100)
+                }
+            })
+            .await?;
+        Ok((self.runs.get(), written))
+    }
+
+    /// In a transaction: counts the keys under `prefix`; on the first run a
+    /// call adds a key under it meanwhile. Writes the count to `count`.
+    pub async fn count_prefix(&self, prefix: String) -> Result<(u32, usize), Error> {
+        self.runs.set(0);
+        let n = self
+            .ctx
+            .storage()
+            .transaction(|txn| {
+                let run = self.runs.get() + 1;
+                self.runs.set(run);
+                let prefix = prefix.clone();
+                async move {
+                    let n = txn
+                        .list::<i64>(ListOptions::new().prefix(prefix.clone()))
+                        .await?
+                        .len();
+                    if run == 1 {
+                        self.me().bump(format!("{prefix}new")).await?;
+                    }
+                    txn.put("count", &(n as i64))?;
+                    Ok::<_, Error>(n)
+                }
+            })
+            .await?;
+        Ok((self.runs.get(), n))
+    }
+
+    /// Moves `amount` from `from` to `to` in one transaction, with a
+    /// read-your-writes check inside it.
+    pub async fn transfer(&self, from: String, to: String, amount: i64) -> Result<bool, Error> {
+        self.ctx
+            .storage()
+            .transaction(|txn| {
+                let (from, to) = (from.clone(), to.clone());
+                async move {
+                    let a: i64 = txn.get(&from).await?.unwrap_or(0);
+                    if a < amount {
+                        txn.rollback();
+                        return Ok(false);
+                    }
+                    let b: i64 = txn.get(&to).await?.unwrap_or(0);
+                    txn.put(&from, &(a - amount))?;
+                    txn.put(&to, &(b + amount))?;
+                    assert_eq!(txn.get::<i64>(&from).await?, Some(a - amount));
+                    Ok(true)
+                }
+            })
+            .await
+    }
+
+    /// Writes in a transaction, then fails with `message`.
+    pub async fn write_then_fail(&self, key: String, message: String) -> Result<(), Error> {
+        self.ctx
+            .storage()
+            .transaction(|txn| {
+                let (key, message) = (key.clone(), message.clone());
+                async move {
+                    txn.put(&key, &1i64)?;
+                    Err::<(), _>(Error::app(message))
+                }
+            })
+            .await
+    }
+
+    /// Writes in a transaction, rolls back; returns how often the closure ran.
+    pub async fn write_then_rollback(&self, key: String) -> Result<u32, Error> {
+        self.runs.set(0);
+        self.ctx
+            .storage()
+            .transaction(|txn| {
+                self.runs.set(self.runs.get() + 1);
+                let key = key.clone();
+                async move {
+                    txn.put(&key, &1i64)?;
+                    txn.rollback();
+                    Ok::<_, Error>(())
+                }
+            })
+            .await?;
+        Ok(self.runs.get())
     }
 }
