@@ -126,11 +126,11 @@ impl ObjectStore {
             .front()
             .is_some_and(|(seq, _)| *seq <= applied)
         {
-            if let Some((_, writes)) = state.inflight.pop_front() {
-                if let Some(cache) = &self.cache {
-                    for (k, v) in writes {
-                        cache.insert(self.full_key(&k), v);
-                    }
+            if let Some((_, writes)) = state.inflight.pop_front()
+                && let Some(cache) = &self.cache
+            {
+                for (k, v) in writes {
+                    cache.insert(self.full_key(&k), v);
                 }
             }
         }
@@ -149,10 +149,10 @@ impl ObjectStore {
         }
         drop(state);
         let full = self.full_key(key);
-        if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(&full) {
-                return Ok(hit);
-            }
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.get(&full)
+        {
+            return Ok(hit);
         }
         let value = self.store.data().get(&full)?;
         if let Some(cache) = &self.cache {
