@@ -138,7 +138,7 @@ impl Generator<'_> {
         quote_spanned! {span=>
             #(#attrs)*
             pub fn #name(&self #(, #arg_names: #arg_types)*)
-                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static
+                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<>
             {
                 const ID: u32 = ::do_runtime::__private::method_id(#wire);
                 ::do_runtime::__private::call::<#kind, _>(&self.raw, ID, &(#(#arg_names,)*))

@@ -72,3 +72,20 @@ fn stubs_and_their_futures_are_send_and_sync() {
     send(&call);
     drop(call);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_future_does_not_borrow_its_stub() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let ns = rt.namespace::<Cells>();
+    // The stub is dropped before the call is awaited, and calls made in a
+    // closure can be returned from it.
+    let call = {
+        let stub = ns.get_by_name("short-lived");
+        stub.visit("a".into())
+    };
+    assert_eq!(call.await.unwrap(), (1, 1));
+    let stubs = vec![ns.get_by_name("short-lived")];
+    let make = move |i: usize| stubs[0].visit(format!("{i}"));
+    assert_eq!(tokio::spawn(make(2)).await.unwrap().unwrap(), (2, 2));
+}

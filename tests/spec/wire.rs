@@ -1,3 +1,5 @@
+#![allow(dead_code)] // the classes exist for their generated constants only
+
 //! Methods are identified on the wire by their names, never by their order.
 
 use do_runtime::{Ctx, DurableObject, durable_object};

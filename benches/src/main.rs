@@ -1,0 +1,119 @@
+//! The benchmark suite. Each scenario runs beside its baselines in the same
+//! process, interleaved, and prints medians, extremes and ratios.
+//!
+//! ```text
+//! cargo run --release -p do-bench -- [--quick] [--runs N] [--secs S] [--out FILE] [SCENARIO …]
+//! cargo run --release -p do-bench -- --list
+//! ```
+
+mod durable;
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Config, Outcome};
+
+type Runner = fn(&Config) -> Outcome;
+
+const SCENARIOS: &[(&str, &str, Runner)] = &[
+    (
+        "durable-1x1",
+        "durable increment, 1 object, 1 caller: p50 latency",
+        durable::one_caller,
+    ),
+    (
+        "durable-1x64",
+        "durable increments, 1 object, 64 in flight",
+        |c| durable::throughput(c, "durable increments, 1 object × 64 in flight", 1, 64),
+    ),
+    (
+        "durable-100x1000",
+        "durable increments, 100 objects × 1 000 callers",
+        |c| {
+            durable::throughput(
+                c,
+                "durable increments, 100 objects × 1 000 callers",
+                100,
+                1_000,
+            )
+        },
+    ),
+    (
+        "durable-10kx10k",
+        "durable increments, 10 000 objects × 10 000 callers",
+        |c| {
+            durable::throughput(
+                c,
+                "durable increments, 10 000 objects × 10 000 callers",
+                10_000,
+                10_000,
+            )
+        },
+    ),
+];
+
+fn main() {
+    let mut config = Config {
+        runs: 5,
+        duration: Duration::from_secs(2),
+    };
+    let mut out = None;
+    let mut chosen = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => {
+                config.runs = 1;
+                config.duration = Duration::from_millis(100);
+            }
+            "--runs" => config.runs = number(args.next(), "--runs"),
+            "--secs" => config.duration = Duration::from_secs_f64(number(args.next(), "--secs")),
+            "--out" => out = args.next(),
+            "--list" => {
+                for (name, about, _) in SCENARIOS {
+                    println!("{name:20} {about}");
+                }
+                return;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: do-bench [--quick] [--runs N] [--secs S] [--out FILE] [SCENARIO …] | --list"
+                );
+                return;
+            }
+            name if SCENARIOS.iter().any(|(n, _, _)| *n == name) => chosen.push(name.to_owned()),
+            other => {
+                eprintln!("unknown argument {other:?}; --list shows the scenarios");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (name, about, run) in SCENARIOS {
+        if !chosen.is_empty() && !chosen.iter().any(|c| c == name) {
+            continue;
+        }
+        eprintln!("running {name}: {about}");
+        let outcome = run(&config);
+        println!("{}", harness::table(std::slice::from_ref(&outcome)));
+        outcomes.push(outcome);
+    }
+    let table = harness::table(&outcomes);
+    println!("{table}");
+    if let Some(path) = out {
+        if let Err(e) = std::fs::write(&path, &table) {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(arg: Option<String>, flag: &str) -> T {
+    match arg.as_deref().map(str::parse) {
+        Some(Ok(v)) => v,
+        _ => {
+            eprintln!("{flag} needs a number");
+            std::process::exit(2);
+        }
+    }
+}
