@@ -274,6 +274,14 @@ pub fn throughput(
             ("raw fjall thread", Unit::OpsPerSec, &mut raw_run),
         ],
     );
+    let stats = rt.stats().storage;
+    eprintln!(
+        "  do-runtime: {} fsync groups, {:.1} object batches and {:.1} writes per group, {:.0} µs per fsync",
+        stats.groups,
+        stats.batches as f64 / stats.groups.max(1) as f64,
+        stats.writes as f64 / stats.groups.max(1) as f64,
+        stats.persist_time.as_secs_f64() * 1e6 / stats.groups.max(1) as f64
+    );
     let ratio = series[0].median() / series[1].median();
     let (target, met) = if objects == 1 {
         (

@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::error::Error;
 
@@ -60,6 +60,14 @@ impl DurableObjectId {
     /// The id's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; ID_BYTES] {
         &self.bytes
+    }
+
+    /// The random or name-derived half; the other half is a MAC over it, so
+    /// this half alone identifies the object within its namespace.
+    pub(crate) fn base(&self) -> [u8; BASE] {
+        let mut base = [0u8; BASE];
+        base.copy_from_slice(&self.bytes[..BASE]);
+        base
     }
 
     pub(crate) fn namespace_tag(&self) -> u64 {
@@ -200,16 +208,4 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
-}
-
-/// The fixed-width storage prefix of a namespace: secret-independent, so the
-/// data layout depends only on class names.
-pub(crate) fn storage_namespace(class: &str) -> [u8; 8] {
-    let digest = Sha256::new()
-        .chain_update(b"do-runtime/storage-namespace/v1\0")
-        .chain_update(class.as_bytes())
-        .finalize();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
 }

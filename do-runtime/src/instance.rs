@@ -82,7 +82,7 @@ impl ObjectTask {
         mailbox: Mailbox,
         cache: ValueCache,
     ) -> Self {
-        let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, *id.as_bytes());
+        let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
         let store = Rc::new(shared.store().object_cached(prefix, cache));
         ObjectTask {
             class,

@@ -89,11 +89,12 @@ pub(crate) use __private as private;
 
 pub use ctx::Ctx;
 pub use do_macros::durable_object;
+pub use do_storage::CommitStats;
 pub use env::Env;
 pub use error::{Error, Result};
 pub use id::DurableObjectId;
 pub use namespace::Namespace;
 pub use object::DurableObject;
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{Runtime, RuntimeBuilder, Stats};
 pub use storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
 pub use stub::{Call, Stub};

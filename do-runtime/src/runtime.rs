@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::ctx::Ctx;
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::id::{DurableObjectId, NamespaceKey, storage_namespace};
+use crate::id::{DurableObjectId, NamespaceKey};
 use crate::namespace::Namespace;
 use crate::object::{AnyObject, DurableObject, construct_erased};
 use crate::worker::{self, Envelope, WorkerMsg};
@@ -61,6 +61,15 @@ pub struct Runtime {
     shared: Arc<Shared>,
 }
 
+/// Headline figures of a runtime; see [`Runtime::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// What the storage commit thread has done: groups (one fsync each),
+    /// object batches, writes, bytes, time spent in fsync.
+    pub storage: do_storage::CommitStats,
+}
+
 /// Configures and starts a [`Runtime`].
 #[must_use]
 pub struct RuntimeBuilder {
@@ -85,7 +94,8 @@ pub(crate) struct Class {
     #[allow(dead_code)] // read by the remote handshake
     pub schema: &'static str,
     pub key: NamespaceKey,
-    pub storage_namespace: [u8; 8],
+    /// The namespace's number in the store: the first bytes of its keys.
+    pub storage_namespace: u16,
     pub construct: fn(Ctx) -> Rc<dyn AnyObject>,
 }
 
@@ -123,6 +133,14 @@ impl Runtime {
     /// The namespace of class `T`, or [`Error::NotRegistered`].
     pub fn try_namespace<T: DurableObject>(&self) -> Result<Namespace<T>> {
         self.env().try_namespace()
+    }
+
+    /// Headline figures of this runtime, for programs that want them
+    /// without a metrics stack.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            storage: self.shared.store.commit_stats(),
+        }
     }
 
     /// A cloneable, `Send` handle to this runtime's namespaces.
@@ -210,21 +228,20 @@ impl RuntimeBuilder {
             Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
         })?;
         let secret = load_or_create_secret(&store)?;
-        let classes = self
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(index, spec)| {
-                Arc::new(Class {
-                    index: index as u32,
-                    name: spec.name.to_owned(),
-                    schema: spec.schema,
-                    key: NamespaceKey::derive(&secret, spec.name),
-                    storage_namespace: storage_namespace(spec.name),
-                    construct: spec.construct,
-                })
-            })
-            .collect();
+        let mut classes = Vec::with_capacity(self.classes.len());
+        for (index, spec) in self.classes.iter().enumerate() {
+            let storage_namespace = store.namespace_number(spec.name).map_err(|e| {
+                Error::Setup(format!("cannot number namespace {:?}: {e}", spec.name))
+            })?;
+            classes.push(Arc::new(Class {
+                index: index as u32,
+                name: spec.name.to_owned(),
+                schema: spec.schema,
+                key: NamespaceKey::derive(&secret, spec.name),
+                storage_namespace,
+                construct: spec.construct,
+            }));
+        }
         let n = self
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));

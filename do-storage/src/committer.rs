@@ -60,21 +60,69 @@ impl ObjectSync {
 pub(crate) struct Committer {
     tx: mpsc::Sender<Job>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Counters>,
+}
+
+/// Running totals of the commit thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    groups: AtomicU64,
+    batches: AtomicU64,
+    writes: AtomicU64,
+    bytes: AtomicU64,
+    persist_nanos: AtomicU64,
+}
+
+/// What the commit thread has done since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitStats {
+    /// Commit groups: each is one engine batch and one fsync.
+    pub groups: u64,
+    /// Object batches committed (several share a group).
+    pub batches: u64,
+    /// Keys written or deleted.
+    pub writes: u64,
+    /// Bytes of keys and values written.
+    pub bytes: u64,
+    /// Time spent persisting (fsync), in total.
+    pub persist_time: std::time::Duration,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            groups: self.groups.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            persist_time: std::time::Duration::from_nanos(
+                self.persist_nanos.load(Ordering::Relaxed),
+            ),
+        }
+    }
 }
 
 impl Committer {
     pub fn start(db: Database, data: Keyspace) -> Result<Committer> {
         let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
-            .spawn(move || run(&db, &data, &rx))
+            .spawn(move || run(&db, &data, &rx, &counters))
             .map_err(|e| {
                 StorageError::Engine(format!("cannot start the commit thread: {e}").into())
             })?;
         Ok(Committer {
             tx,
             thread: Mutex::new(Some(thread)),
+            stats,
         })
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.stats.snapshot()
     }
 
     pub fn submit(&self, commit: Commit) -> Result<()> {
@@ -97,7 +145,7 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>, stats: &Counters) {
     let mut group: Vec<Commit> = Vec::new();
     let mut stopping = false;
     while !stopping {
@@ -115,7 +163,7 @@ fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(db, data, &mut group);
+        commit_group(db, data, &mut group, stats);
     }
     // Whatever is still queued after a stop was submitted before it: commit it too.
     while let Ok(job) = rx.try_recv() {
@@ -123,16 +171,19 @@ fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>) {
             group.push(c);
         }
     }
-    commit_group(db, data, &mut group);
+    commit_group(db, data, &mut group, stats);
 }
 
-fn commit_group(db: &Database, data: &Keyspace, group: &mut Vec<Commit>) {
+fn commit_group(db: &Database, data: &Keyspace, group: &mut Vec<Commit>, stats: &Counters) {
     if group.is_empty() {
         return;
     }
     let mut batch = db.batch();
+    let (mut writes, mut bytes) = (0u64, 0u64);
     for commit in group.iter() {
         for (key, value) in &commit.ops {
+            writes += 1;
+            bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
             match value {
                 Some(v) => batch.insert(data, key.clone(), v.clone()),
                 None => batch.remove(data, key.clone()),
@@ -145,7 +196,17 @@ fn commit_group(db: &Database, data: &Keyspace, group: &mut Vec<Commit>) {
             commit.sync.applied.fetch_max(commit.seq, Ordering::Release);
         }
     }
+    let persist_start = std::time::Instant::now();
     let outcome = applied.and_then(|()| db.persist(PersistMode::SyncData));
+    stats
+        .persist_nanos
+        .fetch_add(persist_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    stats.groups.fetch_add(1, Ordering::Relaxed);
+    stats
+        .batches
+        .fetch_add(group.len() as u64, Ordering::Relaxed);
+    stats.writes.fetch_add(writes, Ordering::Relaxed);
+    stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     let failed = outcome.err().map(StorageError::from);
     for commit in group.drain(..) {
         commit.sync.durable.send_modify(|d| {

@@ -16,7 +16,7 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path(), Default::default())?;
-//! let object = store.object(ObjectPrefix::new([0; 8], [7; 32]));
+//! let object = store.object(ObjectPrefix::new(0, [7; 16]));
 //! object.put("b", b"2".to_vec(), true)?;
 //! object.put("a", b"1".to_vec(), true)?;
 //! let keys: Vec<String> = object.list(&ListOptions::new())?.into_iter().map(|(k, _)| k).collect();
@@ -38,6 +38,7 @@ mod store;
 mod txn;
 
 pub use cache::{CacheStats, ValueCache};
+pub use committer::CommitStats;
 pub use error::{Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;

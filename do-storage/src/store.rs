@@ -48,7 +48,12 @@ struct Inner {
     data: Keyspace,
     meta: Keyspace,
     committer: Committer,
+    /// Serialises the assignment of namespace numbers.
+    assign: std::sync::Mutex<()>,
 }
+
+const NS_BY_NAME: &[u8] = b"ns-name\0";
+const NS_BY_NUMBER: &[u8] = b"ns-number\0";
 
 impl Store {
     /// Opens (or creates) the database in `path` and starts its commit thread.
@@ -67,6 +72,7 @@ impl Store {
                 data,
                 meta,
                 committer,
+                assign: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -79,6 +85,54 @@ impl Store {
     /// Like [`Store::object`], reading through `cache` (the calling thread's).
     pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
         ObjectStore::new(self.clone(), prefix, Some(cache))
+    }
+
+    /// The number of the namespace called `class` in this store, assigned
+    /// (durably) on first use, so key prefixes stay two bytes long and
+    /// stable across restarts.
+    pub fn namespace_number(&self, class: &str) -> Result<u16> {
+        let key = [NS_BY_NAME, class.as_bytes()].concat();
+        if let Some(n) = self.inner.meta.get(&key)? {
+            let bytes: [u8; 2] = n.as_ref().try_into().map_err(|_| {
+                StorageError::Engine(format!("the namespace number of {class:?} is damaged").into())
+            })?;
+            return Ok(u16::from_be_bytes(bytes));
+        }
+        let _guard = self.inner.assign.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = self.inner.meta.get(&key)? {
+            return Ok(u16::from_be_bytes(
+                n.as_ref().try_into().unwrap_or_default(),
+            ));
+        }
+        let taken = self.namespaces()?;
+        let next = taken.iter().map(|(n, _)| n + 1).max().unwrap_or(0);
+        if taken.len() >= usize::from(u16::MAX) {
+            return Err(StorageError::Engine(
+                "this store holds the most namespaces it can (65 535)".into(),
+            ));
+        }
+        self.inner.meta.insert(key, next.to_be_bytes())?;
+        self.inner
+            .meta
+            .insert([NS_BY_NUMBER, &next.to_be_bytes()].concat(), class)?;
+        self.inner.db.persist(PersistMode::SyncAll)?;
+        Ok(next)
+    }
+
+    /// Every namespace this store has numbered, with its class name, by number.
+    pub fn namespaces(&self) -> Result<Vec<(u16, String)>> {
+        let mut out = Vec::new();
+        for guard in self.inner.meta.prefix(NS_BY_NUMBER) {
+            let (k, v) = guard.into_inner()?;
+            let number: [u8; 2] = k
+                .get(NS_BY_NUMBER.len()..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StorageError::Engine("a namespace entry is damaged".into()))?;
+            let name = String::from_utf8(v.to_vec())
+                .map_err(|_| StorageError::Engine("a namespace name is not UTF-8".into()))?;
+            out.push((u16::from_be_bytes(number), name));
+        }
+        Ok(out)
     }
 
     /// Reads a value of the runtime's own metadata.
@@ -100,6 +154,11 @@ impl Store {
 
     pub(crate) fn submit(&self, commit: Commit) -> Result<()> {
         self.inner.committer.submit(commit)
+    }
+
+    /// What the commit thread has done so far.
+    pub fn commit_stats(&self) -> crate::CommitStats {
+        self.inner.committer.stats()
     }
 
     /// Stops the commit thread after it has made every submitted batch durable.

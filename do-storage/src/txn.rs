@@ -36,7 +36,7 @@ pub enum TxnOutcome {
 /// use do_storage::{ObjectPrefix, Store, Txn, TxnOutcome};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path(), Default::default())?;
-/// let object = Rc::new(store.object(ObjectPrefix::new([0; 8], [1; 32])));
+/// let object = Rc::new(store.object(ObjectPrefix::new(0, [1; 16])));
 ///
 /// let txn = Txn::begin(object.clone());
 /// assert_eq!(txn.get("n")?, None);
