@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use do_storage::{ObjectStore, ValueCache};
+use do_storage::{ObjectStore, StorageError, ValueCache};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -146,19 +146,9 @@ impl ObjectTask {
         };
         match catch_unwind(AssertUnwindSafe(|| instance.dispatch(method, &args))) {
             Ok(Ok(call)) => {
-                let store = self.store.clone();
-                let gated = async move {
-                    let result = call.await;
-                    // Output gate: the result leaves only once every write it
-                    // may reflect is durable. The batch is handed over when
-                    // this turn of the object ends (see `poll`), so the writes
-                    // of every call finishing in one turn share one batch.
-                    store.durable(store.output_gate()).await?;
-                    result
-                };
                 self.running.push(Running {
                     reply: Some(reply),
-                    call: Box::pin(gated),
+                    call,
                 });
             }
             Ok(Err(e)) => {
@@ -174,9 +164,22 @@ impl ObjectTask {
     fn finish(&mut self, (reply, outcome): (Option<oneshot::Sender<Reply>>, Outcome)) {
         match outcome {
             Outcome::Done(result) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
-                }
+                let Some(reply) = reply else { return };
+                // Output gate: the result leaves only once every write it may
+                // reflect is durable. Writes of this turn are handed over when
+                // the turn ends (see `poll`), so all calls finishing in one turn
+                // share one batch; the commit thread sends the reply right
+                // after the fsync that covers it.
+                self.store.release_when_durable(Box::new(move |durable| {
+                    let reply_value = match durable {
+                        Ok(()) => result,
+                        Err(StorageError::Discarded) => Err(Error::Disconnected(
+                            "the object was reset before this call's writes were committed".into(),
+                        )),
+                        Err(e) => Err(Error::from(e)),
+                    };
+                    let _ = reply.send(reply_value);
+                }));
             }
             Outcome::Panicked(message) => {
                 if let Some(reply) = reply {

@@ -21,15 +21,27 @@ use crate::error::{Result, StorageError};
 /// back without bound under a flood.
 const MAX_GROUP: usize = 4096;
 
-/// One object's atomic batch of writes: full keys, with `None` for a delete.
+/// Runs once the writes it waits for are durable (or failed): how a
+/// method's reply leaves from the commit thread without another hand-off.
+pub type Release = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// One object's atomic batch of writes: full keys, with `None` for a delete,
+/// and the releases that wait for it.
 pub(crate) struct Commit {
     pub ops: Vec<(Slice, Option<Slice>)>,
     pub seq: u64,
     pub sync: Arc<ObjectSync>,
+    pub releases: Vec<Release>,
 }
 
 pub(crate) enum Job {
     Commit(Commit),
+    /// Run `release` once the object's batch `seq` (handed over earlier) is durable.
+    Release {
+        sync: Arc<ObjectSync>,
+        seq: u64,
+        release: Release,
+    },
     Stop,
 }
 
@@ -49,6 +61,12 @@ pub(crate) struct Durable {
 }
 
 impl ObjectSync {
+    /// `Some(outcome)` once batch `seq` is durable or has failed.
+    pub fn outcome(&self, seq: u64) -> Option<Result<()>> {
+        let d = self.durable.borrow();
+        (d.seq >= seq).then(|| d.failed.clone().map_or(Ok(()), Err))
+    }
+
     pub fn new() -> Arc<Self> {
         Arc::new(ObjectSync {
             applied: AtomicU64::new(0),
@@ -125,8 +143,21 @@ impl Committer {
         self.stats.snapshot()
     }
 
-    pub fn submit(&self, commit: Commit) -> Result<()> {
-        Ok(self.tx.send(Job::Commit(commit))?)
+    /// Hands a batch over; on failure gives it back, so its releases can be told.
+    pub fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
+        self.tx.send(Job::Commit(commit)).map_err(|e| match e.0 {
+            Job::Commit(c) => c,
+            _ => unreachable!("sent a commit"),
+        })
+    }
+
+    /// Runs `release` once batch `seq` of `sync`'s object is durable.
+    pub fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
+        if let Err(e) = self.tx.send(Job::Release { sync, seq, release }) {
+            if let Job::Release { release, .. } = e.0 {
+                release(Err(StorageError::Closed));
+            }
+        }
     }
 
     pub fn stop(&self) {
@@ -146,20 +177,20 @@ impl Drop for Committer {
 }
 
 fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>, stats: &Counters) {
-    let mut group: Vec<Commit> = Vec::new();
+    let mut group = Group::default();
     let mut stopping = false;
     while !stopping {
         match rx.recv() {
-            Ok(Job::Commit(c)) => group.push(c),
             Ok(Job::Stop) | Err(_) => break,
+            Ok(job) => group.take(job),
         }
-        while group.len() < MAX_GROUP {
+        while group.commits.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(Job::Commit(c)) => group.push(c),
                 Ok(Job::Stop) => {
                     stopping = true;
                     break;
                 }
+                Ok(job) => group.take(job),
                 Err(_) => break,
             }
         }
@@ -167,15 +198,44 @@ fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>, stats: &Counter
     }
     // Whatever is still queued after a stop was submitted before it: commit it too.
     while let Ok(job) = rx.try_recv() {
-        if let Job::Commit(c) = job {
-            group.push(c);
+        if !matches!(job, Job::Stop) {
+            group.take(job);
         }
     }
     commit_group(db, data, &mut group, stats);
 }
 
-fn commit_group(db: &Database, data: &Keyspace, group: &mut Vec<Commit>, stats: &Counters) {
+/// The batches and releases gathered for one fsync.
+#[derive(Default)]
+struct Group {
+    commits: Vec<Commit>,
+    /// Releases waiting for a batch of this group (or of an earlier one).
+    waiting: Vec<Release>,
+}
+
+impl Group {
+    fn take(&mut self, job: Job) {
+        match job {
+            Job::Commit(c) => self.commits.push(c),
+            Job::Release { sync, seq, release } => match sync.outcome(seq) {
+                Some(outcome) => release(outcome),
+                // Batches arrive in order, so `seq` is in this group.
+                None => self.waiting.push(release),
+            },
+            Job::Stop => {}
+        }
+    }
+}
+
+fn commit_group(db: &Database, data: &Keyspace, group: &mut Group, stats: &Counters) {
+    let Group {
+        commits: group,
+        waiting,
+    } = group;
     if group.is_empty() {
+        for release in waiting.drain(..) {
+            release(Ok(()));
+        }
         return;
     }
     let mut batch = db.batch();
@@ -208,12 +268,22 @@ fn commit_group(db: &Database, data: &Keyspace, group: &mut Vec<Commit>, stats: 
     stats.writes.fetch_add(writes, Ordering::Relaxed);
     stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     let failed = outcome.err().map(StorageError::from);
+    let result = failed.clone().map_or(Ok(()), Err);
     for commit in group.drain(..) {
-        commit.sync.durable.send_modify(|d| {
+        // Wake `sync()` waiters only when there are any: replies go out below.
+        let sync = &commit.sync;
+        sync.durable.send_if_modified(|d| {
             d.seq = d.seq.max(commit.seq);
             if d.failed.is_none() {
                 d.failed.clone_from(&failed);
             }
+            sync.durable.receiver_count() > 0
         });
+        for release in commit.releases {
+            release(result.clone());
+        }
+    }
+    for release in waiting.drain(..) {
+        release(result.clone());
     }
 }

@@ -47,6 +47,10 @@ pub enum StorageError {
     /// further writes until the process restarts.
     #[error("storage engine failure: {0}")]
     Engine(Arc<str>),
+    /// The writes were dropped before they were handed to the commit thread,
+    /// because the object was reset. Nothing of them was stored.
+    #[error("the object was reset before its writes were committed")]
+    Discarded,
     /// The store is closed (the runtime shut down); nothing more can be written.
     #[error("the store is closed")]
     Closed,

@@ -38,7 +38,7 @@ mod store;
 mod txn;
 
 pub use cache::{CacheStats, ValueCache};
-pub use committer::CommitStats;
+pub use committer::{CommitStats, Release};
 pub use error::{Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use fjall::Slice;
 
 use crate::cache::ValueCache;
-use crate::committer::{Commit, ObjectSync};
+use crate::committer::{Commit, ObjectSync, Release};
 use crate::error::{Result, StorageError};
 use crate::limits;
 use crate::list::{self, KeyRange, ListOptions};
@@ -86,6 +86,8 @@ struct State {
     dirty: Writes,
     /// Whether `dirty` holds a write whose caller waits for it (not `allow_unconfirmed`).
     dirty_confirmed: bool,
+    /// Releases waiting for the batch `dirty` will become.
+    dirty_releases: Vec<Release>,
     /// Batches handed over but not yet applied to the engine, oldest first.
     inflight: VecDeque<(u64, Writes)>,
     /// Sequence number of the last batch handed over.
@@ -336,6 +338,11 @@ impl ObjectStore {
         let mut state = self.state.borrow_mut();
         state.dirty.clear();
         state.dirty_confirmed = false;
+        let releases = std::mem::take(&mut state.dirty_releases);
+        drop(state);
+        for release in releases {
+            release(Err(StorageError::Discarded));
+        }
     }
 
     /// The batch a result released now must wait for: the one the buffered
@@ -355,7 +362,14 @@ impl ObjectStore {
     pub fn flush(&self) -> Result<u64> {
         let mut state = self.state.borrow_mut();
         if state.dirty.is_empty() {
-            return Ok(state.submitted);
+            // Nothing to write: releases queued meanwhile wait for the last batch.
+            let releases = std::mem::take(&mut state.dirty_releases);
+            let seq = state.last_confirmed;
+            drop(state);
+            for release in releases {
+                self.release_after(seq, release);
+            }
+            return Ok(self.state.borrow().submitted);
         }
         let writes = std::mem::take(&mut state.dirty);
         let seq = state.submitted + 1;
@@ -363,27 +377,55 @@ impl ObjectStore {
             .iter()
             .map(|(k, v)| (Slice::from(self.full_key(k)), v.clone()))
             .collect();
-        let submitted = self.store.submit(Commit {
-            ops,
-            seq,
-            sync: self.sync.clone(),
-        });
-        if let Err(e) = submitted {
-            // Nobody will commit this batch: fail whoever waits for it.
-            state.submitted = seq;
-            state.dirty_confirmed = false;
-            self.sync.durable.send_modify(|d| {
-                d.seq = d.seq.max(seq);
-                d.failed.get_or_insert(e.clone());
-            });
-            return Err(e);
-        }
         state.submitted = seq;
         if std::mem::take(&mut state.dirty_confirmed) {
             state.last_confirmed = seq;
         }
         state.inflight.push_back((seq, writes));
+        let commit = Commit {
+            ops,
+            seq,
+            sync: self.sync.clone(),
+            releases: std::mem::take(&mut state.dirty_releases),
+        };
+        drop(state);
+        if let Err(commit) = self.store.submit(commit) {
+            // Nobody will commit this batch: fail whoever waits for it.
+            let e = StorageError::Closed;
+            self.sync.durable.send_modify(|d| {
+                d.seq = d.seq.max(seq);
+                d.failed.get_or_insert(e.clone());
+            });
+            for release in commit.releases {
+                release(Err(e.clone()));
+            }
+            return Err(e);
+        }
         Ok(seq)
+    }
+
+    /// Runs `release` once every write a result released now may reflect is
+    /// durable (the output gate): at once when that is already so, otherwise
+    /// on the commit thread right after the fsync that covers it.
+    ///
+    /// The wait covers this object's confirmed writes made so far; writes
+    /// still buffered are handed over at the next [`ObjectStore::flush`].
+    pub fn release_when_durable(&self, release: Release) {
+        let mut state = self.state.borrow_mut();
+        if state.dirty_confirmed {
+            state.dirty_releases.push(release);
+            return;
+        }
+        let seq = state.last_confirmed;
+        drop(state);
+        self.release_after(seq, release);
+    }
+
+    fn release_after(&self, seq: u64, release: Release) {
+        match self.sync.outcome(seq) {
+            Some(outcome) => release(outcome),
+            None => self.store.release(self.sync.clone(), seq, release),
+        }
     }
 
     /// Resolves once batch `seq` (and every batch before it) is on disk.

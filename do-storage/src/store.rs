@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
 use crate::cache::ValueCache;
-use crate::committer::{Commit, Committer};
+use crate::committer::{Commit, Committer, Release};
 use crate::error::{Result, StorageError};
 use crate::object::{ObjectPrefix, ObjectStore};
 
@@ -152,8 +152,17 @@ impl Store {
         &self.inner.data
     }
 
-    pub(crate) fn submit(&self, commit: Commit) -> Result<()> {
+    pub(crate) fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
         self.inner.committer.submit(commit)
+    }
+
+    pub(crate) fn release(
+        &self,
+        sync: std::sync::Arc<crate::committer::ObjectSync>,
+        seq: u64,
+        release: Release,
+    ) {
+        self.inner.committer.release(sync, seq, release);
     }
 
     /// What the commit thread has done so far.
@@ -171,11 +180,5 @@ impl Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
-
-impl From<std::sync::mpsc::SendError<crate::committer::Job>> for StorageError {
-    fn from(_: std::sync::mpsc::SendError<crate::committer::Job>) -> Self {
-        StorageError::Closed
     }
 }
