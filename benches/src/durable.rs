@@ -33,8 +33,13 @@ impl Counter {
 }
 
 fn runtime(dir: &std::path::Path) -> Runtime {
+    runtime_with(dir, true)
+}
+
+fn runtime_with(dir: &std::path::Path, worker_io: bool) -> Runtime {
     Runtime::builder()
         .data_dir(dir)
+        .worker_io(worker_io)
         .register::<Counter>()
         .build()
         .expect("the bench runtime builds")
@@ -168,10 +173,11 @@ pub fn one_caller(config: &Config) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("ours"));
     let raw = Arc::new(RawStore::open(&dir.path().join("raw")));
+    let rt_no_io = runtime_with(&dir.path().join("ours-no-io"), false);
     let stub = rt.namespace::<Counter>().get_by_name("solo");
+    let stub_no_io = rt_no_io.namespace::<Counter>().get_by_name("solo");
     let d = config.duration;
-    let mut ours = || {
-        let stub = stub.clone();
+    let p50_of = |stub: do_runtime::Stub<Counter>| {
         tokio.block_on(async move {
             tokio::spawn(async move {
                 let mut lat = Vec::new();
@@ -187,6 +193,8 @@ pub fn one_caller(config: &Config) -> Outcome {
             .expect("task")
         })
     };
+    let mut ours = || p50_of(stub.clone());
+    let mut ours_no_io = || p50_of(stub_no_io.clone());
     let mut raw_run = || {
         let raw = raw.clone();
         tokio.block_on(async move {
@@ -214,6 +222,11 @@ pub fn one_caller(config: &Config) -> Outcome {
             ("do-runtime p50", Unit::Micros, &mut ours),
             ("raw fjall thread p50", Unit::Micros, &mut raw_run),
             ("fsync probe p50", Unit::Micros, &mut probe),
+            (
+                "do-runtime, worker_io(false), p50",
+                Unit::Micros,
+                &mut ours_no_io,
+            ),
         ],
     );
     let (ours_p50, fsync_p50) = (series[0].median(), series[2].median());

@@ -37,10 +37,12 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name(format!("do-worker-{index}"))
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_time();
+            if shared.worker_io() {
+                builder.enable_io();
+            }
+            let rt = match builder.build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("do-runtime: worker {index} cannot start its event loop: {e}");

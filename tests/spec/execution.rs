@@ -61,3 +61,11 @@ async fn calls_after_the_runtime_is_dropped_fail_disconnected() {
     let err = stub.increment(1).await.unwrap_err();
     assert!(matches!(err, Error::Disconnected(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_can_use_tokio_io_in_their_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let stub = rt.namespace::<do_tests::Netter>().get_by_name("net");
+    assert_eq!(stub.echo(42).await.unwrap(), 42);
+}

@@ -21,6 +21,7 @@ pub fn runtime(dir: &Path) -> Runtime {
         .register::<Kv>()
         .register::<Tally>()
         .register::<TxnLab>()
+        .register::<Netter>()
         .build()
         .expect("the test runtime builds")
 }

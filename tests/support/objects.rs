@@ -429,3 +429,29 @@ impl TxnLab {
         Ok(self.runs.get())
     }
 }
+
+/// Uses tokio's I/O inside a method.
+pub struct Netter;
+
+#[durable_object]
+impl Netter {
+    pub fn new(_ctx: Ctx) -> Self {
+        Netter
+    }
+
+    /// Binds a loopback listener, connects to it, and echoes one byte.
+    pub async fn echo(&self, byte: u8) -> Result<u8, Error> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = |e: std::io::Error| Error::app(e.to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(io)?;
+        let addr = listener.local_addr().map_err(io)?;
+        let mut client = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+        let (mut server, _) = listener.accept().await.map_err(io)?;
+        client.write_all(&[byte]).await.map_err(io)?;
+        let mut buf = [0u8; 1];
+        server.read_exact(&mut buf).await.map_err(io)?;
+        Ok(buf[0])
+    }
+}
