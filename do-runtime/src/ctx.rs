@@ -2,7 +2,10 @@
 
 use std::rc::Rc;
 
+use std::future::Future;
+
 use crate::env::Env;
+use crate::gate::Gate;
 use crate::id::DurableObjectId;
 use crate::storage::Storage;
 
@@ -36,13 +39,56 @@ struct Inner {
     id: DurableObjectId,
     storage: Storage,
     env: Env,
+    gate: Rc<Gate>,
 }
 
 impl Ctx {
-    pub(crate) fn new(id: DurableObjectId, storage: Storage, env: Env) -> Self {
+    pub(crate) fn new(id: DurableObjectId, storage: Storage, env: Env, gate: Rc<Gate>) -> Self {
         Ctx {
-            inner: Rc::new(Inner { id, storage, env }),
+            inner: Rc::new(Inner {
+                id,
+                storage,
+                env,
+                gate,
+            }),
         }
+    }
+
+    /// Runs `future` on this object's thread and delivers no other call to
+    /// the object until it completes. Starts at once, whether or not the
+    /// returned future is awaited, so it works in the (synchronous)
+    /// constructor, typically to load state before the first call:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use do_runtime::{durable_object, Ctx, Error};
+    ///
+    /// pub struct Scores { ctx: Ctx, best: Rc<Cell<i64>> }
+    ///
+    /// #[durable_object]
+    /// impl Scores {
+    ///     pub fn new(ctx: Ctx) -> Self {
+    ///         let best = Rc::new(Cell::new(0));
+    ///         let (storage, slot) = (ctx.storage().clone(), best.clone());
+    ///         // No call reaches `best` before it is loaded.
+    ///         let _ = ctx.block_concurrency_while(async move {
+    ///             slot.set(storage.get::<i64>("best").await.ok().flatten().unwrap_or(0));
+    ///         });
+    ///         Self { ctx, best }
+    ///     }
+    ///
+    ///     pub async fn best(&self) -> i64 { self.best.get() }
+    /// }
+    /// ```
+    ///
+    /// A panic inside `future` resets the instance, like a panic in a method.
+    pub fn block_concurrency_while<F>(&self, future: F) -> impl Future<Output = F::Output> + 'static
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.inner.gate.block_while(future)
     }
 
     /// The id of this object.

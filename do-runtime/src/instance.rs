@@ -1,16 +1,18 @@
 //! One object's task: delivers its calls in order, runs them (interleaving
-//! only where a method awaits), holds each reply until the object's writes are
-//! durable (output gate), and resets the instance when a method panics.
+//! only where a method awaits), hands each result to the output gate, resets
+//! the instance when a method panics, and leaves when evicted.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use do_storage::{ObjectStore, StorageError, ValueCache};
 use futures_util::StreamExt;
@@ -21,90 +23,152 @@ use tokio::sync::oneshot;
 use crate::ctx::Ctx;
 use crate::env::Env;
 use crate::error::Error;
+use crate::gate::Gate;
 use crate::id::DurableObjectId;
 use crate::object::AnyObject;
+use crate::registry::ObjectHandle;
 use crate::runtime::{Class, Shared};
 use crate::storage::Storage;
 use crate::stub::Reply;
-use crate::worker::Envelope;
+use crate::worker::{Envelope, Kind, ObjectKey, Objects};
 
-/// How many calls one poll delivers before yielding to the worker's other tasks.
+/// How many messages one poll delivers before yielding to the worker's other tasks.
 const DELIVERY_BUDGET: usize = 64;
 
-/// An object's queue of calls, filled by the worker's router.
-#[derive(Clone, Default)]
+/// An object's queue and the facts the worker's sweeper and drainer read.
+#[derive(Clone)]
 pub(crate) struct Mailbox {
-    inner: Rc<RefCell<MailboxInner>>,
+    slot: Rc<Slot>,
 }
 
-#[derive(Default)]
-struct MailboxInner {
-    queue: VecDeque<Envelope>,
-    waker: Option<Waker>,
+struct Slot {
+    queue: RefCell<VecDeque<Envelope>>,
+    waker: RefCell<Option<Waker>>,
+    /// Calls (and closures) running in the task.
+    busy: Cell<usize>,
+    last_active: Cell<Instant>,
+    /// `Some` once eviction was asked for, with whoever waits for it.
+    eviction: RefCell<Option<Vec<oneshot::Sender<bool>>>>,
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Mailbox {
+            slot: Rc::new(Slot {
+                queue: RefCell::default(),
+                waker: RefCell::default(),
+                busy: Cell::new(0),
+                last_active: Cell::new(Instant::now()),
+                eviction: RefCell::default(),
+            }),
+        }
+    }
 }
 
 impl Mailbox {
     pub fn push(&self, envelope: Envelope) {
-        let mut inner = self.inner.borrow_mut();
-        inner.queue.push_back(envelope);
-        if let Some(waker) = inner.waker.take() {
+        self.slot.queue.borrow_mut().push_back(envelope);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.slot.waker.borrow_mut().take() {
             waker.wake();
         }
     }
 
-    fn pop(&self, waker: &Waker) -> Option<Envelope> {
-        let mut inner = self.inner.borrow_mut();
-        let next = inner.queue.pop_front();
-        if next.is_none() {
-            inner.waker = Some(waker.clone());
+    fn pop(&self) -> Option<Envelope> {
+        self.slot.queue.borrow_mut().pop_front()
+    }
+
+    fn park(&self, waker: &Waker) {
+        *self.slot.waker.borrow_mut() = Some(waker.clone());
+    }
+
+    /// Whether nothing is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.slot.busy.get() == 0 && self.slot.queue.borrow().is_empty()
+    }
+
+    /// How long the object has been idle; zero while it is not.
+    pub fn idle_since(&self, now: Instant) -> Duration {
+        if self.is_idle() {
+            now.saturating_duration_since(self.slot.last_active.get())
+        } else {
+            Duration::ZERO
         }
-        next
+    }
+
+    /// Asks the task to drop its instance and leave once idle.
+    pub fn request_eviction(&self, done: Option<oneshot::Sender<bool>>) {
+        self.slot
+            .eviction
+            .borrow_mut()
+            .get_or_insert_with(Vec::new)
+            .extend(done);
+        self.wake();
     }
 }
 
 pub(crate) struct ObjectTask {
     class: Arc<Class>,
     id: DurableObjectId,
+    handle: Arc<ObjectHandle>,
     shared: Arc<Shared>,
     mailbox: Mailbox,
+    objects: Objects,
+    key: ObjectKey,
     store: Rc<ObjectStore>,
+    gate: Rc<Gate>,
     instance: Option<Rc<dyn AnyObject>>,
     running: FuturesUnordered<Running>,
-    /// Incremented at every reset; stubs bound to an older epoch are broken.
-    epoch: u64,
+    /// Wakes the task to retry an eviction that waits for the engine.
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ObjectTask {
     pub fn new(
         class: Arc<Class>,
         id: DurableObjectId,
+        handle: Arc<ObjectHandle>,
         shared: Arc<Shared>,
         mailbox: Mailbox,
         cache: ValueCache,
+        objects: Objects,
     ) -> Self {
         let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
         let store = Rc::new(shared.store().object_cached(prefix, cache));
+        let key = (class.index, id.base());
         ObjectTask {
             class,
             id,
+            handle,
             shared,
             mailbox,
+            objects,
+            key,
             store,
+            gate: Rc::default(),
             instance: None,
             running: FuturesUnordered::new(),
-            epoch: 1,
+            retry: None,
         }
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx::new(
+            self.id.clone(),
+            Storage::new(self.store.clone()),
+            Env::new(self.shared.clone()),
+            self.gate.clone(),
+        )
     }
 
     fn instance(&mut self) -> Result<Rc<dyn AnyObject>, Error> {
         if let Some(instance) = &self.instance {
             return Ok(instance.clone());
         }
-        let ctx = Ctx::new(
-            self.id.clone(),
-            Storage::new(self.store.clone()),
-            Env::new(self.shared.clone()),
-        );
+        let ctx = self.ctx();
         let construct = self.class.construct;
         match catch_unwind(AssertUnwindSafe(|| construct(ctx))) {
             Ok(instance) => {
@@ -112,8 +176,10 @@ impl ObjectTask {
                 Ok(instance)
             }
             Err(panic) => {
-                // No half-built instance: forget whatever the constructor wrote.
+                // No half-built instance: forget what the constructor wrote or started.
                 self.store.discard_unflushed();
+                self.gate.abort_all();
+                self.gate = Rc::default();
                 Err(Error::Panicked(format!(
                     "the constructor of {} panicked: {}",
                     self.class.name,
@@ -124,44 +190,60 @@ impl ObjectTask {
     }
 
     fn deliver(&mut self, envelope: Envelope) {
-        let Envelope {
-            method,
-            args,
-            reply,
-            stub,
-            ..
-        } = envelope;
-        if !stub.bind(self.epoch) {
-            let _ = reply.send(Err(Error::Disconnected(
-                "the object was reset since this stub's first call; get a new stub".into(),
-            )));
-            return;
-        }
-        let instance = match self.instance() {
-            Ok(instance) => instance,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
+        self.mailbox.slot.last_active.set(Instant::now());
+        match envelope.kind {
+            Kind::Call {
+                method,
+                args,
+                reply,
+                stub,
+                slot,
+            } => {
+                self.handle.release(slot);
+                let generation = self.handle.generation.load(Ordering::Acquire);
+                if !stub.bind(generation) {
+                    let _ = reply.send(Err(Error::Disconnected(
+                        "the object was reset since this stub's first call; get a new stub".into(),
+                    )));
+                    return;
+                }
+                let instance = match self.instance() {
+                    Ok(instance) => instance,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                match catch_unwind(AssertUnwindSafe(|| instance.dispatch(method, &args))) {
+                    Ok(Ok(call)) => self.start(Some(reply), call),
+                    Ok(Err(e)) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    Err(panic) => {
+                        let _ = reply.send(Err(Error::Panicked(panic_message(&*panic))));
+                        self.reset();
+                    }
+                }
             }
-        };
-        match catch_unwind(AssertUnwindSafe(|| instance.dispatch(method, &args))) {
-            Ok(Ok(call)) => {
-                self.running.push(Running {
-                    reply: Some(reply),
-                    call,
-                });
-            }
-            Ok(Err(e)) => {
-                let _ = reply.send(Err(e));
-            }
-            Err(panic) => {
-                let _ = reply.send(Err(Error::Panicked(panic_message(&*panic))));
-                self.reset();
+            Kind::Run(run) => {
+                let future = run(self.ctx());
+                self.start(None, Box::pin(async move {
+                    future.await;
+                    Ok(Vec::new())
+                }));
             }
         }
     }
 
+    fn start(&mut self, reply: Option<oneshot::Sender<Reply>>, call: LocalBoxFuture<'static, Reply>) {
+        self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
+        self.running.push(Running { reply, call });
+    }
+
     fn finish(&mut self, (reply, outcome): (Option<oneshot::Sender<Reply>>, Outcome)) {
+        let slot = &self.mailbox.slot;
+        slot.busy.set(slot.busy.get().saturating_sub(1));
+        slot.last_active.set(Instant::now());
         match outcome {
             Outcome::Done(result) => {
                 let Some(reply) = reply else { return };
@@ -191,37 +273,74 @@ impl ObjectTask {
     }
 
     /// Drops the instance and every call running on it (their callers see a
-    /// disconnected error), forgets unflushed writes, and moves to a new epoch
-    /// so the stubs bound to the old instance break.
+    /// disconnected error), forgets unflushed writes, and starts a new
+    /// generation so the stubs bound to the old instance break.
     fn reset(&mut self) {
         self.instance = None;
         self.running = FuturesUnordered::new();
+        self.mailbox.slot.busy.set(0);
+        self.gate.abort_all();
+        self.gate = Rc::default();
         self.store.discard_unflushed();
-        self.epoch += 1;
+        self.handle.generation.fetch_add(1, Ordering::AcqRel);
     }
-}
 
-impl ObjectTask {
-    /// Delivers queued calls and runs everything ready, until nothing is or
-    /// the delivery budget is spent.
+    /// Delivers queued messages and runs everything ready, until nothing is,
+    /// the gate closes, or the delivery budget is spent.
     fn turn(&mut self, cx: &mut Context<'_>) {
         let mut delivered = 0;
         loop {
+            if self.gate.take_poison().is_some() {
+                // A `block_concurrency_while` future panicked: like a method.
+                self.reset();
+            }
             while let Poll::Ready(Some(done)) = self.running.poll_next_unpin(cx) {
                 self.finish(done);
+            }
+            if !self.gate.is_open() {
+                self.gate.wait(cx.waker());
+                return;
             }
             if delivered == DELIVERY_BUDGET {
                 cx.waker().wake_by_ref();
                 return;
             }
-            match self.mailbox.pop(cx.waker()) {
+            match self.mailbox.pop() {
                 Some(envelope) => {
                     self.deliver(envelope);
                     delivered += 1;
                 }
-                None => return,
+                None => {
+                    self.mailbox.park(cx.waker());
+                    return;
+                }
             }
         }
+    }
+
+    /// Leaves when eviction was asked for and the object is idle, its gate
+    /// open, and every batch it handed over applied (so a new instance reads
+    /// everything from the engine). Returns whether it left.
+    fn try_evict(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.mailbox.slot.eviction.borrow().is_none() || !self.mailbox.is_idle() || !self.gate.is_open() {
+            return false;
+        }
+        if !self.store.is_settled() {
+            // The commit thread does not wake us when it applies: check back soon.
+            let retry = self
+                .retry
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(1))));
+            if retry.as_mut().poll(cx).is_ready() {
+                self.retry = None;
+                cx.waker().wake_by_ref();
+            }
+            return false;
+        }
+        self.objects.borrow_mut().remove(&self.key);
+        for done in self.mailbox.slot.eviction.borrow_mut().take().unwrap_or_default() {
+            let _ = done.send(self.instance.is_some());
+        }
+        true
     }
 }
 
@@ -232,9 +351,12 @@ impl Future for ObjectTask {
         let this = self.get_mut();
         this.turn(cx);
         // End of the turn: everything written in it goes to disk as one batch.
-        // A failed hand-over fails the waiting calls through their output gate.
+        // A failed hand-over fails the waiting calls through their releases.
         if this.store.has_unflushed() {
             let _ = this.store.flush();
+        }
+        if this.try_evict(cx) {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
@@ -259,14 +381,12 @@ impl Future for Running {
         match catch_unwind(AssertUnwindSafe(|| this.call.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => Poll::Ready((this.reply.take(), Outcome::Done(result))),
-            Err(panic) => {
-                Poll::Ready((this.reply.take(), Outcome::Panicked(panic_message(&*panic))))
-            }
+            Err(panic) => Poll::Ready((this.reply.take(), Outcome::Panicked(panic_message(&*panic)))),
         }
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -3,7 +3,15 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::error::Result;
+use std::future::Future;
+
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::oneshot;
+
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::worker::{Envelope, Kind};
 use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::runtime::{Class, Shared};
@@ -82,6 +90,63 @@ impl<T: DurableObject> Namespace<T> {
     /// `self.get(self.id_from_name(name))`.
     pub fn get_by_name(&self, name: &str) -> Stub<T> {
         self.get(self.id_from_name(name))
+    }
+
+    /// Runs `f` with the storage of object `id`, on the object's thread and
+    /// in order with its calls (like a call, it waits for the input gate),
+    /// without constructing an instance. Resolves once `f` is done and its
+    /// writes are durable. Meant for tests, tools and migrations.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), do_runtime::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let tokio = tokio::runtime::Runtime::new().unwrap();
+    /// # tokio.block_on(async {
+    /// # use do_runtime::{durable_object, Ctx, Runtime};
+    /// # pub struct Counter { ctx: Ctx }
+    /// # #[durable_object] impl Counter { pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+    /// #   pub async fn get(&self) -> Option<i64> { self.ctx.storage().get("value").await.ok().flatten() } }
+    /// # let rt = Runtime::builder().data_dir(dir.path()).register::<Counter>().build()?;
+    /// let counters = rt.namespace::<Counter>();
+    /// let id = counters.id_from_name("seeded");
+    /// counters.with_storage(&id, |storage| async move { storage.put("value", &41i64) }).await??;
+    /// assert_eq!(counters.get(id).get().await?, Some(41));
+    /// # Ok::<_, do_runtime::Error>(()) })?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_storage<F, Fut, R>(&self, id: &DurableObjectId, f: F) -> Result<R>
+    where
+        F: FnOnce(Storage) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if id.namespace_tag() != self.class.key.tag() {
+            return Err(Error::WrongNamespace {
+                class: self.class.name.clone(),
+            });
+        }
+        if self.shared.is_closing() {
+            return Err(Error::Disconnected("the runtime is shutting down".into()));
+        }
+        let (done, result) = oneshot::channel();
+        let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> = Box::new(move |ctx: Ctx| {
+            Box::pin(async move {
+                let storage = ctx.storage().clone();
+                let value = f(storage.clone()).await;
+                let _ = done.send(storage.sync().await.map(|()| value));
+            })
+        });
+        let envelope = Envelope {
+            class: self.class.index,
+            id: id.clone(),
+            handle: self.shared.registry().handle(self.class.index, id.base()),
+            kind: Kind::Run(run),
+        };
+        self.shared
+            .send(self.shared.worker_for(self.class.index, id), envelope)?;
+        result
+            .await
+            .map_err(|_| Error::Disconnected("the object was reset or the runtime shut down".into()))?
     }
 }
 

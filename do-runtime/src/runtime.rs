@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
 
 use do_storage::{Store, StoreOptions};
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::id::{DurableObjectId, NamespaceKey};
 use crate::namespace::Namespace;
 use crate::object::{AnyObject, DurableObject, construct_erased};
+use crate::registry::{QueueLimits, Registry};
 use crate::worker::{self, Envelope, WorkerMsg};
 
 const SECRET_KEY: &[u8] = b"runtime-secret";
@@ -72,15 +74,20 @@ pub struct Stats {
 
 /// Configures and starts a [`Runtime`].
 #[must_use]
+#[derive(Clone)]
 pub struct RuntimeBuilder {
     data_dir: Option<PathBuf>,
     workers: Option<usize>,
     store: StoreOptions,
     value_cache_bytes: usize,
     worker_io: bool,
+    queue: QueueLimits,
+    idle_timeout: Option<Duration>,
+    shutdown_deadline: Duration,
     classes: Vec<ClassSpec>,
 }
 
+#[derive(Clone)]
 struct ClassSpec {
     type_id: TypeId,
     name: &'static str,
@@ -109,6 +116,11 @@ pub(crate) struct Shared {
     store: Store,
     value_cache_bytes: usize,
     worker_io: bool,
+    queue: QueueLimits,
+    idle_timeout: Option<Duration>,
+    shutdown_deadline: Duration,
+    registry: Registry,
+    closing: AtomicBool,
     stopped: AtomicBool,
 }
 
@@ -121,6 +133,12 @@ impl Runtime {
             store: StoreOptions::default(),
             value_cache_bytes: 64 * 1024 * 1024,
             worker_io: true,
+            queue: QueueLimits {
+                calls: 100_000,
+                bytes: 64 * 1024 * 1024,
+            },
+            idle_timeout: Some(Duration::from_secs(30)),
+            shutdown_deadline: Duration::from_secs(30),
             classes: Vec::new(),
         }
     }
@@ -144,6 +162,47 @@ impl Runtime {
         Stats {
             storage: self.shared.store.commit_stats(),
         }
+    }
+
+    /// Shuts the runtime down gracefully: new calls fail at once with
+    /// [`Error::Disconnected`]; calls already sent are delivered and may
+    /// finish (until the deadline set with
+    /// [`RuntimeBuilder::shutdown_deadline`]); every write is made durable
+    /// and every reply sent; then the workers stop, and stubs still held fail
+    /// with [`Error::Disconnected`]. Calling it again does nothing.
+    ///
+    /// Dropping a runtime without calling this stops it at once instead:
+    /// calls in flight fail with [`Error::Disconnected`], and writes already
+    /// handed to storage still become durable.
+    pub async fn shutdown(&self) {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.clone().shutdown().await;
+    }
+
+    /// Evicts the instance of `id` as soon as it is idle, as the idle timeout
+    /// would: its memory is dropped and the next call builds a new instance
+    /// from storage. Stubs keep working. Resolves to whether an instance was
+    /// live. Meant for tests and tools.
+    pub async fn evict(&self, id: &DurableObjectId) -> Result<bool> {
+        let class = self
+            .shared
+            .class_by_tag(id.namespace_tag())
+            .ok_or_else(|| Error::NotRegistered("the namespace of this id".into()))?;
+        let (done, evicted) = tokio::sync::oneshot::channel();
+        let worker = self.shared.worker_for(class.index, id);
+        self.shared.send_msg(
+            worker,
+            WorkerMsg::Evict {
+                class: class.index,
+                base: id.base(),
+                done,
+            },
+        )?;
+        evicted
+            .await
+            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
     }
 
     /// A cloneable, `Send` handle to this runtime's namespaces.
@@ -200,6 +259,34 @@ impl RuntimeBuilder {
     /// epoll, which wakes them a few microseconds sooner.
     pub fn worker_io(mut self, enabled: bool) -> Self {
         self.worker_io = enabled;
+        self
+    }
+
+    /// The most calls that may wait for one object. A call past it fails at
+    /// once with [`Error::Overloaded`]; the stub stays usable. Default: 100 000.
+    pub fn max_queued_calls(mut self, calls: usize) -> Self {
+        self.queue.calls = calls.max(1);
+        self
+    }
+
+    /// The most argument bytes that may wait for one object. A call past it
+    /// fails at once with [`Error::Overloaded`]. Default: 64 MiB.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.queue.bytes = bytes.max(1);
+        self
+    }
+
+    /// Instances idle this long are evicted: their memory is dropped and the
+    /// next call builds a new instance, which reads its state from storage.
+    /// Stubs keep working. `None` never evicts. Default: 30 s.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// How long [`Runtime::shutdown`] lets calls in flight finish. Default: 30 s.
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown_deadline = deadline;
         self
     }
 
@@ -267,6 +354,11 @@ impl RuntimeBuilder {
             store,
             value_cache_bytes: self.value_cache_bytes,
             worker_io: self.worker_io,
+            queue: self.queue,
+            idle_timeout: self.idle_timeout,
+            shutdown_deadline: self.shutdown_deadline,
+            registry: Registry::new(),
+            closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -317,6 +409,32 @@ impl Shared {
         self.worker_io
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn queue_limits(&self) -> QueueLimits {
+        self.queue
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn class_by_tag(&self, tag: u64) -> Option<&Arc<Class>> {
+        self.classes.iter().find(|c| c.key.tag() == tag)
+    }
+
+    pub(crate) fn send_msg(&self, worker: usize, msg: WorkerMsg) -> Result<()> {
+        self.workers[worker]
+            .send(msg)
+            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+    }
+
     pub(crate) fn value_cache_per_worker(&self) -> usize {
         self.value_cache_bytes / self.workers.len().max(1)
     }
@@ -331,9 +449,39 @@ impl Shared {
     }
 
     pub(crate) fn send(&self, worker: usize, envelope: Envelope) -> Result<()> {
-        self.workers[worker]
-            .send(WorkerMsg::Call(envelope))
-            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+        self.send_msg(worker, WorkerMsg::Deliver(envelope))
+    }
+
+    /// Stops taking calls, lets the workers finish those already sent (until
+    /// the deadline), then stops everything; see [`Runtime::shutdown`].
+    async fn shutdown(self: Arc<Self>) {
+        self.closing.store(true, Ordering::Release);
+        let deadline = Instant::now() + self.shutdown_deadline;
+        let mut drained = Vec::new();
+        for worker in &self.workers {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if worker.send(WorkerMsg::Drain { deadline, done }).is_ok() {
+                drained.push(rx);
+            }
+        }
+        for rx in drained {
+            let _ = rx.await;
+        }
+        // Joining threads and closing the store block: do it off this task.
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("do-runtime-shutdown".into())
+            .spawn(move || {
+                shared.stop();
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = stopped.await;
+            }
+            Err(_) => self.stop(),
+        }
     }
 
     fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {

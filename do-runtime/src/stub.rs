@@ -16,7 +16,8 @@ use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::private::{Client, ReplyKind};
 use crate::runtime::{Class, Shared};
-use crate::worker::Envelope;
+use crate::registry::ObjectHandle;
+use crate::worker::{Envelope, Kind};
 
 /// What a call's reply carries: the encoded result, or an error on the way.
 pub(crate) type Reply = Result<Vec<u8>, Error>;
@@ -89,7 +90,7 @@ impl<T: DurableObject> Stub<T> {
     /// Whether the stub has lost its instance; every call on it now fails
     /// with [`Error::Disconnected`].
     pub fn is_broken(&self) -> bool {
-        self.client.raw().shared.broken.load(Ordering::Acquire)
+        self.client.raw().shared.check_broken()
     }
 }
 
@@ -130,26 +131,42 @@ pub(crate) struct StubShared {
     class: Arc<Class>,
     id: DurableObjectId,
     worker: usize,
-    /// The instance epoch the stub is bound to; 0 until its first call is delivered.
-    epoch: AtomicU64,
+    handle: Arc<ObjectHandle>,
+    /// The instance generation the stub is bound to; 0 until its first call
+    /// is delivered.
+    bound: AtomicU64,
     broken: AtomicBool,
 }
 
 impl StubShared {
-    /// Binds the stub to `epoch` on its first delivered call; a stub bound to
-    /// an older epoch lost its instance and breaks.
-    pub(crate) fn bind(&self, epoch: u64) -> bool {
+    /// Binds the stub to `generation` on its first delivered call; a stub
+    /// bound to an older generation lost its instance and breaks.
+    pub(crate) fn bind(&self, generation: u64) -> bool {
         match self
-            .epoch
-            .compare_exchange(0, epoch, Ordering::AcqRel, Ordering::Acquire)
+            .bound
+            .compare_exchange(0, generation, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => true,
-            Err(bound) if bound == epoch => true,
+            Err(bound) if bound == generation => true,
             Err(_) => {
                 self.broken.store(true, Ordering::Release);
                 false
             }
         }
+    }
+
+    /// Whether the stub is broken now: marked so, or bound to an instance
+    /// that has since been reset.
+    fn check_broken(&self) -> bool {
+        if self.broken.load(Ordering::Acquire) {
+            return true;
+        }
+        let bound = self.bound.load(Ordering::Acquire);
+        if bound != 0 && bound != self.handle.generation.load(Ordering::Acquire) {
+            self.broken.store(true, Ordering::Release);
+            return true;
+        }
+        false
     }
 
     pub(crate) fn mark_broken(&self) {
@@ -160,13 +177,15 @@ impl StubShared {
 impl RawStub {
     pub(crate) fn new(runtime: Arc<Shared>, class: Arc<Class>, id: DurableObjectId) -> Self {
         let worker = runtime.worker_for(class.index, &id);
+        let handle = runtime.registry().handle(class.index, id.base());
         RawStub {
             shared: Arc::new(StubShared {
                 runtime,
                 class,
                 id,
                 worker,
-                epoch: AtomicU64::new(0),
+                handle,
+                bound: AtomicU64::new(0),
                 broken: AtomicBool::new(false),
             }),
         }
@@ -176,10 +195,13 @@ impl RawStub {
     /// made, and returns the future of its reply.
     pub(crate) fn call<K: ReplyKind, A: Serialize>(&self, method: u32, args: &A) -> Call<K> {
         let s = &self.shared;
-        if s.broken.load(Ordering::Acquire) {
+        if s.check_broken() {
             return Call::failed(Error::Disconnected(
                 "the stub is broken; get a new stub from the namespace".into(),
             ));
+        }
+        if s.runtime.is_closing() {
+            return Call::failed(Error::Disconnected("the runtime is shutting down".into()));
         }
         if s.id.namespace_tag() != s.class.key.tag() {
             return Call::failed(Error::WrongNamespace {
@@ -188,18 +210,29 @@ impl RawStub {
         }
         let args = match postcard::to_allocvec(args) {
             Ok(bytes) => bytes,
-            Err(e) => {
-                return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}")));
+            Err(e) => return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}"))),
+        };
+        let slot = match s.handle.admit(args.len(), &s.runtime.queue_limits()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                return Call::failed(Error::Overloaded(format!(
+                    "{} {}: {why}",
+                    s.class.name, s.id
+                )));
             }
         };
         let (reply, rx) = oneshot::channel();
         let envelope = Envelope {
             class: s.class.index,
             id: s.id.clone(),
-            method,
-            args,
-            reply,
-            stub: s.clone(),
+            handle: s.handle.clone(),
+            kind: Kind::Call {
+                method,
+                args,
+                reply,
+                stub: s.clone(),
+                slot,
+            },
         };
         if let Err(e) = s.runtime.send(s.worker, envelope) {
             s.mark_broken();

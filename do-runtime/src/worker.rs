@@ -1,33 +1,64 @@
-//! Worker threads: each runs a single-threaded tokio runtime and routes calls
-//! to the objects pinned to it.
+//! Worker threads: each runs a single-threaded tokio runtime, routes calls to
+//! the objects pinned to it, evicts idle ones, and drains on shutdown.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use do_storage::ValueCache;
+use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 
-use crate::id::{DurableObjectId, ID_BYTES};
+use crate::ctx::Ctx;
+use crate::id::DurableObjectId;
 use crate::instance::{Mailbox, ObjectTask};
+use crate::registry::ObjectHandle;
 use crate::runtime::Shared;
 use crate::stub::{Reply, StubShared};
 
-/// One call on its way to an object.
+/// One message for an object.
 pub(crate) struct Envelope {
     pub class: u32,
     pub id: DurableObjectId,
-    pub method: u32,
-    pub args: Vec<u8>,
-    pub reply: oneshot::Sender<Reply>,
-    pub stub: Arc<StubShared>,
+    pub handle: Arc<ObjectHandle>,
+    pub kind: Kind,
+}
+
+pub(crate) enum Kind {
+    /// A method call from a stub; `bytes` of queue room were taken for it.
+    Call {
+        method: u32,
+        args: Vec<u8>,
+        reply: oneshot::Sender<Reply>,
+        stub: Arc<StubShared>,
+        slot: crate::registry::QueueSlot,
+    },
+    /// A closure run with the object's context, in order with its calls.
+    Run(Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send>),
 }
 
 pub(crate) enum WorkerMsg {
-    Call(Envelope),
+    Deliver(Envelope),
+    /// Evict the object once it is idle; answers whether it was live.
+    Evict {
+        class: u32,
+        base: [u8; 16],
+        done: oneshot::Sender<bool>,
+    },
+    /// Finish the calls already sent (until `deadline`), then answer.
+    Drain {
+        deadline: Instant,
+        done: oneshot::Sender<()>,
+    },
     Stop,
 }
+
+pub(crate) type ObjectKey = (u32, [u8; 16]);
+pub(crate) type Objects = Rc<RefCell<HashMap<ObjectKey, Mailbox>>>;
 
 pub(crate) fn spawn(
     index: usize,
@@ -53,30 +84,76 @@ pub(crate) fn spawn(
         })
 }
 
-/// Routes each call to its object's mailbox, starting the object's task on
-/// its first call. One FIFO channel per worker keeps each stub's calls in order.
+/// Routes each message to its object's mailbox, starting the object's task on
+/// its first message. One FIFO channel per worker keeps each stub's calls in order.
 async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) {
-    let mut objects: HashMap<(u32, [u8; ID_BYTES]), Mailbox> = HashMap::new();
+    let objects: Objects = Rc::default();
     let cache = ValueCache::new(shared.value_cache_per_worker());
-    while let Some(msg) = rx.recv().await {
-        let envelope = match msg {
-            WorkerMsg::Call(envelope) => envelope,
-            WorkerMsg::Stop => break,
-        };
-        let key = (envelope.class, *envelope.id.as_bytes());
-        let mailbox = objects.entry(key).or_insert_with(|| {
-            let mailbox = Mailbox::default();
-            let class = shared.classes()[envelope.class as usize].clone();
-            let task = ObjectTask::new(
-                class,
-                envelope.id.clone(),
-                shared.clone(),
-                mailbox.clone(),
-                cache.clone(),
-            );
-            tokio::task::spawn_local(task);
-            mailbox
-        });
-        mailbox.push(envelope);
+    if let Some(idle) = shared.idle_timeout() {
+        tokio::task::spawn_local(sweep(objects.clone(), idle));
     }
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            WorkerMsg::Deliver(envelope) => {
+                let key = (envelope.class, envelope.id.base());
+                let mailbox = objects.borrow().get(&key).cloned();
+                let mailbox = mailbox.unwrap_or_else(|| {
+                    let mailbox = Mailbox::default();
+                    let class = shared.classes()[envelope.class as usize].clone();
+                    let task = ObjectTask::new(
+                        class,
+                        envelope.id.clone(),
+                        envelope.handle.clone(),
+                        shared.clone(),
+                        mailbox.clone(),
+                        cache.clone(),
+                        objects.clone(),
+                    );
+                    objects.borrow_mut().insert(key, mailbox.clone());
+                    tokio::task::spawn_local(task);
+                    mailbox
+                });
+                mailbox.push(envelope);
+            }
+            WorkerMsg::Evict { class, base, done } => {
+                let mailbox = objects.borrow().get(&(class, base)).cloned();
+                match mailbox {
+                    Some(mailbox) => mailbox.request_eviction(Some(done)),
+                    None => {
+                        let _ = done.send(false);
+                    }
+                }
+            }
+            WorkerMsg::Drain { deadline, done } => {
+                tokio::task::spawn_local(drain(objects.clone(), deadline, done));
+            }
+            WorkerMsg::Stop => break,
+        }
+    }
+}
+
+/// Asks idle objects to leave, every quarter of the idle timeout.
+async fn sweep(objects: Objects, idle: Duration) {
+    let period = (idle / 4).max(Duration::from_millis(5));
+    loop {
+        tokio::time::sleep(period).await;
+        let now = Instant::now();
+        for mailbox in objects.borrow().values() {
+            if mailbox.idle_since(now) >= idle {
+                mailbox.request_eviction(None);
+            }
+        }
+    }
+}
+
+/// Waits until no object of this worker has a call queued or running, or
+/// the deadline passes.
+async fn drain(objects: Objects, deadline: Instant, done: oneshot::Sender<()>) {
+    while Instant::now() < deadline {
+        if objects.borrow().values().all(Mailbox::is_idle) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = done.send(());
 }

@@ -154,7 +154,6 @@ fn namespaces_are_named_after_their_class() {
     assert_eq!(
         rt.env().namespaces(),
         [
-            "Counter", "Recorder", "Notes", "Cells", "Bank", "Kv", "Tally", "TxnLab"
-        ]
+            "Counter", "Recorder", "Notes", "Cells", "Bank", "Kv", "Tally", "TxnLab", "Netter"]
     );
 }
