@@ -55,8 +55,11 @@ fn callers() -> tokio::runtime::Runtime {
 
 /// The baseline: one thread drains a queue of writes, applies them as one
 /// batch, persists once, then acknowledges them all.
+/// A key, its value, and who to tell once both are on disk.
+type RawWrite = (Vec<u8>, Vec<u8>, oneshot::Sender<()>);
+
 struct RawStore {
-    tx: Option<std_mpsc::Sender<(Vec<u8>, Vec<u8>, oneshot::Sender<()>)>>,
+    tx: Option<std_mpsc::Sender<RawWrite>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -69,12 +72,12 @@ impl RawStore {
         let ks: Keyspace = db
             .keyspace("raw", KeyspaceCreateOptions::default)
             .expect("keyspace");
-        let (tx, rx) = std_mpsc::channel::<(Vec<u8>, Vec<u8>, oneshot::Sender<()>)>();
+        let (tx, rx) = std_mpsc::channel::<RawWrite>();
         let thread = std::thread::spawn(move || {
             let mut acks = Vec::new();
             while let Ok(first) = rx.recv() {
                 let mut batch = db.batch();
-                let mut push = |(k, v, ack): (Vec<u8>, Vec<u8>, oneshot::Sender<()>)| {
+                let mut push = |(k, v, ack): RawWrite| {
                     batch.insert(&ks, k, v);
                     acks.push(ack);
                 };

@@ -100,11 +100,11 @@ fn main() {
     }
     let table = harness::table(&outcomes);
     println!("{table}");
-    if let Some(path) = out {
-        if let Err(e) = std::fs::write(&path, &table) {
-            eprintln!("cannot write {path}: {e}");
-            std::process::exit(1);
-        }
+    if let Some(path) = out
+        && let Err(e) = std::fs::write(&path, &table)
+    {
+        eprintln!("cannot write {path}: {e}");
+        std::process::exit(1);
     }
 }
 

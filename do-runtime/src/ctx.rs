@@ -4,6 +4,8 @@ use std::rc::Rc;
 
 use std::future::Future;
 
+use futures_util::future::LocalBoxFuture;
+
 use crate::env::Env;
 use crate::gate::Gate;
 use crate::id::DurableObjectId;
@@ -56,8 +58,9 @@ impl Ctx {
 
     /// Runs `future` on this object's thread and delivers no other call to
     /// the object until it completes. Starts at once, whether or not the
-    /// returned future is awaited, so it works in the (synchronous)
-    /// constructor, typically to load state before the first call:
+    /// returned [`Blocking`] handle is awaited, so it works in the
+    /// (synchronous) constructor, typically to load state before the first
+    /// call:
     ///
     /// ```
     /// use std::cell::Cell;
@@ -72,7 +75,7 @@ impl Ctx {
     ///         let best = Rc::new(Cell::new(0));
     ///         let (storage, slot) = (ctx.storage().clone(), best.clone());
     ///         // No call reaches `best` before it is loaded.
-    ///         let _ = ctx.block_concurrency_while(async move {
+    ///         ctx.block_concurrency_while(async move {
     ///             slot.set(storage.get::<i64>("best").await.ok().flatten().unwrap_or(0));
     ///         });
     ///         Self { ctx, best }
@@ -83,12 +86,14 @@ impl Ctx {
     /// ```
     ///
     /// A panic inside `future` resets the instance, like a panic in a method.
-    pub fn block_concurrency_while<F>(&self, future: F) -> impl Future<Output = F::Output> + 'static
+    pub fn block_concurrency_while<F>(&self, future: F) -> Blocking<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
-        self.inner.gate.block_while(future)
+        Blocking {
+            future: Box::pin(self.inner.gate.block_while(future)),
+        }
     }
 
     /// The id of this object.
@@ -104,6 +109,26 @@ impl Ctx {
     /// The runtime's environment: other namespaces, to call other objects.
     pub fn env(&self) -> &Env {
         &self.inner.env
+    }
+}
+
+/// A future started by [`Ctx::block_concurrency_while`]. It runs whether or
+/// not this handle is kept; `.await` it to get the future's output.
+pub struct Blocking<T> {
+    future: LocalBoxFuture<'static, T>,
+}
+
+impl<T> std::future::IntoFuture for Blocking<T> {
+    type Output = T;
+    type IntoFuture = LocalBoxFuture<'static, T>;
+    fn into_future(self) -> Self::IntoFuture {
+        self.future
+    }
+}
+
+impl<T> std::fmt::Debug for Blocking<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Blocking")
     }
 }
 

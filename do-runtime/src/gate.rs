@@ -43,10 +43,10 @@ impl Gate {
 
     fn reopen(&self) {
         self.blockers.set(self.blockers.get().saturating_sub(1));
-        if self.is_open() {
-            if let Some(waker) = self.waker.borrow_mut().take() {
-                waker.wake();
-            }
+        if self.is_open()
+            && let Some(waker) = self.waker.borrow_mut().take()
+        {
+            waker.wake();
         }
     }
 

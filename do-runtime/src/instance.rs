@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use do_storage::{ObjectStore, StorageError, ValueCache};
+use do_storage::{ObjectStore, StorageError};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -30,7 +30,7 @@ use crate::registry::ObjectHandle;
 use crate::runtime::{Class, Shared};
 use crate::storage::Storage;
 use crate::stub::Reply;
-use crate::worker::{Envelope, Kind, ObjectKey, Objects};
+use crate::worker::{Envelope, Kind, ObjectKey, Objects, WorkerLocal};
 
 /// How many messages one poll delivers before yielding to the worker's other tasks.
 const DELIVERY_BUDGET: usize = 64;
@@ -75,6 +75,10 @@ impl Mailbox {
         if let Some(waker) = self.slot.waker.borrow_mut().take() {
             waker.wake();
         }
+    }
+
+    fn push_front(&self, envelope: Envelope) {
+        self.slot.queue.borrow_mut().push_front(envelope);
     }
 
     fn pop(&self) -> Option<Envelope> {
@@ -131,21 +135,19 @@ impl ObjectTask {
         class: Arc<Class>,
         id: DurableObjectId,
         handle: Arc<ObjectHandle>,
-        shared: Arc<Shared>,
         mailbox: Mailbox,
-        cache: ValueCache,
-        objects: Objects,
+        worker: &WorkerLocal,
     ) -> Self {
         let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
-        let store = Rc::new(shared.store().object_cached(prefix, cache));
+        let store = Rc::new(worker.store.object_cached(prefix, worker.cache.clone()));
         let key = (class.index, id.base());
         ObjectTask {
             class,
             id,
             handle,
-            shared,
+            shared: worker.shared.clone(),
             mailbox,
-            objects,
+            objects: worker.objects.clone(),
             key,
             store,
             gate: Rc::default(),
@@ -189,9 +191,17 @@ impl ObjectTask {
         }
     }
 
+    /// Delivers one message. A call that finds the gate closed by the
+    /// constructor it just ran goes back to the front of the queue.
     fn deliver(&mut self, envelope: Envelope) {
         self.mailbox.slot.last_active.set(Instant::now());
-        match envelope.kind {
+        let Envelope {
+            class,
+            id,
+            handle,
+            kind,
+        } = envelope;
+        match kind {
             Kind::Call {
                 method,
                 args,
@@ -199,9 +209,9 @@ impl ObjectTask {
                 stub,
                 slot,
             } => {
-                self.handle.release(slot);
                 let generation = self.handle.generation.load(Ordering::Acquire);
                 if !stub.bind(generation) {
+                    self.handle.release(slot);
                     let _ = reply.send(Err(Error::Disconnected(
                         "the object was reset since this stub's first call; get a new stub".into(),
                     )));
@@ -210,32 +220,57 @@ impl ObjectTask {
                 let instance = match self.instance() {
                     Ok(instance) => instance,
                     Err(e) => {
+                        self.handle.release(slot);
                         let _ = reply.send(Err(e));
                         return;
                     }
                 };
+                if !self.gate.is_open() {
+                    self.mailbox.push_front(Envelope {
+                        class,
+                        id,
+                        handle,
+                        kind: Kind::Call {
+                            method,
+                            args,
+                            reply,
+                            stub,
+                            slot,
+                        },
+                    });
+                    return;
+                }
+                self.handle.release(slot);
                 match catch_unwind(AssertUnwindSafe(|| instance.dispatch(method, &args))) {
                     Ok(Ok(call)) => self.start(Some(reply), call),
                     Ok(Err(e)) => {
                         let _ = reply.send(Err(e));
                     }
                     Err(panic) => {
-                        let _ = reply.send(Err(Error::Panicked(panic_message(&*panic))));
+                        // Reset first, so the caller sees its stub broken at once.
                         self.reset();
+                        let _ = reply.send(Err(Error::Panicked(panic_message(&*panic))));
                     }
                 }
             }
             Kind::Run(run) => {
                 let future = run(self.ctx());
-                self.start(None, Box::pin(async move {
-                    future.await;
-                    Ok(Vec::new())
-                }));
+                self.start(
+                    None,
+                    Box::pin(async move {
+                        future.await;
+                        Ok(Vec::new())
+                    }),
+                );
             }
         }
     }
 
-    fn start(&mut self, reply: Option<oneshot::Sender<Reply>>, call: LocalBoxFuture<'static, Reply>) {
+    fn start(
+        &mut self,
+        reply: Option<oneshot::Sender<Reply>>,
+        call: LocalBoxFuture<'static, Reply>,
+    ) {
         self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
         self.running.push(Running { reply, call });
     }
@@ -264,10 +299,11 @@ impl ObjectTask {
                 }));
             }
             Outcome::Panicked(message) => {
+                // Reset first, so the caller sees its stub broken at once.
+                self.reset();
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(Error::Panicked(message)));
                 }
-                self.reset();
             }
         }
     }
@@ -322,7 +358,10 @@ impl ObjectTask {
     /// open, and every batch it handed over applied (so a new instance reads
     /// everything from the engine). Returns whether it left.
     fn try_evict(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.mailbox.slot.eviction.borrow().is_none() || !self.mailbox.is_idle() || !self.gate.is_open() {
+        if self.mailbox.slot.eviction.borrow().is_none()
+            || !self.mailbox.is_idle()
+            || !self.gate.is_open()
+        {
             return false;
         }
         if !self.store.is_settled() {
@@ -337,7 +376,14 @@ impl ObjectTask {
             return false;
         }
         self.objects.borrow_mut().remove(&self.key);
-        for done in self.mailbox.slot.eviction.borrow_mut().take().unwrap_or_default() {
+        for done in self
+            .mailbox
+            .slot
+            .eviction
+            .borrow_mut()
+            .take()
+            .unwrap_or_default()
+        {
             let _ = done.send(self.instance.is_some());
         }
         true
@@ -381,7 +427,9 @@ impl Future for Running {
         match catch_unwind(AssertUnwindSafe(|| this.call.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => Poll::Ready((this.reply.take(), Outcome::Done(result))),
-            Err(panic) => Poll::Ready((this.reply.take(), Outcome::Panicked(panic_message(&*panic)))),
+            Err(panic) => {
+                Poll::Ready((this.reply.take(), Outcome::Panicked(panic_message(&*panic))))
+            }
         }
     }
 }

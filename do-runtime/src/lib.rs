@@ -81,6 +81,8 @@ mod registry;
 mod runtime;
 mod storage;
 mod stub;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod worker;
 
 #[doc(hidden)]
@@ -89,7 +91,7 @@ pub mod __private;
 
 pub(crate) use __private as private;
 
-pub use ctx::Ctx;
+pub use ctx::{Blocking, Ctx};
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;
 pub use env::Env;
@@ -100,3 +102,5 @@ pub use object::DurableObject;
 pub use runtime::{Runtime, RuntimeBuilder, Stats};
 pub use storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
 pub use stub::{Call, Stub};
+#[cfg(feature = "testing")]
+pub use testing::TestRuntime;

@@ -10,12 +10,12 @@ use tokio::sync::oneshot;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::storage::Storage;
-use crate::worker::{Envelope, Kind};
 use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::runtime::{Class, Shared};
+use crate::storage::Storage;
 use crate::stub::{RawStub, Stub};
+use crate::worker::{Envelope, Kind};
 
 /// The objects of class `T` in one runtime: makes ids and hands out stubs.
 ///
@@ -129,13 +129,14 @@ impl<T: DurableObject> Namespace<T> {
             return Err(Error::Disconnected("the runtime is shutting down".into()));
         }
         let (done, result) = oneshot::channel();
-        let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> = Box::new(move |ctx: Ctx| {
-            Box::pin(async move {
-                let storage = ctx.storage().clone();
-                let value = f(storage.clone()).await;
-                let _ = done.send(storage.sync().await.map(|()| value));
-            })
-        });
+        let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> =
+            Box::new(move |ctx: Ctx| {
+                Box::pin(async move {
+                    let storage = ctx.storage().clone();
+                    let value = f(storage.clone()).await;
+                    let _ = done.send(storage.sync().await.map(|()| value));
+                })
+            });
         let envelope = Envelope {
             class: self.class.index,
             id: id.clone(),
@@ -144,9 +145,9 @@ impl<T: DurableObject> Namespace<T> {
         };
         self.shared
             .send(self.shared.worker_for(self.class.index, id), envelope)?;
-        result
-            .await
-            .map_err(|_| Error::Disconnected("the object was reset or the runtime shut down".into()))?
+        result.await.map_err(|_| {
+            Error::Disconnected("the object was reset or the runtime shut down".into())
+        })?
     }
 }
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use do_storage::{Store, StoreOptions};
 use tokio::sync::mpsc;
@@ -113,7 +113,8 @@ pub(crate) struct Shared {
     by_type: HashMap<TypeId, usize>,
     workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    store: Store,
+    /// Taken out at stop, so the database closes even while stubs live on.
+    store: Mutex<Option<Store>>,
     value_cache_bytes: usize,
     worker_io: bool,
     queue: QueueLimits,
@@ -160,7 +161,11 @@ impl Runtime {
     /// without a metrics stack.
     pub fn stats(&self) -> Stats {
         Stats {
-            storage: self.shared.store.commit_stats(),
+            storage: self
+                .shared
+                .store()
+                .map(|s| s.commit_stats())
+                .unwrap_or_default(),
         }
     }
 
@@ -351,7 +356,7 @@ impl RuntimeBuilder {
             by_type,
             workers: senders,
             threads: Mutex::new(Vec::new()),
-            store,
+            store: Mutex::new(Some(store)),
             value_cache_bytes: self.value_cache_bytes,
             worker_io: self.worker_io,
             queue: self.queue,
@@ -401,8 +406,9 @@ impl Shared {
         &self.classes
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    /// The store, until the runtime stops.
+    pub(crate) fn store(&self) -> Option<Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn worker_io(&self) -> bool {
@@ -505,6 +511,9 @@ impl Shared {
                 let _ = handle.join();
             }
         }
-        self.store.close();
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(store) = store {
+            store.close();
+        }
     }
 }

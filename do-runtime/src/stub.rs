@@ -15,8 +15,8 @@ use crate::error::Error;
 use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::private::{Client, ReplyKind};
-use crate::runtime::{Class, Shared};
 use crate::registry::ObjectHandle;
+use crate::runtime::{Class, Shared};
 use crate::worker::{Envelope, Kind};
 
 /// What a call's reply carries: the encoded result, or an error on the way.
@@ -210,7 +210,9 @@ impl RawStub {
         }
         let args = match postcard::to_allocvec(args) {
             Ok(bytes) => bytes,
-            Err(e) => return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}"))),
+            Err(e) => {
+                return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}")));
+            }
         };
         let slot = match s.handle.admit(args.len(), &s.runtime.queue_limits()) {
             Ok(slot) => slot,
@@ -279,7 +281,9 @@ impl<K: ReplyKind> Future for Call<K> {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(Ok(bytes))) => Poll::Ready(K::decode(&bytes)),
                 Poll::Ready(Ok(Err(e))) => {
-                    if matches!(e, Error::Disconnected(_) | Error::Panicked(_)) {
+                    // A panic in a method breaks the stub through the reset's
+                    // new generation; a panic in a constructor breaks nothing.
+                    if matches!(e, Error::Disconnected(_)) {
                         stub.mark_broken();
                     }
                     Poll::Ready(K::error(e))

@@ -58,6 +58,14 @@ pub(crate) enum WorkerMsg {
 }
 
 pub(crate) type ObjectKey = (u32, [u8; 16]);
+
+/// What every object task of one worker shares.
+pub(crate) struct WorkerLocal {
+    pub shared: Arc<Shared>,
+    pub store: do_storage::Store,
+    pub cache: ValueCache,
+    pub objects: Objects,
+}
 pub(crate) type Objects = Rc<RefCell<HashMap<ObjectKey, Mailbox>>>;
 
 pub(crate) fn spawn(
@@ -87,8 +95,16 @@ pub(crate) fn spawn(
 /// Routes each message to its object's mailbox, starting the object's task on
 /// its first message. One FIFO channel per worker keeps each stub's calls in order.
 async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) {
-    let objects: Objects = Rc::default();
-    let cache = ValueCache::new(shared.value_cache_per_worker());
+    // The store is held for the worker's life; the runtime takes its own
+    // copy out at stop.
+    let Some(store) = shared.store() else { return };
+    let local = WorkerLocal {
+        shared: shared.clone(),
+        store,
+        cache: ValueCache::new(shared.value_cache_per_worker()),
+        objects: Objects::default(),
+    };
+    let objects = &local.objects;
     if let Some(idle) = shared.idle_timeout() {
         tokio::task::spawn_local(sweep(objects.clone(), idle));
     }
@@ -104,10 +120,8 @@ async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) 
                         class,
                         envelope.id.clone(),
                         envelope.handle.clone(),
-                        shared.clone(),
                         mailbox.clone(),
-                        cache.clone(),
-                        objects.clone(),
+                        &local,
                     );
                     objects.borrow_mut().insert(key, mailbox.clone());
                     tokio::task::spawn_local(task);

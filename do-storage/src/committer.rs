@@ -153,10 +153,10 @@ impl Committer {
 
     /// Runs `release` once batch `seq` of `sync`'s object is durable.
     pub fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
-        if let Err(e) = self.tx.send(Job::Release { sync, seq, release }) {
-            if let Job::Release { release, .. } = e.0 {
-                release(Err(StorageError::Closed));
-            }
+        if let Err(e) = self.tx.send(Job::Release { sync, seq, release })
+            && let Job::Release { release, .. } = e.0
+        {
+            release(Err(StorageError::Closed));
         }
     }
 

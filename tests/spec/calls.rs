@@ -85,7 +85,7 @@ async fn a_call_future_does_not_borrow_its_stub() {
         stub.visit("a".into())
     };
     assert_eq!(call.await.unwrap(), (1, 1));
-    let stubs = vec![ns.get_by_name("short-lived")];
+    let stubs = [ns.get_by_name("short-lived")];
     let make = move |i: usize| stubs[0].visit(format!("{i}"));
     assert_eq!(tokio::spawn(make(2)).await.unwrap().unwrap(), (2, 2));
 }

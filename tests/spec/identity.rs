@@ -154,6 +154,19 @@ fn namespaces_are_named_after_their_class() {
     assert_eq!(
         rt.env().namespaces(),
         [
-            "Counter", "Recorder", "Notes", "Cells", "Bank", "Kv", "Tally", "TxnLab", "Netter"]
+            "Counter",
+            "Recorder",
+            "Notes",
+            "Cells",
+            "Bank",
+            "Kv",
+            "Tally",
+            "TxnLab",
+            "Netter",
+            "Gatekeeper",
+            "Fragile",
+            "Relay",
+            "Slow"
+        ]
     );
 }

@@ -10,8 +10,15 @@ pub use objects::*;
 
 /// A runtime over `dir` with every test class registered.
 pub fn runtime(dir: &Path) -> Runtime {
-    Runtime::builder()
+    builder()
         .data_dir(dir)
+        .build()
+        .expect("the test runtime builds")
+}
+
+/// A builder with every test class registered and two workers.
+pub fn builder() -> do_runtime::RuntimeBuilder {
+    Runtime::builder()
         .workers(2)
         .register::<Counter>()
         .register::<Recorder>()
@@ -22,6 +29,8 @@ pub fn runtime(dir: &Path) -> Runtime {
         .register::<Tally>()
         .register::<TxnLab>()
         .register::<Netter>()
-        .build()
-        .expect("the test runtime builds")
+        .register::<Gatekeeper>()
+        .register::<Fragile>()
+        .register::<Relay>()
+        .register::<Slow>()
 }

@@ -120,6 +120,12 @@ impl Notes {
     pub async fn fail(&self, message: String) -> Result<(), Error> {
         Err(Error::app(message))
     }
+
+    /// Writes `key`, then panics before the write can commit.
+    pub async fn write_then_panic(&self, key: String) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &"doomed".to_string())?;
+        panic!("after writing {key}");
+    }
 }
 
 /// In-memory state that is neither `Send` nor `Sync`.
@@ -453,5 +459,155 @@ impl Netter {
         let mut buf = [0u8; 1];
         server.read_exact(&mut buf).await.map_err(io)?;
         Ok(buf[0])
+    }
+}
+
+/// Closes its input gate on demand, and loads state in its constructor.
+pub struct Gatekeeper {
+    ctx: Ctx,
+    loaded: Rc<Cell<bool>>,
+    flag: Rc<Cell<bool>>,
+}
+
+#[durable_object]
+impl Gatekeeper {
+    pub fn new(ctx: Ctx) -> Self {
+        let loaded = Rc::new(Cell::new(false));
+        let slot = loaded.clone();
+        // A slow load: no call may run before it is done.
+        ctx.block_concurrency_while(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            slot.set(true);
+        });
+        Self {
+            ctx,
+            loaded,
+            flag: Rc::new(Cell::new(false)),
+        }
+    }
+
+    /// Whether the constructor's load had finished when this call ran.
+    pub async fn loaded(&self) -> bool {
+        self.loaded.get()
+    }
+
+    /// Holds the gate closed for `ms`, then sets the flag.
+    pub async fn hold(&self, ms: u64) {
+        let flag = self.flag.clone();
+        self.ctx
+            .block_concurrency_while(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                flag.set(true);
+            })
+            .await;
+    }
+
+    pub async fn flag(&self) -> bool {
+        self.flag.get()
+    }
+
+    pub async fn echo(&self, payload: Vec<u8>) -> usize {
+        payload.len()
+    }
+
+    /// Panics inside a blocking future.
+    pub async fn poison(&self) {
+        let _ = self
+            .ctx
+            .block_concurrency_while(async { panic!("poisoned load") });
+    }
+}
+
+/// A constructor that fails: always for names starting with `always-`, on
+/// the first attempt only for names starting with `once-` (it writes a key
+/// first, which must not survive).
+pub struct Fragile {
+    ctx: Ctx,
+}
+
+static FAILED_ONCE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[durable_object]
+impl Fragile {
+    pub fn new(ctx: Ctx) -> Self {
+        let name = ctx.id().name().unwrap_or_default().to_owned();
+        ctx.storage().put("half-built", &true).expect("put");
+        if name.starts_with("always-") {
+            panic!("constructor of {name} failed");
+        }
+        if name.starts_with("once-") {
+            let first = {
+                let mut failed = FAILED_ONCE.lock().unwrap();
+                let first = !failed.contains(&name);
+                if first {
+                    failed.push(name.clone());
+                }
+                first
+            };
+            if first {
+                panic!("constructor of {name} failed once");
+            }
+        }
+        ctx.storage().put("built", &true).expect("put");
+        Self { ctx }
+    }
+
+    pub async fn keys(&self) -> Result<Vec<String>, Error> {
+        let entries = self.ctx.storage().list::<bool>(ListOptions::new()).await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
+/// Calls a peer (or itself) recursively: A ↔ B and self calls.
+pub struct Relay {
+    ctx: Ctx,
+    hops: Cell<u32>,
+}
+
+#[durable_object]
+impl Relay {
+    pub fn new(ctx: Ctx) -> Self {
+        Self {
+            ctx,
+            hops: Cell::new(0),
+        }
+    }
+
+    /// Returns `depth` after bouncing `depth` times between this object and `peer`.
+    pub async fn bounce(&self, depth: u32, peer: String) -> Result<u32, Error> {
+        self.hops.set(self.hops.get() + 1);
+        if depth == 0 {
+            return Ok(0);
+        }
+        let me = self.ctx.id().name().unwrap_or_default().to_owned();
+        let next = self.ctx.env().namespace::<Relay>().get_by_name(&peer);
+        Ok(next.bounce(depth - 1, me).await? + 1)
+    }
+
+    pub async fn hops(&self) -> u32 {
+        self.hops.get()
+    }
+}
+
+/// Slow calls that write, for shutdown tests.
+pub struct Slow {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Slow {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    /// Sleeps `ms`, then writes `key`.
+    pub async fn write_after(&self, ms: u64, key: String) -> Result<(), Error> {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        self.ctx.storage().put(&key, &ms)
+    }
+
+    pub async fn keys(&self) -> Result<Vec<String>, Error> {
+        let entries = self.ctx.storage().list::<u64>(ListOptions::new()).await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
     }
 }
