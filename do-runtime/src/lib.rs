@@ -50,13 +50,47 @@
 //!   state in `Cell` or `RefCell`. Stubs and their futures are `Send`.
 //! * **Interleaving.** Calls to one object are delivered one at a time, in
 //!   order; a call runs until it awaits something that is not ready (another
-//!   object's reply, a timer), and only then may the next call start. Storage
-//!   reads never yield, so a read-modify-write within one method is atomic.
-//!   Never hold a `RefCell` borrow across an `.await`.
+//!   object's reply, a timer, a socket), and only then may the next call
+//!   start. So calls interleave only at the awaits of a method, never in the
+//!   middle of synchronous code. Storage reads never yield, so a
+//!   read-modify-write within one method is atomic with respect to the
+//!   object's other calls without any lock. State read before an `.await`
+//!   may have changed after it: re-read it, or use
+//!   [`Storage::transaction`], which re-runs when what it read changed.
+//! * **`RefCell` borrows.** Never hold a `RefCell` borrow (or a `Cell`
+//!   value you mean to write back) across an `.await`: another call may run
+//!   there and borrow it too, which panics, and a panic resets the instance.
+//!   Borrow, copy out what you need, drop the borrow, then await.
+//! * **Reentrancy.** Because a call that awaits another object's reply lets
+//!   the next call in, object A calling B while B calls A, and an object
+//!   calling itself through its own stub, complete instead of deadlocking.
+//! * **Input gate.** [`Ctx::block_concurrency_while`] holds every other call
+//!   until a future completes, for work that must not interleave (loading
+//!   state in the constructor, a migration).
 //! * **Durability.** Writes are buffered and need not be awaited. A method's
 //!   result is released to its caller only once every write the object made
-//!   before it is on disk.
+//!   before it is on disk (the output gate); writes made in one turn of the
+//!   object share one atomic batch, and one fsync covers the batches of many
+//!   objects.
+//! * **Failures.** A panic in a method or in a `block_concurrency_while`
+//!   future resets the instance: its memory is dropped, writes not yet
+//!   handed to storage are discarded, committed writes stay, and the stubs
+//!   bound to it fail from then on with [`Error::Disconnected`]
+//!   (retryable: take a new stub). A panic in the constructor fails the call
+//!   and breaks nothing. Each object's queue is bounded (count and bytes);
+//!   past the bound calls fail at once with [`Error::Overloaded`].
+//! * **Lifecycle.** Idle instances are evicted after
+//!   [`RuntimeBuilder::idle_timeout`]; the next call builds a new instance
+//!   from storage, through the same stub. [`Runtime::shutdown`] finishes the
+//!   calls in flight and makes every write durable before it stops.
 //!
+//! # Testing objects
+//!
+//! With the `testing` feature, `RuntimeBuilder::build_for_test` gives a
+//! runtime in a temporary directory (removed on drop) that can `restart` on
+//! its data; [`Runtime::evict`] forces a new instance and
+//! [`Namespace::with_storage`] reads or seeds an object's storage.
+
 //! # Wire format
 //!
 //! A call is the method's id and its arguments as one postcard-encoded tuple;
