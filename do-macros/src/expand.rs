@@ -133,6 +133,16 @@ impl Generator<'_> {
         let wire = m.name.to_string();
         let arg_names: Vec<_> = m.args.iter().filter_map(|a| a.ident).collect();
         let arg_types: Vec<_> = m.args.iter().map(|a| a.ty).collect();
+        // Each argument is encoded on its own, the obligation spanned on its
+        // type, so a type that is not serde reports one error, right there.
+        let encode = m.args.iter().filter_map(|a| {
+            let (ident, ty) = (a.ident?, a.ty);
+            Some(quote_spanned! {ty.span()=>
+                if __encoded.is_ok() {
+                    __encoded = <#ty as ::do_runtime::__private::Wire>::encode(&#ident, &mut __args);
+                }
+            })
+        });
         let (kind, output) = reply_kind(&m.output);
         let span = m.item.sig.span();
         quote_spanned! {span=>
@@ -141,7 +151,10 @@ impl Generator<'_> {
                 -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<>
             {
                 const ID: u32 = ::do_runtime::__private::method_id(#wire);
-                ::do_runtime::__private::call::<#kind, _>(&self.raw, ID, &(#(#arg_names,)*))
+                let mut __args = ::std::vec::Vec::new();
+                let mut __encoded: ::core::result::Result<(), ::do_runtime::Error> = ::core::result::Result::Ok(());
+                #(#encode)*
+                ::do_runtime::__private::call::<#kind>(&self.raw, ID, __encoded.map(|()| __args))
             }
         }
     }
@@ -191,14 +204,33 @@ impl Generator<'_> {
         let wire = m.name.to_string();
         let class = &self.class;
         let arg_names: Vec<_> = m.args.iter().filter_map(|a| a.ident).collect();
-        let arg_types: Vec<_> = m.args.iter().map(|a| a.ty).collect();
+        let decode = m.args.iter().filter_map(|a| {
+            let (ident, ty) = (a.ident?, a.ty);
+            Some(quote_spanned! {ty.span()=>
+                let #ident = <#ty as ::do_runtime::__private::Wire>::decode(&mut __input)
+                    .map_err(|e| ::do_runtime::__private::bad_args(#class, #wire, e))?;
+            })
+        });
+        let encode_result = match m.output {
+            Output::Unit => quote! { ::do_runtime::__private::encode_reply(&__result) },
+            Output::Fallible(ty) | Output::Plain(ty) => quote_spanned! {ty.span()=>
+                {
+                    let mut __out = ::std::vec::Vec::new();
+                    <#ty as ::do_runtime::__private::Wire>::encode(&__result, &mut __out)
+                        .map(|()| __out)
+                        .map_err(::do_runtime::__private::bad_result)
+                }
+            },
+        };
         quote! {
             #(#cfgs)*
             if method == const { ::do_runtime::__private::method_id(#wire) } {
-                let (#(#arg_names,)*): (#(#arg_types,)*) =
-                    ::do_runtime::__private::decode_args(#class, #wire, args)?;
+                let mut __input: &[u8] = args;
+                #(#decode)*
+                ::do_runtime::__private::finish_args(#class, #wire, __input)?;
                 return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
-                    ::do_runtime::__private::encode_reply(&self.#name(#(#arg_names),*).await)
+                    let __result = self.#name(#(#arg_names),*).await;
+                    #encode_result
                 }));
             }
         }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
@@ -193,7 +192,7 @@ impl RawStub {
 
     /// Encodes and sends one call now, so calls leave in the order they were
     /// made, and returns the future of its reply.
-    pub(crate) fn call<K: ReplyKind, A: Serialize>(&self, method: u32, args: &A) -> Call<K> {
+    pub(crate) fn call<K: ReplyKind>(&self, method: u32, args: Result<Vec<u8>, Error>) -> Call<K> {
         let s = &self.shared;
         if s.check_broken() {
             return Call::failed(Error::Disconnected(
@@ -208,7 +207,7 @@ impl RawStub {
                 class: s.class.name.clone(),
             });
         }
-        let args = match postcard::to_allocvec(args) {
+        let args = match args {
             Ok(bytes) => bytes,
             Err(e) => {
                 return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}")));
