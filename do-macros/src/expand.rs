@@ -25,7 +25,7 @@ pub fn durable_object(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let object = Object::from_syn(&item);
-    valid::check_object(&mut cx, &object);
+    let constructible = valid::check_object(&mut cx, &object);
     let exposed: Vec<&Method> = object
         .methods
         .iter()
@@ -43,6 +43,7 @@ pub fn durable_object(args: TokenStream, input: TokenStream) -> TokenStream {
                 ident,
                 exposed: &exposed,
                 class: class_name(&args, ident),
+                constructible,
             }
             .all()
         });
@@ -64,6 +65,8 @@ struct Generator<'a> {
     ident: &'a syn::Ident,
     exposed: &'a [&'a Method<'a>],
     class: String,
+    /// Whether `new(ctx)` may be called; if not, an error was reported.
+    constructible: bool,
 }
 
 impl Generator<'_> {
@@ -143,18 +146,40 @@ impl Generator<'_> {
                 }
             })
         });
-        let (kind, output) = reply_kind(&m.output);
-        let span = m.item.sig.span();
-        quote_spanned! {span=>
+        // Every obligation on the result type is a `Wire` (or
+        // `FallibleResult`) method path spanned on that type, so a type that
+        // is not serde is reported once, there, with the crate's own message.
+        let (output, decode, fail) = match m.output {
+            Output::Unit => (
+                quote!(::core::result::Result<(), ::do_runtime::Error>),
+                quote!(<() as ::do_runtime::__private::Wire>::decode_reply),
+                quote!(::core::result::Result::Err),
+            ),
+            Output::Plain(ty) => (
+                quote_spanned!(ty.span()=> ::core::result::Result<#ty, ::do_runtime::Error>),
+                quote_spanned!(ty.span()=> <#ty as ::do_runtime::__private::Wire>::decode_reply),
+                quote!(::core::result::Result::Err),
+            ),
+            Output::Fallible(ty) => (
+                quote_spanned!(ty.span()=> #ty),
+                quote_spanned!(ty.span()=> <#ty as ::do_runtime::__private::Wire>::decode_fallible),
+                quote_spanned!(ty.span()=> <#ty as ::do_runtime::__private::FallibleResult>::from_error),
+            ),
+        };
+        let future = quote! {
+            impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<>
+        };
+        let send = quote! {
+            ::do_runtime::__private::call(&self.raw, ID, __encoded.map(|()| __args), #decode, #fail)
+        };
+        quote! {
             #(#attrs)*
-            pub fn #name(&self #(, #arg_names: #arg_types)*)
-                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<>
-            {
+            pub fn #name(&self #(, #arg_names: #arg_types)*) -> #future {
                 const ID: u32 = ::do_runtime::__private::method_id(#wire);
                 let mut __args = ::std::vec::Vec::new();
                 let mut __encoded: ::core::result::Result<(), ::do_runtime::Error> = ::core::result::Result::Ok(());
                 #(#encode)*
-                ::do_runtime::__private::call::<#kind>(&self.raw, ID, __encoded.map(|()| __args))
+                #send
             }
         }
     }
@@ -164,9 +189,14 @@ impl Generator<'_> {
         let client = self.client_ident();
         let class = &self.class;
         let schema = self.schema();
-        let construct = match self.object.constructor {
-            Some(_) => quote!(<#self_ty>::new(ctx)),
-            None => quote!(::core::unreachable!("no constructor")),
+        let construct = if self.constructible {
+            quote!(<#self_ty>::new(ctx))
+        } else {
+            // An error was reported on the constructor; this keeps it the only one.
+            quote!({
+                let _ = ctx;
+                ::core::unreachable!("no valid constructor")
+            })
         };
         let arms = self.exposed.iter().map(|m| self.dispatch_arm(m));
         quote! {
@@ -211,6 +241,14 @@ impl Generator<'_> {
                     .map_err(|e| ::do_runtime::__private::bad_args(#class, #wire, e))?;
             })
         });
+        // A method's own error type must convert from infrastructure errors;
+        // asserting it here, on the type, gives the one message that explains why.
+        let assert_fallible = match m.output {
+            Output::Fallible(ty) => quote_spanned! {ty.span()=>
+                let _ = <#ty as ::do_runtime::__private::FallibleResult>::from_error;
+            },
+            _ => quote!(),
+        };
         let encode_result = match m.output {
             Output::Unit => quote! { ::do_runtime::__private::encode_reply(&__result) },
             Output::Fallible(ty) | Output::Plain(ty) => quote_spanned! {ty.span()=>
@@ -225,6 +263,7 @@ impl Generator<'_> {
         quote! {
             #(#cfgs)*
             if method == const { ::do_runtime::__private::method_id(#wire) } {
+                #assert_fallible
                 let mut __input: &[u8] = args;
                 #(#decode)*
                 ::do_runtime::__private::finish_args(#class, #wire, __input)?;
@@ -263,19 +302,4 @@ fn squash(ty: &syn::Type) -> String {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect()
-}
-
-/// The reply kind the stub decodes with, and what awaiting the call yields.
-fn reply_kind(output: &Output) -> (TokenStream, TokenStream) {
-    match output {
-        Output::Unit => (
-            quote!(::do_runtime::__private::Infallible<()>),
-            quote!(::core::result::Result<(), ::do_runtime::Error>),
-        ),
-        Output::Plain(ty) => (
-            quote!(::do_runtime::__private::Infallible<#ty>),
-            quote!(::core::result::Result<#ty, ::do_runtime::Error>),
-        ),
-        Output::Fallible(ty) => (quote!(::do_runtime::__private::Fallible<#ty>), quote!(#ty)),
-    }
 }

@@ -24,13 +24,15 @@ pub const RESERVED: &[&str] = &[
     "from_raw",
 ];
 
-pub fn check_object(cx: &mut Ctxt, object: &Object) {
+/// Checks the impl block itself; returns whether its constructor can be called.
+pub fn check_object(cx: &mut Ctxt, object: &Object) -> bool {
     let item = object.item;
     if let Some((_, path, _)) = &item.trait_ {
         cx.error_spanned_by(
             path,
             "#[durable_object] goes on the inherent impl block of a type (`impl Counter { … }`), not on a trait impl",
         );
+        return false;
     }
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         cx.error_spanned_by(
@@ -45,15 +47,18 @@ pub fn check_object(cx: &mut Ctxt, object: &Object) {
         );
     }
     match object.constructor {
-        None => cx.error_spanned_by(
-            &item.self_ty,
-            "missing constructor: add `pub fn new(ctx: do_runtime::Ctx) -> Self` to this impl block",
-        ),
+        None => {
+            cx.error_spanned_by(
+                &item.self_ty,
+                "missing constructor: add `pub fn new(ctx: do_runtime::Ctx) -> Self` to this impl block",
+            );
+            false
+        }
         Some(ctor) => check_constructor(cx, ctor),
     }
 }
 
-fn check_constructor(cx: &mut Ctxt, ctor: &syn::ImplItemFn) {
+fn check_constructor(cx: &mut Ctxt, ctor: &syn::ImplItemFn) -> bool {
     let sig = &ctor.sig;
     let wrong = "the constructor must be `pub fn new(ctx: Ctx) -> Self`: not async, no receiver, one `Ctx` argument, returning `Self`";
     if let Some(asyncness) = &sig.asyncness {
@@ -61,18 +66,31 @@ fn check_constructor(cx: &mut Ctxt, ctor: &syn::ImplItemFn) {
             asyncness,
             "the constructor cannot be async; load state in methods, or in the constructor with `ctx.block_concurrency_while`",
         );
-        return;
+        return false;
     }
     let args_ok = sig.inputs.len() == 1
         && matches!(sig.inputs.first(), Some(FnArg::Typed(pt)) if last_ident_is(&pt.ty, "Ctx"));
     if !args_ok {
-        cx.error_spanned_by(&sig.inputs, wrong);
-        return;
+        // Empty parentheses have no tokens to point at: point at the name then.
+        if sig.inputs.is_empty() {
+            cx.error_spanned_by(&sig.ident, wrong);
+        } else {
+            cx.error_spanned_by(&sig.inputs, wrong);
+        }
+        return false;
     }
-    let returns_self = matches!(&sig.output, ReturnType::Type(_, ty) if last_ident_is(ty, "Self"));
+    let returns_self = matches!(&sig.output, ReturnType::Type(_, ty) if last_ident_is(ty, "Self") || last_ident_is(ty, &self_name(ctor)));
     if !returns_self || !sig.generics.params.is_empty() {
         cx.error_spanned_by(&sig.output, wrong);
+        return false;
     }
+    true
+}
+
+/// The constructor may also name the type instead of `Self`; we cannot see
+/// the impl's type from here, so accept `Self` and leave other names to rustc.
+fn self_name(_ctor: &syn::ImplItemFn) -> String {
+    "Self".to_owned()
 }
 
 /// Checks one method; returns whether the stub can expose it.
@@ -205,7 +223,10 @@ pub fn method_id(name: &str) -> u32 {
 fn not_owned(ty: &Type) -> Option<(proc_macro2::TokenStream, &'static str)> {
     match ty {
         Type::Reference(r) => Some((r.to_token_stream(), "this type borrows")),
-        Type::ImplTrait(t) => Some((t.to_token_stream(), "`impl Trait` is not a concrete type")),
+        Type::ImplTrait(t) => Some((
+            t.to_token_stream(),
+            "`impl Trait` is not a concrete type; name one owned, serializable type",
+        )),
         Type::TraitObject(t) => Some((
             t.to_token_stream(),
             "a trait object is not a concrete, serializable type",

@@ -91,13 +91,30 @@
 //! its data; [`Runtime::evict`] forces a new instance and
 //! [`Namespace::with_storage`] reads or seeds an object's storage.
 
-//! # Wire format
+//! # Wire format and compatibility
 //!
-//! A call is the method's id and its arguments as one postcard-encoded tuple;
-//! the reply is the postcard-encoded result. A method's id is the 32-bit
-//! FNV-1a hash of its name, so reordering or adding methods keeps existing
-//! callers working; renaming a method or changing its argument or result
-//! types does not.
+//! A call is the method's id followed by its arguments, each
+//! postcard-encoded in order; the reply is the postcard-encoded result. A
+//! method's id is the 32-bit FNV-1a hash of its name (never its position),
+//! and the macro rejects two names of one class that hash alike. Each class
+//! also carries a schema fingerprint (`DurableObject::SCHEMA`): every exposed
+//! method with its argument and result types, sorted by name, which remote
+//! peers compare at connect time.
+//!
+//! Changes that keep existing callers working:
+//! * adding a method, removing one nobody calls, reordering methods;
+//! * renaming an argument, changing a method's body, adding private helpers;
+//! * adding a variant at the end of an enum that only callers send.
+//!
+//! Changes that break existing callers (deploy both sides together):
+//! * renaming a method: old callers get [`Error::UnknownMethod`];
+//! * adding, removing or reordering arguments, or changing an argument's or
+//!   the result's type: the bytes no longer decode ([`Error::Codec`]) or,
+//!   worse, decode as something else (postcard is not self-describing:
+//!   `u32` and `u64` share an encoding), which is why the fingerprint exists;
+//! * renaming the class (`#[durable_object(name = …)]` keeps it stable
+//!   across a type rename): the namespace, its ids and its stored data are
+//!   keyed by the class name.
 
 #![deny(unsafe_code, missing_docs, clippy::unwrap_used)]
 

@@ -1,8 +1,6 @@
 //! What generated code names. Not a public API: anything here may change
 //! in any release.
 
-use std::marker::PhantomData;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +31,28 @@ pub trait Wire: Sized {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error>;
     /// Takes one value off the front of `input`.
     fn decode(input: &mut &[u8]) -> Result<Self, Error>;
+
+    /// Decodes a whole reply: one value and nothing after it.
+    fn decode_reply(mut bytes: &[u8]) -> Result<Self, Error> {
+        let value = Self::decode(&mut bytes)
+            .map_err(|e| Error::Codec(format!("cannot decode the result: {e}")))?;
+        if !bytes.is_empty() {
+            return Err(Error::Codec(format!(
+                "{} bytes left over after the result",
+                bytes.len()
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Decodes a whole reply of a method's own `Result`, turning a decoding
+    /// failure into its error type.
+    fn decode_fallible(bytes: &[u8]) -> Self
+    where
+        Self: FallibleResult,
+    {
+        Self::decode_reply(bytes).unwrap_or_else(Self::from_error)
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Wire for T {
@@ -49,20 +69,10 @@ impl<T: Serialize + DeserializeOwned> Wire for T {
     }
 }
 
-/// How a method's reply turns into what the stub method returns.
-pub trait ReplyKind {
-    /// What awaiting the call yields.
-    type Output;
-    /// Decodes a reply.
-    fn decode(bytes: &[u8]) -> Self::Output;
-    /// Turns an infrastructure error into the output.
-    fn error(e: Error) -> Self::Output;
-}
-
 /// A `Result` a method returns as its own error channel.
 #[diagnostic::on_unimplemented(
     message = "the error type of `{Self}` must implement `From<do_runtime::Error>`",
-    label = "a method returning `Result<T, E>` hands `E` to the caller, so failures on the way (a broken stub, an overloaded object, a panic) must convert into `E`",
+    label = "failures on the way (a broken stub, an overloaded object, a panic) reach the caller as this error type",
     note = "implement `From<do_runtime::Error>` for the error type, or return `Result<T, do_runtime::Error>`"
 )]
 pub trait FallibleResult: Sized {
@@ -76,50 +86,16 @@ impl<T, E: From<Error>> FallibleResult for Result<T, E> {
     }
 }
 
-/// A method returning `Result<T, E>`: the caller gets `Result<T, E>`, with
-/// infrastructure errors converted by `E: From<Error>`.
-pub struct Fallible<R>(PhantomData<fn() -> R>);
-
-impl<R: FallibleResult + Wire> ReplyKind for Fallible<R> {
-    type Output = R;
-    fn decode(bytes: &[u8]) -> R {
-        decode_whole::<R>(bytes).unwrap_or_else(R::from_error)
-    }
-    fn error(e: Error) -> R {
-        R::from_error(e)
-    }
-}
-
-/// A method returning a plain `T`: the caller gets `Result<T, Error>`.
-pub struct Infallible<T>(PhantomData<fn() -> T>);
-
-impl<T: Wire> ReplyKind for Infallible<T> {
-    type Output = Result<T, Error>;
-    fn decode(bytes: &[u8]) -> Result<T, Error> {
-        decode_whole(bytes)
-    }
-    fn error(e: Error) -> Result<T, Error> {
-        Err(e)
-    }
-}
-
-/// A whole reply: one value and nothing after it.
-fn decode_whole<T: Wire>(mut bytes: &[u8]) -> Result<T, Error> {
-    let value = T::decode(&mut bytes)
-        .map_err(|e| Error::Codec(format!("cannot decode the result: {e}")))?;
-    if !bytes.is_empty() {
-        return Err(Error::Codec(format!(
-            "{} bytes left over after the result",
-            bytes.len()
-        )));
-    }
-    Ok(value)
-}
-
 /// Sends one call, whose arguments are already encoded, through `raw` now
-/// and returns its future.
-pub fn call<K: ReplyKind>(raw: &RawStub, method: u32, args: Result<Vec<u8>, Error>) -> Call<K> {
-    raw.call(method, args)
+/// and returns its future, which yields `decode(reply)` or `fail(error)`.
+pub fn call<O>(
+    raw: &RawStub,
+    method: u32,
+    args: Result<Vec<u8>, Error>,
+    decode: fn(&[u8]) -> O,
+    fail: fn(Error) -> O,
+) -> Call<O> {
+    raw.call(method, args, decode, fail)
 }
 
 /// The error for arguments that do not decode.

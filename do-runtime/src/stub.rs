@@ -1,7 +1,6 @@
 //! Stubs: the caller's handle to one object, and the future of one call.
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::id::DurableObjectId;
 use crate::object::DurableObject;
-use crate::private::{Client, ReplyKind};
+use crate::private::Client;
 use crate::registry::ObjectHandle;
 use crate::runtime::{Class, Shared};
 use crate::worker::{Envelope, Kind};
@@ -192,31 +191,42 @@ impl RawStub {
 
     /// Encodes and sends one call now, so calls leave in the order they were
     /// made, and returns the future of its reply.
-    pub(crate) fn call<K: ReplyKind>(&self, method: u32, args: Result<Vec<u8>, Error>) -> Call<K> {
+    pub(crate) fn call<O>(
+        &self,
+        method: u32,
+        args: Result<Vec<u8>, Error>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
+        let failed = |e: Error| Call {
+            state: State::Failed(Some(e)),
+            decode,
+            fail,
+        };
         let s = &self.shared;
         if s.check_broken() {
-            return Call::failed(Error::Disconnected(
+            return failed(Error::Disconnected(
                 "the stub is broken; get a new stub from the namespace".into(),
             ));
         }
         if s.runtime.is_closing() {
-            return Call::failed(Error::Disconnected("the runtime is shutting down".into()));
+            return failed(Error::Disconnected("the runtime is shutting down".into()));
         }
         if s.id.namespace_tag() != s.class.key.tag() {
-            return Call::failed(Error::WrongNamespace {
+            return failed(Error::WrongNamespace {
                 class: s.class.name.clone(),
             });
         }
         let args = match args {
             Ok(bytes) => bytes,
             Err(e) => {
-                return Call::failed(Error::Codec(format!("cannot encode the arguments: {e}")));
+                return failed(Error::Codec(format!("cannot encode the arguments: {e}")));
             }
         };
         let slot = match s.handle.admit(args.len(), &s.runtime.queue_limits()) {
             Ok(slot) => slot,
             Err(why) => {
-                return Call::failed(Error::Overloaded(format!(
+                return failed(Error::Overloaded(format!(
                     "{} {}: {why}",
                     s.class.name, s.id
                 )));
@@ -237,11 +247,12 @@ impl RawStub {
         };
         if let Err(e) = s.runtime.send(s.worker, envelope) {
             s.mark_broken();
-            return Call::failed(e);
+            return failed(e);
         }
         Call {
             state: State::Waiting(rx, s.clone()),
-            _kind: PhantomData,
+            decode,
+            fail,
         }
     }
 }
@@ -251,9 +262,10 @@ impl RawStub {
 /// The call was sent when the stub method was called; awaiting only waits for
 /// the reply. Dropping it does not cancel the call.
 #[must_use = "the call is sent already; await the future to get its result"]
-pub struct Call<K: ReplyKind> {
+pub struct Call<O> {
     state: State,
-    _kind: PhantomData<fn() -> K>,
+    decode: fn(&[u8]) -> O,
+    fail: fn(Error) -> O,
 }
 
 enum State {
@@ -261,40 +273,31 @@ enum State {
     Failed(Option<Error>),
 }
 
-impl<K: ReplyKind> Call<K> {
-    fn failed(error: Error) -> Self {
-        Call {
-            state: State::Failed(Some(error)),
-            _kind: PhantomData,
-        }
-    }
-}
+impl<O> Future for Call<O> {
+    type Output = O;
 
-impl<K: ReplyKind> Future for Call<K> {
-    type Output = K::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<K::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
         let this = self.get_mut();
         match &mut this.state {
             State::Waiting(rx, stub) => match Pin::new(rx).poll(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(Ok(bytes))) => Poll::Ready(K::decode(&bytes)),
+                Poll::Ready(Ok(Ok(bytes))) => Poll::Ready((this.decode)(&bytes)),
                 Poll::Ready(Ok(Err(e))) => {
                     // A panic in a method breaks the stub through the reset's
                     // new generation; a panic in a constructor breaks nothing.
                     if matches!(e, Error::Disconnected(_)) {
                         stub.mark_broken();
                     }
-                    Poll::Ready(K::error(e))
+                    Poll::Ready((this.fail)(e))
                 }
                 Poll::Ready(Err(_)) => {
                     stub.mark_broken();
-                    Poll::Ready(K::error(Error::Disconnected(
+                    Poll::Ready((this.fail)(Error::Disconnected(
                         "the object's instance was reset or the runtime shut down".into(),
                     )))
                 }
             },
-            State::Failed(e) => Poll::Ready(K::error(e.take().unwrap_or_else(|| {
+            State::Failed(e) => Poll::Ready((this.fail)(e.take().unwrap_or_else(|| {
                 Error::Disconnected("the call's future was polled after it completed".into())
             }))),
         }

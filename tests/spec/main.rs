@@ -8,6 +8,7 @@ mod failures;
 mod gates;
 mod identity;
 mod lifecycle;
+mod macro_ui;
 mod persistence;
 mod storage_api;
 mod storage_basics;

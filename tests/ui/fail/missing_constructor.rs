@@ -1,0 +1,10 @@
+use do_runtime::durable_object;
+
+pub struct Counter;
+
+#[durable_object]
+impl Counter {
+    pub async fn get(&self) -> u32 { 0 }
+}
+
+fn main() {}

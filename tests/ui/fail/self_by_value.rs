@@ -1,0 +1,11 @@
+use do_runtime::{durable_object, Ctx};
+
+pub struct Counter;
+
+#[durable_object]
+impl Counter {
+    pub fn new(_ctx: Ctx) -> Self { Counter }
+    pub async fn consume(self) -> u32 { 0 }
+}
+
+fn main() {}
