@@ -119,6 +119,30 @@ pub enum Error {
     /// Arguments or a result could not be encoded or decoded.
     #[error("encoding failure: {0}")]
     Codec(String),
+    /// The server refused the connection: wrong token, unsupported protocol
+    /// version, or too many connections. Fix the configuration; retrying as
+    /// is will not help.
+    #[error("the server refused the connection: {0}")]
+    Refused(String),
+    /// Client and server were built from different definitions of a class:
+    /// rebuild them from the same code.
+    #[error(
+        "class {class:?} differs between client and server: client {client:?}, server {server:?}"
+    )]
+    SchemaMismatch {
+        /// The class.
+        class: String,
+        /// The client's schema fingerprint.
+        client: String,
+        /// The server's, or what the server lacks.
+        server: String,
+    },
+    /// The operation is not available here (say, through a remote client).
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// The peer broke the wire protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
     /// The runtime could not be built or started (data directory, threads).
     #[error("runtime setup failed: {0}")]
     Setup(String),

@@ -124,8 +124,44 @@ impl NamespaceKey {
         }
     }
 
+    /// The key of a namespace as a peer described it.
+    pub fn from_key(class: &str, key: &[u8]) -> Result<Self, Error> {
+        let key: [u8; 32] = key.try_into().map_err(|_| {
+            Error::Protocol(format!("the key of namespace {class:?} is not 32 bytes"))
+        })?;
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&key[..8]);
+        Ok(NamespaceKey {
+            class: class.into(),
+            key,
+            tag: u64::from_le_bytes(tag),
+        })
+    }
+
+    /// The raw key, for the handshake.
+    pub fn key_bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     pub fn tag(&self) -> u64 {
         self.tag
+    }
+
+    /// The id with these 32 bytes, if its MAC checks out under this key.
+    pub fn id_from_bytes(&self, bytes: &[u8]) -> Result<DurableObjectId, Error> {
+        let bytes: [u8; ID_BYTES] = bytes.try_into().map_err(|_| {
+            Error::InvalidId(format!("expected {ID_BYTES} bytes, got {}", bytes.len()))
+        })?;
+        self.mac_over_base(&bytes[..BASE])
+            .verify_truncated_left(&bytes[BASE..])
+            .map_err(|_| Error::WrongNamespace {
+                class: self.class.to_string(),
+            })?;
+        Ok(DurableObjectId {
+            bytes,
+            name: None,
+            namespace: self.tag,
+        })
     }
 
     pub fn id_from_name(&self, name: &str) -> DurableObjectId {

@@ -134,6 +134,7 @@ mod storage;
 mod stub;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transport;
 mod worker;
 
 #[doc(hidden)]
@@ -155,3 +156,5 @@ pub use storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, W
 pub use stub::{Call, Stub};
 #[cfg(feature = "testing")]
 pub use testing::TestRuntime;
+pub use transport::client::{Client, ClientBuilder};
+pub use transport::server::{Server, ServerBuilder};

@@ -10,11 +10,12 @@ use tokio::sync::oneshot;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::id::DurableObjectId;
+use crate::id::{DurableObjectId, NamespaceKey};
 use crate::object::DurableObject;
 use crate::runtime::{Class, Shared};
 use crate::storage::Storage;
 use crate::stub::{RawStub, Stub};
+use crate::transport::client::{ClientShared, RemoteClass};
 use crate::worker::{Envelope, Kind};
 
 /// The objects of class `T` in one runtime: makes ids and hands out stubs.
@@ -40,34 +41,62 @@ use crate::worker::{Envelope, Kind};
 /// # Ok(()) }
 /// ```
 pub struct Namespace<T> {
-    shared: Arc<Shared>,
-    class: Arc<Class>,
+    target: NsTarget,
     _class: PhantomData<fn() -> T>,
+}
+
+/// Where a namespace's objects live.
+#[derive(Clone)]
+enum NsTarget {
+    Local {
+        shared: Arc<Shared>,
+        class: Arc<Class>,
+    },
+    Remote {
+        client: Arc<ClientShared>,
+        class: Arc<RemoteClass>,
+    },
 }
 
 impl<T: DurableObject> Namespace<T> {
     pub(crate) fn new(shared: Arc<Shared>, class: Arc<Class>) -> Self {
         Namespace {
-            shared,
-            class,
+            target: NsTarget::Local { shared, class },
             _class: PhantomData,
+        }
+    }
+
+    pub(crate) fn remote(client: Arc<ClientShared>, class: Arc<RemoteClass>) -> Self {
+        Namespace {
+            target: NsTarget::Remote { client, class },
+            _class: PhantomData,
+        }
+    }
+
+    fn key(&self) -> &NamespaceKey {
+        match &self.target {
+            NsTarget::Local { class, .. } => &class.key,
+            NsTarget::Remote { class, .. } => &class.key,
         }
     }
 
     /// The class name of this namespace.
     pub fn class_name(&self) -> &str {
-        &self.class.name
+        match &self.target {
+            NsTarget::Local { class, .. } => &class.name,
+            NsTarget::Remote { class, .. } => &class.name,
+        }
     }
 
     /// The id of the object called `name`: the same name gives the same id on
     /// every run; the same name in another namespace gives another id.
     pub fn id_from_name(&self, name: &str) -> DurableObjectId {
-        self.class.key.id_from_name(name)
+        self.key().id_from_name(name)
     }
 
     /// A fresh random id, different from every other id.
     pub fn new_unique_id(&self) -> DurableObjectId {
-        self.class.key.new_unique_id()
+        self.key().new_unique_id()
     }
 
     /// Parses an id's text form. Fails with [`Error::InvalidId`](crate::Error::InvalidId)
@@ -75,7 +104,7 @@ impl<T: DurableObject> Namespace<T> {
     /// [`Error::WrongNamespace`](crate::Error::WrongNamespace) for the id of
     /// another namespace or another deployment.
     pub fn id_from_string(&self, text: &str) -> Result<DurableObjectId> {
-        self.class.key.id_from_string(text)
+        self.key().id_from_string(text)
     }
 
     /// A stub for the object `id`, at once and without I/O. The object is
@@ -84,7 +113,14 @@ impl<T: DurableObject> Namespace<T> {
     /// An id of another namespace gives a stub whose calls fail with
     /// [`Error::WrongNamespace`](crate::Error::WrongNamespace).
     pub fn get(&self, id: DurableObjectId) -> Stub<T> {
-        Stub::from_raw(RawStub::new(self.shared.clone(), self.class.clone(), id))
+        match &self.target {
+            NsTarget::Local { shared, class } => {
+                Stub::from_raw(RawStub::new(shared.clone(), class.clone(), id))
+            }
+            NsTarget::Remote { client, class } => {
+                Stub::from_raw(RawStub::remote(client.stub(class, id)))
+            }
+        }
     }
 
     /// `self.get(self.id_from_name(name))`.
@@ -120,12 +156,17 @@ impl<T: DurableObject> Namespace<T> {
         Fut: Future<Output = R> + 'static,
         R: Send + 'static,
     {
-        if id.namespace_tag() != self.class.key.tag() {
+        let NsTarget::Local { shared, class } = &self.target else {
+            return Err(Error::Unsupported(
+                "with_storage runs in the object's process; it is not available through a remote client".into(),
+            ));
+        };
+        if id.namespace_tag() != class.key.tag() {
             return Err(Error::WrongNamespace {
-                class: self.class.name.clone(),
+                class: class.name.clone(),
             });
         }
-        if self.shared.is_closing() {
+        if shared.is_closing() {
             return Err(Error::Disconnected("the runtime is shutting down".into()));
         }
         let (done, result) = oneshot::channel();
@@ -138,13 +179,12 @@ impl<T: DurableObject> Namespace<T> {
                 })
             });
         let envelope = Envelope {
-            class: self.class.index,
+            class: class.index,
             id: id.clone(),
-            handle: self.shared.registry().handle(self.class.index, id.base()),
+            handle: shared.registry().handle(class.index, id.base()),
             kind: Kind::Run(run),
         };
-        self.shared
-            .send(self.shared.worker_for(self.class.index, id), envelope)?;
+        shared.send(shared.worker_for(class.index, id), envelope)?;
         result.await.map_err(|_| {
             Error::Disconnected("the object was reset or the runtime shut down".into())
         })?
@@ -154,8 +194,7 @@ impl<T: DurableObject> Namespace<T> {
 impl<T> Clone for Namespace<T> {
     fn clone(&self) -> Self {
         Namespace {
-            shared: self.shared.clone(),
-            class: self.class.clone(),
+            target: self.target.clone(),
             _class: PhantomData,
         }
     }
@@ -163,8 +202,13 @@ impl<T> Clone for Namespace<T> {
 
 impl<T> std::fmt::Debug for Namespace<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (class, remote) = match &self.target {
+            NsTarget::Local { class, .. } => (&class.name, false),
+            NsTarget::Remote { class, .. } => (&class.name, true),
+        };
         f.debug_struct("Namespace")
-            .field("class", &self.class.name)
+            .field("class", class)
+            .field("remote", &remote)
             .finish()
     }
 }

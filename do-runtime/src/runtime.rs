@@ -210,6 +210,10 @@ impl Runtime {
             .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
     }
 
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// A cloneable, `Send` handle to this runtime's namespaces.
     pub fn env(&self) -> Env {
         Env::new(self.shared.clone())

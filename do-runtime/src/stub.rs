@@ -76,7 +76,7 @@ impl<T: DurableObject> Stub<T> {
 
     /// The id this stub was made from.
     pub fn id(&self) -> &DurableObjectId {
-        &self.client.raw().shared.id
+        self.client.raw().id()
     }
 
     /// The name the id was made from, for stubs from `get_by_name` or
@@ -88,7 +88,7 @@ impl<T: DurableObject> Stub<T> {
     /// Whether the stub has lost its instance; every call on it now fails
     /// with [`Error::Disconnected`].
     pub fn is_broken(&self) -> bool {
-        self.client.raw().shared.check_broken()
+        self.client.raw().is_broken()
     }
 }
 
@@ -120,7 +120,25 @@ impl<T: DurableObject> std::fmt::Debug for Stub<T> {
 #[doc(hidden)]
 #[derive(Clone)]
 pub struct RawStub {
-    shared: Arc<StubShared>,
+    target: Target,
+}
+
+/// Where a stub's calls go.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// An object of this process's runtime.
+    Local(Arc<StubShared>),
+    /// An object behind a connection to a remote runtime.
+    Remote(Arc<crate::transport::client::RemoteStub>),
+}
+
+impl Target {
+    pub(crate) fn mark_broken(&self) {
+        match self {
+            Target::Local(s) => s.mark_broken(),
+            Target::Remote(r) => r.mark_broken(),
+        }
+    }
 }
 
 /// The state every clone of one stub shares.
@@ -177,7 +195,7 @@ impl RawStub {
         let worker = runtime.worker_for(class.index, &id);
         let handle = runtime.registry().handle(class.index, id.base());
         RawStub {
-            shared: Arc::new(StubShared {
+            target: Target::Local(Arc::new(StubShared {
                 runtime,
                 class,
                 id,
@@ -185,12 +203,32 @@ impl RawStub {
                 handle,
                 bound: AtomicU64::new(0),
                 broken: AtomicBool::new(false),
-            }),
+            })),
         }
     }
 
-    /// Encodes and sends one call now, so calls leave in the order they were
-    /// made, and returns the future of its reply.
+    pub(crate) fn remote(stub: crate::transport::client::RemoteStub) -> Self {
+        RawStub {
+            target: Target::Remote(Arc::new(stub)),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &DurableObjectId {
+        match &self.target {
+            Target::Local(s) => &s.id,
+            Target::Remote(r) => r.id(),
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        match &self.target {
+            Target::Local(s) => s.check_broken(),
+            Target::Remote(r) => r.is_broken(),
+        }
+    }
+
+    /// Sends one call now, so calls leave in the order they were made, and
+    /// returns the future of its reply.
     pub(crate) fn call<O>(
         &self,
         method: u32,
@@ -198,40 +236,49 @@ impl RawStub {
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
     ) -> Call<O> {
-        let failed = |e: Error| Call {
-            state: State::Failed(Some(e)),
+        let sent = match args {
+            Err(e) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
+            Ok(args) => match &self.target {
+                Target::Local(s) => s.send(method, args),
+                Target::Remote(r) => r.send(method, args),
+            },
+        };
+        Call {
+            state: match sent {
+                Ok(rx) => State::Waiting(rx, self.target.clone()),
+                Err(e) => State::Failed(Some(e)),
+            },
             decode,
             fail,
-        };
-        let s = &self.shared;
+        }
+    }
+}
+
+impl StubShared {
+    /// Checks, admits and hands one call to the object's worker.
+    fn send(
+        self: &Arc<Self>,
+        method: u32,
+        args: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Reply>, Error> {
+        let s = self;
         if s.check_broken() {
-            return failed(Error::Disconnected(
+            return Err(Error::Disconnected(
                 "the stub is broken; get a new stub from the namespace".into(),
             ));
         }
         if s.runtime.is_closing() {
-            return failed(Error::Disconnected("the runtime is shutting down".into()));
+            return Err(Error::Disconnected("the runtime is shutting down".into()));
         }
         if s.id.namespace_tag() != s.class.key.tag() {
-            return failed(Error::WrongNamespace {
+            return Err(Error::WrongNamespace {
                 class: s.class.name.clone(),
             });
         }
-        let args = match args {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                return failed(Error::Codec(format!("cannot encode the arguments: {e}")));
-            }
-        };
-        let slot = match s.handle.admit(args.len(), &s.runtime.queue_limits()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                return failed(Error::Overloaded(format!(
-                    "{} {}: {why}",
-                    s.class.name, s.id
-                )));
-            }
-        };
+        let slot = s
+            .handle
+            .admit(args.len(), &s.runtime.queue_limits())
+            .map_err(|why| Error::Overloaded(format!("{} {}: {why}", s.class.name, s.id)))?;
         let (reply, rx) = oneshot::channel();
         let envelope = Envelope {
             class: s.class.index,
@@ -247,13 +294,9 @@ impl RawStub {
         };
         if let Err(e) = s.runtime.send(s.worker, envelope) {
             s.mark_broken();
-            return failed(e);
+            return Err(e);
         }
-        Call {
-            state: State::Waiting(rx, s.clone()),
-            decode,
-            fail,
-        }
+        Ok(rx)
     }
 }
 
@@ -269,7 +312,7 @@ pub struct Call<O> {
 }
 
 enum State {
-    Waiting(oneshot::Receiver<Reply>, Arc<StubShared>),
+    Waiting(oneshot::Receiver<Reply>, Target),
     Failed(Option<Error>),
 }
 

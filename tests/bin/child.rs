@@ -5,6 +5,7 @@
 //! do-tests-child DIR value NAME              prints the counter's value
 //! do-tests-child DIR id NAME                 prints the id of NAME
 //! do-tests-child DIR crash-writer            writes until killed, printing `ack N`
+//! do-tests-child DIR serve PORT [TOKEN]      serves on 127.0.0.1:PORT until killed
 //! ```
 
 use std::io::Write;
@@ -38,6 +39,18 @@ async fn main() {
         ["value", name] => println!("{}", ns.get_by_name(name).value().await.expect("value")),
         ["id", name] => println!("{}", ns.id_from_name(name)),
         ["crash-writer"] => crash_writer(&rt).await,
+        ["serve", port, rest @ ..] => {
+            let port: u16 = port.parse().expect("PORT is a number");
+            let mut server = rt
+                .server()
+                .addr(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            if let [token] = rest {
+                server = server.token(token);
+            }
+            let server = server.start().await.expect("the server starts");
+            println!("listening {}", server.local_addr().port());
+            std::future::pending::<()>().await;
+        }
         _ => usage(),
     }
 }

@@ -10,6 +10,7 @@ mod identity;
 mod lifecycle;
 mod macro_ui;
 mod persistence;
+mod remote;
 mod storage_api;
 mod storage_basics;
 mod transactions;

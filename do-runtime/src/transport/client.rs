@@ -1,0 +1,497 @@
+//! The client side: one connection to a remote runtime, shared by many stubs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::id::{DurableObjectId, NamespaceKey};
+use crate::namespace::Namespace;
+use crate::object::DurableObject;
+use crate::stub::Reply;
+use crate::transport::frame::{
+    self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
+};
+
+/// A connection to a runtime served over TCP (see
+/// [`Runtime::serve`](crate::Runtime::serve)). Its namespaces have the same
+/// API as in process; many stubs share one connection, and each keeps its
+/// calls in order across the network.
+///
+/// When the connection breaks, every call in flight and every later call on
+/// the stubs that used it fails with [`Error::Disconnected`]; a stub taken
+/// afterwards opens a new connection.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), do_runtime::Error> {
+/// # use do_runtime::{durable_object, Ctx, Error};
+/// # pub struct Counter { ctx: Ctx }
+/// # #[durable_object] impl Counter { pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+/// #   pub async fn increment(&self, n: i64) -> Result<i64, Error> { Ok(n) } }
+/// use do_runtime::Client;
+///
+/// let client = Client::builder().token("s3cret").connect("127.0.0.1:7878").await?;
+/// let counters = client.namespace::<Counter>()?;
+/// let n = counters.get_by_name("hits").increment(1).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<ClientShared>,
+}
+
+/// Configures a [`Client`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ClientBuilder {
+    token: Option<Vec<u8>>,
+    max_frame_bytes: usize,
+    connect_timeout: Duration,
+}
+
+/// What every connection of one client needs.
+#[derive(Clone, Debug)]
+struct Settings {
+    addr: SocketAddr,
+    token: Option<Vec<u8>>,
+    max_frame_bytes: usize,
+    connect_timeout: Duration,
+}
+
+pub(crate) struct ClientShared {
+    settings: Settings,
+    /// The namespaces the server described at the first connection; later
+    /// connections must describe the same.
+    welcome: Vec<NamespaceInfo>,
+    classes: Vec<Arc<RemoteClass>>,
+    current: Mutex<Connection>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A namespace of the server.
+pub(crate) struct RemoteClass {
+    pub index: u32,
+    pub name: String,
+    pub schema: String,
+    pub key: NamespaceKey,
+}
+
+/// One connection: where stubs put frames, and the calls awaiting replies.
+#[derive(Clone)]
+struct Connection {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    state: Arc<ConnState>,
+}
+
+struct ConnState {
+    calls: Mutex<Calls>,
+    next_call: AtomicU64,
+    next_stub: AtomicU64,
+}
+
+struct Calls {
+    /// Why the connection ended, once it has.
+    closed: Option<String>,
+    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+}
+
+impl ConnState {
+    fn new() -> Arc<Self> {
+        Arc::new(ConnState {
+            calls: Mutex::new(Calls {
+                closed: None,
+                waiting: HashMap::new(),
+            }),
+            next_call: AtomicU64::new(0),
+            next_stub: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Ends the connection: every call still waiting fails now.
+    fn close(&self, reason: String) {
+        let waiting = {
+            let mut calls = self.lock();
+            calls.closed.get_or_insert(reason.clone());
+            std::mem::take(&mut calls.waiting)
+        };
+        for (_, reply) in waiting {
+            let _ = reply.send(Err(Error::Disconnected(reason.clone())));
+        }
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            token: None,
+            max_frame_bytes: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The shared secret the server asks for.
+    pub fn token(mut self, token: impl AsRef<[u8]>) -> Self {
+        self.token = Some(token.as_ref().to_vec());
+        self
+    }
+
+    /// The largest frame accepted from the server. Default: 16 MiB.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// How long connecting and the handshake may take. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects, shakes hands, and learns the server's namespaces. Must run
+    /// inside a tokio runtime, which then drives the connection.
+    pub async fn connect(self, addr: impl tokio::net::ToSocketAddrs) -> Result<Client> {
+        let addr = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| Error::Disconnected(format!("cannot resolve the server address: {e}")))?
+            .next()
+            .ok_or_else(|| Error::Disconnected("the server address resolves to nothing".into()))?;
+        let settings = Settings {
+            addr,
+            token: self.token,
+            max_frame_bytes: self.max_frame_bytes,
+            connect_timeout: self.connect_timeout,
+        };
+        let (stream, reader, welcome) = handshake(&settings).await?;
+        let classes = welcome
+            .iter()
+            .map(|ns| {
+                Ok(Arc::new(RemoteClass {
+                    index: ns.index,
+                    name: ns.class.clone(),
+                    schema: ns.schema.clone(),
+                    key: NamespaceKey::from_key(&ns.class, &ns.key)?,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (out, rx) = mpsc::unbounded_channel();
+        let state = ConnState::new();
+        let runtime = tokio::runtime::Handle::current();
+        runtime.spawn(run_connection(
+            state.clone(),
+            rx,
+            stream,
+            reader,
+            settings.max_frame_bytes,
+        ));
+        Ok(Client {
+            shared: Arc::new(ClientShared {
+                settings,
+                welcome,
+                classes,
+                current: Mutex::new(Connection { out, state }),
+                runtime,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects with the default settings (no token).
+    pub async fn connect(addr: impl tokio::net::ToSocketAddrs) -> Result<Client> {
+        ClientBuilder::default().connect(addr).await
+    }
+
+    /// The namespace of class `T` on the server. Fails with
+    /// [`Error::SchemaMismatch`], naming the class, when the server does not
+    /// serve `T` or serves a different definition of it.
+    pub fn namespace<T: DurableObject>(&self) -> Result<Namespace<T>> {
+        let class = self.shared.classes.iter().find(|c| c.name == T::CLASS);
+        match class {
+            Some(class) if class.schema == T::SCHEMA => {
+                Ok(Namespace::remote(self.shared.clone(), class.clone()))
+            }
+            Some(class) => Err(Error::SchemaMismatch {
+                class: T::CLASS.to_owned(),
+                client: T::SCHEMA.to_owned(),
+                server: class.schema.clone(),
+            }),
+            None => Err(Error::SchemaMismatch {
+                class: T::CLASS.to_owned(),
+                client: T::SCHEMA.to_owned(),
+                server: "(not served)".to_owned(),
+            }),
+        }
+    }
+
+    /// The class names the server serves.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.shared.classes.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.settings.addr
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.shared.settings.addr)
+            .field("namespaces", &self.namespaces())
+            .finish()
+    }
+}
+
+impl ClientShared {
+    /// The live connection, or a new one (connecting in the background: calls
+    /// made meanwhile queue up in order) when the last one ended.
+    fn connection(&self) -> Connection {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.state.is_closed() {
+            let (out, rx) = mpsc::unbounded_channel();
+            let state = ConnState::new();
+            let settings = self.settings.clone();
+            let welcome = self.welcome.clone();
+            let task_state = state.clone();
+            self.runtime.spawn(async move {
+                match handshake(&settings).await {
+                    Ok((_, _, again)) if again != welcome => task_state.close(
+                        "the server restarted with different namespaces; reconnect with a client built for them".into(),
+                    ),
+                    Ok((stream, reader, _)) => {
+                        run_connection(task_state, rx, stream, reader, settings.max_frame_bytes).await;
+                    }
+                    Err(e) => task_state.close(e.to_string()),
+                }
+            });
+            *current = Connection { out, state };
+        }
+        current.clone()
+    }
+
+    /// A stub for `id` of `class`, on the current connection.
+    pub(crate) fn stub(&self, class: &RemoteClass, id: DurableObjectId) -> RemoteStub {
+        let conn = self.connection();
+        let number = conn.state.next_stub.fetch_add(1, Ordering::Relaxed);
+        RemoteStub {
+            conn,
+            number,
+            class: class.index,
+            wrong_namespace: (id.namespace_tag() != class.key.tag()).then(|| class.name.clone()),
+            id,
+            broken: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A stub whose object lives in a remote runtime.
+pub(crate) struct RemoteStub {
+    conn: Connection,
+    number: u64,
+    class: u32,
+    id: DurableObjectId,
+    /// Set when the id belongs to another namespace: every call fails.
+    wrong_namespace: Option<String>,
+    broken: AtomicBool,
+}
+
+impl RemoteStub {
+    pub fn id(&self) -> &DurableObjectId {
+        &self.id
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire) || self.conn.state.is_closed()
+    }
+
+    pub fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+
+    /// Puts one call on the connection now (so calls keep their order) and
+    /// returns where its reply will arrive.
+    pub fn send(&self, method: u32, args: Vec<u8>) -> Result<oneshot::Receiver<Reply>> {
+        if let Some(class) = &self.wrong_namespace {
+            return Err(Error::WrongNamespace {
+                class: class.clone(),
+            });
+        }
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Disconnected(
+                "the stub is broken; get a new stub from the namespace".into(),
+            ));
+        }
+        let call = self.conn.state.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(args.len() + 64);
+        frame::encode(
+            &ClientFrame::Call {
+                call,
+                stub: self.number,
+                class: self.class,
+                id: self.id.as_bytes().to_vec(),
+                method,
+                args,
+            },
+            &mut frame,
+        )?;
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut calls = self.conn.state.lock();
+            if let Some(reason) = &calls.closed {
+                self.mark_broken();
+                return Err(Error::Disconnected(reason.clone()));
+            }
+            calls.waiting.insert(call, reply);
+        }
+        if self.conn.out.send(frame).is_err() {
+            self.conn.state.lock().waiting.remove(&call);
+            self.mark_broken();
+            return Err(Error::Disconnected("the connection has closed".into()));
+        }
+        Ok(rx)
+    }
+}
+
+impl Drop for RemoteStub {
+    fn drop(&mut self) {
+        let mut frame = Vec::new();
+        if frame::encode(&ClientFrame::DropStub { stub: self.number }, &mut frame).is_ok() {
+            let _ = self.conn.out.send(frame);
+        }
+    }
+}
+
+/// Connects and shakes hands; returns the stream, what was read past the
+/// handshake, and the namespaces the server described.
+async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<NamespaceInfo>)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(settings.addr).await.map_err(|e| {
+            Error::Disconnected(format!("cannot connect to {}: {e}", settings.addr))
+        })?;
+        let _ = stream.set_nodelay(true);
+        let mut hello = Vec::new();
+        frame::encode(
+            &ClientFrame::Hello {
+                version: PROTOCOL_VERSION,
+                token: settings.token.clone(),
+            },
+            &mut hello,
+        )?;
+        stream.write_all(&hello).await.map_err(|e| {
+            Error::Disconnected(format!("handshake with {} failed: {e}", settings.addr))
+        })?;
+        let mut reader = FrameReader::default();
+        loop {
+            match reader.next::<ServerFrame>(settings.max_frame_bytes) {
+                Ok(Some(ServerFrame::Welcome {
+                    version,
+                    namespaces,
+                })) if version == PROTOCOL_VERSION => {
+                    return Ok((stream, reader, namespaces));
+                }
+                Ok(Some(ServerFrame::Refused { reason })) => return Err(Error::Refused(reason)),
+                Ok(Some(other)) => {
+                    return Err(Error::Protocol(format!(
+                        "expected the server's welcome, got {other:?}"
+                    )));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::Protocol(e.to_string())),
+            }
+            let read = stream.read_buf(reader.buffer()).await.map_err(|e| {
+                Error::Disconnected(format!("handshake with {} failed: {e}", settings.addr))
+            })?;
+            if read == 0 {
+                return Err(Error::Disconnected(format!(
+                    "{} closed the connection during the handshake",
+                    settings.addr
+                )));
+            }
+        }
+    };
+    tokio::time::timeout(settings.connect_timeout, exchange)
+        .await
+        .map_err(|_| {
+            Error::Disconnected(format!(
+                "no handshake with {} within the timeout",
+                settings.addr
+            ))
+        })?
+}
+
+/// Writes queued frames and hands replies to their callers until the
+/// connection breaks or every stub and the client are gone.
+async fn run_connection(
+    state: Arc<ConnState>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    stream: TcpStream,
+    mut reader: FrameReader,
+    max_frame: usize,
+) {
+    let (mut rd, wr) = stream.into_split();
+    let mut wr = BufWriter::new(wr);
+    let reason = loop {
+        // Replies already buffered (read along with the handshake) first.
+        loop {
+            match reader.next::<ServerFrame>(max_frame) {
+                Ok(Some(ServerFrame::Reply { call, result })) => {
+                    let waiting = state.lock().waiting.remove(&call);
+                    if let Some(reply) = waiting {
+                        let _ = reply.send(result);
+                    }
+                }
+                Ok(Some(other)) => {
+                    state.close(format!(
+                        "the server broke the protocol: unexpected {other:?}"
+                    ));
+                    return;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    state.close(format!("the server broke the protocol: {e}"));
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break "the client was dropped".to_owned() };
+                let mut result = wr.write_all(&frame).await;
+                while let (Ok(()), Ok(frame)) = (&result, rx.try_recv()) {
+                    result = wr.write_all(&frame).await;
+                }
+                if let Err(e) = result.and(wr.flush().await) {
+                    break format!("the connection to the server broke: {e}");
+                }
+            }
+            read = rd.read_buf(reader.buffer()) => match read {
+                Ok(0) => break "the server closed the connection".to_owned(),
+                Ok(_) => {}
+                Err(e) => break format!("the connection to the server broke: {e}"),
+            },
+        }
+    };
+    state.close(reason);
+}

@@ -1,0 +1,7 @@
+//! Remote runtimes: a runtime serves its namespaces over TCP, and a
+//! [`Client`](client::Client) in another process calls them through the same
+//! `Namespace` and `Stub` API.
+
+pub(crate) mod client;
+pub(crate) mod frame;
+pub(crate) mod server;

@@ -1,0 +1,359 @@
+//! The server side: serves a runtime's namespaces over TCP.
+//!
+//! Each connection is one task: it reads frames in order and hands each call
+//! to a local stub kept per remote stub, so a remote stub keeps E-order and
+//! breaks like a local one; it writes replies as they complete. A peer that
+//! breaks the protocol loses its connection, nobody else's.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::runtime::{Runtime, Shared};
+use crate::stub::{RawStub, Reply};
+use crate::transport::frame::{
+    self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
+};
+
+/// The largest handshake frame accepted, whatever the frame limit.
+const HELLO_LIMIT: usize = 64 * 1024;
+
+/// Configures and starts a [`Server`]; from [`Runtime::server`].
+#[must_use]
+pub struct ServerBuilder {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    config: Config,
+}
+
+#[derive(Clone)]
+struct Config {
+    token: Option<Vec<u8>>,
+    max_frame_bytes: usize,
+    max_in_flight: usize,
+    max_stubs: usize,
+    max_connections: usize,
+    handshake_timeout: Duration,
+}
+
+/// A running server. Dropping it stops accepting connections and closes the
+/// open ones (their clients' stubs fail with a disconnected error).
+pub struct Server {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Configures a server for this runtime's namespaces. It binds
+    /// `127.0.0.1` on a free port unless told otherwise.
+    ///
+    /// ```no_run
+    /// # async fn f(rt: &do_runtime::Runtime) -> Result<(), do_runtime::Error> {
+    /// let server = rt.server().addr("127.0.0.1:7878".parse().unwrap()).token("s3cret").start().await?;
+    /// println!("serving on {}", server.local_addr());
+    /// # Ok(()) }
+    /// ```
+    pub fn server(&self) -> ServerBuilder {
+        ServerBuilder {
+            shared: self.shared(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config: Config {
+                token: None,
+                max_frame_bytes: 16 * 1024 * 1024,
+                max_in_flight: 4096,
+                max_stubs: 65_536,
+                max_connections: 1024,
+                handshake_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+
+    /// Serves this runtime's namespaces on `addr` with the default settings
+    /// (no token). Must run inside a tokio runtime, which then drives the
+    /// server.
+    pub async fn serve(&self, addr: SocketAddr) -> Result<Server> {
+        self.server().addr(addr).start().await
+    }
+}
+
+impl ServerBuilder {
+    /// Where to listen. Default: `127.0.0.1:0` (loopback, a free port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Require this shared secret in every client's handshake (compared in
+    /// constant time).
+    pub fn token(mut self, token: impl AsRef<[u8]>) -> Self {
+        self.config.token = Some(token.as_ref().to_vec());
+        self
+    }
+
+    /// The largest frame a client may send; larger ones close its
+    /// connection. Default: 16 MiB.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_frame_bytes = bytes;
+        self
+    }
+
+    /// How many calls one connection may have in flight; past it the server
+    /// stops reading from that connection until replies go out, so a client
+    /// that does not read its replies cannot make the server hold more.
+    /// Default: 4096.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.config.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// How many connections may be open at once; more are refused. Default: 1024.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long a client may take to say hello. Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Binds and starts accepting connections.
+    pub async fn start(self) -> Result<Server> {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|e| Error::Setup(format!("cannot listen on {}: {e}", self.addr)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Setup(format!("cannot read the listening address: {e}")))?;
+        let task = tokio::spawn(accept(listener, self.shared, self.config));
+        Ok(Server { local_addr, task })
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, config: Config) {
+    let welcome: Arc<Vec<NamespaceInfo>> = Arc::new(
+        shared
+            .classes()
+            .iter()
+            .map(|c| NamespaceInfo {
+                index: c.index,
+                class: c.name.clone(),
+                schema: c.schema.to_owned(),
+                key: c.key.key_bytes().to_vec(),
+            })
+            .collect(),
+    );
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = listener.accept().await;
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if connections.len() >= config.max_connections {
+            connections.spawn(refuse(stream, "the server has too many connections".into()));
+            continue;
+        }
+        let (shared, config, welcome) = (shared.clone(), config.clone(), welcome.clone());
+        connections.spawn(async move {
+            if let Err(reason) = serve_connection(stream, &shared, &config, &welcome).await {
+                tracing::warn!(%peer, %reason, "closed a client connection");
+            }
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream, reason: String) {
+    let mut out = Vec::new();
+    if frame::encode(&ServerFrame::Refused { reason }, &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+    }
+}
+
+/// Serves one connection until the client leaves or breaks the protocol;
+/// the error says why it was closed.
+async fn serve_connection(
+    stream: TcpStream,
+    shared: &Arc<Shared>,
+    config: &Config,
+    welcome: &[NamespaceInfo],
+) -> std::result::Result<(), String> {
+    let (mut rd, wr) = stream.into_split();
+    let mut wr = BufWriter::new(wr);
+    let mut reader = FrameReader::default();
+    let mut out = Vec::new();
+
+    // The handshake: one Hello within the timeout.
+    let hello = tokio::time::timeout(config.handshake_timeout, async {
+        loop {
+            if let Some(frame) = reader
+                .next::<ClientFrame>(HELLO_LIMIT)
+                .map_err(|e| e.to_string())?
+            {
+                return Ok::<_, String>(frame);
+            }
+            match rd.read_buf(reader.buffer()).await {
+                Ok(0) => return Err("the client left during the handshake".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no hello within the handshake timeout".to_owned())??;
+    let ClientFrame::Hello { version, token } = hello else {
+        return Err("the first frame was not a hello".into());
+    };
+    let refusal = if version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
+        ))
+    } else if !token_matches(config.token.as_deref(), token.as_deref()) {
+        Some("wrong or missing token".to_owned())
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        frame::encode(
+            &ServerFrame::Refused {
+                reason: reason.clone(),
+            },
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+        let _ = wr.write_all(&out).await;
+        let _ = wr.flush().await;
+        return Err(format!("refused: {reason}"));
+    }
+    frame::encode(
+        &ServerFrame::Welcome {
+            version: PROTOCOL_VERSION,
+            namespaces: welcome.to_vec(),
+        },
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut stubs: HashMap<u64, RemoteCaller> = HashMap::new();
+    let mut pending = FuturesUnordered::new();
+    loop {
+        if !out.is_empty() {
+            wr.write_all(&out).await.map_err(|e| e.to_string())?;
+            wr.flush().await.map_err(|e| e.to_string())?;
+            out.clear();
+        }
+        tokio::select! {
+            Some((call, result)) = pending.next(), if !pending.is_empty() => {
+                push_reply(&mut out, call, result)?;
+                // Batch every reply that is ready into one write.
+                while let Some(Some((call, result))) = pending.next().now_or_never() {
+                    push_reply(&mut out, call, result)?;
+                }
+            }
+            read = rd.read_buf(reader.buffer()), if pending.len() < config.max_in_flight => {
+                match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                while let Some(frame) = reader.next::<ClientFrame>(config.max_frame_bytes).map_err(|e| e.to_string())? {
+                    match frame {
+                        ClientFrame::Call { call, stub, class, id, method, args } => {
+                            let caller = match stubs.get(&stub) {
+                                Some(caller) if caller.class == class && caller.id == id => caller,
+                                Some(_) => return Err(format!("stub {stub} was reused for another object")),
+                                None => {
+                                    if stubs.len() >= config.max_stubs {
+                                        return Err(format!("more than {} stubs on one connection", config.max_stubs));
+                                    }
+                                    let class_info = shared
+                                        .classes()
+                                        .get(class as usize)
+                                        .ok_or_else(|| format!("no namespace numbered {class}"))?;
+                                    match class_info.key.id_from_bytes(&id) {
+                                        Ok(object) => stubs.entry(stub).or_insert(RemoteCaller {
+                                            class,
+                                            id,
+                                            stub: RawStub::new(shared.clone(), class_info.clone(), object),
+                                        }),
+                                        Err(e) => {
+                                            push_reply(&mut out, call, Err(e))?;
+                                            continue;
+                                        }
+                                    }
+                                }
+                            };
+                            let reply = caller.stub.call(method, Ok(args), reply_bytes, Err);
+                            pending.push(reply.map(move |result| (call, result)));
+                        }
+                        ClientFrame::DropStub { stub } => {
+                            stubs.remove(&stub);
+                        }
+                        ClientFrame::Hello { .. } => return Err("a second hello".into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A remote stub's local counterpart.
+struct RemoteCaller {
+    class: u32,
+    id: Vec<u8>,
+    stub: RawStub,
+}
+
+fn reply_bytes(bytes: &[u8]) -> Reply {
+    Ok(bytes.to_vec())
+}
+
+fn push_reply(out: &mut Vec<u8>, call: u64, result: Reply) -> std::result::Result<(), String> {
+    frame::encode(&ServerFrame::Reply { call, result }, out).map_err(|e| e.to_string())
+}
+
+/// Constant-time comparison, so the time to refuse says nothing about the token.
+fn token_matches(expected: Option<&[u8]>, given: Option<&[u8]>) -> bool {
+    match (expected, given) {
+        (None, _) => true,
+        (Some(expected), Some(given)) => bool::from(expected.ct_eq(given)),
+        (Some(_), None) => false,
+    }
+}
