@@ -213,3 +213,301 @@ async fn killing_the_server_fails_every_call_promptly_and_a_new_stub_works_after
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
 }
+
+/// Hand-encodes frames, which pins the wire format: a little-endian `u32`
+/// length, then postcard (varint integers, variant index first).
+mod wire {
+    pub fn varint(mut n: u64, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    pub fn bytes(b: &[u8], out: &mut Vec<u8>) {
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+    pub fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+    pub fn hello() -> Vec<u8> {
+        frame(&[0, 1, 0]) // Hello { version: 1, token: None }
+    }
+    pub fn call(call: u64, stub: u64, class: u32, id: &[u8], method: u32, args: &[u8]) -> Vec<u8> {
+        let mut body = vec![1];
+        varint(call, &mut body);
+        varint(stub, &mut body);
+        varint(class.into(), &mut body);
+        bytes(id, &mut body);
+        varint(method.into(), &mut body);
+        bytes(args, &mut body);
+        frame(&body)
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Sends `bytes`, then reads until the server closes; true when it closed.
+async fn server_closes_after(addr: std::net::SocketAddr, bytes: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let _ = stream.write_all(bytes).await;
+    let mut sink = vec![0u8; 4096];
+    let closed = tokio::time::timeout(HANG, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    closed.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_close_only_their_connection_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rt = builder().build_for_test().unwrap();
+    let server = rt
+        .server()
+        .max_frame_bytes(64 * 1024)
+        .handshake_timeout(Duration::from_millis(300))
+        .frame_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("server fuzz seed {seed}");
+    let mut rng = Rng(seed);
+
+    // A well-behaved client counts throughout; every reply must be exact.
+    let client = Client::connect(addr).await.unwrap();
+    let good = client.namespace::<Counter>().unwrap().get_by_name("steady");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let (good, stop) = (good.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                assert_eq!(
+                    good.increment(1).await.unwrap(),
+                    n,
+                    "the good client's count"
+                );
+            }
+            n
+        })
+    };
+
+    let valid_id = rt
+        .namespace::<Counter>()
+        .id_from_name("victim")
+        .as_bytes()
+        .to_vec();
+    let increment = do_runtime::__private::method_id("increment");
+    let mut frames = 0u64;
+
+    // 1. Broken framing: each closes its connection.
+    let mut oversized = wire::hello();
+    oversized.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    let mut unknown_variant = wire::hello();
+    unknown_variant.extend(wire::frame(&[9, 1, 2, 3]));
+    let mut second_hello = wire::hello();
+    second_hello.extend(wire::hello());
+    let mut truncated = wire::hello();
+    truncated.extend(&wire::call(1, 1, 0, &valid_id, increment, &[2])[..10]);
+    let call_before_hello = wire::call(1, 1, 0, &valid_id, increment, &[2]);
+    let mut bad_class = wire::hello();
+    bad_class.extend(wire::call(1, 1, 999, &valid_id, increment, &[2]));
+    for case in [
+        &oversized,
+        &unknown_variant,
+        &second_hello,
+        &call_before_hello,
+        &bad_class,
+    ] {
+        assert!(
+            server_closes_after(addr, case).await,
+            "the server closed a hostile connection"
+        );
+        frames += 2;
+    }
+    // A truncated frame: closed once the frame timeout passes.
+    assert!(
+        server_closes_after(addr, &truncated).await,
+        "a truncated frame is dropped"
+    );
+    frames += 2;
+    // Silent: says nothing; closed after the handshake timeout.
+    assert!(
+        server_closes_after(addr, &[]).await,
+        "a silent client is dropped"
+    );
+    // Noise, with and without a hello first.
+    for round in 0..200 {
+        let mut bytes = if round % 2 == 0 {
+            wire::hello()
+        } else {
+            Vec::new()
+        };
+        let n = rng.below(200) as usize;
+        bytes.extend(rng.bytes(n));
+        assert!(server_closes_after(addr, &bytes).await);
+        frames += 1;
+    }
+
+    // 2. Frames that parse but say nonsense: answered with errors, connection kept.
+    const MUTATED: u64 = 1_000_000;
+    const PER_CONNECTION: u64 = 100_000;
+    for _ in 0..MUTATED / PER_CONNECTION {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 64 * 1024];
+            let mut total = 0usize;
+            while let Ok(n) = rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            total
+        });
+        wr.write_all(&wire::hello()).await.unwrap();
+        let mut batch = Vec::new();
+        for call in 0..PER_CONNECTION {
+            let stub = rng.below(1_000);
+            let frame = match rng.below(100) {
+                // A real object, a method that does not exist.
+                0 => wire::call(call, stub, 0, &valid_id, rng.next() as u32, &rng.bytes(3)),
+                // A real method, arguments that do not decode.
+                1 => wire::call(call, 1_000 + stub, 0, &valid_id, increment, &rng.bytes(12)),
+                // An id that is not one.
+                _ => {
+                    let len = if rng.below(10) == 0 {
+                        rng.below(40) as usize
+                    } else {
+                        32
+                    };
+                    wire::call(
+                        call,
+                        2_000 + stub,
+                        0,
+                        &rng.bytes(len),
+                        rng.next() as u32,
+                        &rng.bytes(4),
+                    )
+                }
+            };
+            batch.extend(frame);
+            if batch.len() > 32 * 1024 {
+                wr.write_all(&batch).await.unwrap();
+                batch.clear();
+            }
+            frames += 1;
+        }
+        wr.write_all(&batch).await.unwrap();
+        // End with garbage: the server closes this connection.
+        wr.write_all(&wire::frame(&[77, 77, 77])).await.unwrap();
+        let replies = tokio::time::timeout(HANG, drain)
+            .await
+            .expect("the server closes")
+            .unwrap();
+        assert!(replies > 0, "the server answered the well-formed calls");
+    }
+    assert!(frames >= 1_000_000, "{frames} frames thrown");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let counted = tokio::time::timeout(HANG, steady)
+        .await
+        .expect("the good client never hung")
+        .unwrap();
+    assert!(counted > 0);
+    // The victim object was never touched by the garbage arguments.
+    assert_eq!(
+        rt.namespace::<Counter>()
+            .get_by_name("victim")
+            .value()
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(good.increment(1).await.unwrap(), counted + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_replies_cannot_stall_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().max_in_flight(64).start().await.unwrap();
+    let addr = server.local_addr();
+    let id = rt
+        .namespace::<Counter>()
+        .id_from_name("flooded")
+        .as_bytes()
+        .to_vec();
+    let increment = do_runtime::__private::method_id("increment");
+    // Writes calls forever and never reads: the server stops reading it.
+    let mut hog = tokio::net::TcpStream::connect(addr).await.unwrap();
+    hog.write_all(&wire::hello()).await.unwrap();
+    let flood = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        for call in 0..1_000 {
+            batch.extend(wire::call(call, 1, 0, &id, increment, &[2]));
+        }
+        loop {
+            if hog.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = Client::connect(addr).await.unwrap();
+    let counter = client
+        .namespace::<Counter>()
+        .unwrap()
+        .get_by_name("unaffected");
+    for n in 1..=50 {
+        let reply = tokio::time::timeout(HANG, counter.increment(1))
+            .await
+            .expect("served");
+        assert_eq!(reply.unwrap(), n);
+    }
+    // The hog got at most a bounded number of calls in before the server
+    // stopped reading it (its own replies are not being read).
+    let flooded = rt
+        .namespace::<Counter>()
+        .get_by_name("flooded")
+        .value()
+        .await
+        .unwrap();
+    assert!(flooded < 1_000_000, "{flooded}");
+    flood.abort();
+}

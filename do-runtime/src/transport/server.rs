@@ -43,6 +43,7 @@ struct Config {
     max_stubs: usize,
     max_connections: usize,
     handshake_timeout: Duration,
+    frame_timeout: Duration,
 }
 
 /// A running server. Dropping it stops accepting connections and closes the
@@ -94,6 +95,7 @@ impl Runtime {
                 max_stubs: 65_536,
                 max_connections: 1024,
                 handshake_timeout: Duration::from_secs(10),
+                frame_timeout: Duration::from_secs(30),
             },
         }
     }
@@ -145,6 +147,14 @@ impl ServerBuilder {
     /// How long a client may take to say hello. Default: 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a frame may take to arrive once it has begun; a client that
+    /// stops in the middle of one (truncated, or trickling bytes) loses its
+    /// connection. Default: 30 s.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.frame_timeout = timeout;
         self
     }
 
@@ -271,15 +281,52 @@ async fn serve_connection(
     )
     .map_err(|e| e.to_string())?;
 
-    let mut stubs: HashMap<u64, RemoteCaller> = HashMap::new();
-    let mut pending = FuturesUnordered::new();
+    let mut connection = Connection {
+        shared,
+        config,
+        stubs: HashMap::new(),
+        pending: FuturesUnordered::new(),
+    };
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
+        // Frames already buffered (say, sent along with the hello) first,
+        // as far as the in-flight bound allows.
+        while connection.pending.len() < config.max_in_flight {
+            match reader
+                .next::<ClientFrame>(config.max_frame_bytes)
+                .map_err(|e| e.to_string())?
+            {
+                Some(frame) => {
+                    // Progress: the clock for an incomplete frame starts over.
+                    partial_since = None;
+                    connection.handle(frame, &mut out)?;
+                }
+                None => break,
+            }
+        }
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
             wr.flush().await.map_err(|e| e.to_string())?;
             out.clear();
         }
+        // A frame that has begun must complete in time.
+        let deadline = match (reader.has_partial(), partial_since) {
+            (false, _) => {
+                partial_since = None;
+                None
+            }
+            (true, Some(since)) => Some(since + config.frame_timeout),
+            (true, None) => {
+                let now = tokio::time::Instant::now();
+                partial_since = Some(now);
+                Some(now + config.frame_timeout)
+            }
+        };
+        let pending = &mut connection.pending;
         tokio::select! {
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                return Err(format!("a frame did not complete within {:?}", config.frame_timeout));
+            }
             Some((call, result)) = pending.next(), if !pending.is_empty() => {
                 push_reply(&mut out, call, result)?;
                 // Batch every reply that is ready into one write.
@@ -293,43 +340,84 @@ async fn serve_connection(
                     Ok(_) => {}
                     Err(e) => return Err(e.to_string()),
                 }
-                while let Some(frame) = reader.next::<ClientFrame>(config.max_frame_bytes).map_err(|e| e.to_string())? {
-                    match frame {
-                        ClientFrame::Call { call, stub, class, id, method, args } => {
-                            let caller = match stubs.get(&stub) {
-                                Some(caller) if caller.class == class && caller.id == id => caller,
-                                Some(_) => return Err(format!("stub {stub} was reused for another object")),
-                                None => {
-                                    if stubs.len() >= config.max_stubs {
-                                        return Err(format!("more than {} stubs on one connection", config.max_stubs));
-                                    }
-                                    let class_info = shared
-                                        .classes()
-                                        .get(class as usize)
-                                        .ok_or_else(|| format!("no namespace numbered {class}"))?;
-                                    match class_info.key.id_from_bytes(&id) {
-                                        Ok(object) => stubs.entry(stub).or_insert(RemoteCaller {
-                                            class,
-                                            id,
-                                            stub: RawStub::new(shared.clone(), class_info.clone(), object),
-                                        }),
-                                        Err(e) => {
-                                            push_reply(&mut out, call, Err(e))?;
-                                            continue;
-                                        }
-                                    }
-                                }
-                            };
-                            let reply = caller.stub.call(method, Ok(args), reply_bytes, Err);
-                            pending.push(reply.map(move |result| (call, result)));
-                        }
-                        ClientFrame::DropStub { stub } => {
-                            stubs.remove(&stub);
-                        }
-                        ClientFrame::Hello { .. } => return Err("a second hello".into()),
-                    }
-                }
             }
+        }
+    }
+}
+
+/// A call's reply, tagged with the client's call number.
+struct PendingReply {
+    call: u64,
+    reply: crate::stub::Call<Reply>,
+}
+
+impl std::future::Future for PendingReply {
+    type Output = (u64, Reply);
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<(u64, Reply)> {
+        let call = self.call;
+        std::pin::Pin::new(&mut self.reply)
+            .poll(cx)
+            .map(|result| (call, result))
+    }
+}
+
+/// The state of one served connection.
+struct Connection<'a> {
+    shared: &'a Arc<Shared>,
+    config: &'a Config,
+    stubs: HashMap<u64, RemoteCaller>,
+    pending: FuturesUnordered<PendingReply>,
+}
+
+impl Connection<'_> {
+    /// Acts on one frame; an error closes the connection.
+    fn handle(&mut self, frame: ClientFrame, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        match frame {
+            ClientFrame::Call {
+                call,
+                stub,
+                class,
+                id,
+                method,
+                args,
+            } => {
+                let caller = match self.stubs.get(&stub) {
+                    Some(caller) if caller.class == class && caller.id == id => caller,
+                    Some(_) => return Err(format!("stub {stub} was reused for another object")),
+                    None => {
+                        if self.stubs.len() >= self.config.max_stubs {
+                            return Err(format!(
+                                "more than {} stubs on one connection",
+                                self.config.max_stubs
+                            ));
+                        }
+                        let class_info = self
+                            .shared
+                            .classes()
+                            .get(class as usize)
+                            .ok_or_else(|| format!("no namespace numbered {class}"))?;
+                        match class_info.key.id_from_bytes(&id) {
+                            Ok(object) => self.stubs.entry(stub).or_insert(RemoteCaller {
+                                class,
+                                id,
+                                stub: RawStub::new(self.shared.clone(), class_info.clone(), object),
+                            }),
+                            Err(e) => return push_reply(out, call, Err(e)),
+                        }
+                    }
+                };
+                let reply = caller.stub.call(method, Ok(args), reply_bytes, Err);
+                self.pending.push(PendingReply { call, reply });
+                Ok(())
+            }
+            ClientFrame::DropStub { stub } => {
+                self.stubs.remove(&stub);
+                Ok(())
+            }
+            ClientFrame::Hello { .. } => Err("a second hello".into()),
         }
     }
 }
