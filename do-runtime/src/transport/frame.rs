@@ -148,6 +148,7 @@ pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Frame
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
 
