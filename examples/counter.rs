@@ -8,35 +8,24 @@
 //! The data lives in `./counter-data` (or `$COUNTER_DATA`), so every run
 //! continues counting from the previous one.
 
-use do_runtime::{Ctx, Error, Runtime, durable_object};
+#[path = "counter_object.rs"]
+mod counter_object;
 
-/// A counter whose value survives restarts.
-pub struct Counter {
-    ctx: Ctx,
-}
-
-#[durable_object]
-impl Counter {
-    /// Builds an instance on its first call.
-    pub fn new(ctx: Ctx) -> Self {
-        Self { ctx }
-    }
-
-    /// Adds `amount` and returns the new value.
-    pub async fn increment(&self, amount: i64) -> Result<i64, Error> {
-        let value = self.ctx.storage().get::<i64>("value").await?.unwrap_or(0) + amount;
-        self.ctx.storage().put("value", &value)?;
-        Ok(value)
-    }
-
-    /// The current value.
-    pub async fn value(&self) -> Result<i64, Error> {
-        Ok(self.ctx.storage().get::<i64>("value").await?.unwrap_or(0))
-    }
-}
+use counter_object::Counter;
+use do_runtime::Runtime;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "foo".to_owned());
     let amount: i64 = match args.next() {
@@ -55,5 +44,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stub = ns.get(ns.id_from_name(&name));
     let value = stub.increment(amount).await?;
     println!("counter {name:?} ({}) is now {value}", stub.id());
+    rt.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,28 @@
+//! The seeds' Counter, shared by the examples.
+
+use do_runtime::{Ctx, Error, durable_object};
+
+/// A counter whose value survives restarts.
+pub struct Counter {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Counter {
+    /// Builds an instance on its first call.
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    /// Adds `amount` and returns the new value.
+    pub async fn increment(&self, amount: i64) -> Result<i64, Error> {
+        let value = self.ctx.storage().get::<i64>("value").await?.unwrap_or(0) + amount;
+        self.ctx.storage().put("value", &value)?;
+        Ok(value)
+    }
+
+    /// The current value.
+    pub async fn value(&self) -> Result<i64, Error> {
+        Ok(self.ctx.storage().get::<i64>("value").await?.unwrap_or(0))
+    }
+}
