@@ -121,14 +121,18 @@ pub fn table(outcomes: &[Outcome]) -> String {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for o in outcomes {
-        let Some(ours) = o.series.first() else {
-            continue;
-        };
         for (i, s) in o.series.iter().enumerate() {
-            let ratio = if i == 0 {
-                "—".to_owned()
-            } else {
-                format!("{:.2}", ours.median() / s.median())
+            // Compare with our first series of the same unit.
+            let ours = o
+                .series
+                .iter()
+                .position(|x| x.unit == s.unit)
+                .map(|j| &o.series[j]);
+            let ratio = match ours {
+                Some(ours) if !std::ptr::eq(ours, s) => {
+                    format!("{:.2}", ours.median() / s.median())
+                }
+                _ => "—".to_owned(),
             };
             let (target, met) = if i == 0 {
                 (

@@ -8,6 +8,7 @@
 
 mod durable;
 mod harness;
+mod remote;
 
 use std::time::Duration;
 
@@ -37,6 +38,16 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
                 1_000,
             )
         },
+    ),
+    (
+        "remote-1",
+        "remote calls over loopback, 1 caller sequential",
+        |c| remote::remote(c, 1),
+    ),
+    (
+        "remote-64",
+        "remote calls over loopback, 64 in flight",
+        |c| remote::remote(c, 64),
     ),
     (
         "durable-10kx10k",
