@@ -8,6 +8,8 @@
 
 mod durable;
 mod harness;
+#[cfg(feature = "peers")]
+mod peers;
 mod remote;
 
 use std::time::Duration;
