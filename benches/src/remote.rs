@@ -132,6 +132,42 @@ impl RawClient {
     }
 }
 
+/// Runs one task per handle, each calling `op` in a loop for `d`; returns
+/// calls per second and the p50 latency in microseconds.
+async fn callers_for<H, F, Fut>(d: std::time::Duration, handles: Vec<H>, op: F) -> (f64, f64)
+where
+    H: Clone + Send + 'static,
+    F: Fn(H) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = handles
+        .into_iter()
+        .map(|handle| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while start.elapsed() < d {
+                    let t = Instant::now();
+                    op(handle.clone()).await;
+                    lat.push(t.elapsed());
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    (
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        percentile(&mut lat, 50.0),
+    )
+}
+
 /// 1 caller sequential (p50 latency and throughput) and 64 callers in
 /// flight (throughput), ours beside raw.
 pub fn remote(config: &Config, callers: usize) -> Outcome {
@@ -157,64 +193,15 @@ pub fn remote(config: &Config, callers: usize) -> Outcome {
     let d = config.duration;
     let ours = || {
         let stubs: Vec<_> = (0..callers).map(|_| ns.get_by_name("remote")).collect();
-        tokio.block_on(async move {
-            let done = Arc::new(AtomicU64::new(0));
-            let start = Instant::now();
-            let tasks: Vec<_> = stubs
-                .into_iter()
-                .map(|stub| {
-                    let done = done.clone();
-                    tokio::spawn(async move {
-                        let mut lat = Vec::new();
-                        while start.elapsed() < d {
-                            let t = Instant::now();
-                            stub.add(1).await.expect("add");
-                            lat.push(t.elapsed());
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            let mut lat = Vec::new();
-            for t in tasks {
-                lat.extend(t.await.expect("task"));
-            }
-            (
-                done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
-                percentile(&mut lat, 50.0),
-            )
-        })
+        tokio.block_on(callers_for(d, stubs, |stub| async move {
+            stub.add(1).await.expect("add");
+        }))
     };
     let raw_run = || {
-        let raw = raw.clone();
-        tokio.block_on(async move {
-            let done = Arc::new(AtomicU64::new(0));
-            let start = Instant::now();
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let (raw, done) = (raw.clone(), done.clone());
-                    tokio::spawn(async move {
-                        let mut lat = Vec::new();
-                        while start.elapsed() < d {
-                            let t = Instant::now();
-                            raw.add(1).await;
-                            lat.push(t.elapsed());
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            let mut lat = Vec::new();
-            for t in tasks {
-                lat.extend(t.await.expect("task"));
-            }
-            (
-                done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
-                percentile(&mut lat, 50.0),
-            )
-        })
+        let raws = vec![raw.clone(); callers];
+        tokio.block_on(callers_for(d, raws, |raw| async move {
+            raw.add(1).await;
+        }))
     };
     #[cfg(feature = "peers")]
     let tarpc = Arc::new(
@@ -222,26 +209,11 @@ pub fn remote(config: &Config, callers: usize) -> Outcome {
     );
     #[cfg(feature = "peers")]
     let mut tarpc_rate = || {
-        let tarpc = tarpc.clone();
-        tokio.block_on(async move {
-            let done = Arc::new(AtomicU64::new(0));
-            let start = Instant::now();
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let (tarpc, done) = (tarpc.clone(), done.clone());
-                    tokio::spawn(async move {
-                        while start.elapsed() < d {
-                            crate::peers::add(&tarpc, 1).await;
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("task");
-            }
-            done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-        })
+        let clients = vec![(*tarpc).clone(); callers];
+        let (rate, _) = tokio.block_on(callers_for(d, clients, |client| async move {
+            crate::peers::add(&client, 1).await;
+        }));
+        rate
     };
     let latencies = std::cell::RefCell::new((Vec::new(), Vec::new()));
     let mut ours_rate = || {

@@ -115,6 +115,10 @@ pub(crate) struct NamespaceKey {
 impl NamespaceKey {
     pub fn derive(secret: &[u8], class: &str) -> Self {
         let key: [u8; 32] = mac(secret, &[b"do-runtime/namespace/v1\0", class.as_bytes()]);
+        Self::with_key(class, key)
+    }
+
+    fn with_key(class: &str, key: [u8; 32]) -> Self {
         let mut tag = [0u8; 8];
         tag.copy_from_slice(&key[..8]);
         NamespaceKey {
@@ -129,13 +133,7 @@ impl NamespaceKey {
         let key: [u8; 32] = key.try_into().map_err(|_| {
             Error::Protocol(format!("the key of namespace {class:?} is not 32 bytes"))
         })?;
-        let mut tag = [0u8; 8];
-        tag.copy_from_slice(&key[..8]);
-        Ok(NamespaceKey {
-            class: class.into(),
-            key,
-            tag: u64::from_le_bytes(tag),
-        })
+        Ok(Self::with_key(class, key))
     }
 
     /// The raw key, for the handshake.
@@ -198,16 +196,7 @@ impl NamespaceKey {
         }
         let mut bytes = [0u8; ID_BYTES];
         hex::decode_to_slice(text, &mut bytes).map_err(|e| Error::InvalidId(e.to_string()))?;
-        let mac = self.mac_over_base(&bytes[..BASE]);
-        mac.verify_truncated_left(&bytes[BASE..])
-            .map_err(|_| Error::WrongNamespace {
-                class: self.class.to_string(),
-            })?;
-        Ok(DurableObjectId {
-            bytes,
-            name: None,
-            namespace: self.tag,
-        })
+        self.id_from_bytes(&bytes)
     }
 
     fn mac_over_base(&self, base: &[u8]) -> HmacSha256 {
