@@ -8,6 +8,7 @@
 
 mod durable;
 mod harness;
+mod inproc;
 #[cfg(feature = "peers")]
 mod peers;
 mod remote;
@@ -19,6 +20,28 @@ use harness::{Config, Outcome};
 type Runner = fn(&Config) -> Outcome;
 
 const SCENARIOS: &[(&str, &str, Runner)] = &[
+    (
+        "inproc-1",
+        "in-process stub calls, 1 caller, sequential",
+        |c| inproc::calls(c, "in-process stub call, 1 caller, sequential", 1, 1),
+    ),
+    (
+        "inproc-64",
+        "in-process stub calls, 64 callers on one object",
+        |c| inproc::calls(c, "in-process stub calls, 64 callers, 1 object", 1, 64),
+    ),
+    (
+        "inproc-10k",
+        "in-process stub calls, 10 000 objects, random object per call",
+        |c| {
+            inproc::calls(
+                c,
+                "in-process stub calls, 10 000 objects, random object per call",
+                10_000,
+                64,
+            )
+        },
+    ),
     (
         "durable-1x1",
         "durable increment, 1 object, 1 caller: p50 latency",

@@ -1,0 +1,141 @@
+//! In-process calls beside a raw tokio actor: an mpsc of postcard-encoded
+//! requests with a oneshot per reply, decoded and encoded on both sides, the
+//! state in the actor task.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use do_runtime::{Ctx, Runtime, durable_object};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::harness::{Config, Outcome, Unit, interleave};
+
+/// An in-memory counter.
+#[allow(dead_code)] // built by the runtime, never by name
+pub struct Adder {
+    n: Cell<i64>,
+}
+
+#[durable_object]
+impl Adder {
+    pub fn new(_ctx: Ctx) -> Self {
+        Adder { n: Cell::new(0) }
+    }
+
+    pub async fn add(&self, amount: i64) -> i64 {
+        self.n.set(self.n.get() + amount);
+        self.n.get()
+    }
+}
+
+type Request = (Vec<u8>, oneshot::Sender<Vec<u8>>);
+
+/// The raw actor: one task owning its state.
+fn spawn_actor() -> mpsc::UnboundedSender<Request> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+    tokio::spawn(async move {
+        let mut n = 0i64;
+        while let Some((args, reply)) = rx.recv().await {
+            let Ok(amount) = postcard::from_bytes::<i64>(&args) else {
+                continue;
+            };
+            n += amount;
+            let _ = reply.send(postcard::to_allocvec(&n).expect("encode"));
+        }
+    });
+    tx
+}
+
+async fn raw_add(actor: &mpsc::UnboundedSender<Request>, amount: i64) -> i64 {
+    let (reply, rx) = oneshot::channel();
+    actor
+        .send((postcard::to_allocvec(&amount).expect("encode"), reply))
+        .expect("actor alive");
+    postcard::from_bytes(&rx.await.expect("reply")).expect("decode")
+}
+
+/// `callers` tasks calling for the run's duration; caller `i` picks its
+/// object with `pick(i, call)` among `objects`.
+pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: usize) -> Outcome {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::builder()
+        .data_dir(dir.path())
+        .register::<Adder>()
+        .build()
+        .expect("runtime");
+    let ns = rt.namespace::<Adder>();
+    let stubs: Arc<Vec<_>> = Arc::new(
+        (0..objects)
+            .map(|o| ns.get_by_name(&format!("a{o}")))
+            .collect(),
+    );
+    let actors: Arc<Vec<_>> =
+        Arc::new(tokio.block_on(async { (0..objects).map(|_| spawn_actor()).collect() }));
+    let d = config.duration;
+    let run = |use_raw: bool| {
+        let (stubs, actors) = (stubs.clone(), actors.clone());
+        tokio.block_on(async move {
+            let done = Arc::new(AtomicU64::new(0));
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..callers)
+                .map(|i| {
+                    let (stubs, actors, done) = (stubs.clone(), actors.clone(), done.clone());
+                    tokio::spawn(async move {
+                        // A cheap per-caller sequence of objects: random-looking, repeatable.
+                        let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        while start.elapsed() < d {
+                            for _ in 0..64 {
+                                x ^= x << 13;
+                                x ^= x >> 7;
+                                x ^= x << 17;
+                                let o = (x % objects as u64) as usize;
+                                if use_raw {
+                                    raw_add(&actors[o], 1).await;
+                                } else {
+                                    stubs[o].add(1).await.expect("add");
+                                }
+                            }
+                            done.fetch_add(64, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+            done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    let mut ours = || run(false);
+    let mut raw = || run(true);
+    let series = interleave(
+        config,
+        &mut [
+            ("do-runtime stub", Unit::OpsPerSec, &mut ours),
+            (
+                "raw mpsc+oneshot actor, postcard",
+                Unit::OpsPerSec,
+                &mut raw,
+            ),
+        ],
+    );
+    let ratio = series[0].median() / series[1].median();
+    let need = match (objects, callers) {
+        (1, 1) => 0.7,
+        (1, _) => 0.6,
+        _ => 0.6,
+    };
+    Outcome {
+        scenario,
+        series,
+        target: format!("≥ {need} × raw (peers: issue 6)"),
+        met: Some(ratio >= need),
+    }
+}
