@@ -45,14 +45,6 @@ fn runtime_with(dir: &std::path::Path, worker_io: bool) -> Runtime {
         .expect("the bench runtime builds")
 }
 
-fn callers() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio")
-}
-
 /// The baseline: one thread drains a queue of writes, applies them as one
 /// batch, persists once, then acknowledges them all.
 /// A key, its value, and who to tell once both are on disk.
@@ -172,7 +164,7 @@ fn fsync_probe(dir: &std::path::Path, duration: Duration) -> f64 {
 
 /// One object, one caller, sequential: p50 latency of an acknowledged increment.
 pub fn one_caller(config: &Config) -> Outcome {
-    let tokio = callers();
+    let tokio = crate::harness::callers();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("ours"));
     let raw = Arc::new(RawStore::open(&dir.path().join("raw")));
@@ -250,7 +242,7 @@ pub fn throughput(
     objects: usize,
     tasks: usize,
 ) -> Outcome {
-    let tokio = callers();
+    let tokio = crate::harness::callers();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("ours"));
     let raw = Arc::new(RawStore::open(&dir.path().join("raw")));

@@ -86,6 +86,16 @@ pub fn interleave(
     series
 }
 
+/// The runtime the callers run on: two worker threads, separate from the
+/// threads of whatever is measured.
+pub fn callers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
 /// The p-th percentile (0–100) of latencies, in microseconds.
 pub fn percentile(latencies: &mut [Duration], p: f64) -> f64 {
     if latencies.is_empty() {

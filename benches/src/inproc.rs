@@ -59,11 +59,7 @@ async fn raw_add(actor: &mpsc::UnboundedSender<Request>, amount: i64) -> i64 {
 /// `callers` tasks calling for the run's duration; caller `i` picks its
 /// object with `pick(i, call)` among `objects`.
 pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: usize) -> Outcome {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = crate::harness::callers();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::builder()
         .data_dir(dir.path())

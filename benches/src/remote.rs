@@ -171,11 +171,7 @@ where
 /// 1 caller sequential (p50 latency and throughput) and 64 callers in
 /// flight (throughput), ours beside raw.
 pub fn remote(config: &Config, callers: usize) -> Outcome {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = crate::harness::callers();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::builder()
         .data_dir(dir.path())
