@@ -457,12 +457,18 @@ impl ObjectStore {
         }
     }
 
-    /// Whether every batch handed over has been applied to the engine (nothing
-    /// is buffered in memory that reads depend on).
+    /// Whether this view can be dropped and a new one start from the
+    /// engine: nothing is buffered, and every batch handed over is durable
+    /// (so a new view's output gate has nothing older to wait for) or has
+    /// failed for good (nothing more will ever commit).
     pub fn is_settled(&self) -> bool {
         let mut state = self.state.borrow_mut();
         self.prune(&mut state);
-        state.dirty.is_empty() && state.inflight.is_empty()
+        match self.sync.outcome(state.submitted) {
+            None => false,
+            Some(Ok(())) => state.dirty.is_empty() && state.inflight.is_empty(),
+            Some(Err(_)) => true,
+        }
     }
 }
 
