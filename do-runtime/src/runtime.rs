@@ -299,6 +299,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Fault injection for tests: delay every fsync by `delay`.
+    #[doc(hidden)]
+    pub fn __persist_delay(mut self, delay: Duration) -> Self {
+        self.store.persist_delay = delay;
+        self
+    }
+
     /// Registers class `T`, under its class name.
     pub fn register<T: DurableObject>(mut self) -> Self {
         self.classes.push(ClassSpec {

@@ -122,13 +122,17 @@ impl Counters {
 }
 
 impl Committer {
-    pub fn start(db: Database, data: Keyspace) -> Result<Committer> {
+    pub fn start(
+        db: Database,
+        data: Keyspace,
+        persist_delay: std::time::Duration,
+    ) -> Result<Committer> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
-            .spawn(move || run(&db, &data, &rx, &counters))
+            .spawn(move || run(&db, &data, &rx, &counters, persist_delay))
             .map_err(|e| {
                 StorageError::Engine(format!("cannot start the commit thread: {e}").into())
             })?;
@@ -176,7 +180,13 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>, stats: &Counters) {
+fn run(
+    db: &Database,
+    data: &Keyspace,
+    rx: &mpsc::Receiver<Job>,
+    stats: &Counters,
+    delay: std::time::Duration,
+) {
     let mut group = Group::default();
     let mut stopping = false;
     while !stopping {
@@ -194,7 +204,7 @@ fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>, stats: &Counter
                 Err(_) => break,
             }
         }
-        commit_group(db, data, &mut group, stats);
+        commit_group(db, data, &mut group, stats, delay);
     }
     // Whatever is still queued after a stop was submitted before it: commit it too.
     while let Ok(job) = rx.try_recv() {
@@ -202,7 +212,7 @@ fn run(db: &Database, data: &Keyspace, rx: &mpsc::Receiver<Job>, stats: &Counter
             group.take(job);
         }
     }
-    commit_group(db, data, &mut group, stats);
+    commit_group(db, data, &mut group, stats, delay);
 }
 
 /// The batches and releases gathered for one fsync.
@@ -227,7 +237,13 @@ impl Group {
     }
 }
 
-fn commit_group(db: &Database, data: &Keyspace, group: &mut Group, stats: &Counters) {
+fn commit_group(
+    db: &Database,
+    data: &Keyspace,
+    group: &mut Group,
+    stats: &Counters,
+    delay: std::time::Duration,
+) {
     let Group {
         commits: group,
         waiting,
@@ -255,6 +271,9 @@ fn commit_group(db: &Database, data: &Keyspace, group: &mut Group, stats: &Count
         for commit in group.iter() {
             commit.sync.applied.fetch_max(commit.seq, Ordering::Release);
         }
+    }
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
     }
     let persist_start = std::time::Instant::now();
     let outcome = applied.and_then(|()| db.persist(PersistMode::SyncData));

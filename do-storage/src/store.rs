@@ -17,12 +17,17 @@ use crate::object::{ObjectPrefix, ObjectStore};
 pub struct StoreOptions {
     /// fjall's block cache, in bytes.
     pub cache_bytes: u64,
+    /// Fault injection for tests: sleep this long before every fsync, so a
+    /// batch stays applied-but-not-durable for a while. Zero in production.
+    #[doc(hidden)]
+    pub persist_delay: std::time::Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            persist_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -65,7 +70,7 @@ impl Store {
             .open()?;
         let data = db.keyspace("objects", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let committer = Committer::start(db.clone(), data.clone())?;
+        let committer = Committer::start(db.clone(), data.clone(), options.persist_delay)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,

@@ -213,3 +213,30 @@ fn a_runtime_without_a_data_directory_is_a_setup_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_waits_until_the_objects_writes_are_durable() {
+    // Every fsync takes 400 ms: a write is applied (visible to the engine)
+    // long before it is durable.
+    let rt = builder()
+        .__persist_delay(Duration::from_millis(400))
+        .build_for_test()
+        .unwrap();
+    let counters = rt.namespace::<Counter>();
+    let id = counters.id_from_name("slow-disk");
+    let write = tokio::spawn(counters.get(id.clone()).increment(1));
+    tokio::time::sleep(Duration::from_millis(100)).await; // applied, not yet durable
+
+    // Eviction is asked for now; it may only happen once the write is durable.
+    let evicted = rt.evict(&id).await.unwrap();
+    assert!(evicted);
+    assert!(
+        write.is_finished(),
+        "the instance left before its write was durable"
+    );
+    assert_eq!(write.await.unwrap().unwrap(), 1);
+
+    // A new instance reads the value, and its reply is not released early.
+    let read = counters.get(id).value().await.unwrap();
+    assert_eq!(read, 1);
+}
