@@ -26,3 +26,14 @@ impl Counter {
         Ok(self.ctx.storage().get::<i64>("value").await?.unwrap_or(0))
     }
 }
+
+/// The exit of an example: a one-line message on error.
+pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -16,13 +16,7 @@ use do_runtime::Runtime;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    counter_object::exit(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

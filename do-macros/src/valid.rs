@@ -79,18 +79,12 @@ fn check_constructor(cx: &mut Ctxt, ctor: &syn::ImplItemFn) -> bool {
         }
         return false;
     }
-    let returns_self = matches!(&sig.output, ReturnType::Type(_, ty) if last_ident_is(ty, "Self") || last_ident_is(ty, &self_name(ctor)));
+    let returns_self = matches!(&sig.output, ReturnType::Type(_, ty) if last_ident_is(ty, "Self"));
     if !returns_self || !sig.generics.params.is_empty() {
         cx.error_spanned_by(&sig.output, wrong);
         return false;
     }
     true
-}
-
-/// The constructor may also name the type instead of `Self`; we cannot see
-/// the impl's type from here, so accept `Self` and leave other names to rustc.
-fn self_name(_ctor: &syn::ImplItemFn) -> String {
-    "Self".to_owned()
 }
 
 /// Checks one method; returns whether the stub can expose it.

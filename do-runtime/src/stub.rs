@@ -261,39 +261,38 @@ impl StubShared {
         method: u32,
         args: Vec<u8>,
     ) -> Result<oneshot::Receiver<Reply>, Error> {
-        let s = self;
-        if s.check_broken() {
+        if self.check_broken() {
             return Err(Error::Disconnected(
                 "the stub is broken; get a new stub from the namespace".into(),
             ));
         }
-        if s.runtime.is_closing() {
+        if self.runtime.is_closing() {
             return Err(Error::Disconnected("the runtime is shutting down".into()));
         }
-        if s.id.namespace_tag() != s.class.key.tag() {
+        if self.id.namespace_tag() != self.class.key.tag() {
             return Err(Error::WrongNamespace {
-                class: s.class.name.clone(),
+                class: self.class.name.clone(),
             });
         }
-        let slot = s
+        let slot = self
             .handle
-            .admit(args.len(), &s.runtime.queue_limits())
-            .map_err(|why| Error::Overloaded(format!("{} {}: {why}", s.class.name, s.id)))?;
+            .admit(args.len(), &self.runtime.queue_limits())
+            .map_err(|why| Error::Overloaded(format!("{} {}: {why}", self.class.name, self.id)))?;
         let (reply, rx) = oneshot::channel();
         let envelope = Envelope {
-            class: s.class.index,
-            id: s.id.clone(),
-            handle: s.handle.clone(),
+            class: self.class.index,
+            id: self.id.clone(),
+            handle: self.handle.clone(),
             kind: Kind::Call {
                 method,
                 args,
                 reply,
-                stub: s.clone(),
+                stub: self.clone(),
                 slot,
             },
         };
-        if let Err(e) = s.runtime.send(s.worker, envelope) {
-            s.mark_broken();
+        if let Err(e) = self.runtime.send(self.worker, envelope) {
+            self.mark_broken();
             return Err(e);
         }
         Ok(rx)

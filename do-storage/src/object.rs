@@ -345,31 +345,14 @@ impl ObjectStore {
         }
     }
 
-    /// The batch a result released now must wait for: the one the buffered
-    /// confirmed writes will form at the next [`ObjectStore::flush`], or the
-    /// last one handed over with a confirmed write.
-    pub fn output_gate(&self) -> u64 {
-        let state = self.state.borrow();
-        if state.dirty_confirmed {
-            state.submitted + 1
-        } else {
-            state.last_confirmed
-        }
-    }
-
     /// Hands the buffered writes to the commit thread as one atomic batch and
     /// returns the sequence number of the last batch handed over.
     pub fn flush(&self) -> Result<u64> {
         let mut state = self.state.borrow_mut();
+        // Releases queue only behind a buffered confirmed write, so an
+        // empty buffer has none waiting.
         if state.dirty.is_empty() {
-            // Nothing to write: releases queued meanwhile wait for the last batch.
-            let releases = std::mem::take(&mut state.dirty_releases);
-            let seq = state.last_confirmed;
-            drop(state);
-            for release in releases {
-                self.release_after(seq, release);
-            }
-            return Ok(self.state.borrow().submitted);
+            return Ok(state.submitted);
         }
         let writes = std::mem::take(&mut state.dirty);
         let seq = state.submitted + 1;

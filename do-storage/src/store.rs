@@ -97,17 +97,27 @@ impl Store {
     /// stable across restarts.
     pub fn namespace_number(&self, class: &str) -> Result<u16> {
         let key = [NS_BY_NAME, class.as_bytes()].concat();
-        if let Some(n) = self.inner.meta.get(&key)? {
-            let bytes: [u8; 2] = n.as_ref().try_into().map_err(|_| {
-                StorageError::Engine(format!("the namespace number of {class:?} is damaged").into())
-            })?;
-            return Ok(u16::from_be_bytes(bytes));
+        let stored = || -> Result<Option<u16>> {
+            match self.inner.meta.get(&key)? {
+                None => Ok(None),
+                Some(n) => n
+                    .as_ref()
+                    .try_into()
+                    .map(|b| Some(u16::from_be_bytes(b)))
+                    .map_err(|_| {
+                        StorageError::Engine(
+                            format!("the namespace number of {class:?} is damaged").into(),
+                        )
+                    }),
+            }
+        };
+        if let Some(n) = stored()? {
+            return Ok(n);
         }
         let _guard = self.inner.assign.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = self.inner.meta.get(&key)? {
-            return Ok(u16::from_be_bytes(
-                n.as_ref().try_into().unwrap_or_default(),
-            ));
+        // Another thread may have assigned it while we waited.
+        if let Some(n) = stored()? {
+            return Ok(n);
         }
         let taken = self.namespaces()?;
         let next = taken.iter().map(|(n, _)| n + 1).max().unwrap_or(0);
