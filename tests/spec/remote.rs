@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use do_runtime::{Client, Ctx, Error, durable_object};
-use do_tests::{Counter, Recorder, Slow, builder};
+use do_tests::{Bank, BankError, Counter, Kv, Recorder, Slow, builder};
 
 /// Only a hang would exceed this.
 const HANG: Duration = Duration::from_secs(60);
@@ -70,9 +70,41 @@ async fn ids_made_by_the_client_and_the_server_agree() {
     assert_eq!(local.id_from_string(&unique.to_string()).unwrap(), unique);
     remote.get(unique.clone()).increment(5).await.unwrap();
     assert_eq!(local.get(unique).value().await.unwrap(), 5);
-    // Errors keep their types across the network.
-    let too_big = remote.get_by_name("x").increment(1).await;
-    assert_eq!(too_big, Ok(1));
+    // A fresh object reached through the client starts from nothing.
+    let fresh = remote.get_by_name("x").increment(1).await;
+    assert_eq!(fresh, Ok(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_keep_their_types_across_the_network() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    // The runtime's own error, raised by storage on the server.
+    let kv = client.namespace::<Kv>().unwrap().get_by_name("limits");
+    let err = kv.put_bytes("k".repeat(2049), vec![]).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::KeyTooLarge {
+            len: 2049,
+            limit: 2048
+        }
+    );
+    // A method's own error type.
+    let bank = client.namespace::<Bank>().unwrap().get_by_name("acct");
+    assert_eq!(
+        bank.withdraw(500).await,
+        Err(BankError::Insufficient {
+            balance: 100,
+            wanted: 500
+        })
+    );
+    // A panic on the server.
+    let recorder = client.namespace::<Recorder>().unwrap().get_by_name("p");
+    assert_eq!(
+        recorder.boom("far away".into()).await,
+        Err(Error::Panicked("far away".into()))
+    );
 }
 
 /// The same class name as `Counter`, defined differently.
