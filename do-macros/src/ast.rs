@@ -19,6 +19,7 @@ pub struct Object<'a> {
 pub struct Method<'a> {
     pub item: &'a ImplItemFn,
     pub name: &'a Ident,
+    pub kind: Kind,
     pub args: Vec<Arg<'a>>,
     pub output: Output<'a>,
 }
@@ -30,6 +31,48 @@ pub struct Arg<'a> {
     pub ident: Option<&'a Ident>,
     pub ty: &'a Type,
 }
+
+/// What a method is for, by its name.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// An ordinary method: on the stub, called with its arguments.
+    Rpc,
+    /// `fetch`: on the stub, takes an HTTP request, returns a response.
+    Fetch,
+    /// Called by the runtime only, never on the stub.
+    Handler(&'static Handler),
+}
+
+/// A method the runtime calls: its arguments come from a helper in
+/// `__private`.
+pub struct Handler {
+    pub name: &'static str,
+    /// The `__private` function that decodes its arguments as a tuple.
+    pub args_fn: &'static str,
+    pub arity: usize,
+    pub signature: &'static str,
+}
+
+pub const HANDLERS: &[Handler] = &[
+    Handler {
+        name: "websocket_message",
+        args_fn: "websocket_message_args",
+        arity: 2,
+        signature: "pub async fn websocket_message(&self, socket: WebSocket, message: Message)",
+    },
+    Handler {
+        name: "websocket_close",
+        args_fn: "websocket_close_args",
+        arity: 4,
+        signature: "pub async fn websocket_close(&self, socket: WebSocket, code: u16, reason: String, clean: bool)",
+    },
+    Handler {
+        name: "websocket_error",
+        args_fn: "websocket_error_args",
+        arity: 2,
+        signature: "pub async fn websocket_error(&self, socket: WebSocket, error: String)",
+    },
+];
 
 /// What a method returns.
 pub enum Output<'a> {
@@ -94,9 +137,19 @@ impl<'a> Method<'a> {
             ReturnType::Type(_, ty) if is_result(ty) => Output::Fallible(ty),
             ReturnType::Type(_, ty) => Output::Plain(ty),
         };
+        let name = &item.sig.ident;
+        let kind = if name == "fetch" {
+            Kind::Fetch
+        } else {
+            HANDLERS
+                .iter()
+                .find(|h| name == h.name)
+                .map_or(Kind::Rpc, Kind::Handler)
+        };
         Method {
             item,
-            name: &item.sig.ident,
+            name,
+            kind,
             args,
             output,
         }

@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::{ItemImpl, spanned::Spanned};
 
-use crate::ast::{Method, Object, Output};
+use crate::ast::{Kind, Method, Object, Output};
 use crate::ctxt::Ctxt;
 use crate::{attr, valid};
 
@@ -98,7 +98,11 @@ impl Generator<'_> {
              the way (a broken stub, an overloaded object, a panic) arrive as \
              [`do_runtime::Error`](::do_runtime::Error)."
         );
-        let methods = self.exposed.iter().map(|m| self.client_method(m));
+        let methods = self.exposed.iter().map(|m| match m.kind {
+            Kind::Rpc => self.client_method(m),
+            Kind::Fetch => self.client_fetch(m),
+            Kind::Handler(_) => quote!(),
+        });
         quote! {
             #[doc = #doc]
             #[derive(::core::clone::Clone)]
@@ -184,6 +188,36 @@ impl Generator<'_> {
         }
     }
 
+    /// `fetch` on the client: takes anything that makes a request.
+    fn client_fetch(&self, m: &Method) -> TokenStream {
+        let attrs = m.forwarded_attrs();
+        let (output, decode, fail) = match m.output {
+            Output::Unit => return quote!(),
+            Output::Plain(ty) => (
+                quote_spanned!(ty.span()=> ::core::result::Result<#ty, ::do_runtime::Error>),
+                quote_spanned!(ty.span()=> <#ty as ::do_runtime::__private::FetchWire>::decode_reply),
+                quote!(::core::result::Result::Err),
+            ),
+            Output::Fallible(ty) => (
+                quote_spanned!(ty.span()=> #ty),
+                quote_spanned!(ty.span()=> <#ty as ::do_runtime::__private::FetchWire>::decode_fallible),
+                quote_spanned!(ty.span()=> <#ty as ::do_runtime::__private::FallibleResult>::from_error),
+            ),
+        };
+        quote! {
+            #(#attrs)*
+            ///
+            /// Takes a [`Request`](::do_runtime::Request) or a URL such as
+            /// `"http://do/path"` (see [`IntoRequest`](::do_runtime::IntoRequest)).
+            pub fn fetch<R: ::do_runtime::IntoRequest>(&self, request: R) -> ::do_runtime::Call<#output> {
+                const ID: u32 = ::do_runtime::__private::method_id("fetch");
+                let mut __args = ::std::vec::Vec::new();
+                let __encoded = ::do_runtime::__private::encode_request(request, &mut __args);
+                ::do_runtime::__private::call(&self.raw, ID, __encoded.map(|()| __args), #decode, #fail)
+            }
+        }
+    }
+
     fn class_impl(&self) -> TokenStream {
         let self_ty = &self.object.item.self_ty;
         let client = self.client_ident();
@@ -211,8 +245,7 @@ impl Generator<'_> {
 
                 fn dispatch(
                     self: ::do_runtime::__private::Rc<Self>,
-                    method: u32,
-                    args: &[u8],
+                    __call: ::do_runtime::__private::Incoming<'_>,
                 ) -> ::core::result::Result<
                     ::do_runtime::__private::LocalBoxFuture<
                         'static,
@@ -220,15 +253,87 @@ impl Generator<'_> {
                     >,
                     ::do_runtime::Error,
                 > {
-                    let _ = &args;
                     #(#arms)*
-                    ::core::result::Result::Err(::do_runtime::__private::unknown_method(#class, method))
+                    ::core::result::Result::Err(::do_runtime::__private::unknown_method(#class, __call.method))
                 }
             }
         }
     }
 
     fn dispatch_arm(&self, m: &Method) -> TokenStream {
+        match m.kind {
+            Kind::Rpc => self.rpc_arm(m),
+            Kind::Fetch => self.fetch_arm(m),
+            Kind::Handler(h) => self.handler_arm(m, h),
+        }
+    }
+
+    fn fetch_arm(&self, m: &Method) -> TokenStream {
+        let cfgs = m.cfg_attrs();
+        let class = &self.class;
+        let (Some(arg), Some(ident)) = (m.args.first(), m.args.first().and_then(|a| a.ident)) else {
+            return quote!();
+        };
+        let ty = arg.ty;
+        let (Output::Plain(out) | Output::Fallible(out)) = m.output else {
+            return quote!();
+        };
+        let assert_fallible = match m.output {
+            Output::Fallible(ty) => quote_spanned! {ty.span()=>
+                let _ = <#ty as ::do_runtime::__private::FallibleResult>::from_error;
+            },
+            _ => quote!(),
+        };
+        let decode = quote_spanned! {ty.span()=>
+            let #ident: #ty = ::do_runtime::__private::decode_request(&mut __input)
+                .map_err(|e| ::do_runtime::__private::bad_args(#class, "fetch", e))?;
+        };
+        let encode = quote_spanned! {out.span()=>
+            let mut __out = ::std::vec::Vec::new();
+            <#out as ::do_runtime::__private::FetchWire>::encode(&__result, &mut __out)
+                .map(|()| __out)
+                .map_err(::do_runtime::__private::bad_result)
+        };
+        quote! {
+            #(#cfgs)*
+            if __call.method == const { ::do_runtime::__private::method_id("fetch") } {
+                #assert_fallible
+                let mut __input: &[u8] = __call.args;
+                #decode
+                ::do_runtime::__private::finish_args(#class, "fetch", __input)?;
+                return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
+                    let __result = self.fetch(#ident).await;
+                    #encode
+                }));
+            }
+        }
+    }
+
+    fn handler_arm(&self, m: &Method, h: &crate::ast::Handler) -> TokenStream {
+        let cfgs = m.cfg_attrs();
+        let name = m.name;
+        let wire = h.name;
+        let args_fn = format_ident!("{}", h.args_fn);
+        let vars: Vec<_> = (0..h.arity).map(|i| format_ident!("__a{i}")).collect();
+        let reply = match m.output {
+            Output::Unit => quote! { ::do_runtime::__private::HandlerOutput::into_reply(__result) },
+            Output::Fallible(ty) | Output::Plain(ty) => quote_spanned! {ty.span()=>
+                <#ty as ::do_runtime::__private::HandlerOutput>::into_reply(__result)
+            },
+        };
+        quote! {
+            #(#cfgs)*
+            if __call.system && __call.method == const { ::do_runtime::__private::method_id(#wire) } {
+                let (#(#vars),*) = ::do_runtime::__private::#args_fn(&__call)?;
+                return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
+                    let __result = self.#name(#(#vars),*).await;
+                    #reply
+                }));
+            }
+        }
+    }
+
+    fn rpc_arm(&self, m: &Method) -> TokenStream {
         let cfgs = m.cfg_attrs();
         let name = m.name;
         let wire = m.name.to_string();
@@ -262,9 +367,9 @@ impl Generator<'_> {
         };
         quote! {
             #(#cfgs)*
-            if method == const { ::do_runtime::__private::method_id(#wire) } {
+            if __call.method == const { ::do_runtime::__private::method_id(#wire) } {
                 #assert_fallible
-                let mut __input: &[u8] = args;
+                let mut __input: &[u8] = __call.args;
                 #(#decode)*
                 ::do_runtime::__private::finish_args(#class, #wire, __input)?;
                 return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
@@ -281,6 +386,7 @@ impl Generator<'_> {
         let mut entries: Vec<String> = self
             .exposed
             .iter()
+            .filter(|m| !matches!(m.kind, Kind::Handler(_)))
             .map(|m| {
                 let args: Vec<String> = m.args.iter().map(|a| squash(a.ty)).collect();
                 let out = match m.output {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use quote::ToTokens;
 use syn::{FnArg, GenericArgument, PathArguments, ReturnType, Type};
 
-use crate::ast::{Method, Object, Output};
+use crate::ast::{Kind, Method, Object, Output};
 use crate::ctxt::Ctxt;
 
 /// Names the stub itself uses: a method with one of these names would be
@@ -171,6 +171,37 @@ pub fn check_method(cx: &mut Ctxt, method: &Method) -> bool {
                     "{msg}: arguments are encoded and sent to the object, so they must be owned types (`String`, not `&str`)"
                 ),
             );
+        }
+    }
+    match method.kind {
+        Kind::Rpc => {}
+        Kind::Fetch => {
+            if method.args.len() != 1 {
+                fail(
+                    cx,
+                    &sig.inputs,
+                    "a `fetch` handler takes one argument, the request: `pub async fn fetch(&self, request: Request) -> Response`",
+                );
+            }
+            if matches!(method.output, Output::Unit) {
+                fail(
+                    cx,
+                    method.name,
+                    "a `fetch` handler returns `Response` or `Result<Response, E>`",
+                );
+            }
+        }
+        Kind::Handler(h) => {
+            if method.args.len() != h.arity {
+                fail(
+                    cx,
+                    &sig.inputs,
+                    &format!(
+                        "`{}` is called by the runtime with {} arguments: `{}`",
+                        h.name, h.arity, h.signature
+                    ),
+                );
+            }
         }
     }
     let out = match method.output {

@@ -6,10 +6,16 @@ use std::future::Future;
 
 use futures_util::future::LocalBoxFuture;
 
+use std::sync::Arc;
+
 use crate::env::Env;
+use crate::error::Error;
+use crate::fetch::{Request, Response};
 use crate::gate::Gate;
 use crate::id::DurableObjectId;
+use crate::runtime::Class;
 use crate::storage::Storage;
+use crate::websocket::{AutoResponse, WebSocket};
 
 /// The context of one instance: its id, its [`Storage`] and the runtime's
 /// [`Env`]. Cheap to clone; not `Send` (it belongs to the thread that runs
@@ -38,6 +44,7 @@ pub struct Ctx {
 }
 
 struct Inner {
+    class: Arc<Class>,
     id: DurableObjectId,
     storage: Storage,
     env: Env,
@@ -45,9 +52,16 @@ struct Inner {
 }
 
 impl Ctx {
-    pub(crate) fn new(id: DurableObjectId, storage: Storage, env: Env, gate: Rc<Gate>) -> Self {
+    pub(crate) fn new(
+        class: Arc<Class>,
+        id: DurableObjectId,
+        storage: Storage,
+        env: Env,
+        gate: Rc<Gate>,
+    ) -> Self {
         Ctx {
             inner: Rc::new(Inner {
+                class,
                 id,
                 storage,
                 env,
@@ -109,6 +123,70 @@ impl Ctx {
     /// The runtime's environment: other namespaces, to call other objects.
     pub fn env(&self) -> &Env {
         &self.inner.env
+    }
+
+    /// Accepts the WebSocket that `request` asks for, with `tags` to find it
+    /// by later (at most [`MAX_TAGS`](crate::websocket::MAX_TAGS) of 1 to
+    /// [`MAX_TAG_BYTES`](crate::websocket::MAX_TAG_BYTES) bytes). Return the
+    /// response from the `fetch` handler; the gateway completes the upgrade.
+    /// The socket belongs to the object from now on, across hibernation: its
+    /// messages arrive at `websocket_message`, and
+    /// [`Ctx::websockets`] lists it. See [`WebSocket`] for an example.
+    ///
+    /// Fails with [`Error::BadRequest`] for a request without
+    /// `upgrade: websocket`, and with [`Error::WebSocketLimit`] past the
+    /// limits on tags and on sockets per object.
+    pub fn accept_websocket(
+        &self,
+        request: &Request,
+        tags: &[&str],
+    ) -> Result<(WebSocket, Response), Error> {
+        self.inner.env.shared().sockets().accept(
+            &self.inner.class,
+            &self.inner.id,
+            request,
+            tags,
+        )
+    }
+
+    /// The object's WebSockets that are not closed, in the order they were
+    /// accepted; with `Some(tag)`, only those accepted with that tag.
+    pub fn websockets(&self, tag: Option<&str>) -> Vec<WebSocket> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .list(&self.inner.class, &self.inner.id, tag)
+    }
+
+    /// Sets (or with `None` clears) the message the runtime answers on any of
+    /// this object's sockets without waking it. It lasts while the object
+    /// has sockets, across hibernation; setting it in the constructor keeps
+    /// it in place.
+    pub fn set_websocket_auto_response(&self, auto: Option<AutoResponse>) {
+        self.inner.env.shared().sockets().set_auto_response(
+            &self.inner.class,
+            &self.inner.id,
+            auto,
+        );
+    }
+
+    /// The auto-response in force.
+    pub fn websocket_auto_response(&self) -> Option<AutoResponse> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .auto_response(&self.inner.class, &self.inner.id)
+    }
+
+    /// The socket `socket` of this object.
+    pub(crate) fn websocket(&self, socket: u64) -> Option<WebSocket> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .get(&self.inner.class, &self.inner.id, socket)
     }
 }
 

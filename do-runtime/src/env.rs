@@ -41,6 +41,10 @@ impl Env {
         Env { shared }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The namespace of class `T`.
     ///
     /// # Panics
@@ -64,6 +68,13 @@ impl Env {
             .class_of(TypeId::of::<T>())
             .ok_or_else(|| Error::NotRegistered(T::CLASS.to_owned()))?;
         Ok(Namespace::new(self.shared.clone(), class))
+    }
+
+    /// The namespace of the class called `class`, for code that knows classes
+    /// by name only (routers, tools): ids and `fetch`. Fails with
+    /// [`Error::NotRegistered`] for a name no registered class has.
+    pub fn namespace_named(&self, class: &str) -> Result<crate::AnyNamespace> {
+        crate::any::namespace_named(&self.shared, class)
     }
 
     /// The class names of the registered namespaces, in registration order.

@@ -146,6 +146,14 @@ pub enum Error {
     /// The runtime could not be built or started (data directory, threads).
     #[error("runtime setup failed: {0}")]
     Setup(String),
+    /// A request that cannot be served as given: a URL that does not parse,
+    /// a WebSocket accept on a request that is no upgrade, a bad close code.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A WebSocket limit was hit: sockets per object, message size, tags,
+    /// attachment size. The message says which and what the limit is.
+    #[error("WebSocket limit: {0}")]
+    WebSocketLimit(String),
 }
 
 impl Error {

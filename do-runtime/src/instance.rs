@@ -124,7 +124,8 @@ pub(crate) struct ObjectTask {
     key: ObjectKey,
     store: Rc<ObjectStore>,
     gate: Rc<Gate>,
-    instance: Option<Rc<dyn AnyObject>>,
+    /// The live instance and the context it was built with.
+    instance: Option<(Rc<dyn AnyObject>, Ctx)>,
     running: FuturesUnordered<Running>,
     /// Wakes the task to retry an eviction that waits for the engine.
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -159,6 +160,7 @@ impl ObjectTask {
 
     fn ctx(&self) -> Ctx {
         Ctx::new(
+            self.class.clone(),
             self.id.clone(),
             Storage::new(self.store.clone()),
             Env::new(self.shared.clone()),
@@ -166,16 +168,16 @@ impl ObjectTask {
         )
     }
 
-    fn instance(&mut self) -> Result<Rc<dyn AnyObject>, Error> {
-        if let Some(instance) = &self.instance {
-            return Ok(instance.clone());
+    fn instance(&mut self) -> Result<(Rc<dyn AnyObject>, Ctx), Error> {
+        if let Some((instance, ctx)) = &self.instance {
+            return Ok((instance.clone(), ctx.clone()));
         }
         let ctx = self.ctx();
         let construct = self.class.construct;
-        match catch_unwind(AssertUnwindSafe(|| construct(ctx))) {
+        match catch_unwind(AssertUnwindSafe(|| construct(ctx.clone()))) {
             Ok(instance) => {
-                self.instance = Some(instance.clone());
-                Ok(instance)
+                self.instance = Some((instance.clone(), ctx.clone()));
+                Ok((instance, ctx))
             }
             Err(panic) => {
                 // No half-built instance: forget what the constructor wrote or started.
@@ -208,6 +210,7 @@ impl ObjectTask {
                 reply,
                 stub,
                 slot,
+                system,
             } => {
                 let generation = self.handle.generation.load(Ordering::Acquire);
                 if !stub.bind(generation) {
@@ -217,8 +220,8 @@ impl ObjectTask {
                     )));
                     return;
                 }
-                let instance = match self.instance() {
-                    Ok(instance) => instance,
+                let (instance, ctx) = match self.instance() {
+                    Ok(live) => live,
                     Err(e) => {
                         self.handle.release(slot);
                         let _ = reply.send(Err(e));
@@ -236,12 +239,20 @@ impl ObjectTask {
                             reply,
                             stub,
                             slot,
+                            system,
                         },
                     });
                     return;
                 }
                 self.handle.release(slot);
-                match catch_unwind(AssertUnwindSafe(|| instance.dispatch(method, &args))) {
+                match catch_unwind(AssertUnwindSafe(|| {
+                    instance.dispatch(crate::private::Incoming {
+                        method,
+                        args: &args,
+                        ctx: &ctx,
+                        system,
+                    })
+                })) {
                     Ok(Ok(call)) => self.start(Some(reply), call),
                     Ok(Err(e)) => {
                         let _ = reply.send(Err(e));

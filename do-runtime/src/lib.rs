@@ -120,10 +120,14 @@
 
 extern crate self as do_runtime;
 
+mod any;
 mod ctx;
 mod env;
 mod error;
+mod fetch;
 mod gate;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 mod id;
 mod instance;
 mod namespace;
@@ -135,6 +139,7 @@ mod stub;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;
+pub mod websocket;
 mod worker;
 
 #[doc(hidden)]
@@ -143,11 +148,13 @@ pub mod __private;
 
 pub(crate) use __private as private;
 
+pub use any::{AnyNamespace, AnyStub};
 pub use ctx::{Blocking, Ctx};
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;
 pub use env::Env;
 pub use error::{Error, Result};
+pub use fetch::{IntoRequest, Request, Response};
 pub use id::DurableObjectId;
 pub use namespace::Namespace;
 pub use object::DurableObject;
@@ -158,3 +165,5 @@ pub use stub::{Call, Stub};
 pub use testing::TestRuntime;
 pub use transport::client::{Client, ClientBuilder};
 pub use transport::server::{Server, ServerBuilder};
+pub use websocket::{AutoResponse, Message, WebSocket};
+pub use {bytes, http};

@@ -33,8 +33,7 @@ pub trait DurableObject: Sized + 'static {
     #[doc(hidden)]
     fn dispatch(
         self: Rc<Self>,
-        method: u32,
-        args: &[u8],
+        call: crate::private::Incoming<'_>,
     ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error>;
 }
 
@@ -42,18 +41,16 @@ pub trait DurableObject: Sized + 'static {
 pub(crate) trait AnyObject {
     fn dispatch(
         self: Rc<Self>,
-        method: u32,
-        args: &[u8],
+        call: crate::private::Incoming<'_>,
     ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error>;
 }
 
 impl<T: DurableObject> AnyObject for T {
     fn dispatch(
         self: Rc<Self>,
-        method: u32,
-        args: &[u8],
+        call: crate::private::Incoming<'_>,
     ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error> {
-        T::dispatch(self, method, args)
+        T::dispatch(self, call)
     }
 }
 

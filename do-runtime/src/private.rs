@@ -8,8 +8,24 @@ pub use futures_util::future::LocalBoxFuture;
 pub use std::boxed::Box;
 pub use std::rc::Rc;
 
+use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::fetch::{IntoRequest, Request, Response, WireFetchReply, WireRequest, WireResponse};
 pub use crate::stub::{Call, RawStub};
+use crate::websocket::{Event, Message, WebSocket};
+
+/// One call as the generated `dispatch` sees it.
+pub struct Incoming<'a> {
+    /// The method's wire id.
+    pub method: u32,
+    /// The encoded arguments.
+    pub args: &'a [u8],
+    /// The instance's context.
+    pub ctx: &'a Ctx,
+    /// Whether the runtime itself sent the call (a WebSocket event, an
+    /// alarm): only such calls reach handlers.
+    pub system: bool,
+}
 
 /// The generated client type of a class: wraps a [`RawStub`].
 pub trait Client: Clone + Send + Sync + 'static {
@@ -151,4 +167,148 @@ pub const fn method_id(name: &str) -> u32 {
         i += 1;
     }
     hash
+}
+
+/// What a `fetch` handler returns: a [`Response`], or `Result<Response, E>`
+/// with a serde error type.
+#[diagnostic::on_unimplemented(
+    message = "a `fetch` handler returns `do_runtime::Response` or `Result<do_runtime::Response, E>`, not `{Self}`",
+    label = "the handler's result is sent back to the caller as an HTTP response",
+    note = "`E` must implement serde's `Serialize` and `Deserialize`, and `From<do_runtime::Error>`"
+)]
+pub trait FetchWire: Sized {
+    /// Appends the reply's encoding.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error>;
+    /// Decodes a whole reply.
+    fn decode_reply(bytes: &[u8]) -> Result<Self, Error>;
+    /// Decodes a whole reply of a handler's own `Result`, turning a decoding
+    /// failure into its error type.
+    fn decode_fallible(bytes: &[u8]) -> Self
+    where
+        Self: FallibleResult,
+    {
+        Self::decode_reply(bytes).unwrap_or_else(Self::from_error)
+    }
+}
+
+fn encode_fetch_reply(reply: &WireFetchReply, out: &mut Vec<u8>) -> Result<(), Error> {
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(reply, taken).map_err(|e| Error::Codec(e.to_string()))?;
+    Ok(())
+}
+
+impl FetchWire for Response {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        encode_fetch_reply(&WireFetchReply::Ok(WireResponse::from_response(self)), out)
+    }
+    fn decode_reply(bytes: &[u8]) -> Result<Self, Error> {
+        crate::fetch::decode_untyped_reply(bytes)
+    }
+}
+
+impl<E: Serialize + DeserializeOwned + 'static> FetchWire for Result<Response, E> {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let reply = match self {
+            Ok(response) => WireFetchReply::Ok(WireResponse::from_response(response)),
+            Err(e) => WireFetchReply::Err {
+                encoded: postcard::to_stdvec(e)
+                    .map_err(|e| Error::Codec(e.to_string()))?
+                    .into(),
+                runtime: (e as &dyn std::any::Any).downcast_ref::<Error>().cloned(),
+            },
+        };
+        encode_fetch_reply(&reply, out)
+    }
+    fn decode_reply(bytes: &[u8]) -> Result<Self, Error> {
+        let reply: WireFetchReply = postcard::from_bytes(bytes)
+            .map_err(|e| Error::Codec(format!("cannot decode the fetch reply: {e}")))?;
+        match reply {
+            WireFetchReply::Ok(response) => Ok(Ok(response.into_response()?)),
+            WireFetchReply::Err { encoded, .. } => postcard::from_bytes(&encoded)
+                .map(Err)
+                .map_err(|e| Error::Codec(format!("cannot decode the fetch handler's error: {e}"))),
+        }
+    }
+}
+
+/// Encodes a `fetch` call's request.
+pub fn encode_request(request: impl IntoRequest, out: &mut Vec<u8>) -> Result<(), Error> {
+    let request = request.into_request()?;
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(&WireRequest::from_request(request), taken)
+        .map_err(|e| Error::Codec(e.to_string()))?;
+    Ok(())
+}
+
+/// Takes a `fetch` call's request off the front of `input`.
+pub fn decode_request(input: &mut &[u8]) -> Result<Request, Error> {
+    let (wire, rest): (WireRequest, _) =
+        postcard::take_from_bytes(input).map_err(|e| Error::Codec(e.to_string()))?;
+    *input = rest;
+    wire.into_request()
+}
+
+/// The event of a WebSocket handler call, with its socket.
+fn socket_event(call: &Incoming<'_>) -> Result<(WebSocket, Event), Error> {
+    let event: Event = postcard::from_bytes(call.args)
+        .map_err(|e| Error::Codec(format!("cannot decode a WebSocket event: {e}")))?;
+    let socket = match &event {
+        Event::Message { socket, .. } | Event::Close { socket, .. } | Event::Error { socket, .. } => {
+            *socket
+        }
+    };
+    let ws = call
+        .ctx
+        .websocket(socket)
+        .ok_or_else(|| Error::Disconnected(format!("WebSocket {socket} is gone")))?;
+    Ok((ws, event))
+}
+
+/// The arguments of `websocket_message`.
+pub fn websocket_message_args(call: &Incoming<'_>) -> Result<(WebSocket, Message), Error> {
+    match socket_event(call)? {
+        (ws, Event::Message { message, .. }) => Ok((ws, message)),
+        _ => Err(Error::Codec("expected a WebSocket message event".into())),
+    }
+}
+
+/// The arguments of `websocket_close`.
+pub fn websocket_close_args(
+    call: &Incoming<'_>,
+) -> Result<(WebSocket, u16, String, bool), Error> {
+    match socket_event(call)? {
+        (ws, Event::Close { code, reason, clean, .. }) => Ok((ws, code, reason, clean)),
+        _ => Err(Error::Codec("expected a WebSocket close event".into())),
+    }
+}
+
+/// The arguments of `websocket_error`.
+pub fn websocket_error_args(call: &Incoming<'_>) -> Result<(WebSocket, String), Error> {
+    match socket_event(call)? {
+        (ws, Event::Error { error, .. }) => Ok((ws, error)),
+        _ => Err(Error::Codec("expected a WebSocket error event".into())),
+    }
+}
+
+/// What a handler the runtime calls (WebSocket events, alarms) returns:
+/// nothing, or `Result<(), E>` with a displayable error.
+#[diagnostic::on_unimplemented(
+    message = "a handler returns `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
+    label = "the runtime calls this handler; nobody receives its result"
+)]
+pub trait HandlerOutput {
+    /// The reply: empty, or the error as [`Error::App`].
+    fn into_reply(self) -> Result<Vec<u8>, Error>;
+}
+
+impl HandlerOutput for () {
+    fn into_reply(self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+}
+
+impl<E: std::fmt::Display> HandlerOutput for Result<(), E> {
+    fn into_reply(self) -> Result<Vec<u8>, Error> {
+        self.map(|()| Vec::new()).map_err(|e| Error::App(e.to_string()))
+    }
 }

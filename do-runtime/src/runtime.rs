@@ -70,6 +70,8 @@ pub struct Stats {
     /// What the storage commit thread has done: groups (one fsync each),
     /// object batches, writes, bytes, time spent in fsync.
     pub storage: do_storage::CommitStats,
+    /// WebSockets accepted by objects and not yet closed.
+    pub websockets: usize,
 }
 
 /// Configures and starts a [`Runtime`].
@@ -84,6 +86,7 @@ pub struct RuntimeBuilder {
     queue: QueueLimits,
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
+    websockets: crate::websocket::Limits,
     classes: Vec<ClassSpec>,
 }
 
@@ -121,6 +124,7 @@ pub(crate) struct Shared {
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
     registry: Registry,
+    sockets: crate::websocket::Sockets,
     closing: AtomicBool,
     stopped: AtomicBool,
 }
@@ -140,6 +144,7 @@ impl Runtime {
             },
             idle_timeout: Some(Duration::from_secs(30)),
             shutdown_deadline: Duration::from_secs(30),
+            websockets: crate::websocket::Limits::default(),
             classes: Vec::new(),
         }
     }
@@ -166,6 +171,7 @@ impl Runtime {
                 .store()
                 .map(|s| s.commit_stats())
                 .unwrap_or_default(),
+            websockets: self.shared.sockets().count(),
         }
     }
 
@@ -299,6 +305,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The most WebSockets one object may hold (accepted, not yet closed).
+    /// Past it, [`Ctx::accept_websocket`] fails with
+    /// [`Error::WebSocketLimit`]. Default: 32 768.
+    pub fn max_websockets_per_object(mut self, sockets: usize) -> Self {
+        self.websockets.per_object = sockets;
+        self
+    }
+
+    /// The largest WebSocket message, in bytes, either way. A client that
+    /// sends a larger one is disconnected (close code 1009); an object's
+    /// `send` of one fails with [`Error::WebSocketLimit`]. Default: 1 MiB.
+    pub fn max_websocket_message_bytes(mut self, bytes: usize) -> Self {
+        self.websockets.message_bytes = bytes.max(1);
+        self
+    }
+
     /// Fault injection for tests: delay every fsync by `delay`.
     #[doc(hidden)]
     pub fn __persist_delay(mut self, delay: Duration) -> Self {
@@ -374,6 +396,7 @@ impl RuntimeBuilder {
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
             registry: Registry::new(),
+            sockets: crate::websocket::Sockets::new(self.websockets),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         });
@@ -424,6 +447,10 @@ impl Shared {
 
     pub(crate) fn worker_io(&self) -> bool {
         self.worker_io
+    }
+
+    pub(crate) fn sockets(&self) -> &crate::websocket::Sockets {
+        &self.sockets
     }
 
     pub(crate) fn registry(&self) -> &Registry {

@@ -237,12 +237,40 @@ impl RawStub {
         fail: fn(Error) -> O,
     ) -> Call<O> {
         let sent = match args {
-            Err(e) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
+            Err(Error::Codec(e)) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
+            Err(e) => Err(e),
             Ok(args) => match &self.target {
-                Target::Local(s) => s.send(method, args),
+                Target::Local(s) => s.send(method, args, false),
                 Target::Remote(r) => r.send(method, args),
             },
         };
+        self.waiting(sent, decode, fail)
+    }
+
+    /// Sends a call from the runtime itself (a WebSocket event): it may reach
+    /// the object's handlers, which no stub call can.
+    pub(crate) fn call_system<O>(
+        &self,
+        method: u32,
+        args: Vec<u8>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
+        let sent = match &self.target {
+            Target::Local(s) => s.send(method, args, true),
+            Target::Remote(_) => Err(Error::Unsupported(
+                "runtime events go to local objects only".into(),
+            )),
+        };
+        self.waiting(sent, decode, fail)
+    }
+
+    fn waiting<O>(
+        &self,
+        sent: Result<oneshot::Receiver<Reply>, Error>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
         Call {
             state: match sent {
                 Ok(rx) => State::Waiting(rx, self.target.clone()),
@@ -260,6 +288,7 @@ impl StubShared {
         self: &Arc<Self>,
         method: u32,
         args: Vec<u8>,
+        system: bool,
     ) -> Result<oneshot::Receiver<Reply>, Error> {
         if self.check_broken() {
             return Err(Error::Disconnected(
@@ -289,6 +318,7 @@ impl StubShared {
                 reply,
                 stub: self.clone(),
                 slot,
+                system,
             },
         };
         if let Err(e) = self.runtime.send(self.worker, envelope) {

@@ -36,6 +36,8 @@ pub(crate) enum Kind {
         reply: oneshot::Sender<Reply>,
         stub: Arc<StubShared>,
         slot: crate::registry::QueueSlot,
+        /// Sent by the runtime itself (a WebSocket event): may reach handlers.
+        system: bool,
     },
     /// A closure run with the object's context, in order with its calls.
     Run(Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send>),

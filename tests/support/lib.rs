@@ -1,12 +1,15 @@
 //! Objects and helpers shared by the behaviour tests in `spec/`.
 
+pub mod client;
 pub mod objects;
+pub mod web;
 
 use std::path::Path;
 
 use do_runtime::Runtime;
 
 pub use objects::*;
+pub use web::*;
 
 /// A runtime over `dir` with every test class registered.
 pub fn runtime(dir: &Path) -> Runtime {
@@ -33,4 +36,5 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Fragile>()
         .register::<Relay>()
         .register::<Slow>()
+        .register::<Web>()
 }

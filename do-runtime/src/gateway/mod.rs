@@ -1,0 +1,276 @@
+//! An HTTP server in front of a runtime's objects (feature `gateway`): each
+//! request goes through a routing function to an object's `fetch` handler,
+//! and WebSockets the objects accept are served here.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), do_runtime::Error> {
+//! use do_runtime::{durable_object, Ctx, Request, Response, Runtime};
+//!
+//! pub struct Counter { ctx: Ctx }
+//!
+//! #[durable_object]
+//! impl Counter {
+//!     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+//!     pub async fn fetch(&self, _request: Request) -> Response {
+//!         let storage = self.ctx.storage();
+//!         let n = storage.get::<u64>("n").await.ok().flatten().unwrap_or(0) + 1;
+//!         storage.put("n", &n).ok();
+//!         Response::new(n.to_string().into())
+//!     }
+//! }
+//!
+//! let rt = Runtime::builder().data_dir("data").register::<Counter>().build()?;
+//! let gateway = rt.gateway().addr("127.0.0.1:8080".parse().unwrap()).start().await?;
+//! // curl http://127.0.0.1:8080/Counter/mine/ → 1, 2, 3 …
+//! # Ok(()) }
+//! ```
+
+mod route;
+mod socket;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use route::{RouteFuture, default_route};
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::fetch::{Request, Response};
+use crate::runtime::{Runtime, Shared};
+use crate::websocket::{SOCKET_HEADER, is_upgrade};
+use route::{Router, error_response, plain};
+
+/// Configures a [`Gateway`]; from [`Runtime::gateway`].
+#[must_use]
+pub struct GatewayBuilder {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    router: Arc<Router>,
+    max_body_bytes: usize,
+}
+
+/// A running HTTP gateway. Dropping it (or [`Gateway::shutdown`]) stops
+/// accepting connections and closes its WebSockets (code 1001).
+pub struct Gateway {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Starts configuring an HTTP gateway for this runtime's objects.
+    /// Requests are routed with [`default_route`] unless
+    /// [`GatewayBuilder::route`] says otherwise.
+    pub fn gateway(&self) -> GatewayBuilder {
+        GatewayBuilder {
+            shared: self.shared(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            router: Arc::new(|request, env| Box::pin(default_route(request, env))),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// Where to listen. Default: `127.0.0.1:0` (loopback, a free port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Routes every request with `route(request, env)`: pick an object and
+    /// forward the request to its `fetch`, or answer directly. Errors become
+    /// HTTP answers: 400 for a bad request, an invalid id or an id of another
+    /// namespace; 404 for an unknown class or an object without `fetch`; 429
+    /// past a WebSocket limit; 503 when the object is overloaded or
+    /// unavailable; 500, without details, for anything else.
+    pub fn route<F, Fut>(mut self, route: F) -> Self
+    where
+        F: Fn(Request, Env) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response>> + Send + 'static,
+    {
+        self.router = Arc::new(move |request, env| Box::pin(route(request, env)));
+        self
+    }
+
+    /// The largest request body accepted; larger ones get 413. Default: 16 MiB.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Binds and starts serving on the current tokio runtime.
+    pub async fn start(self) -> Result<Gateway> {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|e| Error::Setup(format!("cannot listen on {}: {e}", self.addr)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Setup(format!("cannot read the listening address: {e}")))?;
+        let (stop, stopped) = watch::channel(false);
+        let state = Arc::new(State {
+            env: Env::new(self.shared.clone()),
+            shared: self.shared,
+            router: self.router,
+            max_body_bytes: self.max_body_bytes,
+            stopped,
+        });
+        let task = tokio::spawn(accept_loop(listener, state));
+        Ok(Gateway {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+}
+
+impl Gateway {
+    /// The address the gateway listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes open connections and WebSockets, and waits
+    /// until the accept loop is gone.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// What every connection of one gateway shares.
+struct State {
+    shared: Arc<Shared>,
+    env: Env,
+    router: Arc<Router>,
+    max_body_bytes: usize,
+    stopped: watch::Receiver<bool>,
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    let mut stopped = state.stopped.clone();
+    loop {
+        tokio::select! {
+            () = stopping(&mut stopped) => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Dropping the set aborts the connections still open.
+}
+
+/// Resolves once the gateway is told to stop (or is gone).
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Answers one request.
+async fn handle(state: &Arc<State>, mut request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, state.max_body_bytes).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            let response = if e.is::<http_body_util::LengthLimitError>() {
+                plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body exceeds {} bytes", state.max_body_bytes),
+                )
+            } else {
+                plain(StatusCode::BAD_REQUEST, "cannot read the body".to_owned())
+            };
+            return to_hyper(response);
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    let key = request
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec());
+    let response = match (state.router)(request, state.env.clone()).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(error = %e, "gateway request failed");
+            return to_hyper(error_response(&e));
+        }
+    };
+    let socket = response
+        .headers()
+        .get(SOCKET_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match (response.status(), socket) {
+        (StatusCode::SWITCHING_PROTOCOLS, Some(socket)) => {
+            let (Some(upgrade), Some(key)) = (upgrade, key) else {
+                return to_hyper(plain(
+                    StatusCode::BAD_REQUEST,
+                    "the object accepted a WebSocket, but the request is no WebSocket upgrade"
+                        .to_owned(),
+                ));
+            };
+            let Some(claimed) = state.shared.sockets().claim(socket) else {
+                return to_hyper(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the accepted WebSocket is not this runtime's".to_owned(),
+                ));
+            };
+            tokio::spawn(socket::serve(
+                state.shared.clone(),
+                claimed,
+                upgrade,
+                state.stopped.clone(),
+            ));
+            to_hyper(socket::switching_protocols(response, &key))
+        }
+        (StatusCode::SWITCHING_PROTOCOLS, None) => to_hyper(plain(
+            StatusCode::BAD_GATEWAY,
+            "the object answered 101 without accepting a WebSocket".to_owned(),
+        )),
+        _ => to_hyper(response),
+    }
+}
+
+fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(SOCKET_HEADER);
+    hyper::Response::from_parts(parts, Full::new(body))
+}

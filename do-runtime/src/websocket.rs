@@ -1,0 +1,611 @@
+//! WebSockets accepted by objects, kept by the runtime so they outlive the
+//! instance (hibernation).
+//!
+//! An object accepts a socket in its `fetch` handler with
+//! [`Ctx::accept_websocket`](crate::Ctx::accept_websocket) and returns the
+//! `101` response it gets; the gateway completes the upgrade. From then on
+//! the socket belongs to the object, not to the instance: an idle object may
+//! be evicted while its sockets stay open, and the next message builds a new
+//! instance and is delivered to it. Messages, closes and errors arrive as
+//! calls of the object's handlers, in the order they happened on the socket:
+//!
+//! ```
+//! use do_runtime::{durable_object, Ctx, Error, Message, Request, Response, WebSocket};
+//!
+//! pub struct Room { ctx: Ctx }
+//!
+//! #[durable_object]
+//! impl Room {
+//!     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+//!
+//!     pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
+//!         let (socket, response) = self.ctx.accept_websocket(&request, &["guest"])?;
+//!         socket.serialize_attachment(&"anonymous")?;
+//!         Ok(response)
+//!     }
+//!
+//!     pub async fn websocket_message(&self, socket: WebSocket, message: Message) {
+//!         for other in self.ctx.websockets(None) {
+//!             if other.id() != socket.id() {
+//!                 other.send(message.clone()).ok();
+//!             }
+//!         }
+//!     }
+//!
+//!     pub async fn websocket_close(&self, socket: WebSocket, code: u16, reason: String, clean: bool) {}
+//!
+//!     pub async fn websocket_error(&self, socket: WebSocket, error: String) {}
+//! }
+//! ```
+//!
+//! The three handlers are optional and never appear on the stub.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::fetch::{Request, Response};
+use crate::id::DurableObjectId;
+use crate::runtime::Class;
+
+/// The most tags one socket may carry.
+pub const MAX_TAGS: usize = 10;
+/// The longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// The largest serialized attachment, in bytes.
+pub const MAX_ATTACHMENT_BYTES: usize = 16 * 1024;
+/// Messages an object may queue on one socket before `send` fails with
+/// [`Error::Overloaded`].
+pub const SEND_BUFFER: usize = 1024;
+
+/// The internal response header that carries an accepted socket to the gateway.
+pub(crate) const SOCKET_HEADER: &str = "x-durable-object-websocket";
+
+/// How long an accepted socket may wait for the gateway to complete its
+/// upgrade before it is forgotten.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One WebSocket message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A UTF-8 text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text of a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(t) => Some(t),
+            Message::Binary(_) => None,
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Message::Text(text)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        Message::Text(text.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Self {
+        Message::Binary(bytes.into())
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Self {
+        Message::Binary(bytes)
+    }
+}
+
+/// A fixed request/response pair answered by the runtime without waking the
+/// object: when a socket of the object receives exactly `request` as a text
+/// message, it is sent `response`, and no handler runs. Typically a
+/// keep-alive ping.
+///
+/// ```
+/// # use do_runtime::AutoResponse;
+/// let pong = AutoResponse::new("ping", "pong");
+/// assert_eq!(pong.request(), "ping");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoResponse {
+    request: String,
+    response: String,
+}
+
+impl AutoResponse {
+    /// Answers `request` with `response`.
+    pub fn new(request: impl Into<String>, response: impl Into<String>) -> Self {
+        AutoResponse {
+            request: request.into(),
+            response: response.into(),
+        }
+    }
+
+    /// The message answered.
+    pub fn request(&self) -> &str {
+        &self.request
+    }
+
+    /// The answer.
+    pub fn response(&self) -> &str {
+        &self.response
+    }
+}
+
+/// Limits on the WebSockets of each object; set with the runtime builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub per_object: usize,
+    pub message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_object: 32_768,
+            message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What an object asks the gateway to do with a socket.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    Close { code: u16, reason: String },
+}
+
+const PENDING: u8 = 0;
+const OPEN: u8 = 1;
+const CLOSING: u8 = 2;
+const CLOSED: u8 = 3;
+
+/// One accepted socket, as the runtime keeps it.
+pub(crate) struct SocketEntry {
+    id: u64,
+    group: Arc<SocketGroup>,
+    tags: Vec<String>,
+    attachment: Mutex<Option<Bytes>>,
+    out: mpsc::Sender<Outgoing>,
+    /// The receiving end, until the gateway claims it.
+    pending: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    state: AtomicU8,
+    accepted: Instant,
+    message_bytes: usize,
+}
+
+/// The sockets and auto-response of one object.
+pub(crate) struct SocketGroup {
+    class: Arc<Class>,
+    id: DurableObjectId,
+    sockets: Mutex<Vec<Arc<SocketEntry>>>,
+    auto_response: Mutex<Option<AutoResponse>>,
+}
+
+/// Every socket of one runtime.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    next_id: AtomicU64,
+    groups: Mutex<HashMap<(u32, [u8; 16]), Arc<SocketGroup>>>,
+    by_id: Mutex<HashMap<u64, Arc<SocketEntry>>>,
+    limits: Limits,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Sockets {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Sockets {
+            next_id: AtomicU64::new(1),
+            limits,
+            ..Sockets::default()
+        }
+    }
+
+    fn group(&self, class: &Arc<Class>, id: &DurableObjectId) -> Arc<SocketGroup> {
+        lock(&self.groups)
+            .entry((class.index, id.base()))
+            .or_insert_with(|| {
+                Arc::new(SocketGroup {
+                    class: class.clone(),
+                    id: id.clone(),
+                    sockets: Mutex::default(),
+                    auto_response: Mutex::default(),
+                })
+            })
+            .clone()
+    }
+
+    fn existing_group(&self, class: &Class, id: &DurableObjectId) -> Option<Arc<SocketGroup>> {
+        lock(&self.groups).get(&(class.index, id.base())).cloned()
+    }
+
+    /// Accepts a socket for an object: checks the request and the limits and
+    /// registers the socket as pending until the gateway claims it.
+    pub(crate) fn accept(
+        &self,
+        class: &Arc<Class>,
+        id: &DurableObjectId,
+        request: &Request,
+        tags: &[&str],
+    ) -> Result<(WebSocket, Response), Error> {
+        if !is_upgrade(request.headers()) {
+            return Err(Error::BadRequest(
+                "not a WebSocket upgrade request (no `upgrade: websocket` header)".into(),
+            ));
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(Error::WebSocketLimit(format!(
+                "{} tags given; a socket carries at most {MAX_TAGS}",
+                tags.len()
+            )));
+        }
+        if let Some(tag) = tags.iter().find(|t| t.len() > MAX_TAG_BYTES || t.is_empty()) {
+            return Err(Error::WebSocketLimit(format!(
+                "a tag of {} bytes; tags are 1 to {MAX_TAG_BYTES} bytes",
+                tag.len()
+            )));
+        }
+        let group = self.group(class, id);
+        let entry = {
+            let mut sockets = lock(&group.sockets);
+            let now = Instant::now();
+            let stale: Vec<u64> = sockets
+                .iter()
+                .filter(|s| {
+                    s.state.load(Ordering::Acquire) == PENDING
+                        && now.duration_since(s.accepted) > PENDING_TIMEOUT
+                })
+                .map(|s| s.id)
+                .collect();
+            if !stale.is_empty() {
+                sockets.retain(|s| !stale.contains(&s.id));
+                let mut by_id = lock(&self.by_id);
+                for id in &stale {
+                    by_id.remove(id);
+                }
+            }
+            if sockets.len() >= self.limits.per_object {
+                return Err(Error::WebSocketLimit(format!(
+                    "the object has {} WebSockets; the limit is {}",
+                    sockets.len(),
+                    self.limits.per_object
+                )));
+            }
+            let (out, rx) = mpsc::channel(SEND_BUFFER);
+            let entry = Arc::new(SocketEntry {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                group: group.clone(),
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                attachment: Mutex::default(),
+                out,
+                pending: Mutex::new(Some(rx)),
+                state: AtomicU8::new(PENDING),
+                accepted: now,
+                message_bytes: self.limits.message_bytes,
+            });
+            sockets.push(entry.clone());
+            entry
+        };
+        lock(&self.by_id).insert(entry.id, entry.clone());
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        response
+            .headers_mut()
+            .insert(SOCKET_HEADER, http::HeaderValue::from(entry.id));
+        Ok((WebSocket { entry }, response))
+    }
+
+    /// The gateway takes over an accepted socket: marks it open and takes
+    /// the queue of what the object sends on it.
+    pub(crate) fn claim(&self, socket: u64) -> Option<Claimed> {
+        let entry = lock(&self.by_id).get(&socket).cloned()?;
+        let rx = lock(&entry.pending).take()?;
+        if entry
+            .state
+            .compare_exchange(PENDING, OPEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        Some(Claimed { entry, rx })
+    }
+
+    /// The socket `socket` if it belongs to the object `(class, id)`.
+    pub(crate) fn get(&self, class: &Class, id: &DurableObjectId, socket: u64) -> Option<WebSocket> {
+        let entry = lock(&self.by_id).get(&socket).cloned()?;
+        (entry.group.class.index == class.index && entry.group.id == *id)
+            .then_some(WebSocket { entry })
+    }
+
+    /// Forgets a socket for good.
+    pub(crate) fn remove(&self, entry: &Arc<SocketEntry>) {
+        entry.state.store(CLOSED, Ordering::Release);
+        lock(&self.by_id).remove(&entry.id);
+        let group = &entry.group;
+        let empty = {
+            let mut sockets = lock(&group.sockets);
+            sockets.retain(|s| s.id != entry.id);
+            sockets.is_empty()
+        };
+        if empty && lock(&group.auto_response).is_none() {
+            let mut groups = lock(&self.groups);
+            let key = (group.class.index, group.id.base());
+            // Remove it unless a socket arrived meanwhile.
+            if groups
+                .get(&key)
+                .is_some_and(|g| Arc::ptr_eq(g, group) && lock(&g.sockets).is_empty())
+            {
+                groups.remove(&key);
+            }
+        }
+    }
+
+    /// The object's sockets that are not closed, in the order they were
+    /// accepted, optionally only those with `tag`.
+    pub(crate) fn list(&self, class: &Class, id: &DurableObjectId, tag: Option<&str>) -> Vec<WebSocket> {
+        let Some(group) = self.existing_group(class, id) else {
+            return Vec::new();
+        };
+        lock(&group.sockets)
+            .iter()
+            .filter(|s| s.state.load(Ordering::Acquire) < CLOSING)
+            .filter(|s| tag.is_none_or(|t| s.tags.iter().any(|own| own == t)))
+            .map(|entry| WebSocket {
+                entry: entry.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn set_auto_response(
+        &self,
+        class: &Arc<Class>,
+        id: &DurableObjectId,
+        auto: Option<AutoResponse>,
+    ) {
+        match auto {
+            Some(auto) => *lock(&self.group(class, id).auto_response) = Some(auto),
+            None => {
+                if let Some(group) = self.existing_group(class, id) {
+                    *lock(&group.auto_response) = None;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn auto_response(&self, class: &Class, id: &DurableObjectId) -> Option<AutoResponse> {
+        let group = self.existing_group(class, id)?;
+        lock(&group.auto_response).clone()
+    }
+
+    /// How many sockets are open or waiting for their upgrade.
+    pub(crate) fn count(&self) -> usize {
+        lock(&self.by_id).len()
+    }
+
+    pub(crate) fn message_limit(&self) -> usize {
+        self.limits.message_bytes
+    }
+}
+
+/// A socket the gateway took over.
+pub(crate) struct Claimed {
+    pub entry: Arc<SocketEntry>,
+    pub rx: mpsc::Receiver<Outgoing>,
+}
+
+impl SocketEntry {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn class(&self) -> &Arc<Class> {
+        &self.group.class
+    }
+
+    pub(crate) fn object(&self) -> &DurableObjectId {
+        &self.group.id
+    }
+
+    /// The answer to `text` if it is the object's auto-response request.
+    pub(crate) fn auto_answer(&self, text: &str) -> Option<String> {
+        lock(&self.group.auto_response)
+            .as_ref()
+            .filter(|a| a.request == text)
+            .map(|a| a.response.clone())
+    }
+}
+
+/// Whether a request's headers ask for a WebSocket upgrade.
+pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// One WebSocket of an object: send on it, close it, read its tags, keep a
+/// small attachment with it. Cheap to clone, `Send` and `Sync`; it stays
+/// valid across the object's hibernation (the next instance gets the same
+/// socket, with its tags and attachment, from
+/// [`Ctx::websockets`](crate::Ctx::websockets) and the handlers).
+#[derive(Clone)]
+pub struct WebSocket {
+    entry: Arc<SocketEntry>,
+}
+
+impl WebSocket {
+    /// A number that identifies the socket within its runtime.
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    /// The tags it was accepted with.
+    pub fn tags(&self) -> &[String] {
+        &self.entry.tags
+    }
+
+    /// Whether the socket is closed or closing: sends fail.
+    pub fn is_closed(&self) -> bool {
+        self.entry.state.load(Ordering::Acquire) >= CLOSING
+    }
+
+    /// Queues a message to the client. Fails with [`Error::WebSocketLimit`]
+    /// for a message over the runtime's limit, [`Error::Disconnected`] once
+    /// the socket is closed, and [`Error::Overloaded`] when the client is not
+    /// reading and [`SEND_BUFFER`] messages are waiting.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        let message = message.into();
+        if message.len() > self.entry.message_bytes {
+            return Err(Error::WebSocketLimit(format!(
+                "a message of {} bytes; the limit is {}",
+                message.len(),
+                self.entry.message_bytes
+            )));
+        }
+        if self.is_closed() {
+            return Err(Error::Disconnected("the WebSocket is closed".into()));
+        }
+        self.entry
+            .out
+            .try_send(Outgoing::Message(message))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Overloaded(format!(
+                    "the WebSocket's client is not reading: {SEND_BUFFER} messages are waiting"
+                )),
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::Disconnected("the WebSocket is closed".into())
+                }
+            })
+    }
+
+    /// Closes the socket with a close `code` (1000, or 3000 to 4999) and a
+    /// `reason` of at most 123 bytes. No close handler runs for a close the
+    /// object started.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        if code != 1000 && !(3000..=4999).contains(&code) {
+            return Err(Error::BadRequest(format!(
+                "close code {code}: use 1000 or 3000 to 4999"
+            )));
+        }
+        if reason.len() > 123 {
+            return Err(Error::BadRequest(format!(
+                "a close reason of {} bytes; the limit is 123",
+                reason.len()
+            )));
+        }
+        let previous = self.entry.state.swap(CLOSING, Ordering::AcqRel);
+        if previous >= CLOSING {
+            self.entry.state.store(previous, Ordering::Release);
+            return Ok(());
+        }
+        // A full queue still gets its close: the gateway sees the state.
+        let _ = self.entry.out.try_send(Outgoing::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Keeps `value` with the socket, replacing the previous attachment. It
+    /// survives hibernation (not a restart: the socket does not either). At
+    /// most [`MAX_ATTACHMENT_BYTES`] once encoded.
+    pub fn serialize_attachment<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let bytes = postcard::to_stdvec(value).map_err(|e| Error::Codec(e.to_string()))?;
+        if bytes.len() > MAX_ATTACHMENT_BYTES {
+            return Err(Error::WebSocketLimit(format!(
+                "an attachment of {} bytes; the limit is {MAX_ATTACHMENT_BYTES}",
+                bytes.len()
+            )));
+        }
+        *lock(&self.entry.attachment) = Some(bytes.into());
+        Ok(())
+    }
+
+    /// The attachment, if one was set; [`Error::Codec`] if it was set with
+    /// another type.
+    pub fn deserialize_attachment<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        let bytes = lock(&self.entry.attachment).clone();
+        bytes
+            .map(|b| {
+                postcard::from_bytes(&b)
+                    .map_err(|e| Error::Codec(format!("cannot decode the attachment: {e}")))
+            })
+            .transpose()
+    }
+}
+
+impl PartialEq for WebSocket {
+    fn eq(&self, other: &Self) -> bool {
+        self.entry.id == other.entry.id
+    }
+}
+
+impl Eq for WebSocket {}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("id", &self.entry.id)
+            .field("tags", &self.entry.tags)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// What the gateway sends the object's handlers.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Event {
+    Message { socket: u64, message: Message },
+    Close { socket: u64, code: u16, reason: String, clean: bool },
+    Error { socket: u64, error: String },
+}
+
+/// The handler method an event calls.
+pub(crate) const MESSAGE_HANDLER: &str = "websocket_message";
+pub(crate) const CLOSE_HANDLER: &str = "websocket_close";
+pub(crate) const ERROR_HANDLER: &str = "websocket_error";
+
+impl Event {
+    pub(crate) fn handler(&self) -> u32 {
+        crate::private::method_id(match self {
+            Event::Message { .. } => MESSAGE_HANDLER,
+            Event::Close { .. } => CLOSE_HANDLER,
+            Event::Error { .. } => ERROR_HANDLER,
+        })
+    }
+}
