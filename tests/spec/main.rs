@@ -5,6 +5,8 @@ mod crash;
 mod e_order;
 mod execution;
 mod failures;
+mod fetch;
+mod gateway;
 mod gates;
 mod identity;
 mod lifecycle;

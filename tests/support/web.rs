@@ -27,7 +27,7 @@ pub fn web_constructions(name: &str) -> usize {
 ///   attachment `N`;
 /// * on a socket: `whoami` → the attachment; `count` → how many sockets;
 ///   `all:M` → `M` to every socket; `tag:T:M` → `M` to the sockets tagged
-///   `T`; `close` → closes this socket (4000, "bye"); `panic` panics;
+///   `T`; `big:N` → `N` bytes, or `error:…` if the send fails; `close` → closes this socket (4000, "bye"); `panic` panics;
 ///   anything else comes back as `echo:…`; binary messages come back reversed.
 /// * `ping` is answered `pong` by the runtime, without waking the object.
 pub struct Web {
@@ -129,6 +129,12 @@ impl Web {
                 other.send(message)?;
             }
             Ok(())
+        } else if let Some(n) = text.strip_prefix("big:") {
+            let n = n.parse().unwrap_or(0);
+            match socket.send("x".repeat(n)) {
+                Ok(()) => Ok(()),
+                Err(e) => socket.send(format!("error:{e}")),
+            }
         } else if text == "close" {
             socket.close(4000, "bye")
         } else if text == "panic" {

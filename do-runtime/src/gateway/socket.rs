@@ -141,13 +141,23 @@ impl Pump {
                         self.deliver(Event::Error { socket: self.socket(), error: e.to_string() }).await;
                         break End::Close(1009, "message too big".into());
                     }
-                    Some(Err(e)) => {
-                        self.deliver(Event::Error { socket: self.socket(), error: e.to_string() }).await;
-                        break End::Client;
-                    }
-                    None => {
+                    // The connection ended without a closing handshake: an
+                    // abnormal closure (1006), not a protocol error.
+                    None
+                    | Some(Err(
+                        tungstenite::Error::Io(_)
+                        | tungstenite::Error::ConnectionClosed
+                        | tungstenite::Error::AlreadyClosed
+                        | tungstenite::Error::Protocol(
+                            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                        ),
+                    )) => {
                         let reason = "the connection was lost".to_owned();
                         self.deliver(Event::Close { socket: self.socket(), code: 1006, reason, clean: false }).await;
+                        break End::Client;
+                    }
+                    Some(Err(e)) => {
+                        self.deliver(Event::Error { socket: self.socket(), error: e.to_string() }).await;
                         break End::Client;
                     }
                 },

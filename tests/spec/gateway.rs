@@ -1,0 +1,303 @@
+//! C5 and C6 through the HTTP gateway: default routing, 4xx and 5xx
+//! answers, WebSocket conversations, hibernation and auto-responses, limits.
+
+use do_runtime::bytes::Bytes;
+use do_runtime::gateway::{Gateway, default_route};
+use do_runtime::http::{self, StatusCode};
+use do_runtime::{Response, TestRuntime};
+use do_tests::client::{Socket, ask, connect, get, http as send_http, next, next_text, send, try_connect};
+use do_tests::{Web, builder, web_constructions};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+async fn start(rt: &TestRuntime) -> Gateway {
+    rt.gateway().start().await.unwrap()
+}
+
+fn text_of(response: &http::Response<Bytes>) -> String {
+    String::from_utf8_lossy(response.body()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_route_reaches_the_object_with_the_rest_of_the_path() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let response = get(addr, "/Web/room%201/a/b?x=1").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-path"], "/a/b");
+    assert_eq!(response.headers()["x-query"], "x=1");
+    let request = http::Request::put("/Web/room%201/upload")
+        .header("host", "gateway")
+        .header("x-in-token", "t")
+        .body(Bytes::from(vec![3u8; 1_000_000]))
+        .unwrap();
+    let response = send_http(addr, request).await;
+    assert_eq!(response.headers()["x-method"], "PUT");
+    assert_eq!(response.headers()["x-in-token"], "t");
+    assert_eq!(response.body().len(), 1_000_000);
+    // It is the object `get_by_name("room 1")` reaches.
+    for _ in 0..3 {
+        get(addr, "/Web/room%201/count").await;
+    }
+    let stub = rt.namespace::<Web>().get_by_name("room 1");
+    let response = stub.fetch("http://do/count").await.unwrap();
+    assert_eq!(response.body().as_ref(), b"4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_4xx_with_a_one_line_reason() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = rt.gateway().max_body_bytes(1000).start().await.unwrap();
+    let addr = gateway.local_addr();
+    for (path, status, reason) in [
+        ("/", StatusCode::BAD_REQUEST, "expected /{class}/{name}/"),
+        ("/Web", StatusCode::BAD_REQUEST, "expected /{class}/{name}/"),
+        ("/Web/%zz/", StatusCode::BAD_REQUEST, "percent-encoding"),
+        ("/Nope/x/", StatusCode::NOT_FOUND, "no class named \"Nope\""),
+        ("/Counter/x/", StatusCode::NOT_FOUND, "no fetch handler"),
+        // Accepting a WebSocket on a request that is no upgrade.
+        ("/Web/x/ws", StatusCode::BAD_REQUEST, "not a WebSocket upgrade"),
+    ] {
+        let response = get(addr, path).await;
+        assert_eq!(response.status(), status, "{path}");
+        let text = text_of(&response);
+        assert!(text.contains(reason), "{path}: {text}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{path}: one line");
+    }
+    let request = http::Request::post("/Web/x/")
+        .header("host", "gateway")
+        .body(Bytes::from(vec![0u8; 5000]))
+        .unwrap();
+    assert_eq!(send_http(addr, request).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_router_picks_objects_and_invalid_ids_are_bad_requests() {
+    let rt = builder().build_for_test().unwrap();
+    let other_ns_id = rt.namespace::<do_tests::Counter>().id_from_name("c").to_string();
+    let gateway = rt
+        .gateway()
+        .route(|request, env| async move {
+            let path = request.uri().path().to_owned();
+            if path == "/" {
+                return Ok(Response::new("index".into()));
+            }
+            if let Some(id) = path.strip_prefix("/by-id/") {
+                let web = env.namespace::<Web>();
+                let id = web.id_from_string(id)?;
+                return web.get(id).fetch(request).await;
+            }
+            default_route(request, env).await
+        })
+        .start()
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    assert_eq!(text_of(&get(addr, "/").await), "index");
+    let id = rt.namespace::<Web>().id_from_name("by-id").to_string();
+    let response = get(addr, &format!("/by-id/{id}")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = get(addr, "/by-id/not-an-id").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(text_of(&response).contains("invalid"), "{}", text_of(&response));
+    let response = get(addr, &format!("/by-id/{other_ns_id}")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // The fallback still works.
+    assert_eq!(get(addr, "/Web/a/").await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_inside_objects_get_a_5xx_without_details() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    for path in ["/Web/x/panic", "/Web/x/error", "/Web/x/storage-error"] {
+        let response = get(addr, path).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        let text = text_of(&response);
+        assert_eq!(text, "internal error\n", "{path}");
+    }
+    // The object serves on after its panic.
+    assert_eq!(get(addr, "/Web/x/").await.status(), StatusCode::CREATED);
+}
+
+async fn open(addr: std::net::SocketAddr, room: &str, name: &str, tags: &str) -> Socket {
+    connect(addr, &format!("/Web/{room}/ws?name={name}&tags={tags}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_reach_the_object_and_broadcast_to_every_socket() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut alice = open(addr, "chat", "alice", "red").await;
+    let mut bob = open(addr, "chat", "bob", "blue").await;
+    let mut carol = open(addr, "chat", "carol", "red,blue").await;
+    assert_eq!(ask(&mut alice, "whoami").await, "alice");
+    assert_eq!(ask(&mut bob, "whoami").await, "bob");
+    assert_eq!(ask(&mut carol, "count").await, "3");
+    assert_eq!(ask(&mut alice, "hello").await, "echo:hello");
+    // Broadcast reaches everyone, the sender too.
+    send(&mut bob, "all:hi everyone").await;
+    for socket in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(next_text(socket).await, "hi everyone");
+    }
+    // By tag: red is alice and carol.
+    send(&mut bob, "tag:red:only red").await;
+    assert_eq!(next_text(&mut alice).await, "only red");
+    assert_eq!(next_text(&mut carol).await, "only red");
+    send(&mut bob, "tag:blue:only blue").await;
+    assert_eq!(next_text(&mut bob).await, "only blue");
+    assert_eq!(next_text(&mut carol).await, "only blue");
+    // Nothing else was queued for alice: her next message is her own echo.
+    assert_eq!(ask(&mut alice, "after").await, "echo:after");
+    // Binary messages.
+    alice.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next(&mut alice).await, Some(Message::binary(vec![3u8, 2, 1])));
+    // Many messages in a row arrive in order.
+    for i in 0..200 {
+        send(&mut alice, &format!("m{i}")).await;
+    }
+    for i in 0..200 {
+        assert_eq!(next_text(&mut alice).await, format!("echo:m{i}"));
+    }
+    // The object lists its sockets through an ordinary method too.
+    let stub = rt.namespace::<Web>().get_by_name("chat");
+    assert_eq!(stub.sockets(Some("red".into())).await.unwrap(), 2);
+    assert_eq!(rt.stats().websockets, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_are_delivered_and_objects_can_close_sockets() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let stub = rt.namespace::<Web>().get_by_name("closing");
+    let mut a = open(addr, "closing", "a", "").await;
+    let mut b = open(addr, "closing", "b", "").await;
+    let mut c = open(addr, "closing", "c", "").await;
+    assert_eq!(ask(&mut a, "count").await, "3");
+    // The client closes: the object's close handler runs with code and reason.
+    a.close(Some(CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    while next(&mut a).await.is_some() {}
+    // The object closes: the client sees its code and reason.
+    send(&mut b, "close").await;
+    match next(&mut b).await {
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 4000);
+            assert_eq!(frame.reason.as_str(), "bye");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // Reading on sends the client's answer to the close.
+    while next(&mut b).await.is_some() {}
+    // The connection drops without a close frame.
+    drop(c);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let closes = stub.fetch("http://do/closes").await.unwrap();
+        let text = String::from_utf8_lossy(closes.body()).into_owned();
+        if text.contains("4001") && text.contains("1006") {
+            assert!(text.contains("(4001, \"done\", true)"), "{text}");
+            assert!(text.contains("(1006,"), "{text}");
+            assert!(!text.contains("4000"), "no close handler for the object's own close: {text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "closes seen: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stub.sockets(None).await.unwrap() != 0 || rt.stats().websockets != 0 {
+        assert!(std::time::Instant::now() < deadline, "closed sockets are forgotten");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hibernation_keeps_sockets_open_and_the_next_message_wakes_the_object() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let id = rt.namespace::<Web>().id_from_name("hibernating");
+    let mut socket = open(addr, "hibernating", "alice", "t").await;
+    assert_eq!(ask(&mut socket, "whoami").await, "alice");
+    let built = web_constructions("hibernating");
+    assert!(rt.evict(&id).await.unwrap(), "the instance was live and is evicted");
+    // The auto-response answers without waking the object.
+    assert_eq!(ask(&mut socket, "ping").await, "pong");
+    assert_eq!(ask(&mut socket, "ping").await, "pong");
+    assert!(!rt.evict(&id).await.unwrap(), "the auto-response did not wake it");
+    assert_eq!(web_constructions("hibernating"), built);
+    // A message builds a new instance; the socket and its attachment and
+    // tags are intact.
+    assert_eq!(ask(&mut socket, "whoami").await, "alice");
+    assert_eq!(web_constructions("hibernating"), built + 1);
+    assert_eq!(ask(&mut socket, "tag:t:still tagged").await, "still tagged");
+    // A panic in a handler resets the instance; the socket survives it.
+    send(&mut socket, "panic").await;
+    assert_eq!(ask(&mut socket, "whoami").await, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_limits_are_enforced_with_clear_errors() {
+    let rt = builder()
+        .max_websockets_per_object(2)
+        .max_websocket_message_bytes(1024)
+        .build_for_test()
+        .unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut first = open(addr, "limited", "a", "").await;
+    let _second = open(addr, "limited", "b", "").await;
+    // A third socket for the same object is refused with 429.
+    match try_connect(addr, "/Web/limited/ws?name=c").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // Another object has room.
+    let _other = open(addr, "limited-2", "c", "").await;
+    // Too many tags.
+    let tags = (0..11).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+    match try_connect(addr, &format!("/Web/limited-3/ws?tags={tags}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            let body = response.body().as_deref().unwrap_or_default();
+            assert!(String::from_utf8_lossy(body).contains("tags"));
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // An object's send over the limit is an error it sees.
+    let answer = ask(&mut first, "big:2000").await;
+    assert!(answer.starts_with("error:WebSocket limit: a message of 2000 bytes"), "{answer}");
+    assert_eq!(ask(&mut first, "big:1000").await.len(), 1000);
+    // A client message over the limit closes that socket with 1009.
+    send(&mut first, &"x".repeat(2000)).await;
+    match next(&mut first).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_the_gateway_down_closes_its_sockets_with_going_away() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut socket = open(addr, "going-away", "a", "").await;
+    assert_eq!(ask(&mut socket, "whoami").await, "a");
+    gateway.shutdown().await;
+    match next(&mut socket).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+}
