@@ -271,7 +271,8 @@ impl Generator<'_> {
     fn fetch_arm(&self, m: &Method) -> TokenStream {
         let cfgs = m.cfg_attrs();
         let class = &self.class;
-        let (Some(arg), Some(ident)) = (m.args.first(), m.args.first().and_then(|a| a.ident)) else {
+        let (Some(arg), Some(ident)) = (m.args.first(), m.args.first().and_then(|a| a.ident))
+        else {
             return quote!();
         };
         let ty = arg.ty;

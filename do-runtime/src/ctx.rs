@@ -141,12 +141,11 @@ impl Ctx {
         request: &Request,
         tags: &[&str],
     ) -> Result<(WebSocket, Response), Error> {
-        self.inner.env.shared().sockets().accept(
-            &self.inner.class,
-            &self.inner.id,
-            request,
-            tags,
-        )
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .accept(&self.inner.class, &self.inner.id, request, tags)
     }
 
     /// The object's WebSockets that are not closed, in the order they were

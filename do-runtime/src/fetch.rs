@@ -138,7 +138,10 @@ pub(crate) struct WireResponse {
 #[derive(Serialize, Deserialize)]
 pub(crate) enum WireFetchReply {
     Ok(WireResponse),
-    Err { encoded: Bytes, runtime: Option<Error> },
+    Err {
+        encoded: Bytes,
+        runtime: Option<Error>,
+    },
 }
 
 fn wire_headers(headers: &http::HeaderMap) -> Vec<(String, Bytes)> {
@@ -217,8 +220,9 @@ pub(crate) fn decode_untyped_reply(bytes: &[u8]) -> Result<Response, Error> {
         .map_err(|e| Error::Codec(format!("cannot decode the fetch reply: {e}")))?;
     match reply {
         WireFetchReply::Ok(response) => response.into_response(),
-        WireFetchReply::Err { runtime, .. } => Err(runtime
-            .unwrap_or_else(|| Error::App("the fetch handler returned an error".into()))),
+        WireFetchReply::Err { runtime, .. } => {
+            Err(runtime.unwrap_or_else(|| Error::App("the fetch handler returned an error".into())))
+        }
     }
 }
 

@@ -253,9 +253,9 @@ fn socket_event(call: &Incoming<'_>) -> Result<(WebSocket, Event), Error> {
     let event: Event = postcard::from_bytes(call.args)
         .map_err(|e| Error::Codec(format!("cannot decode a WebSocket event: {e}")))?;
     let socket = match &event {
-        Event::Message { socket, .. } | Event::Close { socket, .. } | Event::Error { socket, .. } => {
-            *socket
-        }
+        Event::Message { socket, .. }
+        | Event::Close { socket, .. }
+        | Event::Error { socket, .. } => *socket,
     };
     let ws = call
         .ctx
@@ -273,11 +273,17 @@ pub fn websocket_message_args(call: &Incoming<'_>) -> Result<(WebSocket, Message
 }
 
 /// The arguments of `websocket_close`.
-pub fn websocket_close_args(
-    call: &Incoming<'_>,
-) -> Result<(WebSocket, u16, String, bool), Error> {
+pub fn websocket_close_args(call: &Incoming<'_>) -> Result<(WebSocket, u16, String, bool), Error> {
     match socket_event(call)? {
-        (ws, Event::Close { code, reason, clean, .. }) => Ok((ws, code, reason, clean)),
+        (
+            ws,
+            Event::Close {
+                code,
+                reason,
+                clean,
+                ..
+            },
+        ) => Ok((ws, code, reason, clean)),
         _ => Err(Error::Codec("expected a WebSocket close event".into())),
     }
 }
@@ -309,6 +315,7 @@ impl HandlerOutput for () {
 
 impl<E: std::fmt::Display> HandlerOutput for Result<(), E> {
     fn into_reply(self) -> Result<Vec<u8>, Error> {
-        self.map(|()| Vec::new()).map_err(|e| Error::App(e.to_string()))
+        self.map(|()| Vec::new())
+            .map_err(|e| Error::App(e.to_string()))
     }
 }

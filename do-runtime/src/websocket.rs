@@ -224,7 +224,9 @@ pub(crate) struct Sockets {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Sockets {
@@ -274,7 +276,10 @@ impl Sockets {
                 tags.len()
             )));
         }
-        if let Some(tag) = tags.iter().find(|t| t.len() > MAX_TAG_BYTES || t.is_empty()) {
+        if let Some(tag) = tags
+            .iter()
+            .find(|t| t.len() > MAX_TAG_BYTES || t.is_empty())
+        {
             return Err(Error::WebSocketLimit(format!(
                 "a tag of {} bytes; tags are 1 to {MAX_TAG_BYTES} bytes",
                 tag.len()
@@ -346,7 +351,12 @@ impl Sockets {
     }
 
     /// The socket `socket` if it belongs to the object `(class, id)`.
-    pub(crate) fn get(&self, class: &Class, id: &DurableObjectId, socket: u64) -> Option<WebSocket> {
+    pub(crate) fn get(
+        &self,
+        class: &Class,
+        id: &DurableObjectId,
+        socket: u64,
+    ) -> Option<WebSocket> {
         let entry = lock(&self.by_id).get(&socket).cloned()?;
         (entry.group.class.index == class.index && entry.group.id == *id)
             .then_some(WebSocket { entry })
@@ -377,7 +387,12 @@ impl Sockets {
 
     /// The object's sockets that are not closed, in the order they were
     /// accepted, optionally only those with `tag`.
-    pub(crate) fn list(&self, class: &Class, id: &DurableObjectId, tag: Option<&str>) -> Vec<WebSocket> {
+    pub(crate) fn list(
+        &self,
+        class: &Class,
+        id: &DurableObjectId,
+        tag: Option<&str>,
+    ) -> Vec<WebSocket> {
         let Some(group) = self.existing_group(class, id) else {
             return Vec::new();
         };
@@ -407,7 +422,11 @@ impl Sockets {
         }
     }
 
-    pub(crate) fn auto_response(&self, class: &Class, id: &DurableObjectId) -> Option<AutoResponse> {
+    pub(crate) fn auto_response(
+        &self,
+        class: &Class,
+        id: &DurableObjectId,
+    ) -> Option<AutoResponse> {
         let group = self.existing_group(class, id)?;
         lock(&group.auto_response).clone()
     }
@@ -590,9 +609,20 @@ impl std::fmt::Debug for WebSocket {
 /// What the gateway sends the object's handlers.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Event {
-    Message { socket: u64, message: Message },
-    Close { socket: u64, code: u16, reason: String, clean: bool },
-    Error { socket: u64, error: String },
+    Message {
+        socket: u64,
+        message: Message,
+    },
+    Close {
+        socket: u64,
+        code: u16,
+        reason: String,
+        clean: bool,
+    },
+    Error {
+        socket: u64,
+        error: String,
+    },
 }
 
 /// The handler method an event calls.

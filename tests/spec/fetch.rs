@@ -22,7 +22,11 @@ fn request(method: &str, uri: &str, body: &'static [u8]) -> Request {
 async fn requests_arrive_unchanged(stub: &Stub<Web>) {
     for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let response = stub
-            .fetch(request(method, "http://do/a/b%20c?x=1&y=%2F", b"\x00\x01body\xff"))
+            .fetch(request(
+                method,
+                "http://do/a/b%20c?x=1&y=%2F",
+                b"\x00\x01body\xff",
+            ))
             .await
             .expect("the handler answers");
         assert_eq!(response.status(), StatusCode::CREATED);
@@ -43,12 +47,19 @@ async fn requests_arrive_unchanged(stub: &Stub<Web>) {
     // Large bodies both ways.
     let big = vec![7u8; 4 * 1024 * 1024];
     let response = stub
-        .fetch(http::Request::post("http://do/echo").body(big.clone()).expect("valid"))
+        .fetch(
+            http::Request::post("http://do/echo")
+                .body(big.clone())
+                .expect("valid"),
+        )
         .await
         .expect("answers");
     assert_eq!(response.body().len(), big.len());
     assert!(response.body().iter().all(|b| *b == 7));
-    let response = stub.fetch("http://do/big?n=3000000").await.expect("answers");
+    let response = stub
+        .fetch("http://do/big?n=3000000")
+        .await
+        .expect("answers");
     assert_eq!(response.body().len(), 3_000_000);
 }
 
@@ -110,11 +121,18 @@ async fn untyped_fetch_by_class_name_and_its_errors() {
     let rt = builder().build_for_test().unwrap();
     let env = rt.env();
     let web = env.namespace_named("Web").unwrap();
-    let response = web.get_by_name("untyped").fetch("http://do/x").await.unwrap();
+    let response = web
+        .get_by_name("untyped")
+        .fetch("http://do/x")
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-path"], "/x");
     // The handler's own error keeps its type when it is a runtime error.
     assert_eq!(
-        web.get_by_name("untyped").fetch("http://do/error").await.unwrap_err(),
+        web.get_by_name("untyped")
+            .fetch("http://do/error")
+            .await
+            .unwrap_err(),
         Error::app("the handler failed")
     );
     assert!(matches!(
@@ -141,6 +159,9 @@ async fn websocket_handlers_are_not_reachable_as_calls() {
     let id = do_runtime::__private::method_id("websocket_message");
     let forged: Result<(), Error> =
         do_runtime::__private::call(raw, id, Ok(vec![1, 0, 0]), |_| Ok(()), Err).await;
-    assert!(matches!(forged, Err(Error::UnknownMethod { .. })), "{forged:?}");
+    assert!(
+        matches!(forged, Err(Error::UnknownMethod { .. })),
+        "{forged:?}"
+    );
     assert_eq!(stub.sockets(None).await.unwrap(), 0);
 }

@@ -5,7 +5,9 @@ use do_runtime::bytes::Bytes;
 use do_runtime::gateway::{Gateway, default_route};
 use do_runtime::http::{self, StatusCode};
 use do_runtime::{Response, TestRuntime};
-use do_tests::client::{Socket, ask, connect, get, http as send_http, next, next_text, send, try_connect};
+use do_tests::client::{
+    Socket, ask, connect, get, http as send_http, next, next_text, send, try_connect,
+};
 use do_tests::{Web, builder, web_constructions};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -59,7 +61,11 @@ async fn bad_requests_get_a_4xx_with_a_one_line_reason() {
         ("/Nope/x/", StatusCode::NOT_FOUND, "no class named \"Nope\""),
         ("/Counter/x/", StatusCode::NOT_FOUND, "no fetch handler"),
         // Accepting a WebSocket on a request that is no upgrade.
-        ("/Web/x/ws", StatusCode::BAD_REQUEST, "not a WebSocket upgrade"),
+        (
+            "/Web/x/ws",
+            StatusCode::BAD_REQUEST,
+            "not a WebSocket upgrade",
+        ),
     ] {
         let response = get(addr, path).await;
         assert_eq!(response.status(), status, "{path}");
@@ -71,13 +77,19 @@ async fn bad_requests_get_a_4xx_with_a_one_line_reason() {
         .header("host", "gateway")
         .body(Bytes::from(vec![0u8; 5000]))
         .unwrap();
-    assert_eq!(send_http(addr, request).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        send_http(addr, request).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_router_picks_objects_and_invalid_ids_are_bad_requests() {
     let rt = builder().build_for_test().unwrap();
-    let other_ns_id = rt.namespace::<do_tests::Counter>().id_from_name("c").to_string();
+    let other_ns_id = rt
+        .namespace::<do_tests::Counter>()
+        .id_from_name("c")
+        .to_string();
     let gateway = rt
         .gateway()
         .route(|request, env| async move {
@@ -102,7 +114,11 @@ async fn a_custom_router_picks_objects_and_invalid_ids_are_bad_requests() {
     assert_eq!(response.status(), StatusCode::CREATED);
     let response = get(addr, "/by-id/not-an-id").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(text_of(&response).contains("invalid"), "{}", text_of(&response));
+    assert!(
+        text_of(&response).contains("invalid"),
+        "{}",
+        text_of(&response)
+    );
     let response = get(addr, &format!("/by-id/{other_ns_id}")).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // The fallback still works.
@@ -116,7 +132,11 @@ async fn errors_inside_objects_get_a_5xx_without_details() {
     let addr = gateway.local_addr();
     for path in ["/Web/x/panic", "/Web/x/error", "/Web/x/storage-error"] {
         let response = get(addr, path).await;
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{path}"
+        );
         let text = text_of(&response);
         assert_eq!(text, "internal error\n", "{path}");
     }
@@ -156,7 +176,10 @@ async fn websocket_messages_reach_the_object_and_broadcast_to_every_socket() {
     assert_eq!(ask(&mut alice, "after").await, "echo:after");
     // Binary messages.
     alice.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert_eq!(next(&mut alice).await, Some(Message::binary(vec![3u8, 2, 1])));
+    assert_eq!(
+        next(&mut alice).await,
+        Some(Message::binary(vec![3u8, 2, 1]))
+    );
     // Many messages in a row arrive in order.
     for i in 0..200 {
         send(&mut alice, &format!("m{i}")).await;
@@ -178,7 +201,7 @@ async fn closes_are_delivered_and_objects_can_close_sockets() {
     let stub = rt.namespace::<Web>().get_by_name("closing");
     let mut a = open(addr, "closing", "a", "").await;
     let mut b = open(addr, "closing", "b", "").await;
-    let mut c = open(addr, "closing", "c", "").await;
+    let c = open(addr, "closing", "c", "").await;
     assert_eq!(ask(&mut a, "count").await, "3");
     // The client closes: the object's close handler runs with code and reason.
     a.close(Some(CloseFrame {
@@ -208,7 +231,10 @@ async fn closes_are_delivered_and_objects_can_close_sockets() {
         if text.contains("4001") && text.contains("1006") {
             assert!(text.contains("(4001, \"done\", true)"), "{text}");
             assert!(text.contains("(1006,"), "{text}");
-            assert!(!text.contains("4000"), "no close handler for the object's own close: {text}");
+            assert!(
+                !text.contains("4000"),
+                "no close handler for the object's own close: {text}"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "closes seen: {text}");
@@ -216,7 +242,10 @@ async fn closes_are_delivered_and_objects_can_close_sockets() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while stub.sockets(None).await.unwrap() != 0 || rt.stats().websockets != 0 {
-        assert!(std::time::Instant::now() < deadline, "closed sockets are forgotten");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed sockets are forgotten"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -230,11 +259,17 @@ async fn hibernation_keeps_sockets_open_and_the_next_message_wakes_the_object() 
     let mut socket = open(addr, "hibernating", "alice", "t").await;
     assert_eq!(ask(&mut socket, "whoami").await, "alice");
     let built = web_constructions("hibernating");
-    assert!(rt.evict(&id).await.unwrap(), "the instance was live and is evicted");
+    assert!(
+        rt.evict(&id).await.unwrap(),
+        "the instance was live and is evicted"
+    );
     // The auto-response answers without waking the object.
     assert_eq!(ask(&mut socket, "ping").await, "pong");
     assert_eq!(ask(&mut socket, "ping").await, "pong");
-    assert!(!rt.evict(&id).await.unwrap(), "the auto-response did not wake it");
+    assert!(
+        !rt.evict(&id).await.unwrap(),
+        "the auto-response did not wake it"
+    );
     assert_eq!(web_constructions("hibernating"), built);
     // A message builds a new instance; the socket and its attachment and
     // tags are intact.
@@ -267,7 +302,10 @@ async fn websocket_limits_are_enforced_with_clear_errors() {
     // Another object has room.
     let _other = open(addr, "limited-2", "c", "").await;
     // Too many tags.
-    let tags = (0..11).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+    let tags = (0..11)
+        .map(|i| format!("t{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
     match try_connect(addr, &format!("/Web/limited-3/ws?tags={tags}")).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -278,7 +316,10 @@ async fn websocket_limits_are_enforced_with_clear_errors() {
     }
     // An object's send over the limit is an error it sees.
     let answer = ask(&mut first, "big:2000").await;
-    assert!(answer.starts_with("error:WebSocket limit: a message of 2000 bytes"), "{answer}");
+    assert!(
+        answer.starts_with("error:WebSocket limit: a message of 2000 bytes"),
+        "{answer}"
+    );
     assert_eq!(ask(&mut first, "big:1000").await.len(), 1000);
     // A client message over the limit closes that socket with 1009.
     send(&mut first, &"x".repeat(2000)).await;

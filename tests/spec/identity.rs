@@ -166,7 +166,8 @@ fn namespaces_are_named_after_their_class() {
             "Gatekeeper",
             "Fragile",
             "Relay",
-            "Slow"
+            "Slow",
+            "Web"
         ]
     );
 }

@@ -1,13 +1,14 @@
 //! The behaviour tests, one module per group of SPEC rules.
 
 mod calls;
+mod chat;
 mod crash;
 mod e_order;
 mod execution;
 mod failures;
 mod fetch;
-mod gateway;
 mod gates;
+mod gateway;
 mod identity;
 mod lifecycle;
 mod macro_ui;

@@ -5,9 +5,7 @@ use std::sync::Mutex;
 
 use do_runtime::bytes::Bytes;
 use do_runtime::http::StatusCode;
-use do_runtime::{
-    AutoResponse, Ctx, Error, Message, Request, Response, WebSocket, durable_object,
-};
+use do_runtime::{AutoResponse, Ctx, Error, Message, Request, Response, WebSocket, durable_object};
 
 /// How many instances of each named `Web` object were built, to tell
 /// whether a message woke a hibernating object.
@@ -39,7 +37,9 @@ impl Web {
     pub fn new(ctx: Ctx) -> Self {
         let name = ctx.id().name().unwrap_or("").to_owned();
         if let Ok(mut map) = CONSTRUCTED.lock() {
-            *map.get_or_insert_with(HashMap::new).entry(name).or_default() += 1;
+            *map.get_or_insert_with(HashMap::new)
+                .entry(name)
+                .or_default() += 1;
         }
         ctx.set_websocket_auto_response(Some(AutoResponse::new("ping", "pong")));
         Web { ctx }
@@ -91,7 +91,10 @@ impl Web {
                 let mut response = Response::new(request.body().clone());
                 *response.status_mut() = StatusCode::CREATED;
                 let headers = response.headers_mut();
-                headers.insert("x-method", request.method().as_str().parse().expect("a header"));
+                headers.insert(
+                    "x-method",
+                    request.method().as_str().parse().expect("a header"),
+                );
                 headers.insert("x-path", path.parse().expect("a header"));
                 headers.insert("x-query", query.parse().expect("a header"));
                 for (name, value) in request.headers() {
@@ -104,7 +107,11 @@ impl Web {
         }
     }
 
-    pub async fn websocket_message(&self, socket: WebSocket, message: Message) -> Result<(), Error> {
+    pub async fn websocket_message(
+        &self,
+        socket: WebSocket,
+        message: Message,
+    ) -> Result<(), Error> {
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(bytes) => {
@@ -144,10 +151,20 @@ impl Web {
         }
     }
 
-    pub async fn websocket_close(&self, _socket: WebSocket, code: u16, reason: String, clean: bool) {
+    pub async fn websocket_close(
+        &self,
+        _socket: WebSocket,
+        code: u16,
+        reason: String,
+        clean: bool,
+    ) {
         let storage = self.ctx.storage();
-        let mut closes: Vec<(u16, String, bool)> =
-            storage.get("closes").await.ok().flatten().unwrap_or_default();
+        let mut closes: Vec<(u16, String, bool)> = storage
+            .get("closes")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         closes.push((code, reason, clean));
         storage.put("closes", &closes).ok();
     }

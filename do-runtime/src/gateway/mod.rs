@@ -205,7 +205,10 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
 }
 
 /// Answers one request.
-async fn handle(state: &Arc<State>, mut request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn handle(
+    state: &Arc<State>,
+    mut request: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, state.max_body_bytes).collect().await {

@@ -121,7 +121,10 @@ pub(crate) fn error_response(error: &Error) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "the object is unavailable; retry later".to_owned(),
         ),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned()),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error".to_owned(),
+        ),
     };
     plain(status, reason)
 }
@@ -135,9 +138,10 @@ pub(crate) fn plain(status: StatusCode, line: String) -> Response {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
     }
     response
 }
@@ -158,7 +162,10 @@ mod tests {
     #[test]
     fn the_default_route_takes_class_and_name_off_the_path() {
         let (class, name, rest) = split("/Room/lobby/a/b?x=1").expect("routes");
-        assert_eq!((class.as_str(), name.as_str(), rest.as_str()), ("Room", "lobby", "/a/b?x=1"));
+        assert_eq!(
+            (class.as_str(), name.as_str(), rest.as_str()),
+            ("Room", "lobby", "/a/b?x=1")
+        );
         let (_, name, rest) = split("/Room/big%20room").expect("routes");
         assert_eq!((name.as_str(), rest.as_str()), ("big room", "/"));
         let (_, _, rest) = split("http://host/Room/x/y").expect("routes");

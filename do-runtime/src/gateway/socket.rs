@@ -38,7 +38,9 @@ pub(super) fn switching_protocols(response: Response, key: &[u8]) -> Response {
     );
     if let Ok(accept) = http::HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key))
     {
-        parts.headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+        parts
+            .headers
+            .insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     Response::from_parts(parts, bytes::Bytes::new())
 }
