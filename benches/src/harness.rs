@@ -132,12 +132,16 @@ pub fn table(outcomes: &[Outcome]) -> String {
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         for (i, s) in o.series.iter().enumerate() {
-            // Compare with our first series of the same unit.
+            // Compare with our first series of the same unit and the same
+            // kind of figure (the label's last word: "p50", "p99" …), else
+            // of the same unit.
+            let kind = |x: &Series| x.label.rsplit(' ').next().map(str::to_owned);
             let ours = o
                 .series
                 .iter()
-                .position(|x| x.unit == s.unit)
-                .map(|j| &o.series[j]);
+                .find(|x| x.unit == s.unit && kind(x) == kind(s))
+                .filter(|_| s.unit == Unit::Micros)
+                .or_else(|| o.series.iter().find(|x| x.unit == s.unit));
             let ratio = match ours {
                 Some(ours) if !std::ptr::eq(ours, s) => {
                     format!("{:.2}", ours.median() / s.median())

@@ -7,6 +7,7 @@
 //! ```
 
 mod durable;
+mod gateway;
 mod harness;
 mod inproc;
 #[cfg(feature = "peers")]
@@ -73,6 +74,16 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
         "remote-64",
         "remote calls over loopback, 64 in flight",
         |c| remote::remote(c, 64),
+    ),
+    (
+        "gateway-1",
+        "HTTP through the gateway to one object's fetch, 16 keep-alive connections",
+        |c| gateway::http(c, 16, 1),
+    ),
+    (
+        "gateway-64",
+        "HTTP through the gateway, 64 connections on 64 objects",
+        |c| gateway::http(c, 64, 64),
     ),
     (
         "durable-10kx10k",
