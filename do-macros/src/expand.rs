@@ -286,8 +286,10 @@ impl Generator<'_> {
             _ => quote!(),
         };
         let decode = quote_spanned! {ty.span()=>
-            let #ident: #ty = ::do_runtime::__private::decode_request(&mut __input)
-                .map_err(|e| ::do_runtime::__private::bad_args(#class, "fetch", e))?;
+            let #ident = <#ty as ::do_runtime::__private::FetchArg>::from_request(
+                ::do_runtime::__private::decode_request(&mut __input)
+                    .map_err(|e| ::do_runtime::__private::bad_args(#class, "fetch", e))?,
+            );
         };
         let encode = quote_spanned! {out.span()=>
             let mut __out = ::std::vec::Vec::new();

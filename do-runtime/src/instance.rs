@@ -387,6 +387,9 @@ impl ObjectTask {
             return false;
         }
         self.objects.borrow_mut().remove(&self.key);
+        // An object without sockets forgets its auto-response with its
+        // instance; the next instance sets it again.
+        self.shared.sockets().forget_idle(&self.class, &self.id);
         for done in self
             .mailbox
             .slot

@@ -240,6 +240,23 @@ pub fn encode_request(request: impl IntoRequest, out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
+/// The argument of a `fetch` handler: the request.
+#[diagnostic::on_unimplemented(
+    message = "a `fetch` handler takes a `do_runtime::Request`, not `{Self}`",
+    label = "write `request: Request`",
+    note = "`Request` is `http::Request<bytes::Bytes>`: method, URI, headers and the whole body"
+)]
+pub trait FetchArg: Sized {
+    /// Converts the decoded request.
+    fn from_request(request: Request) -> Self;
+}
+
+impl FetchArg for Request {
+    fn from_request(request: Request) -> Self {
+        request
+    }
+}
+
 /// Takes a `fetch` call's request off the front of `input`.
 pub fn decode_request(input: &mut &[u8]) -> Result<Request, Error> {
     let (wire, rest): (WireRequest, _) =

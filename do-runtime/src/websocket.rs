@@ -238,18 +238,24 @@ impl Sockets {
         }
     }
 
-    fn group(&self, class: &Arc<Class>, id: &DurableObjectId) -> Arc<SocketGroup> {
-        lock(&self.groups)
-            .entry((class.index, id.base()))
-            .or_insert_with(|| {
-                Arc::new(SocketGroup {
-                    class: class.clone(),
-                    id: id.clone(),
-                    sockets: Mutex::default(),
-                    auto_response: Mutex::default(),
-                })
+    /// Runs `f` on the object's group (made if need be) with the map locked,
+    /// so no concurrent `remove` drops the group while `f` adds to it.
+    fn with_group<R>(
+        &self,
+        class: &Arc<Class>,
+        id: &DurableObjectId,
+        f: impl FnOnce(&Arc<SocketGroup>) -> R,
+    ) -> R {
+        let mut groups = lock(&self.groups);
+        let group = groups.entry((class.index, id.base())).or_insert_with(|| {
+            Arc::new(SocketGroup {
+                class: class.clone(),
+                id: id.clone(),
+                sockets: Mutex::default(),
+                auto_response: Mutex::default(),
             })
-            .clone()
+        });
+        f(group)
     }
 
     fn existing_group(&self, class: &Class, id: &DurableObjectId) -> Option<Arc<SocketGroup>> {
@@ -285,8 +291,7 @@ impl Sockets {
                 tag.len()
             )));
         }
-        let group = self.group(class, id);
-        let entry = {
+        let entry = self.with_group(class, id, |group| {
             let mut sockets = lock(&group.sockets);
             let now = Instant::now();
             let stale: Vec<u64> = sockets
@@ -324,8 +329,8 @@ impl Sockets {
                 message_bytes: self.limits.message_bytes,
             });
             sockets.push(entry.clone());
-            entry
-        };
+            Ok(entry)
+        })?;
         lock(&self.by_id).insert(entry.id, entry.clone());
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
@@ -385,6 +390,19 @@ impl Sockets {
         }
     }
 
+    /// Drops what is kept for an object that has no sockets (its
+    /// auto-response), when its instance leaves.
+    pub(crate) fn forget_idle(&self, class: &Class, id: &DurableObjectId) {
+        let mut groups = lock(&self.groups);
+        let key = (class.index, id.base());
+        if groups
+            .get(&key)
+            .is_some_and(|g| lock(&g.sockets).is_empty())
+        {
+            groups.remove(&key);
+        }
+    }
+
     /// The object's sockets that are not closed, in the order they were
     /// accepted, optionally only those with `tag`.
     pub(crate) fn list(
@@ -413,7 +431,7 @@ impl Sockets {
         auto: Option<AutoResponse>,
     ) {
         match auto {
-            Some(auto) => *lock(&self.group(class, id).auto_response) = Some(auto),
+            Some(auto) => self.with_group(class, id, |g| *lock(&g.auto_response) = Some(auto)),
             None => {
                 if let Some(group) = self.existing_group(class, id) {
                     *lock(&group.auto_response) = None;
