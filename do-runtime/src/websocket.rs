@@ -218,7 +218,7 @@ pub(crate) struct SocketGroup {
 #[derive(Default)]
 pub(crate) struct Sockets {
     next_id: AtomicU64,
-    groups: Mutex<HashMap<(u32, [u8; 16]), Arc<SocketGroup>>>,
+    groups: Mutex<HashMap<crate::worker::ObjectKey, Arc<SocketGroup>>>,
     by_id: Mutex<HashMap<u64, Arc<SocketEntry>>>,
     limits: Limits,
 }
