@@ -233,11 +233,23 @@ impl Generator<'_> {
             })
         };
         let arms = self.exposed.iter().map(|m| self.dispatch_arm(m));
+        let infos = self.exposed.iter().map(|m| {
+            let name = m.name.to_string();
+            let fallible = matches!(m.output, Output::Fallible(_));
+            quote! {
+                ::do_runtime::__private::MethodInfo {
+                    id: ::do_runtime::__private::method_id(#name),
+                    name: #name,
+                    fallible: #fallible,
+                }
+            }
+        });
         quote! {
             impl ::do_runtime::DurableObject for #self_ty {
                 type Client = #client;
                 const CLASS: &'static str = #class;
                 const SCHEMA: &'static str = #schema;
+                const METHODS: &'static [::do_runtime::__private::MethodInfo] = &[#(#infos),*];
 
                 fn construct(ctx: ::do_runtime::Ctx) -> Self {
                     #construct

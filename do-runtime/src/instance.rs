@@ -30,6 +30,7 @@ use crate::registry::ObjectHandle;
 use crate::runtime::{Class, Shared};
 use crate::storage::Storage;
 use crate::stub::Reply;
+use crate::trace::{ShortId, TraceId};
 use crate::worker::{Envelope, Kind, ObjectKey, Objects, WorkerLocal};
 
 /// How many messages one poll delivers before yielding to the worker's other tasks.
@@ -177,6 +178,7 @@ impl ObjectTask {
         match catch_unwind(AssertUnwindSafe(|| construct(ctx.clone()))) {
             Ok(instance) => {
                 self.instance = Some((instance.clone(), ctx.clone()));
+                self.live_changed(true, "activate");
                 Ok((instance, ctx))
             }
             Err(panic) => {
@@ -211,6 +213,8 @@ impl ObjectTask {
                 stub,
                 slot,
                 system,
+                trace,
+                span,
             } => {
                 let generation = self.handle.generation.load(Ordering::Acquire);
                 if !stub.bind(generation) {
@@ -240,11 +244,14 @@ impl ObjectTask {
                             stub,
                             slot,
                             system,
+                            trace,
+                            span,
                         },
                     });
                     return;
                 }
                 self.handle.release(slot);
+                let watch = self.watch(method, trace, &span);
                 match catch_unwind(AssertUnwindSafe(|| {
                     instance.dispatch(crate::private::Incoming {
                         method,
@@ -253,14 +260,17 @@ impl ObjectTask {
                         system,
                     })
                 })) {
-                    Ok(Ok(call)) => self.start(Some(reply), call),
+                    Ok(Ok(call)) => self.start(Some(reply), call, watch),
                     Ok(Err(e)) => {
+                        watch.finish(&Err(e.clone()));
                         let _ = reply.send(Err(e));
                     }
                     Err(panic) => {
                         // Reset first, so the caller sees its stub broken at once.
                         self.reset();
-                        let _ = reply.send(Err(Error::Panicked(panic_message(&*panic))));
+                        let e = Error::Panicked(panic_message(&*panic));
+                        watch.finish(&Err(e.clone()));
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
@@ -272,8 +282,54 @@ impl ObjectTask {
                         future.await;
                         Ok(Vec::new())
                     }),
+                    HandleWatch::none(),
                 );
             }
+        }
+    }
+
+    /// Counts an instance built or dropped, and says so.
+    fn live_changed(&self, up: bool, what: &'static str) {
+        let counters = &self.shared.counters;
+        if up {
+            counters.live_instances.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.live_instances.increment(1.0);
+        } else {
+            counters.live_instances.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.live_instances.decrement(1.0);
+        }
+        tracing::debug!(
+            target: "do_runtime::lifecycle",
+            class = %self.class.name,
+            id = %ShortId(&self.id),
+            "{what}"
+        );
+    }
+
+    /// The object-side span of a call: a child of the caller's span, in
+    /// the caller's trace.
+    fn watch(&self, method: u32, trace: u128, caller: &tracing::Span) -> HandleWatch {
+        if !self.shared.instrument() {
+            return HandleWatch::none();
+        }
+        let info = self.class.metrics.method(method).info;
+        let span = tracing::info_span!(
+            target: "do_runtime::handle",
+            parent: caller,
+            "handle",
+            class = %self.class.name,
+            id = %ShortId(&self.id),
+            method = info.name,
+            trace_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        if trace != 0 {
+            span.record("trace_id", tracing::field::display(TraceId(trace)));
+        }
+        HandleWatch {
+            span,
+            trace,
+            fallible: info.fallible,
         }
     }
 
@@ -281,12 +337,17 @@ impl ObjectTask {
         &mut self,
         reply: Option<oneshot::Sender<Reply>>,
         call: LocalBoxFuture<'static, Reply>,
+        watch: HandleWatch,
     ) {
         self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
-        self.running.push(Running { reply, call });
+        self.running.push(Running { reply, call, watch });
     }
 
-    fn finish(&mut self, (reply, outcome): (Option<oneshot::Sender<Reply>>, Outcome)) {
+    fn finish(&mut self, (reply, outcome, watch): (Option<oneshot::Sender<Reply>>, Outcome, HandleWatch)) {
+        match &outcome {
+            Outcome::Done(result) => watch.finish(result),
+            Outcome::Panicked(message) => watch.finish(&Err(Error::Panicked(message.clone()))),
+        }
         let slot = &self.mailbox.slot;
         slot.busy.set(slot.busy.get().saturating_sub(1));
         slot.last_active.set(Instant::now());
@@ -323,7 +384,9 @@ impl ObjectTask {
     /// disconnected error), forgets unflushed writes, and starts a new
     /// generation so the stubs bound to the old instance break.
     fn reset(&mut self) {
-        self.instance = None;
+        if self.instance.take().is_some() {
+            self.live_changed(false, "reset");
+        }
         self.running = FuturesUnordered::new();
         self.mailbox.slot.busy.set(0);
         self.gate.abort_all();
@@ -387,6 +450,10 @@ impl ObjectTask {
             return false;
         }
         self.objects.borrow_mut().remove(&self.key);
+        let was_live = self.instance.take().is_some();
+        if was_live {
+            self.live_changed(false, "evict");
+        }
         // An object without sockets forgets its auto-response with its
         // instance; the next instance sets it again.
         self.shared.sockets().forget_idle(&self.class, &self.id);
@@ -398,7 +465,7 @@ impl ObjectTask {
             .take()
             .unwrap_or_default()
         {
-            let _ = done.send(self.instance.is_some());
+            let _ = done.send(was_live);
         }
         true
     }
@@ -427,24 +494,67 @@ enum Outcome {
     Panicked(String),
 }
 
+impl Drop for ObjectTask {
+    fn drop(&mut self) {
+        // Stopped with its instance live (the runtime stopped).
+        if self.instance.is_some() {
+            self.shared.counters.live_instances.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.live_instances.decrement(1.0);
+        }
+    }
+}
+
+/// The span of one call on the object's side.
+struct HandleWatch {
+    span: tracing::Span,
+    /// The caller's trace: calls this one makes join it.
+    trace: u128,
+    fallible: bool,
+}
+
+impl HandleWatch {
+    fn none() -> Self {
+        HandleWatch {
+            span: tracing::Span::none(),
+            trace: 0,
+            fallible: false,
+        }
+    }
+
+    fn finish(&self, result: &Reply) {
+        if !self.span.is_disabled() {
+            let outcome = crate::telemetry::Outcome::of(result, self.fallible);
+            self.span.record("outcome", outcome.as_str());
+        }
+    }
+}
+
 /// One call in progress; a panic while polling it becomes its outcome.
 struct Running {
     reply: Option<oneshot::Sender<Reply>>,
     call: LocalBoxFuture<'static, Reply>,
+    watch: HandleWatch,
 }
 
 impl Future for Running {
-    type Output = (Option<oneshot::Sender<Reply>>, Outcome);
+    type Output = (Option<oneshot::Sender<Reply>>, Outcome, HandleWatch);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match catch_unwind(AssertUnwindSafe(|| this.call.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready((this.reply.take(), Outcome::Done(result))),
-            Err(panic) => {
-                Poll::Ready((this.reply.take(), Outcome::Panicked(panic_message(&*panic))))
-            }
-        }
+        let polled = {
+            let _entered = this.watch.span.enter();
+            let call = &mut this.call;
+            crate::trace::with_current(this.watch.trace, || {
+                catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)))
+            })
+        };
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Outcome::Done(result),
+            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+        };
+        let watch = std::mem::replace(&mut this.watch, HandleWatch::none());
+        Poll::Ready((this.reply.take(), outcome, watch))
     }
 }
 

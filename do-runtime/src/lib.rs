@@ -136,6 +136,8 @@ mod registry;
 mod runtime;
 mod storage;
 mod stub;
+pub mod telemetry;
+mod trace;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;

@@ -118,7 +118,7 @@ impl<T: DurableObject> Namespace<T> {
                 Stub::from_raw(RawStub::new(shared.clone(), class.clone(), id))
             }
             NsTarget::Remote { client, class } => {
-                Stub::from_raw(RawStub::remote(client.stub(class, id)))
+                Stub::from_raw(RawStub::remote(client.stub(class, id, T::METHODS)))
             }
         }
     }

@@ -23,6 +23,9 @@ pub trait DurableObject: Sized + 'static {
     /// The schema fingerprint: every exposed method with its argument and
     /// result types. Peers compare it to detect mismatched definitions.
     const SCHEMA: &'static str;
+    /// Every method the runtime may call, with its name: for spans and metrics.
+    #[doc(hidden)]
+    const METHODS: &'static [crate::private::MethodInfo] = &[];
 
     /// Builds an instance; runs on the object's first call after it was
     /// created, evicted or reset.

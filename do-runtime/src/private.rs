@@ -14,6 +14,17 @@ use crate::fetch::{IntoRequest, Request, Response, WireFetchReply, WireRequest, 
 pub use crate::stub::{Call, RawStub};
 use crate::websocket::{Event, Message, WebSocket};
 
+/// What the runtime knows of a method by its id: for spans and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// The wire id.
+    pub id: u32,
+    /// The name.
+    pub name: &'static str,
+    /// Whether it returns `Result` (its reply's first byte tells `Ok` from `Err`).
+    pub fallible: bool,
+}
+
 /// One call as the generated `dispatch` sees it.
 pub struct Incoming<'a> {
     /// The method's wire id.

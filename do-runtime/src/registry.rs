@@ -99,4 +99,21 @@ impl Registry {
         }
         handle
     }
+
+    /// Calls sent and not yet delivered, over every object: a walk of the
+    /// registry, for statistics.
+    pub fn queued_total(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                shard
+                    .map
+                    .values()
+                    .filter_map(Weak::upgrade)
+                    .map(|h| h.queued.load(Ordering::Relaxed))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
 }

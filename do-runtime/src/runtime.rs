@@ -4,7 +4,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -70,8 +70,36 @@ pub struct Stats {
     /// What the storage commit thread has done: groups (one fsync each),
     /// object batches, writes, bytes, time spent in fsync.
     pub storage: do_storage::CommitStats,
+    /// Instances alive now (built and not evicted or reset).
+    pub live_instances: usize,
+    /// Calls sent to objects and not yet delivered.
+    pub queued_calls: usize,
+    /// Open connections of this runtime's servers and gateways.
+    pub open_connections: usize,
     /// WebSockets accepted by objects and not yet closed.
     pub websockets: usize,
+    /// Calls to this runtime's objects that ended, from local stubs or the
+    /// network.
+    pub calls: u64,
+    /// Those that did not end `ok`: a user error, a panic, an overload, a
+    /// disconnect, any other error.
+    pub failed_calls: u64,
+    /// Reads answered from the value cache.
+    pub cache_hits: u64,
+    /// Reads that went to the storage engine.
+    pub cache_misses: u64,
+}
+
+impl Stats {
+    /// The share of reads the value cache answered (0 when there were none).
+    pub fn cache_hit_ratio(&self) -> f64 {
+        let total = self.cache_hits + self.cache_misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / total as f64
+        }
+    }
 }
 
 /// Configures and starts a [`Runtime`].
@@ -87,6 +115,8 @@ pub struct RuntimeBuilder {
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
     websockets: crate::websocket::Limits,
+    metrics: crate::telemetry::Source,
+    instrument: bool,
     classes: Vec<ClassSpec>,
 }
 
@@ -95,6 +125,7 @@ struct ClassSpec {
     type_id: TypeId,
     name: &'static str,
     schema: &'static str,
+    methods: &'static [crate::private::MethodInfo],
     construct: fn(Ctx) -> Rc<dyn AnyObject>,
 }
 
@@ -108,6 +139,8 @@ pub(crate) struct Class {
     /// The namespace's number in the store: the first bytes of its keys.
     pub storage_namespace: u16,
     pub construct: fn(Ctx) -> Rc<dyn AnyObject>,
+    /// Metric handles of each method, with the method's name.
+    pub metrics: crate::telemetry::ClassMetrics,
 }
 
 /// The runtime's state, shared by stubs, environments and workers.
@@ -127,6 +160,21 @@ pub(crate) struct Shared {
     sockets: crate::websocket::Sockets,
     closing: AtomicBool,
     stopped: AtomicBool,
+    /// Spans and metrics on (a hidden switch, for measuring their cost).
+    instrument: bool,
+    pub(crate) metrics: Arc<crate::telemetry::RuntimeMetrics>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// Figures kept with plain atomics, for [`Runtime::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub live_instances: AtomicUsize,
+    pub open_connections: AtomicUsize,
+    pub calls: AtomicU64,
+    pub failed_calls: AtomicU64,
+    /// Each worker's value cache counts its hits and misses here.
+    pub caches: Vec<Arc<do_storage::CacheCounters>>,
 }
 
 impl Runtime {
@@ -145,6 +193,8 @@ impl Runtime {
             idle_timeout: Some(Duration::from_secs(30)),
             shutdown_deadline: Duration::from_secs(30),
             websockets: crate::websocket::Limits::default(),
+            metrics: crate::telemetry::Source::default(),
+            instrument: true,
             classes: Vec::new(),
         }
     }
@@ -165,13 +215,27 @@ impl Runtime {
     /// Headline figures of this runtime, for programs that want them
     /// without a metrics stack.
     pub fn stats(&self) -> Stats {
+        Self::stats_of(&self.shared)
+    }
+
+    pub(crate) fn stats_of(shared: &Arc<Shared>) -> Stats {
+        let counters = &shared.counters;
+        let (cache_hits, cache_misses) = counters.cache_figures();
+        let queued_calls = shared.registry().queued_total();
+        shared.metrics.queued_calls.set(queued_calls as f64);
         Stats {
-            storage: self
-                .shared
+            storage: shared
                 .store()
                 .map(|s| s.commit_stats())
                 .unwrap_or_default(),
-            websockets: self.shared.sockets().count(),
+            live_instances: counters.live_instances.load(Ordering::Relaxed),
+            queued_calls,
+            open_connections: counters.open_connections.load(Ordering::Relaxed),
+            websockets: shared.sockets().count(),
+            calls: counters.calls.load(Ordering::Relaxed),
+            failed_calls: counters.failed_calls.load(Ordering::Relaxed),
+            cache_hits,
+            cache_misses,
         }
     }
 
@@ -321,6 +385,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Records metrics through `recorder` instead of the global recorder of
+    /// the `metrics` crate. Without this, install the global recorder (your
+    /// exporter) before building the runtime: handles are taken at build time.
+    /// See [`telemetry`](crate::telemetry) for what is recorded.
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
+        self.metrics = crate::telemetry::Source::with(recorder);
+        self
+    }
+
+    /// Turns spans and metrics off, to measure what they cost.
+    #[doc(hidden)]
+    pub fn __instrument(mut self, on: bool) -> Self {
+        self.instrument = on;
+        self
+    }
+
     /// Fault injection for tests: delay every fsync by `delay`.
     #[doc(hidden)]
     pub fn __persist_delay(mut self, delay: Duration) -> Self {
@@ -334,6 +414,7 @@ impl RuntimeBuilder {
             type_id: TypeId::of::<T>(),
             name: T::CLASS,
             schema: T::SCHEMA,
+            methods: T::METHODS,
             construct: construct_erased::<T>,
         });
         self
@@ -361,7 +442,27 @@ impl RuntimeBuilder {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
-        let store = Store::open(&dir, self.store).map_err(|e| {
+        let n = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let metrics = Arc::new(self.metrics.runtime());
+        let counters = Arc::new(Counters {
+            caches: (0..n).map(|_| Arc::default()).collect(),
+            ..Counters::default()
+        });
+        let mut store_options = self.store.clone();
+        if self.instrument {
+            let (metrics, counters) = (metrics.clone(), counters.clone());
+            store_options.on_commit = Some(do_storage::CommitHook(Arc::new(move |group| {
+                metrics.commit_writes.record(group.writes as f64);
+                metrics.commit_seconds.record(group.persist.as_secs_f64());
+                metrics.bytes_written.increment(group.bytes);
+                let (hits, misses) = counters.cache_figures();
+                metrics.cache_hits.absolute(hits);
+                metrics.cache_misses.absolute(misses);
+            })));
+        }
+        let store = Store::open(&dir, store_options).map_err(|e| {
             Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
         })?;
         let secret = load_or_create_secret(&store)?;
@@ -377,11 +478,9 @@ impl RuntimeBuilder {
                 key: NamespaceKey::derive(&secret, spec.name),
                 storage_namespace,
                 construct: spec.construct,
+                metrics: self.metrics.class(spec.name, spec.methods),
             }));
         }
-        let n = self
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::unbounded_channel()).unzip();
         let shared = Arc::new(Shared {
@@ -396,9 +495,12 @@ impl RuntimeBuilder {
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
             registry: Registry::new(),
-            sockets: crate::websocket::Sockets::new(self.websockets),
+            sockets: crate::websocket::Sockets::new(self.websockets, metrics.websockets.clone()),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            instrument: self.instrument,
+            metrics,
+            counters,
         });
         for (i, rx) in receivers.into_iter().enumerate() {
             match worker::spawn(i, rx, shared.clone()) {
@@ -449,6 +551,10 @@ impl Shared {
         self.worker_io
     }
 
+    pub(crate) fn instrument(&self) -> bool {
+        self.instrument
+    }
+
     pub(crate) fn sockets(&self) -> &crate::websocket::Sockets {
         &self.sockets
     }
@@ -477,6 +583,25 @@ impl Shared {
         self.workers[worker]
             .send(msg)
             .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+    }
+
+    /// Whether the store is open and every worker answers a ping within
+    /// `within`; the error says what is wrong.
+    pub(crate) async fn readiness(&self, within: Duration) -> std::result::Result<(), String> {
+        if self.is_closing() || self.store().is_none() {
+            return Err("the runtime is shutting down".into());
+        }
+        for worker in 0..self.workers.len() {
+            let (done, answered) = tokio::sync::oneshot::channel();
+            self.send_msg(worker, WorkerMsg::Ping(done))
+                .map_err(|_| format!("worker {worker} has stopped"))?;
+            match tokio::time::timeout(within, answered).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(format!("worker {worker} has stopped")),
+                Err(_) => return Err(format!("worker {worker} did not answer within {within:?}")),
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn value_cache_per_worker(&self) -> usize {
@@ -553,5 +678,38 @@ impl Shared {
         if let Some(store) = store {
             store.close();
         }
+    }
+}
+
+impl Counters {
+    /// Hits and misses of every worker's value cache.
+    pub(crate) fn cache_figures(&self) -> (u64, u64) {
+        self.caches
+            .iter()
+            .fold((0, 0), |(h, m), c| (h + c.hits(), m + c.misses()))
+    }
+}
+
+/// Counts one open connection (of a server or a gateway) while it lives.
+pub(crate) struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    pub(crate) fn open(shared: &Arc<Shared>) -> Self {
+        shared
+            .counters
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
+        shared.metrics.open_connections.increment(1.0);
+        ConnectionGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.open_connections.decrement(1.0);
     }
 }

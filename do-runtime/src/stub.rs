@@ -6,10 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use crate::error::Error;
+use crate::telemetry::{MethodMetrics, Outcome};
+use crate::trace::{ShortId, TraceId};
 use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::private::Client;
@@ -236,15 +239,29 @@ impl RawStub {
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
     ) -> Call<O> {
+        self.call_traced(None, method, args, decode, fail)
+    }
+
+    /// [`RawStub::call`] joining trace `trace` (a remote caller's), or the
+    /// current one when `None`.
+    pub(crate) fn call_traced<O>(
+        &self,
+        trace: Option<u128>,
+        method: u32,
+        args: Result<Vec<u8>, Error>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
+        let watch = Watch::start(&self.target, method, trace);
         let sent = match args {
             Err(Error::Codec(e)) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
             Err(e) => Err(e),
             Ok(args) => match &self.target {
-                Target::Local(s) => s.send(method, args, false),
-                Target::Remote(r) => r.send(method, args),
+                Target::Local(s) => s.send(method, args, false, &watch),
+                Target::Remote(r) => r.send(method, args, watch.trace),
             },
         };
-        self.waiting(sent, decode, fail)
+        self.waiting(sent, decode, fail, watch)
     }
 
     /// Sends a call from the runtime itself (a WebSocket event): it may reach
@@ -256,13 +273,14 @@ impl RawStub {
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
     ) -> Call<O> {
+        let watch = Watch::start(&self.target, method, None);
         let sent = match &self.target {
-            Target::Local(s) => s.send(method, args, true),
+            Target::Local(s) => s.send(method, args, true, &watch),
             Target::Remote(_) => Err(Error::Unsupported(
                 "runtime events go to local objects only".into(),
             )),
         };
-        self.waiting(sent, decode, fail)
+        self.waiting(sent, decode, fail, watch)
     }
 
     fn waiting<O>(
@@ -270,8 +288,10 @@ impl RawStub {
         sent: Result<oneshot::Receiver<Reply>, Error>,
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
+        watch: Watch,
     ) -> Call<O> {
         Call {
+            watch,
             state: match sent {
                 Ok(rx) => State::Waiting(rx, self.target.clone()),
                 Err(e) => State::Failed(Some(e)),
@@ -289,6 +309,7 @@ impl StubShared {
         method: u32,
         args: Vec<u8>,
         system: bool,
+        watch: &Watch,
     ) -> Result<oneshot::Receiver<Reply>, Error> {
         if self.check_broken() {
             return Err(Error::Disconnected(
@@ -319,6 +340,8 @@ impl StubShared {
                 stub: self.clone(),
                 slot,
                 system,
+                trace: watch.trace,
+                span: watch.span.clone(),
             },
         };
         if let Err(e) = self.runtime.send(self.worker, envelope) {
@@ -338,6 +361,91 @@ pub struct Call<O> {
     state: State,
     decode: fn(&[u8]) -> O,
     fail: fn(Error) -> O,
+    watch: Watch,
+}
+
+/// What a call records when it ends: its span and, for calls to this
+/// runtime's objects, its metrics.
+pub(crate) struct Watch {
+    span: tracing::Span,
+    /// The trace the call belongs to; 0 when its span is disabled.
+    pub trace: u128,
+    /// Whether the method returns `Result`, when known.
+    fallible: bool,
+    local: Option<LocalWatch>,
+}
+
+struct LocalWatch {
+    started: Instant,
+    method: Arc<MethodMetrics>,
+    counters: Arc<crate::runtime::Counters>,
+}
+
+impl Watch {
+    fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
+        let (span, local, fallible) = match target {
+            Target::Local(s) if s.runtime.instrument() => {
+                let metrics = s.class.metrics.method(method);
+                let span = tracing::info_span!(
+                    target: "do_runtime::call",
+                    "call",
+                    class = %s.class.name,
+                    id = %ShortId(&s.id),
+                    method = metrics.info.name,
+                    trace_id = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
+                let local = LocalWatch {
+                    started: Instant::now(),
+                    method: metrics.clone(),
+                    counters: s.runtime.counters.clone(),
+                };
+                (span, Some(local), metrics.info.fallible)
+            }
+            Target::Local(_) => (tracing::Span::none(), None, false),
+            Target::Remote(r) => {
+                let info = r.method(method);
+                let span = tracing::info_span!(
+                    target: "do_runtime::call",
+                    "call",
+                    class = r.class_name(),
+                    id = %ShortId(r.id()),
+                    method = info.map_or("unknown", |m| m.name),
+                    remote = true,
+                    trace_id = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
+                (span, None, info.is_some_and(|m| m.fallible))
+            }
+        };
+        let trace = if span.is_disabled() {
+            trace.unwrap_or(0)
+        } else {
+            let trace = trace.unwrap_or_else(crate::trace::current_or_new);
+            span.record("trace_id", tracing::field::display(TraceId(trace)));
+            trace
+        };
+        Watch {
+            span,
+            trace,
+            fallible,
+            local,
+        }
+    }
+
+    fn finish(&mut self, reply: &Reply) {
+        let outcome = Outcome::of(reply, self.fallible);
+        if let Some(local) = self.local.take() {
+            local
+                .method
+                .record(outcome, local.started.elapsed().as_secs_f64());
+            local.counters.calls.fetch_add(1, Ordering::Relaxed);
+            if !matches!(outcome, Outcome::Ok) {
+                local.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.span.record("outcome", outcome.as_str());
+    }
 }
 
 enum State {
@@ -350,28 +458,32 @@ impl<O> Future for Call<O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
         let this = self.get_mut();
-        match &mut this.state {
+        let reply: Reply = match &mut this.state {
             State::Waiting(rx, stub) => match Pin::new(rx).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(Ok(bytes))) => Poll::Ready((this.decode)(&bytes)),
-                Poll::Ready(Ok(Err(e))) => {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(reply)) => {
                     // A panic in a method breaks the stub through the reset's
                     // new generation; a panic in a constructor breaks nothing.
-                    if matches!(e, Error::Disconnected(_)) {
+                    if matches!(reply, Err(Error::Disconnected(_))) {
                         stub.mark_broken();
                     }
-                    Poll::Ready((this.fail)(e))
+                    reply
                 }
                 Poll::Ready(Err(_)) => {
                     stub.mark_broken();
-                    Poll::Ready((this.fail)(Error::Disconnected(
+                    Err(Error::Disconnected(
                         "the object's instance was reset or the runtime shut down".into(),
-                    )))
+                    ))
                 }
             },
-            State::Failed(e) => Poll::Ready((this.fail)(e.take().unwrap_or_else(|| {
+            State::Failed(e) => Err(e.take().unwrap_or_else(|| {
                 Error::Disconnected("the call's future was polled after it completed".into())
-            }))),
-        }
+            })),
+        };
+        this.watch.finish(&reply);
+        Poll::Ready(match reply {
+            Ok(bytes) => (this.decode)(&bytes),
+            Err(e) => (this.fail)(e),
+        })
     }
 }

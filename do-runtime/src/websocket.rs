@@ -215,12 +215,13 @@ pub(crate) struct SocketGroup {
 }
 
 /// Every socket of one runtime.
-#[derive(Default)]
 pub(crate) struct Sockets {
     next_id: AtomicU64,
     groups: Mutex<HashMap<crate::worker::ObjectKey, Arc<SocketGroup>>>,
     by_id: Mutex<HashMap<u64, Arc<SocketEntry>>>,
     limits: Limits,
+    /// `do_websockets`: how many sockets are kept.
+    gauge: metrics::Gauge,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -230,11 +231,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Sockets {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, gauge: metrics::Gauge) -> Self {
         Sockets {
             next_id: AtomicU64::new(1),
+            groups: Mutex::default(),
+            by_id: Mutex::default(),
             limits,
-            ..Sockets::default()
+            gauge,
         }
     }
 
@@ -308,6 +311,7 @@ impl Sockets {
                 for id in &stale {
                     by_id.remove(id);
                 }
+                self.gauge.set(by_id.len() as f64);
             }
             if sockets.len() >= self.limits.per_object {
                 return Err(Error::WebSocketLimit(format!(
@@ -331,7 +335,11 @@ impl Sockets {
             sockets.push(entry.clone());
             Ok(entry)
         })?;
-        lock(&self.by_id).insert(entry.id, entry.clone());
+        {
+            let mut by_id = lock(&self.by_id);
+            by_id.insert(entry.id, entry.clone());
+            self.gauge.set(by_id.len() as f64);
+        }
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
         response
@@ -370,7 +378,11 @@ impl Sockets {
     /// Forgets a socket for good.
     pub(crate) fn remove(&self, entry: &Arc<SocketEntry>) {
         entry.state.store(CLOSED, Ordering::Release);
-        lock(&self.by_id).remove(&entry.id);
+        {
+            let mut by_id = lock(&self.by_id);
+            by_id.remove(&entry.id);
+            self.gauge.set(by_id.len() as f64);
+        }
         let group = &entry.group;
         let empty = {
             let mut sockets = lock(&group.sockets);

@@ -38,6 +38,9 @@ pub(crate) enum Kind {
         slot: crate::registry::QueueSlot,
         /// Sent by the runtime itself (a WebSocket event): may reach handlers.
         system: bool,
+        /// The caller's trace (0: none) and span, which the object's span joins.
+        trace: u128,
+        span: tracing::Span,
     },
     /// A closure run with the object's context, in order with its calls.
     Run(Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send>),
@@ -56,6 +59,8 @@ pub(crate) enum WorkerMsg {
         deadline: Instant,
         done: oneshot::Sender<()>,
     },
+    /// Answer at once: the worker is responsive.
+    Ping(oneshot::Sender<()>),
     Stop,
 }
 
@@ -90,20 +95,23 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            LocalSet::new().block_on(&rt, route(rx, shared));
+            LocalSet::new().block_on(&rt, route(index, rx, shared));
         })
 }
 
 /// Routes each message to its object's mailbox, starting the object's task on
 /// its first message. One FIFO channel per worker keeps each stub's calls in order.
-async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) {
+async fn route(index: usize, mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) {
     // The store is held for the worker's life; the runtime takes its own
     // copy out at stop.
     let Some(store) = shared.store() else { return };
     let local = WorkerLocal {
         shared: shared.clone(),
         store,
-        cache: ValueCache::new(shared.value_cache_per_worker()),
+        cache: ValueCache::with_counters(
+            shared.value_cache_per_worker(),
+            shared.counters.caches.get(index).cloned().unwrap_or_default(),
+        ),
         objects: Objects::default(),
     };
     let objects = &local.objects;
@@ -142,6 +150,9 @@ async fn route(mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) 
             }
             WorkerMsg::Drain { deadline, done } => {
                 tokio::task::spawn_local(drain(objects.clone(), deadline, done));
+            }
+            WorkerMsg::Ping(done) => {
+                let _ = done.send(());
             }
             WorkerMsg::Stop => break,
         }

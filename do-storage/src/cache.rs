@@ -2,6 +2,8 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::Slice;
 use lru::LruCache;
@@ -23,14 +25,32 @@ const ENTRY_OVERHEAD: usize = 64;
 #[derive(Clone)]
 pub struct ValueCache {
     inner: Rc<RefCell<Inner>>,
+    counters: Arc<CacheCounters>,
 }
 
 struct Inner {
     map: LruCache<Vec<u8>, Option<Slice>>,
     bytes: usize,
     limit: usize,
-    hits: u64,
-    misses: u64,
+}
+
+/// The hit and miss counters of a [`ValueCache`], readable from any thread.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl CacheCounters {
+    /// Lookups answered from the cache so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that went to the engine so far.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
 }
 
 /// Counters of a [`ValueCache`].
@@ -53,30 +73,33 @@ fn cost(key: &[u8], value: &Option<Slice>) -> usize {
 impl ValueCache {
     /// A cache holding at most `limit_bytes`. Zero disables it.
     pub fn new(limit_bytes: usize) -> Self {
+        Self::with_counters(limit_bytes, Arc::default())
+    }
+
+    /// A cache that counts its hits and misses in `counters`, which another
+    /// thread may read.
+    pub fn with_counters(limit_bytes: usize, counters: Arc<CacheCounters>) -> Self {
         ValueCache {
             inner: Rc::new(RefCell::new(Inner {
                 map: LruCache::unbounded(),
                 bytes: 0,
                 limit: limit_bytes,
-                hits: 0,
-                misses: 0,
             })),
+            counters,
         }
     }
 
     /// `Some(value)` when the cache knows the key: `Some(None)` means known absent.
     pub fn get(&self, key: &[u8]) -> Option<Option<Slice>> {
         let mut inner = self.inner.borrow_mut();
-        match inner.map.get(key).cloned() {
-            Some(v) => {
-                inner.hits += 1;
-                Some(v)
-            }
-            None => {
-                inner.misses += 1;
-                None
-            }
-        }
+        let found = inner.map.get(key).cloned();
+        let counter = if found.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Records the committed value of `key` (`None`: absent).
@@ -105,8 +128,8 @@ impl ValueCache {
     pub fn stats(&self) -> CacheStats {
         let inner = self.inner.borrow();
         CacheStats {
-            hits: inner.hits,
-            misses: inner.misses,
+            hits: self.counters.hits(),
+            misses: self.counters.misses(),
             bytes: inner.bytes,
             entries: inner.map.len(),
         }

@@ -126,13 +126,14 @@ impl Committer {
         db: Database,
         data: Keyspace,
         persist_delay: std::time::Duration,
+        on_commit: Option<crate::store::CommitHook>,
     ) -> Result<Committer> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
-            .spawn(move || run(&db, &data, &rx, &counters, persist_delay))
+            .spawn(move || run(&db, &data, &rx, &counters, persist_delay, on_commit.as_ref()))
             .map_err(|e| {
                 StorageError::Engine(format!("cannot start the commit thread: {e}").into())
             })?;
@@ -186,6 +187,7 @@ fn run(
     rx: &mpsc::Receiver<Job>,
     stats: &Counters,
     delay: std::time::Duration,
+    hook: Option<&crate::store::CommitHook>,
 ) {
     let mut group = Group::default();
     let mut stopping = false;
@@ -204,7 +206,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(db, data, &mut group, stats, delay);
+        commit_group(db, data, &mut group, stats, delay, hook);
     }
     // Whatever is still queued after a stop was submitted before it: commit it too.
     while let Ok(job) = rx.try_recv() {
@@ -212,7 +214,7 @@ fn run(
             group.take(job);
         }
     }
-    commit_group(db, data, &mut group, stats, delay);
+    commit_group(db, data, &mut group, stats, delay, hook);
 }
 
 /// The batches and releases gathered for one fsync.
@@ -243,6 +245,7 @@ fn commit_group(
     group: &mut Group,
     stats: &Counters,
     delay: std::time::Duration,
+    hook: Option<&crate::store::CommitHook>,
 ) {
     let Group {
         commits: group,
@@ -277,9 +280,29 @@ fn commit_group(
     }
     let persist_start = std::time::Instant::now();
     let outcome = applied.and_then(|()| db.persist(PersistMode::SyncData));
+    let persist = persist_start.elapsed();
     stats
         .persist_nanos
-        .fetch_add(persist_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        .fetch_add(persist.as_nanos() as u64, Ordering::Relaxed);
+    let summary = crate::store::CommitGroup {
+        batches: group.len() as u64,
+        writes,
+        bytes,
+        persist,
+        failed: outcome.is_err(),
+    };
+    tracing::debug!(
+        target: "do_storage::commit",
+        batches = summary.batches,
+        writes,
+        bytes,
+        persist_us = persist.as_micros() as u64,
+        failed = summary.failed,
+        "commit group"
+    );
+    if let Some(hook) = hook {
+        (hook.0)(&summary);
+    }
     stats.groups.fetch_add(1, Ordering::Relaxed);
     stats
         .batches

@@ -37,11 +37,11 @@ mod object;
 mod store;
 mod txn;
 
-pub use cache::{CacheStats, ValueCache};
+pub use cache::{CacheCounters, CacheStats, ValueCache};
 pub use committer::{CommitStats, Release};
 pub use error::{Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;
 pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
-pub use store::{Store, StoreOptions};
+pub use store::{CommitGroup, CommitHook, Store, StoreOptions};
 pub use txn::{Txn, TxnOutcome};

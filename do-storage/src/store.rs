@@ -21,6 +21,9 @@ pub struct StoreOptions {
     /// batch stays applied-but-not-durable for a while. Zero in production.
     #[doc(hidden)]
     pub persist_delay: std::time::Duration,
+    /// Called on the commit thread after every commit group, with what it
+    /// wrote and how long its fsync took.
+    pub on_commit: Option<CommitHook>,
 }
 
 impl Default for StoreOptions {
@@ -28,7 +31,35 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 64 * 1024 * 1024,
             persist_delay: std::time::Duration::ZERO,
+            on_commit: None,
         }
+    }
+}
+
+/// What one commit group did: one engine batch and one fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitGroup {
+    /// Object batches in the group.
+    pub batches: u64,
+    /// Keys written or deleted.
+    pub writes: u64,
+    /// Bytes of keys and values written.
+    pub bytes: u64,
+    /// How long the fsync took.
+    pub persist: std::time::Duration,
+    /// Whether it failed.
+    pub failed: bool,
+}
+
+/// A callback run after each commit group (see [`StoreOptions::on_commit`]).
+/// It runs on the commit thread: keep it short.
+#[derive(Clone)]
+pub struct CommitHook(pub std::sync::Arc<dyn Fn(&CommitGroup) + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
     }
 }
 
@@ -70,7 +101,12 @@ impl Store {
             .open()?;
         let data = db.keyspace("objects", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let committer = Committer::start(db.clone(), data.clone(), options.persist_delay)?;
+        let committer = Committer::start(
+            db.clone(),
+            data.clone(),
+            options.persist_delay,
+            options.on_commit.clone(),
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,

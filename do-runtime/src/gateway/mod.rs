@@ -43,6 +43,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use route::{RouteFuture, default_route};
+/// The Prometheus exporter the gateway's `/metrics` renders (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub use metrics_exporter_prometheus as prometheus;
 
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -58,6 +61,9 @@ pub struct GatewayBuilder {
     addr: SocketAddr,
     router: Arc<Router>,
     max_body_bytes: usize,
+    health: bool,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// A running HTTP gateway. Dropping it (or [`Gateway::shutdown`]) stops
@@ -78,6 +84,9 @@ impl Runtime {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             router: Arc::new(|request, env| Box::pin(default_route(request, env))),
             max_body_bytes: 16 * 1024 * 1024,
+            health: false,
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
         }
     }
 }
@@ -110,6 +119,41 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves `/healthz` (200 while the gateway runs: liveness) and
+    /// `/readyz` (200 when the storage is open and every worker thread
+    /// answers within a second, 503 with the reason otherwise), ahead of the
+    /// router. Off by default.
+    pub fn health(mut self, on: bool) -> Self {
+        self.health = on;
+        self
+    }
+
+    /// Serves the metrics `handle` renders at `/metrics`, in Prometheus text
+    /// format, ahead of the router. Off unless called. The runtime must record
+    /// into the matching recorder: pass it to
+    /// [`RuntimeBuilder::metrics_recorder`](crate::RuntimeBuilder::metrics_recorder)
+    /// or install it globally before building the runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), do_runtime::Error> {
+    /// use std::sync::Arc;
+    /// use do_runtime::gateway::prometheus::PrometheusBuilder;
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let handle = recorder.handle();
+    /// let rt = do_runtime::Runtime::builder()
+    ///     .data_dir("data")
+    ///     .metrics_recorder(Arc::new(recorder))
+    ///     .build()?;
+    /// let gateway = rt.gateway().prometheus(handle).health(true).start().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.prometheus = Some(handle);
+        self
+    }
+
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Gateway> {
         let listener = TcpListener::bind(self.addr)
@@ -124,6 +168,9 @@ impl GatewayBuilder {
             shared: self.shared,
             router: self.router,
             max_body_bytes: self.max_body_bytes,
+            health: self.health,
+            #[cfg(feature = "prometheus")]
+            prometheus: self.prometheus,
             stopped,
         });
         let task = tokio::spawn(accept_loop(listener, state));
@@ -169,6 +216,9 @@ struct State {
     env: Env,
     router: Arc<Router>,
     max_body_bytes: usize,
+    health: bool,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     stopped: watch::Receiver<bool>,
 }
 
@@ -183,6 +233,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 connections.spawn(async move {
+                    let _open = crate::runtime::ConnectionGuard::open(&state.shared);
                     let service = hyper::service::service_fn(move |request| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(&state, request).await) }
@@ -209,6 +260,9 @@ async fn handle(
     state: &Arc<State>,
     mut request: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
+    if let Some(response) = operations(state, request.uri().path()).await {
+        return to_hyper(response);
+    }
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, state.max_body_bytes).collect().await {
@@ -269,6 +323,32 @@ async fn handle(
             "the object answered 101 without accepting a WebSocket".to_owned(),
         )),
         _ => to_hyper(response),
+    }
+}
+
+/// The health and metrics endpoints, when configured.
+async fn operations(state: &State, path: &str) -> Option<Response> {
+    match path {
+        "/healthz" if state.health => Some(plain(StatusCode::OK, "ok".to_owned())),
+        "/readyz" if state.health => Some(
+            match state.shared.readiness(std::time::Duration::from_secs(1)).await {
+                Ok(()) => plain(StatusCode::OK, "ready".to_owned()),
+                Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, reason),
+            },
+        ),
+        #[cfg(feature = "prometheus")]
+        "/metrics" => {
+            let handle = state.prometheus.as_ref()?;
+            // Refresh the figures kept outside the metrics facade.
+            let _ = Runtime::stats_of(&state.shared);
+            let mut response = Response::new(handle.render().into());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Some(response)
+        }
+        _ => None,
     }
 }
 

@@ -292,13 +292,20 @@ impl ClientShared {
     }
 
     /// A stub for `id` of `class`, on the current connection.
-    pub(crate) fn stub(&self, class: &RemoteClass, id: DurableObjectId) -> RemoteStub {
+    pub(crate) fn stub(
+        &self,
+        class: &Arc<RemoteClass>,
+        id: DurableObjectId,
+        methods: &'static [crate::private::MethodInfo],
+    ) -> RemoteStub {
         let conn = self.connection();
         let number = conn.state.next_stub.fetch_add(1, Ordering::Relaxed);
         RemoteStub {
             conn,
             number,
             class: class.index,
+            info: class.clone(),
+            methods,
             wrong_namespace: (id.namespace_tag() != class.key.tag()).then(|| class.name.clone()),
             id,
             broken: AtomicBool::new(false),
@@ -311,6 +318,9 @@ pub(crate) struct RemoteStub {
     conn: Connection,
     number: u64,
     class: u32,
+    info: Arc<RemoteClass>,
+    /// The methods of the class, as the client's code knows them.
+    methods: &'static [crate::private::MethodInfo],
     id: DurableObjectId,
     /// Set when the id belongs to another namespace: every call fails.
     wrong_namespace: Option<String>,
@@ -332,7 +342,20 @@ impl RemoteStub {
 
     /// Puts one call on the connection now (so calls keep their order) and
     /// returns where its reply will arrive.
-    pub fn send(&self, method: u32, args: Vec<u8>) -> Result<oneshot::Receiver<Reply>> {
+    pub fn class_name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn method(&self, method: u32) -> Option<&'static crate::private::MethodInfo> {
+        self.methods.iter().find(|m| m.id == method)
+    }
+
+    pub fn send(
+        &self,
+        method: u32,
+        args: Vec<u8>,
+        trace: u128,
+    ) -> Result<oneshot::Receiver<Reply>> {
         if let Some(class) = &self.wrong_namespace {
             return Err(Error::WrongNamespace {
                 class: class.clone(),
@@ -353,6 +376,7 @@ impl RemoteStub {
                 id: self.id.as_bytes().to_vec(),
                 method,
                 args,
+                trace,
             },
             &mut frame,
         )?;

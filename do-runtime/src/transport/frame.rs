@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// Bumped whenever a frame changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,8 @@ pub enum ClientFrame {
         id: Vec<u8>,
         method: u32,
         args: Vec<u8>,
+        /// The caller's trace id (0: none), which the server's spans join.
+        trace: u128,
     },
     /// The client dropped stub `stub`; the server may forget it.
     DropStub { stub: u64 },
@@ -183,6 +185,7 @@ mod tests {
                 id: vec![9; 32],
                 method: 0xdead_beef,
                 args: vec![1, 2, 3],
+                trace: 0,
             },
             ClientFrame::Call {
                 call: u64::MAX,
@@ -191,6 +194,7 @@ mod tests {
                 id: vec![],
                 method: 0,
                 args: vec![0; 300],
+                trace: u128::MAX,
             },
             ClientFrame::DropStub { stub: 12345 },
         ];

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::runtime::{Runtime, Shared};
+use crate::runtime::ConnectionGuard;
 use crate::stub::{RawStub, Reply};
 use crate::transport::frame::{
     self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
@@ -203,6 +204,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, config: Config) {
         }
         let (shared, config, welcome) = (shared.clone(), config.clone(), welcome.clone());
         connections.spawn(async move {
+            let _open = ConnectionGuard::open(&shared);
             if let Err(reason) = serve_connection(stream, &shared, &config, &welcome).await {
                 tracing::warn!(%peer, %reason, "closed a client connection");
             }
@@ -383,6 +385,7 @@ impl Connection<'_> {
                 id,
                 method,
                 args,
+                trace,
             } => {
                 let caller = match self.stubs.get(&stub) {
                     Some(caller) if caller.class == class && caller.id == id => caller,
@@ -409,7 +412,8 @@ impl Connection<'_> {
                         }
                     }
                 };
-                let reply = caller.stub.call(method, Ok(args), reply_bytes, Err);
+                let trace = (trace != 0).then_some(trace);
+                let reply = caller.stub.call_traced(trace, method, Ok(args), reply_bytes, Err);
                 self.pending.push(PendingReply { call, reply });
                 Ok(())
             }
