@@ -343,7 +343,10 @@ impl ObjectTask {
         self.running.push(Running { reply, call, watch });
     }
 
-    fn finish(&mut self, (reply, outcome, watch): (Option<oneshot::Sender<Reply>>, Outcome, HandleWatch)) {
+    fn finish(
+        &mut self,
+        (reply, outcome, watch): (Option<oneshot::Sender<Reply>>, Outcome, HandleWatch),
+    ) {
         match &outcome {
             Outcome::Done(result) => watch.finish(result),
             Outcome::Panicked(message) => watch.finish(&Err(Error::Panicked(message.clone()))),
@@ -498,7 +501,10 @@ impl Drop for ObjectTask {
     fn drop(&mut self) {
         // Stopped with its instance live (the runtime stopped).
         if self.instance.is_some() {
-            self.shared.counters.live_instances.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .live_instances
+                .fetch_sub(1, Ordering::Relaxed);
             self.shared.metrics.live_instances.decrement(1.0);
         }
     }

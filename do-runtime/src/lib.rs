@@ -137,9 +137,9 @@ mod runtime;
 mod storage;
 mod stub;
 pub mod telemetry;
-mod trace;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trace;
 mod transport;
 pub mod websocket;
 mod worker;

@@ -224,10 +224,7 @@ impl Runtime {
         let queued_calls = shared.registry().queued_total();
         shared.metrics.queued_calls.set(queued_calls as f64);
         Stats {
-            storage: shared
-                .store()
-                .map(|s| s.commit_stats())
-                .unwrap_or_default(),
+            storage: shared.store().map(|s| s.commit_stats()).unwrap_or_default(),
             live_instances: counters.live_instances.load(Ordering::Relaxed),
             queued_calls,
             open_connections: counters.open_connections.load(Ordering::Relaxed),

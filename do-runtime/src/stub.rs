@@ -11,13 +11,13 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::telemetry::{MethodMetrics, Outcome};
-use crate::trace::{ShortId, TraceId};
 use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::private::Client;
 use crate::registry::ObjectHandle;
 use crate::runtime::{Class, Shared};
+use crate::telemetry::{MethodMetrics, Outcome};
+use crate::trace::{ShortId, TraceId};
 use crate::worker::{Envelope, Kind};
 
 /// What a call's reply carries: the encoded result, or an error on the way.

@@ -190,9 +190,8 @@ impl Source {
             };
             Arc::new(MethodMetrics {
                 info,
-                outcomes: Outcome::ALL.map(|o| {
-                    self.counter(Key::from_parts("do_calls_total", labels(Some(o))))
-                }),
+                outcomes: Outcome::ALL
+                    .map(|o| self.counter(Key::from_parts("do_calls_total", labels(Some(o))))),
                 duration: self.histogram(Key::from_parts("do_call_duration_seconds", labels(None))),
             })
         };
@@ -207,8 +206,5 @@ impl Source {
     }
 }
 
-static META: Metadata<'static> = Metadata::new(
-    module_path!(),
-    metrics::Level::INFO,
-    Some(module_path!()),
-);
+static META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));

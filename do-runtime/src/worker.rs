@@ -110,7 +110,12 @@ async fn route(index: usize, mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared:
         store,
         cache: ValueCache::with_counters(
             shared.value_cache_per_worker(),
-            shared.counters.caches.get(index).cloned().unwrap_or_default(),
+            shared
+                .counters
+                .caches
+                .get(index)
+                .cloned()
+                .unwrap_or_default(),
         ),
         objects: Objects::default(),
     };

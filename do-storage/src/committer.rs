@@ -133,7 +133,16 @@ impl Committer {
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
-            .spawn(move || run(&db, &data, &rx, &counters, persist_delay, on_commit.as_ref()))
+            .spawn(move || {
+                run(
+                    &db,
+                    &data,
+                    &rx,
+                    &counters,
+                    persist_delay,
+                    on_commit.as_ref(),
+                )
+            })
             .map_err(|e| {
                 StorageError::Engine(format!("cannot start the commit thread: {e}").into())
             })?;

@@ -12,6 +12,7 @@ mod gateway;
 mod identity;
 mod lifecycle;
 mod macro_ui;
+mod observability;
 mod persistence;
 mod remote;
 mod storage_api;

@@ -1,5 +1,6 @@
 //! Objects and helpers shared by the behaviour tests in `spec/`.
 
+pub mod capture;
 pub mod client;
 pub mod objects;
 pub mod web;

@@ -42,10 +42,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use route::{RouteFuture, default_route};
 /// The Prometheus exporter the gateway's `/metrics` renders (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use metrics_exporter_prometheus as prometheus;
+pub use route::{RouteFuture, default_route};
 
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -331,7 +331,11 @@ async fn operations(state: &State, path: &str) -> Option<Response> {
     match path {
         "/healthz" if state.health => Some(plain(StatusCode::OK, "ok".to_owned())),
         "/readyz" if state.health => Some(
-            match state.shared.readiness(std::time::Duration::from_secs(1)).await {
+            match state
+                .shared
+                .readiness(std::time::Duration::from_secs(1))
+                .await
+            {
                 Ok(()) => plain(StatusCode::OK, "ready".to_owned()),
                 Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, reason),
             },

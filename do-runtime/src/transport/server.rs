@@ -18,8 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
-use crate::runtime::{Runtime, Shared};
 use crate::runtime::ConnectionGuard;
+use crate::runtime::{Runtime, Shared};
 use crate::stub::{RawStub, Reply};
 use crate::transport::frame::{
     self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
@@ -413,7 +413,9 @@ impl Connection<'_> {
                     }
                 };
                 let trace = (trace != 0).then_some(trace);
-                let reply = caller.stub.call_traced(trace, method, Ok(args), reply_bytes, Err);
+                let reply = caller
+                    .stub
+                    .call_traced(trace, method, Ok(args), reply_bytes, Err);
                 self.pending.push(PendingReply { call, reply });
                 Ok(())
             }
