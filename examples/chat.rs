@@ -20,6 +20,7 @@ use do_runtime::Runtime;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    counter_object::init_tracing();
     counter_object::exit(run().await)
 }
 

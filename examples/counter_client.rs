@@ -13,6 +13,7 @@ use do_runtime::Client;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    counter_object::init_tracing();
     counter_object::exit(run().await)
 }
 

@@ -37,3 +37,15 @@ pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> std::process::Exi
         }
     }
 }
+
+/// Logs to stderr as `RUST_LOG` says (default: warnings). Try
+/// `RUST_LOG=do_runtime=debug` to see a span per call and the lifecycle
+/// events, or `RUST_LOG=do_storage::commit=debug` for every commit group.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

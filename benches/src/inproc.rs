@@ -66,16 +66,28 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
         .register::<Adder>()
         .build()
         .expect("runtime");
-    let ns = rt.namespace::<Adder>();
-    let stubs: Arc<Vec<_>> = Arc::new(
-        (0..objects)
-            .map(|o| ns.get_by_name(&format!("a{o}")))
-            .collect(),
-    );
+    // The same runtime without spans and metrics: what instrumentation
+    // costs with no subscriber and no recorder installed.
+    let dir_off = tempfile::tempdir().expect("tempdir");
+    let rt_off = Runtime::builder()
+        .data_dir(dir_off.path())
+        .register::<Adder>()
+        .__instrument(false)
+        .build()
+        .expect("runtime");
+    let make = |rt: &Runtime| -> Arc<Vec<_>> {
+        let ns = rt.namespace::<Adder>();
+        Arc::new(
+            (0..objects)
+                .map(|o| ns.get_by_name(&format!("a{o}")))
+                .collect(),
+        )
+    };
+    let (stubs, stubs_off) = (make(&rt), make(&rt_off));
     let actors: Arc<Vec<_>> =
         Arc::new(tokio.block_on(async { (0..objects).map(|_| spawn_actor()).collect() }));
     let d = config.duration;
-    let run = |use_raw: bool| {
+    let run = |use_raw: bool, stubs: &Arc<Vec<do_runtime::Stub<Adder>>>| {
         let (stubs, actors) = (stubs.clone(), actors.clone());
         tokio.block_on(async move {
             let done = Arc::new(AtomicU64::new(0));
@@ -109,8 +121,9 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
             done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
         })
     };
-    let mut ours = || run(false);
-    let mut raw = || run(true);
+    let mut ours = || run(false, &stubs);
+    let mut raw = || run(true, &stubs);
+    let mut off = || run(false, &stubs_off);
     let series = interleave(
         config,
         &mut [
@@ -119,6 +132,11 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
                 "raw mpsc+oneshot actor, postcard",
                 Unit::OpsPerSec,
                 &mut raw,
+            ),
+            (
+                "do-runtime stub, instrumentation off",
+                Unit::OpsPerSec,
+                &mut off,
             ),
         ],
     );

@@ -312,24 +312,31 @@ impl ObjectTask {
         if !self.shared.instrument() {
             return HandleWatch::none();
         }
-        let info = self.class.metrics.method(method).info;
+        // The method's name is looked up only when the span is enabled.
         let span = tracing::info_span!(
             target: "do_runtime::handle",
             parent: caller,
             "handle",
             class = %self.class.name,
             id = %ShortId(&self.id),
-            method = info.name,
+            method = self.class.metrics.method(method).info.name,
             trace_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
+        if span.is_disabled() {
+            return HandleWatch {
+                span,
+                trace,
+                fallible: false,
+            };
+        }
         if trace != 0 {
             span.record("trace_id", tracing::field::display(TraceId(trace)));
         }
         HandleWatch {
             span,
             trace,
-            fallible: info.fallible,
+            fallible: self.class.metrics.method(method).info.fallible,
         }
     }
 

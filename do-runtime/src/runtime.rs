@@ -4,7 +4,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -171,8 +171,8 @@ pub(crate) struct Shared {
 pub(crate) struct Counters {
     pub live_instances: AtomicUsize,
     pub open_connections: AtomicUsize,
-    pub calls: AtomicU64,
-    pub failed_calls: AtomicU64,
+    pub calls: crate::telemetry::Sharded,
+    pub failed_calls: crate::telemetry::Sharded,
     /// Each worker's value cache counts its hits and misses here.
     pub caches: Vec<Arc<do_storage::CacheCounters>>,
 }
@@ -229,8 +229,8 @@ impl Runtime {
             queued_calls,
             open_connections: counters.open_connections.load(Ordering::Relaxed),
             websockets: shared.sockets().count(),
-            calls: counters.calls.load(Ordering::Relaxed),
-            failed_calls: counters.failed_calls.load(Ordering::Relaxed),
+            calls: counters.calls.sum(),
+            failed_calls: counters.failed_calls.sum(),
             cache_hits,
             cache_misses,
         }

@@ -439,9 +439,9 @@ impl Watch {
             local
                 .method
                 .record(outcome, local.started.elapsed().as_secs_f64());
-            local.counters.calls.fetch_add(1, Ordering::Relaxed);
+            local.counters.calls.add(1);
             if !matches!(outcome, Outcome::Ok) {
-                local.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                local.counters.failed_calls.add(1);
             }
         }
         self.span.record("outcome", outcome.as_str());

@@ -29,8 +29,8 @@
 //! `disconnected`, `error`. Calls are counted by the runtime that owns the
 //! object, whether they came from a local stub or over the network.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 
@@ -103,15 +103,51 @@ impl MethodMetrics {
     }
 }
 
-/// The handles of one class, by method id; unknown ids share one entry.
+/// The handles of one class, sorted by method id (a class has few methods:
+/// a binary search beats hashing); unknown ids share one entry.
 pub(crate) struct ClassMetrics {
-    methods: HashMap<u32, Arc<MethodMetrics>>,
+    methods: Vec<(u32, Arc<MethodMetrics>)>,
     unknown: Arc<MethodMetrics>,
 }
 
 impl ClassMetrics {
     pub(crate) fn method(&self, id: u32) -> &Arc<MethodMetrics> {
-        self.methods.get(&id).unwrap_or(&self.unknown)
+        match self.methods.binary_search_by_key(&id, |(m, _)| *m) {
+            Ok(i) => &self.methods[i].1,
+            Err(_) => &self.unknown,
+        }
+    }
+}
+
+/// A counter spread over cache lines, so threads adding to it at once do
+/// not contend; reading sums the shards.
+#[derive(Default)]
+pub(crate) struct Sharded {
+    shards: [Padded; 16],
+}
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % 16
+    };
+}
+
+impl Sharded {
+    pub(crate) fn add(&self, n: u64) {
+        let shard = SHARD.with(|s| *s);
+        self.shards[shard].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -195,8 +231,11 @@ impl Source {
                 duration: self.histogram(Key::from_parts("do_call_duration_seconds", labels(None))),
             })
         };
+        let mut methods: Vec<_> = methods.iter().map(|m| (m.id, method(*m))).collect();
+        methods.sort_by_key(|(id, _)| *id);
+        methods.dedup_by_key(|(id, _)| *id);
         ClassMetrics {
-            methods: methods.iter().map(|m| (m.id, method(*m))).collect(),
+            methods,
             unknown: method(MethodInfo {
                 id: 0,
                 name: "unknown",
