@@ -316,8 +316,9 @@ impl Generator<'_> {
                 let mut __input: &[u8] = __call.args;
                 #decode
                 ::do_runtime::__private::finish_args(#class, "fetch", __input)?;
+                let __ctx = ::core::clone::Clone::clone(__call.ctx);
                 return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
-                    let __result = self.fetch(#ident).await;
+                    let __result = ::do_runtime::__private::fetch_scope(&__ctx, self.fetch(#ident)).await;
                     #encode
                 }));
             }

@@ -156,14 +156,25 @@ fn wire_headers(headers: &http::HeaderMap) -> Vec<(String, Bytes)> {
         .collect()
 }
 
+/// The most headers a request or response may carry across a call.
+const MAX_HEADERS: usize = 1024;
+
 fn header_map(headers: Vec<(String, Bytes)>) -> Result<http::HeaderMap, Error> {
-    let mut map = http::HeaderMap::with_capacity(headers.len());
+    if headers.len() > MAX_HEADERS {
+        return Err(Error::Codec(format!(
+            "{} headers; at most {MAX_HEADERS} cross a call",
+            headers.len()
+        )));
+    }
+    let mut map = http::HeaderMap::try_with_capacity(headers.len())
+        .map_err(|e| Error::Codec(format!("too many headers: {e}")))?;
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| Error::Codec(format!("invalid header name {name:?}: {e}")))?;
         let value = HeaderValue::from_maybe_shared(value)
             .map_err(|e| Error::Codec(format!("invalid value of header {name}: {e}")))?;
-        map.append(name, value);
+        map.try_append(name, value)
+            .map_err(|e| Error::Codec(format!("too many headers: {e}")))?;
     }
     Ok(map)
 }
@@ -220,9 +231,14 @@ pub(crate) fn decode_untyped_reply(bytes: &[u8]) -> Result<Response, Error> {
         .map_err(|e| Error::Codec(format!("cannot decode the fetch reply: {e}")))?;
     match reply {
         WireFetchReply::Ok(response) => response.into_response(),
-        WireFetchReply::Err { runtime, .. } => {
-            Err(runtime.unwrap_or_else(|| Error::App("the fetch handler returned an error".into())))
-        }
+        // A bad request stays one; any other error the handler returned is a
+        // failure inside the object, whatever it says.
+        WireFetchReply::Err { runtime, .. } => Err(match runtime {
+            Some(e @ (Error::BadRequest(_) | Error::WebSocketLimit(_))) => e,
+            Some(Error::App(message)) => Error::App(message),
+            Some(e) => Error::App(format!("the fetch handler failed: {e}")),
+            None => Error::App("the fetch handler returned an error".into()),
+        }),
     }
 }
 

@@ -217,7 +217,9 @@ impl ObjectTask {
                 span,
             } => {
                 let generation = self.handle.generation.load(Ordering::Acquire);
-                if !stub.bind(generation) {
+                // The runtime's own events (WebSocket messages) belong to no
+                // instance: a reset does not turn them away.
+                if !system && !stub.bind(generation) {
                     self.handle.release(slot);
                     let _ = reply.send(Err(Error::Disconnected(
                         "the object was reset since this stub's first call; get a new stub".into(),
@@ -486,7 +488,9 @@ impl Future for ObjectTask {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        this.turn(cx);
+        // WebSocket sends made by the object's code wait for its writes.
+        let store = this.store.clone();
+        crate::websocket::gate::with(&store, || this.turn(cx));
         // End of the turn: everything written in it goes to disk as one batch.
         // A failed hand-over fails the waiting calls through their releases.
         if this.store.has_unflushed() {

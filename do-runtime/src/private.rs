@@ -188,6 +188,8 @@ pub const fn method_id(name: &str) -> u32 {
     note = "`E` must implement serde's `Serialize` and `Deserialize`, and `From<do_runtime::Error>`"
 )]
 pub trait FetchWire: Sized {
+    /// The response, if the handler gave one.
+    fn response(&self) -> Option<&Response>;
     /// Appends the reply's encoding.
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error>;
     /// Decodes a whole reply.
@@ -209,6 +211,9 @@ fn encode_fetch_reply(reply: &WireFetchReply, out: &mut Vec<u8>) -> Result<(), E
 }
 
 impl FetchWire for Response {
+    fn response(&self) -> Option<&Response> {
+        Some(self)
+    }
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         encode_fetch_reply(&WireFetchReply::Ok(WireResponse::from_response(self)), out)
     }
@@ -218,6 +223,9 @@ impl FetchWire for Response {
 }
 
 impl<E: Serialize + DeserializeOwned + 'static> FetchWire for Result<Response, E> {
+    fn response(&self) -> Option<&Response> {
+        self.as_ref().ok()
+    }
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         let reply = match self {
             Ok(response) => WireFetchReply::Ok(WireResponse::from_response(response)),
@@ -240,6 +248,28 @@ impl<E: Serialize + DeserializeOwned + 'static> FetchWire for Result<Response, E
                 .map_err(|e| Error::Codec(format!("cannot decode the fetch handler's error: {e}"))),
         }
     }
+}
+
+/// Runs a `fetch` handler; when it ends, the WebSockets it accepted that its
+/// response does not hand over are forgotten.
+pub fn fetch_scope<F>(ctx: &Ctx, future: F) -> impl std::future::Future<Output = F::Output>
+where
+    F: std::future::Future,
+    F::Output: FetchWire,
+{
+    let shared = ctx.env().shared().clone();
+    let accepted = crate::websocket::scope::Accepted::default();
+    let mut future = Box::pin(future);
+    std::future::poll_fn(move |cx| {
+        let polled = crate::websocket::scope::with(&accepted, || future.as_mut().poll(cx));
+        if let std::task::Poll::Ready(output) = &polled {
+            let sockets = std::mem::take(&mut *accepted.borrow_mut());
+            if !sockets.is_empty() {
+                shared.sockets().settle(sockets, output.response());
+            }
+        }
+        polled
+    })
 }
 
 /// Encodes a `fetch` call's request.

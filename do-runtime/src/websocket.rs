@@ -41,7 +41,7 @@
 //! The three handlers are optional and never appear on the stub.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,13 +64,17 @@ pub const MAX_ATTACHMENT_BYTES: usize = 16 * 1024;
 /// Messages an object may queue on one socket before `send` fails with
 /// [`Error::Overloaded`].
 pub const SEND_BUFFER: usize = 1024;
+/// Bytes an object may queue on one socket before `send` fails with
+/// [`Error::Overloaded`].
+pub const SEND_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
-/// The internal response header that carries an accepted socket to the gateway.
+/// The internal response headers that hand an accepted socket to the gateway.
 pub(crate) const SOCKET_HEADER: &str = "x-durable-object-websocket";
+pub(crate) const TOKEN_HEADER: &str = "x-durable-object-websocket-token";
 
 /// How long an accepted socket may wait for the gateway to complete its
 /// upgrade before it is forgotten.
-const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One WebSocket message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,9 +184,19 @@ impl Default for Limits {
     }
 }
 
-/// What an object asks the gateway to do with a socket.
+/// What an object asks the gateway to do with a socket, numbered so the
+/// gateway sends them in the order the object made them, whatever order the
+/// output gate releases them in.
 #[derive(Debug)]
-pub(crate) enum Outgoing {
+pub(crate) struct Outgoing {
+    pub seq: u64,
+    /// `None`: the writes this message reflected were lost (the instance
+    /// was reset), so the message is dropped.
+    pub what: Option<Out>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Out {
     Message(Message),
     Close { code: u16, reason: String },
 }
@@ -195,15 +209,22 @@ const CLOSED: u8 = 3;
 /// One accepted socket, as the runtime keeps it.
 pub(crate) struct SocketEntry {
     id: u64,
+    /// The secret that hands the socket from the object's response to the
+    /// gateway: random, so no other runtime's response can claim it.
+    token: u128,
     group: Arc<SocketGroup>,
     tags: Vec<String>,
     attachment: Mutex<Option<Bytes>>,
-    out: mpsc::Sender<Outgoing>,
+    out: mpsc::UnboundedSender<Outgoing>,
     /// The receiving end, until the gateway claims it.
-    pending: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    pending: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     state: AtomicU8,
     accepted: Instant,
     message_bytes: usize,
+    next_seq: AtomicU64,
+    /// Messages and bytes sent and not yet written to the client.
+    queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
 }
 
 /// The sockets and auto-response of one object.
@@ -219,6 +240,8 @@ pub(crate) struct Sockets {
     next_id: AtomicU64,
     groups: Mutex<HashMap<crate::worker::ObjectKey, Arc<SocketGroup>>>,
     by_id: Mutex<HashMap<u64, Arc<SocketEntry>>>,
+    /// When pending sockets were last swept.
+    swept: Mutex<Instant>,
     limits: Limits,
     /// `do_websockets`: how many sockets are kept.
     gauge: metrics::Gauge,
@@ -230,12 +253,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn random_token() -> u128 {
+    let mut bytes = [0u8; 16];
+    // Without randomness the id alone still works within one runtime.
+    let _ = getrandom::fill(&mut bytes);
+    u128::from_le_bytes(bytes)
+}
+
 impl Sockets {
     pub(crate) fn new(limits: Limits, gauge: metrics::Gauge) -> Self {
         Sockets {
             next_id: AtomicU64::new(1),
             groups: Mutex::default(),
             by_id: Mutex::default(),
+            swept: Mutex::new(Instant::now()),
             limits,
             gauge,
         }
@@ -263,6 +294,28 @@ impl Sockets {
 
     fn existing_group(&self, class: &Class, id: &DurableObjectId) -> Option<Arc<SocketGroup>> {
         lock(&self.groups).get(&(class.index, id.base())).cloned()
+    }
+
+    /// Forgets sockets accepted more than [`PENDING_TIMEOUT`] ago whose
+    /// upgrade never completed (at most once a second).
+    fn sweep_pending(&self) {
+        {
+            let mut swept = lock(&self.swept);
+            if swept.elapsed() < Duration::from_secs(1) {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        let stale: Vec<Arc<SocketEntry>> = lock(&self.by_id)
+            .values()
+            .filter(|s| {
+                s.state.load(Ordering::Acquire) == PENDING && s.accepted.elapsed() > PENDING_TIMEOUT
+            })
+            .cloned()
+            .collect();
+        for entry in stale {
+            self.remove(&entry);
+        }
     }
 
     /// Accepts a socket for an object: checks the request and the limits and
@@ -294,25 +347,9 @@ impl Sockets {
                 tag.len()
             )));
         }
+        self.sweep_pending();
         let entry = self.with_group(class, id, |group| {
             let mut sockets = lock(&group.sockets);
-            let now = Instant::now();
-            let stale: Vec<u64> = sockets
-                .iter()
-                .filter(|s| {
-                    s.state.load(Ordering::Acquire) == PENDING
-                        && now.duration_since(s.accepted) > PENDING_TIMEOUT
-                })
-                .map(|s| s.id)
-                .collect();
-            if !stale.is_empty() {
-                sockets.retain(|s| !stale.contains(&s.id));
-                let mut by_id = lock(&self.by_id);
-                for id in &stale {
-                    by_id.remove(id);
-                }
-                self.gauge.set(by_id.len() as f64);
-            }
             if sockets.len() >= self.limits.per_object {
                 return Err(Error::WebSocketLimit(format!(
                     "the object has {} WebSockets; the limit is {}",
@@ -320,21 +357,26 @@ impl Sockets {
                     self.limits.per_object
                 )));
             }
-            let (out, rx) = mpsc::channel(SEND_BUFFER);
+            let (out, rx) = mpsc::unbounded_channel();
             let entry = Arc::new(SocketEntry {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                token: random_token(),
                 group: group.clone(),
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 attachment: Mutex::default(),
                 out,
                 pending: Mutex::new(Some(rx)),
                 state: AtomicU8::new(PENDING),
-                accepted: now,
+                accepted: Instant::now(),
                 message_bytes: self.limits.message_bytes,
+                next_seq: AtomicU64::new(0),
+                queued: AtomicUsize::new(0),
+                queued_bytes: AtomicUsize::new(0),
             });
             sockets.push(entry.clone());
             Ok(entry)
         })?;
+        scope::note(&entry);
         {
             let mut by_id = lock(&self.by_id);
             by_id.insert(entry.id, entry.clone());
@@ -345,22 +387,52 @@ impl Sockets {
         response
             .headers_mut()
             .insert(SOCKET_HEADER, http::HeaderValue::from(entry.id));
+        if let Ok(token) = http::HeaderValue::from_str(&format!("{:032x}", entry.token)) {
+            response.headers_mut().insert(TOKEN_HEADER, token);
+        }
         Ok((WebSocket { entry }, response))
     }
 
-    /// The gateway takes over an accepted socket: marks it open and takes
-    /// the queue of what the object sends on it.
-    pub(crate) fn claim(&self, socket: u64) -> Option<Claimed> {
-        let entry = lock(&self.by_id).get(&socket).cloned()?;
+    /// The socket a response hands over, if its id and token match.
+    fn handed_over(&self, response: &Response) -> Option<Arc<SocketEntry>> {
+        let header = |name| response.headers().get(name)?.to_str().ok();
+        let id: u64 = header(SOCKET_HEADER)?.parse().ok()?;
+        let token = u128::from_str_radix(header(TOKEN_HEADER)?, 16).ok()?;
+        let entry = lock(&self.by_id).get(&id).cloned()?;
+        (entry.token == token).then_some(entry)
+    }
+
+    /// The gateway takes over the socket `response` hands over: marks it
+    /// open (a socket the object closed meanwhile stays closing, so its
+    /// close is sent) and takes the queue of what the object sends on it.
+    pub(crate) fn claim(&self, response: &Response) -> Option<Claimed> {
+        let entry = self.handed_over(response)?;
         let rx = lock(&entry.pending).take()?;
-        if entry
+        let _ = entry
             .state
-            .compare_exchange(PENDING, OPEN, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return None;
-        }
+            .compare_exchange(PENDING, OPEN, Ordering::AcqRel, Ordering::Acquire);
         Some(Claimed { entry, rx })
+    }
+
+    /// Forgets the sockets a `fetch` accepted that its response does not
+    /// hand over: nothing will ever upgrade them.
+    pub(crate) fn settle(&self, accepted: Vec<Arc<SocketEntry>>, response: Option<&Response>) {
+        let kept = response
+            .filter(|r| r.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+            .and_then(|r| self.handed_over(r));
+        for entry in accepted {
+            if !kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, &entry)) {
+                self.remove(&entry);
+            }
+        }
+    }
+
+    /// Forgets the socket `response` hands over when no upgrade follows
+    /// (the response is not a 101, or the handshake is not valid).
+    pub(crate) fn abandon(&self, response: &Response) {
+        if let Some(entry) = self.handed_over(response) {
+            self.remove(&entry);
+        }
     }
 
     /// The socket `socket` if it belongs to the object `(class, id)`.
@@ -384,21 +456,20 @@ impl Sockets {
             self.gauge.set(by_id.len() as f64);
         }
         let group = &entry.group;
+        let mut groups = lock(&self.groups);
         let empty = {
             let mut sockets = lock(&group.sockets);
             sockets.retain(|s| s.id != entry.id);
             sockets.is_empty()
         };
-        if empty && lock(&group.auto_response).is_none() {
-            let mut groups = lock(&self.groups);
-            let key = (group.class.index, group.id.base());
-            // Remove it unless a socket arrived meanwhile.
-            if groups
-                .get(&key)
-                .is_some_and(|g| Arc::ptr_eq(g, group) && lock(&g.sockets).is_empty())
-            {
-                groups.remove(&key);
-            }
+        let key = (group.class.index, group.id.base());
+        // Remove the group unless it keeps an auto-response, or it is no
+        // longer the object's group.
+        if empty
+            && lock(&group.auto_response).is_none()
+            && groups.get(&key).is_some_and(|g| Arc::ptr_eq(g, group))
+        {
+            groups.remove(&key);
         }
     }
 
@@ -445,7 +516,8 @@ impl Sockets {
         match auto {
             Some(auto) => self.with_group(class, id, |g| *lock(&g.auto_response) = Some(auto)),
             None => {
-                if let Some(group) = self.existing_group(class, id) {
+                let groups = lock(&self.groups);
+                if let Some(group) = groups.get(&(class.index, id.base())) {
                     *lock(&group.auto_response) = None;
                 }
             }
@@ -474,7 +546,7 @@ impl Sockets {
 /// A socket the gateway took over.
 pub(crate) struct Claimed {
     pub entry: Arc<SocketEntry>,
-    pub rx: mpsc::Receiver<Outgoing>,
+    pub rx: mpsc::UnboundedReceiver<Outgoing>,
 }
 
 impl SocketEntry {
@@ -496,6 +568,32 @@ impl SocketEntry {
             .as_ref()
             .filter(|a| a.request == text)
             .map(|a| a.response.clone())
+    }
+
+    /// The client closed or left: the socket is no longer listed.
+    pub(crate) fn mark_closing(&self) {
+        self.state.fetch_max(CLOSING, Ordering::AcqRel);
+    }
+
+    /// A message of `bytes` was written to the client (or dropped).
+    pub(crate) fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Queues `what` behind the output gate: it leaves once every write the
+    /// sending object made before it is durable, and is dropped if those
+    /// writes are lost.
+    fn queue(&self, what: Out) {
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let out = self.out.clone();
+        let release = move |durable: bool| {
+            let _ = out.send(Outgoing {
+                seq,
+                what: durable.then_some(what),
+            });
+        };
+        crate::websocket::gate::release(release);
     }
 }
 
@@ -533,38 +631,40 @@ impl WebSocket {
         self.entry.state.load(Ordering::Acquire) >= CLOSING
     }
 
-    /// Queues a message to the client. Fails with [`Error::WebSocketLimit`]
+    /// Queues a message to the client. Like a method's result, it leaves
+    /// only once the writes the object made before it are durable (the
+    /// output gate), in the order sent. Fails with [`Error::WebSocketLimit`]
     /// for a message over the runtime's limit, [`Error::Disconnected`] once
     /// the socket is closed, and [`Error::Overloaded`] when the client is not
-    /// reading and [`SEND_BUFFER`] messages are waiting.
+    /// reading and [`SEND_BUFFER`] messages or [`SEND_BUFFER_BYTES`] bytes
+    /// are waiting.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let message = message.into();
-        if message.len() > self.entry.message_bytes {
+        let len = message.len();
+        if len > self.entry.message_bytes {
             return Err(Error::WebSocketLimit(format!(
-                "a message of {} bytes; the limit is {}",
-                message.len(),
+                "a message of {len} bytes; the limit is {}",
                 self.entry.message_bytes
             )));
         }
         if self.is_closed() {
             return Err(Error::Disconnected("the WebSocket is closed".into()));
         }
-        self.entry
-            .out
-            .try_send(Outgoing::Message(message))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::Overloaded(format!(
-                    "the WebSocket's client is not reading: {SEND_BUFFER} messages are waiting"
-                )),
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::Disconnected("the WebSocket is closed".into())
-                }
-            })
+        let queued = self.entry.queued.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.entry.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if queued >= SEND_BUFFER || bytes + len > SEND_BUFFER_BYTES {
+            self.entry.written(len);
+            return Err(Error::Overloaded(format!(
+                "the WebSocket's client is not reading: {queued} messages of {bytes} bytes are waiting"
+            )));
+        }
+        self.entry.queue(Out::Message(message));
+        Ok(())
     }
 
     /// Closes the socket with a close `code` (1000, or 3000 to 4999) and a
-    /// `reason` of at most 123 bytes. No close handler runs for a close the
-    /// object started.
+    /// `reason` of at most 123 bytes, after the messages sent before. No
+    /// close handler runs for a close the object started.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
         if code != 1000 && !(3000..=4999).contains(&code) {
             return Err(Error::BadRequest(format!(
@@ -577,16 +677,20 @@ impl WebSocket {
                 reason.len()
             )));
         }
-        let previous = self.entry.state.swap(CLOSING, Ordering::AcqRel);
-        if previous >= CLOSING {
-            self.entry.state.store(previous, Ordering::Release);
-            return Ok(());
+        let state = &self.entry.state;
+        let mut current = state.load(Ordering::Acquire);
+        while current < CLOSING {
+            match state.compare_exchange(current, CLOSING, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.entry.queue(Out::Close {
+                        code,
+                        reason: reason.to_owned(),
+                    });
+                    return Ok(());
+                }
+                Err(now) => current = now,
+            }
         }
-        // A full queue still gets its close: the gateway sees the state.
-        let _ = self.entry.out.try_send(Outgoing::Close {
-            code,
-            reason: reason.to_owned(),
-        });
         Ok(())
     }
 
@@ -667,5 +771,68 @@ impl Event {
             Event::Close { .. } => CLOSE_HANDLER,
             Event::Error { .. } => ERROR_HANDLER,
         })
+    }
+}
+
+/// The output gate for WebSocket sends: while an object's code runs, its
+/// sends wait for its writes like its results do.
+pub(crate) mod gate {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use do_storage::ObjectStore;
+
+    thread_local! {
+        static CURRENT: RefCell<Option<Rc<ObjectStore>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` with `store` as the gate of sends made meanwhile.
+    pub(crate) fn with<R>(store: &Rc<ObjectStore>, f: impl FnOnce() -> R) -> R {
+        let previous = CURRENT.with(|c| c.replace(Some(store.clone())));
+        let result = f();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+        result
+    }
+
+    /// Calls `release(durable)` once the current object's writes so far are
+    /// durable (at once outside an object).
+    pub(crate) fn release(release: impl FnOnce(bool) + Send + 'static) {
+        let store = CURRENT.with(|c| c.borrow().clone());
+        match store {
+            Some(store) => store.release_when_durable(Box::new(move |r| release(r.is_ok()))),
+            None => release(true),
+        }
+    }
+}
+
+/// The sockets accepted while one `fetch` runs, so those its response does
+/// not hand over are forgotten when it ends.
+pub(crate) mod scope {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use super::SocketEntry;
+
+    pub(crate) type Accepted = Rc<RefCell<Vec<Arc<SocketEntry>>>>;
+
+    thread_local! {
+        static CURRENT: RefCell<Option<Accepted>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` (one poll of a `fetch`) collecting the sockets it accepts.
+    pub(crate) fn with<R>(accepted: &Accepted, f: impl FnOnce() -> R) -> R {
+        let previous = CURRENT.with(|c| c.replace(Some(accepted.clone())));
+        let result = f();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+        result
+    }
+
+    pub(crate) fn note(entry: &Arc<SocketEntry>) {
+        CURRENT.with(|c| {
+            if let Some(accepted) = &*c.borrow() {
+                accepted.borrow_mut().push(entry.clone());
+            }
+        });
     }
 }

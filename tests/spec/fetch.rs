@@ -127,7 +127,8 @@ async fn untyped_fetch_by_class_name_and_its_errors() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-path"], "/x");
-    // The handler's own error keeps its type when it is a runtime error.
+    // Untyped callers see the handler's errors as failures inside the
+    // object (`App`), whatever runtime error caused them.
     assert_eq!(
         web.get_by_name("untyped")
             .fetch("http://do/error")
@@ -135,6 +136,14 @@ async fn untyped_fetch_by_class_name_and_its_errors() {
             .unwrap_err(),
         Error::app("the handler failed")
     );
+    match web
+        .get_by_name("untyped")
+        .fetch("http://do/storage-error")
+        .await
+    {
+        Err(Error::App(message)) => assert!(message.contains("key"), "{message}"),
+        other => panic!("expected an App error, got {other:?}"),
+    }
     assert!(matches!(
         env.namespace_named("Nope"),
         Err(Error::NotRegistered(class)) if class == "Nope"
@@ -151,8 +160,8 @@ async fn untyped_fetch_by_class_name_and_its_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_handlers_are_not_reachable_as_calls() {
-    // A remote peer sending a call with a handler's method id gets
-    // UnknownMethod: handlers run only for the runtime's own events.
+    // A call with a handler's method id (as a stub, or a remote peer, could
+    // send) gets UnknownMethod: handlers run only for the runtime's own events.
     let rt = builder().build_for_test().unwrap();
     let stub = rt.namespace::<Web>().get_by_name("no-handler-calls");
     let raw = do_runtime::__private::Client::raw(&*stub);

@@ -342,3 +342,103 @@ async fn shutting_the_gateway_down_closes_its_sockets_with_going_away() {
         other => panic!("expected a 1001 close, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_handshakes_are_refused_before_the_object_accepts_anything() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let upgrade = |key: Option<&str>, version: &str| {
+        let mut request = http::Request::get("/Web/handshakes/ws")
+            .header("host", "gateway")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", version);
+        if let Some(key) = key {
+            request = request.header("sec-websocket-key", key);
+        }
+        request.body(Bytes::new()).unwrap()
+    };
+    for _ in 0..20 {
+        let response = send_http(addr, upgrade(None, "13")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let response = send_http(addr, upgrade(Some("short"), "13")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = send_http(addr, upgrade(Some("dGhlIHNhbXBsZSBub25jZQ=="), "8")).await;
+    assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
+    assert_eq!(rt.stats().websockets, 0, "nothing was accepted");
+    let stub = rt.namespace::<Web>().get_by_name("handshakes");
+    assert_eq!(stub.sockets(None).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_accepted_without_an_upgrade_or_closed_at_once_are_not_kept() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    // Accepted, then answered 200: the client gets the 200, nothing is kept.
+    match try_connect(addr, "/Web/accept-plain/ws-plain").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        other => panic!("expected a plain answer, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(rt.stats().websockets, 0);
+    // Accepted and closed at once: the client gets the close, then nothing is kept.
+    let mut socket = connect(addr, "/Web/accept-closed/ws-closed").await;
+    match next(&mut socket).await {
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason.as_str(), "full");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    while next(&mut socket).await.is_some() {}
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rt.stats().websockets != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed socket is forgotten"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_one_sockets_handler_loses_no_other_sockets_messages() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut a = open(addr, "panicky", "a", "").await;
+    let mut b = open(addr, "panicky", "b", "").await;
+    for round in 0..20 {
+        send(&mut a, "panic").await;
+        for i in 0..5 {
+            send(&mut b, &format!("r{round}m{i}")).await;
+        }
+        for i in 0..5 {
+            assert_eq!(next_text(&mut b).await, format!("echo:r{round}m{i}"));
+        }
+    }
+    assert_eq!(ask(&mut a, "whoami").await, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_up_shutdown() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut socket = open(addr, "not-reading", "a", "").await;
+    // 100 × 100 kB that the client never reads: the send buffer and the
+    // socket fill up.
+    send(&mut socket, "flood:100").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), gateway.shutdown()).await;
+    assert!(
+        done.is_ok(),
+        "shutdown finishes though the client does not read"
+    );
+    drop(socket);
+}

@@ -63,6 +63,17 @@ impl Web {
                 socket.serialize_attachment(&param("name").unwrap_or_default())?;
                 Ok(response)
             }
+            "/ws-plain" => {
+                // Accepts, then answers without the upgrade: the socket is dropped.
+                let _accepted = self.ctx.accept_websocket(&request, &[])?;
+                Ok(Response::new("no upgrade after all".into()))
+            }
+            "/ws-closed" => {
+                // Accepts and closes at once ("room full").
+                let (socket, response) = self.ctx.accept_websocket(&request, &[])?;
+                socket.close(4001, "full")?;
+                Ok(response)
+            }
             "/panic" => panic!("the fetch handler panicked"),
             "/error" => Err(Error::app("the handler failed")),
             "/storage-error" => {
@@ -142,6 +153,13 @@ impl Web {
                 Ok(()) => Ok(()),
                 Err(e) => socket.send(format!("error:{e}")),
             }
+        } else if let Some(n) = text.strip_prefix("flood:") {
+            for _ in 0..n.parse().unwrap_or(0) {
+                if socket.send(vec![0u8; 100_000]).is_err() {
+                    break;
+                }
+            }
+            Ok(())
         } else if text == "close" {
             socket.close(4000, "bye")
         } else if text == "panic" {

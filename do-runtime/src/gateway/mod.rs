@@ -51,7 +51,7 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::fetch::{Request, Response};
 use crate::runtime::{Runtime, Shared};
-use crate::websocket::{SOCKET_HEADER, is_upgrade};
+use crate::websocket::{SOCKET_HEADER, TOKEN_HEADER, is_upgrade};
 use route::{Router, error_response, plain};
 
 /// Configures a [`Gateway`]; from [`Runtime::gateway`].
@@ -61,6 +61,7 @@ pub struct GatewayBuilder {
     addr: SocketAddr,
     router: Arc<Router>,
     max_body_bytes: usize,
+    max_connections: usize,
     health: bool,
     #[cfg(feature = "prometheus")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -84,6 +85,7 @@ impl Runtime {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             router: Arc::new(|request, env| Box::pin(default_route(request, env))),
             max_body_bytes: 16 * 1024 * 1024,
+            max_connections: 10_000,
             health: false,
             #[cfg(feature = "prometheus")]
             prometheus: None,
@@ -116,6 +118,14 @@ impl GatewayBuilder {
     /// The largest request body accepted; larger ones get 413. Default: 16 MiB.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// How many HTTP connections may be open at once; more are closed as
+    /// they arrive (WebSockets, once upgraded, count against the objects'
+    /// own limit). Default: 10 000.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
         self
     }
 
@@ -168,6 +178,7 @@ impl GatewayBuilder {
             shared: self.shared,
             router: self.router,
             max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections,
             health: self.health,
             #[cfg(feature = "prometheus")]
             prometheus: self.prometheus,
@@ -216,6 +227,7 @@ struct State {
     env: Env,
     router: Arc<Router>,
     max_body_bytes: usize,
+    max_connections: usize,
     health: bool,
     #[cfg(feature = "prometheus")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -229,7 +241,18 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         tokio::select! {
             () = stopping(&mut stopped) => break,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(error = %e, "the gateway cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if connections.len() >= state.max_connections {
+                    continue; // dropped: closes the connection
+                }
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 connections.spawn(async move {
@@ -239,6 +262,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                         async move { Ok::<_, Infallible>(handle(&state, request).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(REQUEST_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
@@ -249,6 +274,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     }
     // Dropping the set aborts the connections still open.
 }
+
+/// How long a client may take to send a request's headers, and its body.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves once the gateway is told to stop (or is gone).
 async fn stopping(stopped: &mut watch::Receiver<bool>) {
@@ -263,20 +291,39 @@ async fn handle(
     if let Some(response) = operations(state, request.uri().path()).await {
         return to_hyper(response);
     }
-    let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-    let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, state.max_body_bytes).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            let response = if e.is::<http_body_util::LengthLimitError>() {
-                plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body exceeds {} bytes", state.max_body_bytes),
-                )
-            } else {
-                plain(StatusCode::BAD_REQUEST, "cannot read the body".to_owned())
-            };
+    let upgrade = if is_upgrade(request.headers()) {
+        if let Err(response) = socket::check_handshake(&request) {
             return to_hyper(response);
+        }
+        Some(hyper::upgrade::on(&mut request))
+    } else {
+        None
+    };
+    let (parts, body) = request.into_parts();
+    let collected = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Limited::new(body, state.max_body_bytes).collect(),
+    )
+    .await;
+    let body = match collected {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return to_hyper(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds {} bytes", state.max_body_bytes),
+            ));
+        }
+        Ok(Err(_)) => {
+            return to_hyper(plain(
+                StatusCode::BAD_REQUEST,
+                "cannot read the body".to_owned(),
+            ));
+        }
+        Err(_) => {
+            return to_hyper(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".to_owned(),
+            ));
         }
     };
     let request = Request::from_parts(parts, body);
@@ -291,20 +338,11 @@ async fn handle(
             return to_hyper(error_response(&e));
         }
     };
-    let socket = response
-        .headers()
-        .get(SOCKET_HEADER)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match (response.status(), socket) {
-        (StatusCode::SWITCHING_PROTOCOLS, Some(socket)) => {
-            let (Some(upgrade), Some(key)) = (upgrade, key) else {
-                return to_hyper(plain(
-                    StatusCode::BAD_REQUEST,
-                    "the object accepted a WebSocket, but the request is no WebSocket upgrade"
-                        .to_owned(),
-                ));
-            };
-            let Some(claimed) = state.shared.sockets().claim(socket) else {
+    let sockets = state.shared.sockets();
+    let hands_over = response.headers().contains_key(SOCKET_HEADER);
+    match (response.status(), upgrade, key) {
+        (StatusCode::SWITCHING_PROTOCOLS, Some(upgrade), Some(key)) if hands_over => {
+            let Some(claimed) = sockets.claim(&response) else {
                 return to_hyper(plain(
                     StatusCode::BAD_GATEWAY,
                     "the accepted WebSocket is not this runtime's".to_owned(),
@@ -318,11 +356,17 @@ async fn handle(
             ));
             to_hyper(socket::switching_protocols(response, &key))
         }
-        (StatusCode::SWITCHING_PROTOCOLS, None) => to_hyper(plain(
-            StatusCode::BAD_GATEWAY,
-            "the object answered 101 without accepting a WebSocket".to_owned(),
-        )),
-        _ => to_hyper(response),
+        (status, _, _) => {
+            // A socket accepted without the upgrade that would carry it.
+            sockets.abandon(&response);
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return to_hyper(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the object answered 101 without accepting this request's WebSocket".to_owned(),
+                ));
+            }
+            to_hyper(response)
+        }
     }
 }
 
@@ -356,8 +400,22 @@ async fn operations(state: &State, path: &str) -> Option<Response> {
     }
 }
 
+/// The response as hyper sends it: HTTP/1.1, without the internal socket
+/// headers or hop-by-hop headers an object may have set.
 fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
     let (mut parts, body) = response.into_parts();
+    parts.version = http::Version::HTTP_11;
     parts.headers.remove(SOCKET_HEADER);
+    parts.headers.remove(TOKEN_HEADER);
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        for hop in [
+            http::header::CONNECTION,
+            http::header::TRANSFER_ENCODING,
+            http::header::UPGRADE,
+            http::HeaderName::from_static("keep-alive"),
+        ] {
+            parts.headers.remove(hop);
+        }
+    }
     hyper::Response::from_parts(parts, Full::new(body))
 }
