@@ -303,6 +303,9 @@ impl Generator<'_> {
                     .map_err(|e| ::do_runtime::__private::bad_args(#class, "fetch", e))?,
             );
         };
+        let response = quote_spanned! {out.span()=>
+            <#out as ::do_runtime::__private::FetchWire>::response
+        };
         let encode = quote_spanned! {out.span()=>
             let mut __out = ::std::vec::Vec::new();
             <#out as ::do_runtime::__private::FetchWire>::encode(&__result, &mut __out)
@@ -318,7 +321,7 @@ impl Generator<'_> {
                 ::do_runtime::__private::finish_args(#class, "fetch", __input)?;
                 let __ctx = ::core::clone::Clone::clone(__call.ctx);
                 return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
-                    let __result = ::do_runtime::__private::fetch_scope(&__ctx, self.fetch(#ident)).await;
+                    let __result = ::do_runtime::__private::fetch_scope(&__ctx, self.fetch(#ident), #response).await;
                     #encode
                 }));
             }

@@ -252,10 +252,13 @@ impl<E: Serialize + DeserializeOwned + 'static> FetchWire for Result<Response, E
 
 /// Runs a `fetch` handler; when it ends, the WebSockets it accepted that its
 /// response does not hand over are forgotten.
-pub fn fetch_scope<F>(ctx: &Ctx, future: F) -> impl std::future::Future<Output = F::Output>
+pub fn fetch_scope<F>(
+    ctx: &Ctx,
+    future: F,
+    response: fn(&F::Output) -> Option<&Response>,
+) -> impl std::future::Future<Output = F::Output>
 where
     F: std::future::Future,
-    F::Output: FetchWire,
 {
     let shared = ctx.env().shared().clone();
     let accepted = crate::websocket::scope::Accepted::default();
@@ -265,7 +268,7 @@ where
         if let std::task::Poll::Ready(output) = &polled {
             let sockets = std::mem::take(&mut *accepted.borrow_mut());
             if !sockets.is_empty() {
-                shared.sockets().settle(sockets, output.response());
+                shared.sockets().settle(sockets, response(output));
             }
         }
         polled

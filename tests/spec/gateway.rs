@@ -442,3 +442,32 @@ async fn a_client_that_stops_reading_does_not_hold_up_shutdown() {
     );
     drop(socket);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_sends_wait_for_the_writes_they_reflect() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut socket = open(addr, "gated", "a", "").await;
+    // Written, sent, then the handler panics: the write is lost, and so is
+    // the message that reflected it.
+    send(&mut socket, "write-send-panic").await;
+    assert_eq!(ask(&mut socket, "whoami").await, "a");
+    // Written and sent: the message arrives once the write is durable.
+    assert_eq!(
+        ask(&mut socket, "write-send").await,
+        "reflects a durable write"
+    );
+    let id = rt.namespace::<Web>().id_from_name("gated");
+    let (doomed, kept) = rt
+        .namespace::<Web>()
+        .with_storage(&id, |s| async move {
+            (
+                s.get::<bool>("doomed").await.unwrap(),
+                s.get::<bool>("kept").await.unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!((doomed, kept), (None, Some(true)));
+}

@@ -266,7 +266,7 @@ mod wire {
         out
     }
     pub fn hello() -> Vec<u8> {
-        frame(&[0, 1, 0]) // Hello { version: 1, token: None }
+        frame(&[0, 2, 0]) // Hello { version: 2, token: None }
     }
     pub fn call(call: u64, stub: u64, class: u32, id: &[u8], method: u32, args: &[u8]) -> Vec<u8> {
         let mut body = vec![1];
@@ -276,6 +276,7 @@ mod wire {
         bytes(id, &mut body);
         varint(method.into(), &mut body);
         bytes(args, &mut body);
+        varint(0, &mut body); // trace: none
         frame(&body)
     }
 }

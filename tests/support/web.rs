@@ -162,6 +162,15 @@ impl Web {
             Ok(())
         } else if text == "close" {
             socket.close(4000, "bye")
+        } else if text == "write-send-panic" {
+            // The message reflects a write that the panic discards: the
+            // output gate must drop it.
+            self.ctx.storage().put("doomed", &true)?;
+            socket.send("reflects a lost write")?;
+            panic!("after writing and sending")
+        } else if text == "write-send" {
+            self.ctx.storage().put("kept", &true)?;
+            socket.send("reflects a durable write")
         } else if text == "panic" {
             panic!("the message handler panicked")
         } else {

@@ -243,6 +243,7 @@ mod tests {
             id: vec![4; 32],
             method: 5,
             args: vec![6, 7],
+            trace: 8,
         };
         let mut bytes = Vec::new();
         encode(&frame, &mut bytes).unwrap();
