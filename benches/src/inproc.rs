@@ -66,24 +66,12 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
         .register::<Adder>()
         .build()
         .expect("runtime");
-    // The same runtime without spans and metrics: what instrumentation
-    // costs with no subscriber and no recorder installed.
-    let dir_off = tempfile::tempdir().expect("tempdir");
-    let rt_off = Runtime::builder()
-        .data_dir(dir_off.path())
-        .register::<Adder>()
-        .__instrument(false)
-        .build()
-        .expect("runtime");
-    let make = |rt: &Runtime| -> Arc<Vec<_>> {
-        let ns = rt.namespace::<Adder>();
-        Arc::new(
-            (0..objects)
-                .map(|o| ns.get_by_name(&format!("a{o}")))
-                .collect(),
-        )
-    };
-    let (stubs, stubs_off) = (make(&rt), make(&rt_off));
+    let ns = rt.namespace::<Adder>();
+    let stubs: Arc<Vec<_>> = Arc::new(
+        (0..objects)
+            .map(|o| ns.get_by_name(&format!("a{o}")))
+            .collect(),
+    );
     let actors: Arc<Vec<_>> =
         Arc::new(tokio.block_on(async { (0..objects).map(|_| spawn_actor()).collect() }));
     let d = config.duration;
@@ -121,9 +109,19 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
             done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
         })
     };
-    let mut ours = || run(false, &stubs);
+    // The same runtime and threads with spans and metrics switched off:
+    // what instrumentation costs with no subscriber and no recorder.
+    let mut ours = || {
+        rt.__set_instrument(true);
+        run(false, &stubs)
+    };
     let mut raw = || run(true, &stubs);
-    let mut off = || run(false, &stubs_off);
+    let mut off = || {
+        rt.__set_instrument(false);
+        let rate = run(false, &stubs);
+        rt.__set_instrument(true);
+        rate
+    };
     let series = interleave(
         config,
         &mut [

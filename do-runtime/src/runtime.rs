@@ -161,7 +161,7 @@ pub(crate) struct Shared {
     closing: AtomicBool,
     stopped: AtomicBool,
     /// Spans and metrics on (a hidden switch, for measuring their cost).
-    instrument: bool,
+    instrument: AtomicBool,
     pub(crate) metrics: Arc<crate::telemetry::RuntimeMetrics>,
     pub(crate) counters: Arc<Counters>,
 }
@@ -197,6 +197,13 @@ impl Runtime {
             instrument: true,
             classes: Vec::new(),
         }
+    }
+
+    /// Switches spans and metrics of calls on or off while running, to
+    /// measure what they cost on the same threads.
+    #[doc(hidden)]
+    pub fn __set_instrument(&self, on: bool) {
+        self.shared.instrument.store(on, Ordering::Relaxed);
     }
 
     /// The namespace of class `T`.
@@ -495,7 +502,7 @@ impl RuntimeBuilder {
             sockets: crate::websocket::Sockets::new(self.websockets, metrics.websockets.clone()),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            instrument: self.instrument,
+            instrument: AtomicBool::new(self.instrument),
             metrics,
             counters,
         });
@@ -549,7 +556,7 @@ impl Shared {
     }
 
     pub(crate) fn instrument(&self) -> bool {
-        self.instrument
+        self.instrument.load(Ordering::Relaxed)
     }
 
     pub(crate) fn sockets(&self) -> &crate::websocket::Sockets {

@@ -198,8 +198,11 @@ async fn metrics_add_up_to_the_calls_made() {
 
 /// Checks one line of Prometheus text format: `name{labels} value` or a
 /// comment; returns the sample's name, labels and value.
-fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
-    let name_end = line.find(|c: char| c == '{' || c == ' ')?;
+/// A sample: its name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
     let name = &line[..name_end];
     assert!(
         !name.is_empty()

@@ -293,7 +293,7 @@ async fn handle(
     }
     let upgrade = if is_upgrade(request.headers()) {
         if let Err(response) = socket::check_handshake(&request) {
-            return to_hyper(response);
+            return to_hyper(*response);
         }
         Some(hyper::upgrade::on(&mut request))
     } else {

@@ -37,7 +37,7 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// Checks a WebSocket handshake before the object sees it: a GET over
 /// HTTP/1.1 with `connection: upgrade`, a 16-byte base64 key and version 13.
 /// The error is the answer to send instead.
-pub(super) fn check_handshake<B>(request: &hyper::Request<B>) -> Result<(), Response> {
+pub(super) fn check_handshake<B>(request: &hyper::Request<B>) -> Result<(), Box<Response>> {
     use crate::gateway::route::plain;
     use http::StatusCode;
     let header = |name| {
@@ -47,10 +47,10 @@ pub(super) fn check_handshake<B>(request: &hyper::Request<B>) -> Result<(), Resp
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
     let bad = |why: &str| {
-        Err(plain(
+        Err(Box::new(plain(
             StatusCode::BAD_REQUEST,
             format!("invalid WebSocket handshake: {why}"),
-        ))
+        )))
     };
     if request.method() != http::Method::GET || request.version() != http::Version::HTTP_11 {
         return bad("it must be a GET over HTTP/1.1");
@@ -81,7 +81,7 @@ pub(super) fn check_handshake<B>(request: &hyper::Request<B>) -> Result<(), Resp
             http::header::SEC_WEBSOCKET_VERSION,
             http::HeaderValue::from_static("13"),
         );
-        return Err(response);
+        return Err(Box::new(response));
     }
     Ok(())
 }
