@@ -589,6 +589,7 @@ impl Shared {
             .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
     }
 
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     /// Whether the store is open and every worker answers a ping within
     /// `within`; the error says what is wrong.
     pub(crate) async fn readiness(&self, within: Duration) -> std::result::Result<(), String> {

@@ -266,6 +266,7 @@ impl RawStub {
 
     /// Sends a call from the runtime itself (a WebSocket event): it may reach
     /// the object's handlers, which no stub call can.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) fn call_system<O>(
         &self,
         method: u32,
