@@ -193,6 +193,9 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub seq: u64,
+    /// The message's bytes, counted against the send budget (`None` for a
+    /// close, which is not), given back when the gateway takes it up.
+    pub counted: Option<usize>,
     /// `None`: the writes this message reflected were lost (the instance
     /// was reset), so the message is dropped.
     pub what: Option<Out>,
@@ -589,10 +592,15 @@ impl SocketEntry {
     /// writes are lost.
     fn queue(&self, what: Out) {
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let counted = match &what {
+            Out::Message(m) => Some(m.len()),
+            Out::Close { .. } => None,
+        };
         let out = self.out.clone();
         let release = move |durable: bool| {
             let _ = out.send(Outgoing {
                 seq,
+                counted,
                 what: durable.then_some(what),
             });
         };

@@ -144,15 +144,19 @@ pub(super) async fn serve(
 #[derive(Default)]
 struct Reorder {
     next: u64,
-    early: BTreeMap<u64, Option<Out>>,
+    early: BTreeMap<u64, Outgoing>,
 }
 
 impl Reorder {
-    /// Takes one released send; returns those now due, in order.
-    fn push(&mut self, outgoing: Outgoing, due: &mut Vec<Option<Out>>) {
-        self.early.insert(outgoing.seq, outgoing.what);
-        while let Some(what) = self.early.remove(&self.next) {
-            due.push(what);
+    /// Takes one released send; returns those now due, in order, giving
+    /// their bytes back to the socket's send budget.
+    fn push(&mut self, outgoing: Outgoing, entry: &SocketEntry, due: &mut Vec<Option<Out>>) {
+        self.early.insert(outgoing.seq, outgoing);
+        while let Some(outgoing) = self.early.remove(&self.next) {
+            if let Some(bytes) = outgoing.counted {
+                entry.written(bytes);
+            }
+            due.push(outgoing.what);
             self.next += 1;
         }
     }
@@ -204,7 +208,7 @@ impl Pump {
                 () = super::stopping(&mut stopped) => break End::Close(1001, "the gateway is shutting down".into()),
                 outgoing = self.rx.recv() => {
                     let Some(outgoing) = outgoing else { break End::Close(1011, String::new()) };
-                    self.reorder.push(outgoing, &mut due);
+                    self.reorder.push(outgoing, &self.entry, &mut due);
                     if let Some(end) = self.write_due(&mut stream, &mut due).await {
                         break end;
                     }
@@ -462,14 +466,11 @@ impl Pump {
                 // Its writes were lost with a reset: it never happened.
                 None => {}
                 Some(Out::Message(message)) => {
-                    let len = message.len();
                     let frame = match message {
                         Message::Text(text) => Frame::text(text),
                         Message::Binary(bytes) => Frame::binary(bytes),
                     };
-                    let written = write(stream, frame).await;
-                    self.entry.written(len);
-                    if written.is_err() {
+                    if write(stream, frame).await.is_err() {
                         self.entry.mark_closing();
                         self.notify_close(1006, "the client stopped reading").await;
                         return Some(End::Drop);
