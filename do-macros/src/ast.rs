@@ -55,6 +55,12 @@ pub struct Handler {
 
 pub const HANDLERS: &[Handler] = &[
     Handler {
+        name: "alarm",
+        args_fn: "alarm_args",
+        arity: 1,
+        signature: "pub async fn alarm(&self, info: AlarmInfo)",
+    },
+    Handler {
         name: "websocket_message",
         args_fn: "websocket_message_args",
         arity: 2,

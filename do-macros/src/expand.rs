@@ -233,6 +233,10 @@ impl Generator<'_> {
             })
         };
         let arms = self.exposed.iter().map(|m| self.dispatch_arm(m));
+        let has_alarm = self
+            .exposed
+            .iter()
+            .any(|m| matches!(m.kind, Kind::Handler(h) if h.name == "alarm"));
         let infos = self.exposed.iter().map(|m| {
             let name = m.name.to_string();
             let fallible = matches!(m.output, Output::Fallible(_));
@@ -250,6 +254,7 @@ impl Generator<'_> {
                 const CLASS: &'static str = #class;
                 const SCHEMA: &'static str = #schema;
                 const METHODS: &'static [::do_runtime::__private::MethodInfo] = &[#(#infos),*];
+                const HAS_ALARM: bool = #has_alarm;
 
                 fn construct(ctx: ::do_runtime::Ctx) -> Self {
                     #construct
@@ -340,10 +345,22 @@ impl Generator<'_> {
                 <#ty as ::do_runtime::__private::HandlerOutput>::into_reply(__result)
             },
         };
+        let bind = if h.name == "alarm" {
+            // A stale alarm runs no handler.
+            quote! {
+                let ::core::option::Option::Some(__a0) = ::do_runtime::__private::#args_fn(&__call)? else {
+                    return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async {
+                        ::core::result::Result::Ok(::std::vec::Vec::new())
+                    }));
+                };
+            }
+        } else {
+            quote! { let (#(#vars),*) = ::do_runtime::__private::#args_fn(&__call)?; }
+        };
         quote! {
             #(#cfgs)*
             if __call.system && __call.method == const { ::do_runtime::__private::method_id(#wire) } {
-                let (#(#vars),*) = ::do_runtime::__private::#args_fn(&__call)?;
+                #bind
                 return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
                     let __result = self.#name(#(#vars),*).await;
                     #reply

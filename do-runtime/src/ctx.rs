@@ -115,6 +115,13 @@ impl Ctx {
         &self.inner.id
     }
 
+    /// The runtime's current time: the system's, or the test clock's (see
+    /// [`RuntimeBuilder::manual_clock`](crate::RuntimeBuilder)). Use it to
+    /// set alarms.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.inner.env.shared().clock().now()
+    }
+
     /// This object's private, durable key-value storage.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage

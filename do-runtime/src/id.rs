@@ -171,6 +171,11 @@ impl NamespaceKey {
         id
     }
 
+    /// The id with this base (as stored in the data directory).
+    pub fn id_from_base(&self, base: [u8; BASE]) -> DurableObjectId {
+        self.seal(base)
+    }
+
     pub fn new_unique_id(&self) -> DurableObjectId {
         let mut base = [0u8; BASE];
         // The OS random source failing is not something a program can recover

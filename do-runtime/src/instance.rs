@@ -163,7 +163,14 @@ impl ObjectTask {
         Ctx::new(
             self.class.clone(),
             self.id.clone(),
-            Storage::new(self.store.clone()),
+            Storage::new(
+                self.store.clone(),
+                Some(crate::storage::AlarmHooks {
+                    class: self.class.name.clone(),
+                    has_handler: self.class.has_alarm,
+                    scheduler: self.shared.alarms().clone(),
+                }),
+            ),
             Env::new(self.shared.clone()),
             self.gate.clone(),
         )

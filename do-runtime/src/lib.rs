@@ -120,7 +120,9 @@
 
 extern crate self as do_runtime;
 
+mod alarms;
 mod any;
+mod clock;
 mod ctx;
 mod env;
 mod error;
@@ -150,7 +152,10 @@ pub mod __private;
 
 pub(crate) use __private as private;
 
+pub use alarms::AlarmInfo;
 pub use any::{AnyNamespace, AnyStub};
+#[cfg(feature = "testing")]
+pub use clock::ManualClock;
 pub use ctx::{Blocking, Ctx};
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;

@@ -26,6 +26,9 @@ pub trait DurableObject: Sized + 'static {
     /// Every method the runtime may call, with its name: for spans and metrics.
     #[doc(hidden)]
     const METHODS: &'static [crate::private::MethodInfo] = &[];
+    /// Whether the class has an `alarm` handler.
+    #[doc(hidden)]
+    const HAS_ALARM: bool = false;
 
     /// Builds an instance; runs on the object's first call after it was
     /// created, evicted or reset.

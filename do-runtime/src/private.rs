@@ -380,3 +380,26 @@ impl<E: std::fmt::Display> HandlerOutput for Result<(), E> {
             .map_err(|e| Error::App(e.to_string()))
     }
 }
+
+/// The argument of `alarm`: `None` when the alarm that fired is no longer
+/// the object's (it was changed or deleted meanwhile), and the handler does
+/// not run. Otherwise the alarm is deleted before the handler runs (which
+/// may set a new one).
+pub fn alarm_args(call: &Incoming<'_>) -> Result<Option<crate::AlarmInfo>, Error> {
+    let fire: crate::alarms::Fire = postcard::from_bytes(call.args)
+        .map_err(|e| Error::Codec(format!("cannot decode an alarm: {e}")))?;
+    let storage = call.ctx.storage();
+    match storage.raw_alarm()? {
+        Some(alarm) if alarm.due_ms == fire.due_ms => {
+            storage.raw_set_alarm(None)?;
+            Ok(Some(crate::AlarmInfo {
+                retry_count: fire.retries,
+                is_retry: fire.retries > 0,
+            }))
+        }
+        _ => {
+            storage.forget_stale_alarm(fire.due_ms);
+            Ok(None)
+        }
+    }
+}

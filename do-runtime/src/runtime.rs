@@ -117,6 +117,8 @@ pub struct RuntimeBuilder {
     websockets: crate::websocket::Limits,
     metrics: crate::telemetry::Source,
     instrument: bool,
+    alarm_policy: crate::alarms::RetryPolicy,
+    clock: crate::clock::Clock,
     classes: Vec<ClassSpec>,
 }
 
@@ -126,6 +128,7 @@ struct ClassSpec {
     name: &'static str,
     schema: &'static str,
     methods: &'static [crate::private::MethodInfo],
+    has_alarm: bool,
     construct: fn(Ctx) -> Rc<dyn AnyObject>,
 }
 
@@ -141,6 +144,8 @@ pub(crate) struct Class {
     pub construct: fn(Ctx) -> Rc<dyn AnyObject>,
     /// Metric handles of each method, with the method's name.
     pub metrics: crate::telemetry::ClassMetrics,
+    /// Whether the class has an `alarm` handler.
+    pub has_alarm: bool,
 }
 
 /// The runtime's state, shared by stubs, environments and workers.
@@ -164,6 +169,9 @@ pub(crate) struct Shared {
     instrument: AtomicBool,
     pub(crate) metrics: Arc<crate::telemetry::RuntimeMetrics>,
     pub(crate) counters: Arc<Counters>,
+    alarms: Arc<crate::alarms::Scheduler>,
+    alarm_policy: crate::alarms::RetryPolicy,
+    clock: crate::clock::Clock,
 }
 
 /// Figures kept with plain atomics, for [`Runtime::stats`].
@@ -195,6 +203,8 @@ impl Runtime {
             websockets: crate::websocket::Limits::default(),
             metrics: crate::telemetry::Source::default(),
             instrument: true,
+            alarm_policy: crate::alarms::RetryPolicy::default(),
+            clock: crate::clock::Clock::default(),
             classes: Vec::new(),
         }
     }
@@ -398,6 +408,25 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How failed alarm runs are retried: first after `initial`, then after
+    /// twice as long each time, at most `max_retries` times; then the alarm
+    /// is dropped. Default: 2 s, 6 retries.
+    pub fn alarm_retries(mut self, initial: Duration, max_retries: u32) -> Self {
+        self.alarm_policy = crate::alarms::RetryPolicy {
+            initial,
+            max_retries,
+        };
+        self
+    }
+
+    /// Runs alarms by `clock` instead of the system clock: time moves only
+    /// when the test says so (see [`crate::testing`]).
+    #[cfg(feature = "testing")]
+    pub fn manual_clock(mut self, clock: Arc<crate::clock::ManualClock>) -> Self {
+        self.clock = crate::clock::Clock::Manual(clock);
+        self
+    }
+
     /// Turns spans and metrics off, to measure what they cost.
     #[doc(hidden)]
     pub fn __instrument(mut self, on: bool) -> Self {
@@ -419,6 +448,7 @@ impl RuntimeBuilder {
             name: T::CLASS,
             schema: T::SCHEMA,
             methods: T::METHODS,
+            has_alarm: T::HAS_ALARM,
             construct: construct_erased::<T>,
         });
         self
@@ -483,6 +513,7 @@ impl RuntimeBuilder {
                 storage_namespace,
                 construct: spec.construct,
                 metrics: self.metrics.class(spec.name, spec.methods),
+                has_alarm: spec.has_alarm,
             }));
         }
         let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -505,7 +536,19 @@ impl RuntimeBuilder {
             instrument: AtomicBool::new(self.instrument),
             metrics,
             counters,
+            alarms: Arc::default(),
+            alarm_policy: self.alarm_policy,
+            clock: self.clock.clone(),
         });
+        match crate::alarms::spawn(shared.clone()) {
+            Ok(handle) => shared.lock_threads().push(handle),
+            Err(e) => {
+                shared.stop();
+                return Err(Error::Setup(format!(
+                    "cannot start the alarm scheduler: {e}"
+                )));
+            }
+        }
         for (i, rx) in receivers.into_iter().enumerate() {
             match worker::spawn(i, rx, shared.clone()) {
                 Ok(handle) => shared.lock_threads().push(handle),
@@ -553,6 +596,18 @@ impl Shared {
 
     pub(crate) fn worker_io(&self) -> bool {
         self.worker_io
+    }
+
+    pub(crate) fn alarms(&self) -> &Arc<crate::alarms::Scheduler> {
+        &self.alarms
+    }
+
+    pub(crate) fn alarm_policy(&self) -> crate::alarms::RetryPolicy {
+        self.alarm_policy
+    }
+
+    pub(crate) fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
     }
 
     pub(crate) fn instrument(&self) -> bool {
@@ -669,6 +724,7 @@ impl Shared {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.alarms.stop();
         for worker in &self.workers {
             let _ = worker.send(WorkerMsg::Stop);
         }

@@ -41,6 +41,16 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct Storage {
     store: Rc<ObjectStore>,
+    alarms: Option<AlarmHooks>,
+}
+
+/// What alarm methods need from the runtime.
+#[derive(Clone)]
+pub(crate) struct AlarmHooks {
+    /// The class, if it has an `alarm` handler.
+    pub class: String,
+    pub has_handler: bool,
+    pub scheduler: std::sync::Arc<crate::alarms::Scheduler>,
 }
 
 /// Options of a single write.
@@ -75,8 +85,77 @@ impl WriteOptions {
 pub const MAX_TRANSACTION_ATTEMPTS: u32 = 10;
 
 impl Storage {
-    pub(crate) fn new(store: Rc<ObjectStore>) -> Self {
-        Storage { store }
+    pub(crate) fn new(store: Rc<ObjectStore>, alarms: Option<AlarmHooks>) -> Self {
+        Storage { store, alarms }
+    }
+
+    /// The object's alarm: when it is due, if one is set.
+    pub async fn get_alarm(&self) -> Result<Option<std::time::SystemTime>> {
+        Ok(self
+            .store
+            .alarm()?
+            .map(|a| std::time::UNIX_EPOCH + std::time::Duration::from_millis(a.due_ms)))
+    }
+
+    /// Sets the object's one alarm (replacing any other): its `alarm`
+    /// handler runs at or after `at`, at least once, retried with backoff
+    /// while it fails. Like `put`, it need not be awaited and commits with
+    /// the object's other writes; the alarm survives restarts and wakes an
+    /// evicted object. Use [`Ctx::now`](crate::Ctx::now) for the current
+    /// time, so tests can move the clock.
+    ///
+    /// Fails with [`Error::Unsupported`] when the class has no `alarm` handler.
+    pub fn set_alarm(&self, at: std::time::SystemTime) -> Result<()> {
+        let hooks = self.alarm_hooks()?;
+        self.store.set_alarm(
+            Some(do_storage::Alarm {
+                due_ms: crate::clock::millis(at),
+                retries: 0,
+            }),
+            true,
+        )?;
+        self.wake_after_commit(hooks);
+        Ok(())
+    }
+
+    /// Removes the object's alarm, if any.
+    pub fn delete_alarm(&self) -> Result<()> {
+        self.store.set_alarm(None, true)?;
+        Ok(())
+    }
+
+    fn alarm_hooks(&self) -> Result<&AlarmHooks> {
+        match &self.alarms {
+            Some(hooks) if hooks.has_handler => Ok(hooks),
+            Some(hooks) => Err(Error::Unsupported(format!(
+                "class {} has no `alarm` handler: add `pub async fn alarm(&self, info: AlarmInfo)`",
+                hooks.class
+            ))),
+            None => Err(Error::Unsupported("alarms are not available here".into())),
+        }
+    }
+
+    /// Tells the scheduler to look again once this alarm is on disk.
+    fn wake_after_commit(&self, hooks: &AlarmHooks) {
+        let scheduler = hooks.scheduler.clone();
+        self.store
+            .release_when_durable(Box::new(move |_| scheduler.wake()));
+    }
+
+    /// The alarm with its retry count.
+    pub(crate) fn raw_alarm(&self) -> Result<Option<do_storage::Alarm>> {
+        Ok(self.store.alarm()?)
+    }
+
+    /// Sets (or removes) the alarm with its retry count.
+    pub(crate) fn raw_set_alarm(&self, alarm: Option<do_storage::Alarm>) -> Result<()> {
+        self.store.set_alarm(alarm, true)?;
+        Ok(())
+    }
+
+    /// Forgets an index entry that is not the object's alarm.
+    pub(crate) fn forget_stale_alarm(&self, due_ms: u64) {
+        self.store.forget_stale_alarm(due_ms);
     }
 
     /// The value stored under `key`, or `None`.

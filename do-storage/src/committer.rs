@@ -29,6 +29,8 @@ pub type Release = Box<dyn FnOnce(Result<()>) + Send>;
 /// and the releases that wait for it.
 pub(crate) struct Commit {
     pub ops: Vec<(Slice, Option<Slice>)>,
+    /// Writes to the alarm keyspaces, in the same atomic batch.
+    pub extra: Vec<(crate::alarm::Space, Slice, Option<Slice>)>,
     pub seq: u64,
     pub sync: Arc<ObjectSync>,
     pub releases: Vec<Release>,
@@ -124,7 +126,7 @@ impl Counters {
 impl Committer {
     pub fn start(
         db: Database,
-        data: Keyspace,
+        data: Keyspaces,
         persist_delay: std::time::Duration,
         on_commit: Option<crate::store::CommitHook>,
     ) -> Result<Committer> {
@@ -190,9 +192,17 @@ impl Drop for Committer {
     }
 }
 
+/// The keyspaces batches write to.
+#[derive(Clone)]
+pub(crate) struct Keyspaces {
+    pub data: Keyspace,
+    pub alarms: Keyspace,
+    pub alarm_of: Keyspace,
+}
+
 fn run(
     db: &Database,
-    data: &Keyspace,
+    data: &Keyspaces,
     rx: &mpsc::Receiver<Job>,
     stats: &Counters,
     delay: std::time::Duration,
@@ -250,7 +260,7 @@ impl Group {
 
 fn commit_group(
     db: &Database,
-    data: &Keyspace,
+    spaces: &Keyspaces,
     group: &mut Group,
     stats: &Counters,
     delay: std::time::Duration,
@@ -268,6 +278,7 @@ fn commit_group(
     }
     let mut batch = db.batch();
     let (mut writes, mut bytes) = (0u64, 0u64);
+    let data = &spaces.data;
     for commit in group.iter() {
         for (key, value) in &commit.ops {
             writes += 1;
@@ -275,6 +286,16 @@ fn commit_group(
             match value {
                 Some(v) => batch.insert(data, key.clone(), v.clone()),
                 None => batch.remove(data, key.clone()),
+            }
+        }
+        for (space, key, value) in &commit.extra {
+            let keyspace = match space {
+                crate::alarm::Space::Index => &spaces.alarms,
+                crate::alarm::Space::ByObject => &spaces.alarm_of,
+            };
+            match value {
+                Some(v) => batch.insert(keyspace, key.clone(), v.clone()),
+                None => batch.remove(keyspace, key.clone()),
             }
         }
     }

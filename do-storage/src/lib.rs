@@ -28,6 +28,7 @@
 
 #![deny(unsafe_code, missing_docs, clippy::unwrap_used)]
 
+mod alarm;
 mod cache;
 mod committer;
 mod error;
@@ -37,6 +38,7 @@ mod object;
 mod store;
 mod txn;
 
+pub use alarm::{Alarm, DueAlarm};
 pub use cache::{CacheCounters, CacheStats, ValueCache};
 pub use committer::{CommitStats, Release};
 pub use error::{Result, StorageError};

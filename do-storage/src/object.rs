@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use fjall::Slice;
 
+use crate::alarm::Alarm;
 use crate::cache::ValueCache;
 use crate::committer::{Commit, ObjectSync, Release};
 use crate::error::{Result, StorageError};
@@ -47,6 +48,23 @@ impl ObjectPrefix {
     /// The prefix's bytes.
     pub fn as_bytes(&self) -> &[u8; PREFIX_BYTES] {
         &self.0
+    }
+
+    /// The prefix with these bytes, if there are exactly [`PREFIX_BYTES`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(ObjectPrefix)
+    }
+
+    /// The namespace number.
+    pub fn namespace(&self) -> u16 {
+        u16::from_be_bytes([self.0[0], self.0[1]])
+    }
+
+    /// The object's 16 id bytes.
+    pub fn id(&self) -> [u8; OBJECT_ID_BYTES] {
+        let mut id = [0u8; OBJECT_ID_BYTES];
+        id.copy_from_slice(&self.0[NAMESPACE_BYTES..]);
+        id
     }
 }
 
@@ -100,6 +118,18 @@ struct State {
     write_log: Vec<(u64, Vec<u8>)>,
     /// Transactions open now.
     open_txns: usize,
+    /// The alarm as of the last batch handed over; `None` until read.
+    alarm_handed: Option<Option<Alarm>>,
+    /// A change of the alarm not yet handed over.
+    alarm_dirty: Option<Option<Alarm>>,
+    /// Index entries of alarms that no longer exist, to remove.
+    alarm_stale: Vec<u64>,
+}
+
+impl State {
+    fn is_clean(&self) -> bool {
+        self.dirty.is_empty() && self.alarm_dirty.is_none() && self.alarm_stale.is_empty()
+    }
 }
 
 impl ObjectStore {
@@ -254,15 +284,52 @@ impl ObjectStore {
         Ok(count)
     }
 
-    /// Buffers the removal of every key of this object; tells how many there were.
+    /// Buffers the removal of every key of this object, and of its alarm;
+    /// tells how many keys there were.
     pub fn delete_all(&self, confirm: bool) -> Result<usize> {
         let keys = self.list(&ListOptions::new())?;
         let count = keys.len();
+        if self.alarm()?.is_some() {
+            self.set_alarm(None, confirm)?;
+        }
         let mut state = self.state.borrow_mut();
         for (key, _) in keys {
             self.write(&mut state, key.into_bytes(), None, confirm);
         }
         Ok(count)
+    }
+
+    /// The object's alarm, buffered changes included.
+    pub fn alarm(&self) -> Result<Option<Alarm>> {
+        let mut state = self.state.borrow_mut();
+        if let Some(alarm) = state.alarm_dirty {
+            return Ok(alarm);
+        }
+        if let Some(alarm) = state.alarm_handed {
+            return Ok(alarm);
+        }
+        let stored = self.store.alarm_of(&self.prefix)?;
+        state.alarm_handed = Some(stored);
+        Ok(stored)
+    }
+
+    /// Buffers a change of the object's alarm (`None` deletes it); it is
+    /// committed with the object's other writes.
+    pub fn set_alarm(&self, alarm: Option<Alarm>, confirm: bool) -> Result<()> {
+        self.alarm()?;
+        let mut state = self.state.borrow_mut();
+        state.alarm_dirty = Some(alarm);
+        if confirm {
+            state.dirty_confirmed = true;
+        }
+        Ok(())
+    }
+
+    /// Removes the index entry of an alarm due at `due_ms` that is not the
+    /// object's alarm (any more): the scheduler found it and the object
+    /// did not know it.
+    pub fn forget_stale_alarm(&self, due_ms: u64) {
+        self.state.borrow_mut().alarm_stale.push(due_ms);
     }
 
     /// The entries the options select, buffered writes included.
@@ -329,7 +396,7 @@ impl ObjectStore {
 
     /// Whether writes are buffered that were not yet handed to the commit thread.
     pub fn has_unflushed(&self) -> bool {
-        !self.state.borrow().dirty.is_empty()
+        !self.state.borrow().is_clean()
     }
 
     /// Forgets the writes not yet handed to the commit thread (used when the
@@ -337,6 +404,8 @@ impl ObjectStore {
     pub fn discard_unflushed(&self) {
         let mut state = self.state.borrow_mut();
         state.dirty.clear();
+        state.alarm_dirty = None;
+        state.alarm_stale.clear();
         state.dirty_confirmed = false;
         let releases = std::mem::take(&mut state.dirty_releases);
         drop(state);
@@ -351,7 +420,7 @@ impl ObjectStore {
         let mut state = self.state.borrow_mut();
         // Releases queue only behind a buffered confirmed write, so an
         // empty buffer has none waiting.
-        if state.dirty.is_empty() {
+        if state.is_clean() {
             return Ok(state.submitted);
         }
         let writes = std::mem::take(&mut state.dirty);
@@ -360,6 +429,15 @@ impl ObjectStore {
             .iter()
             .map(|(k, v)| (Slice::from(self.full_key(k)), v.clone()))
             .collect();
+        let stale = std::mem::take(&mut state.alarm_stale);
+        let extra = match state.alarm_dirty.take() {
+            Some(new) => {
+                let old = state.alarm_handed.flatten();
+                state.alarm_handed = Some(new);
+                crate::alarm::change(&self.prefix, old, new, &stale)
+            }
+            None => crate::alarm::change(&self.prefix, None, None, &stale),
+        };
         state.submitted = seq;
         if std::mem::take(&mut state.dirty_confirmed) {
             state.last_confirmed = seq;
@@ -367,6 +445,7 @@ impl ObjectStore {
         state.inflight.push_back((seq, writes));
         let commit = Commit {
             ops,
+            extra,
             seq,
             sync: self.sync.clone(),
             releases: std::mem::take(&mut state.dirty_releases),
@@ -449,7 +528,7 @@ impl ObjectStore {
         self.prune(&mut state);
         match self.sync.outcome(state.submitted) {
             None => false,
-            Some(Ok(())) => state.dirty.is_empty() && state.inflight.is_empty(),
+            Some(Ok(())) => state.is_clean() && state.inflight.is_empty(),
             Some(Err(_)) => true,
         }
     }

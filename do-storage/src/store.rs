@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
+use crate::alarm::{Alarm, DueAlarm};
 use crate::cache::ValueCache;
 use crate::committer::{Commit, Committer, Release};
 use crate::error::{Result, StorageError};
@@ -83,6 +84,9 @@ struct Inner {
     db: Database,
     data: Keyspace,
     meta: Keyspace,
+    /// The alarm index (due time, object) and the alarms by object.
+    alarms: Keyspace,
+    alarm_of: Keyspace,
     committer: Committer,
     /// Serialises the assignment of namespace numbers.
     assign: std::sync::Mutex<()>,
@@ -101,9 +105,15 @@ impl Store {
             .open()?;
         let data = db.keyspace("objects", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let alarms = db.keyspace("alarms", KeyspaceCreateOptions::default)?;
+        let alarm_of = db.keyspace("alarm_of", KeyspaceCreateOptions::default)?;
         let committer = Committer::start(
             db.clone(),
-            data.clone(),
+            crate::committer::Keyspaces {
+                data: data.clone(),
+                alarms: alarms.clone(),
+                alarm_of: alarm_of.clone(),
+            },
             options.persist_delay,
             options.on_commit.clone(),
         )?;
@@ -112,10 +122,46 @@ impl Store {
                 db,
                 data,
                 meta,
+                alarms,
+                alarm_of,
                 committer,
                 assign: std::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// The committed alarm of the object under `prefix`.
+    pub(crate) fn alarm_of(&self, prefix: &ObjectPrefix) -> Result<Option<Alarm>> {
+        let value = self.inner.alarm_of.get(prefix.as_bytes())?;
+        Ok(value.and_then(|v| crate::alarm::decode(&v)))
+    }
+
+    /// Up to `limit` alarms due at or before `now_ms`, earliest first.
+    pub fn due_alarms(&self, now_ms: u64, limit: usize) -> Result<Vec<DueAlarm>> {
+        let end = now_ms.saturating_add(1).to_be_bytes();
+        let mut due = Vec::new();
+        for entry in self.inner.alarms.range(..end.to_vec()).take(limit) {
+            let (key, value) = entry.into_inner()?;
+            if let Some(alarm) = crate::alarm::decode_index(&key, &value) {
+                due.push(alarm);
+            }
+        }
+        Ok(due)
+    }
+
+    /// When the earliest pending alarm is due (milliseconds since the Unix
+    /// epoch), if there is one.
+    pub fn next_alarm_due(&self) -> Result<Option<u64>> {
+        match self.inner.alarms.first_key_value() {
+            Some(entry) => {
+                let key = entry.key()?;
+                Ok(key
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The per-object view of the store for the object whose keys live under `prefix`.

@@ -6,6 +6,7 @@
 //! do-tests-child DIR id NAME                 prints the id of NAME
 //! do-tests-child DIR crash-writer            writes until killed, printing `ack N`
 //! do-tests-child DIR serve PORT [TOKEN]      serves on 127.0.0.1:PORT until killed
+//! do-tests-child DIR set-alarm NAME MS       sets NAME's alarm MS ms from now, then is killed
 //! ```
 
 use std::io::Write;
@@ -38,6 +39,15 @@ async fn main() {
         }
         ["value", name] => println!("{}", ns.get_by_name(name).value().await.expect("value")),
         ["id", name] => println!("{}", ns.id_from_name(name)),
+        ["set-alarm", name, ms] => {
+            let ms: u64 = ms.parse().expect("MS is a number");
+            let stub = rt.namespace::<do_tests::Alarmed>().get_by_name(name);
+            stub.set_in(ms).await.expect("set the alarm");
+            // Acknowledged means durable: die without any shutdown.
+            println!("set");
+            let _ = std::io::stdout().flush();
+            std::process::abort();
+        }
         ["crash-writer"] => crash_writer(&rt).await,
         ["serve", port, rest @ ..] => {
             let port: u16 = port.parse().expect("PORT is a number");

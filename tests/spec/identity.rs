@@ -167,7 +167,8 @@ fn namespaces_are_named_after_their_class() {
             "Fragile",
             "Relay",
             "Slow",
-            "Web"
+            "Web",
+            "Alarmed"
         ]
     );
 }

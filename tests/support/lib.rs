@@ -38,4 +38,5 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Relay>()
         .register::<Slow>()
         .register::<Web>()
+        .register::<Alarmed>()
 }

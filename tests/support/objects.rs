@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use do_runtime::{Ctx, Error, ListOptions, durable_object};
+use do_runtime::{AlarmInfo, Ctx, Error, ListOptions, durable_object};
 use serde::{Deserialize, Serialize};
 
 /// The seeds' counter.
@@ -609,5 +609,111 @@ impl Slow {
     pub async fn keys(&self) -> Result<Vec<String>, Error> {
         let entries = self.ctx.storage().list::<u64>(ListOptions::new()).await?;
         Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
+/// How many times each named `Alarmed` object was constructed.
+static ALARMED_BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// How many `Alarmed` objects named `name` were constructed.
+pub fn alarmed_constructions(name: &str) -> usize {
+    ALARMED_BUILT
+        .lock()
+        .map(|b| b.iter().filter(|n| *n == name).count())
+        .unwrap_or(0)
+}
+
+/// An object with an alarm handler that records its runs, and can be made
+/// to fail (by error or by panic) or to set the next alarm itself.
+pub struct Alarmed {
+    ctx: Ctx,
+}
+
+/// One run of `Alarmed::alarm`: its retry count, whether it was a retry,
+/// and the clock's time (ms since the epoch) when it ran.
+pub type AlarmRun = (u32, bool, u64);
+
+fn millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[durable_object]
+impl Alarmed {
+    pub fn new(ctx: Ctx) -> Self {
+        if let Ok(mut built) = ALARMED_BUILT.lock() {
+            built.push(ctx.id().name().unwrap_or_default().to_owned());
+        }
+        Self { ctx }
+    }
+
+    /// Sets the alarm `ms` milliseconds from the runtime's now.
+    pub async fn set_in(&self, ms: u64) -> Result<(), Error> {
+        let at = self.ctx.now() + std::time::Duration::from_millis(ms);
+        self.ctx.storage().set_alarm(at)
+    }
+
+    /// When the alarm is due (ms since the epoch).
+    pub async fn alarm_at(&self) -> Result<Option<u64>, Error> {
+        Ok(self.ctx.storage().get_alarm().await?.map(millis))
+    }
+
+    pub async fn delete_alarm(&self) -> Result<(), Error> {
+        self.ctx.storage().delete_alarm()
+    }
+
+    /// The next `n` runs fail with an error.
+    pub async fn fail_next(&self, n: u32) -> Result<(), Error> {
+        self.ctx.storage().put("fail", &n)
+    }
+
+    /// The next `n` runs panic (their writes are lost, so they are counted
+    /// in memory: see `panics`).
+    pub async fn panic_next(&self, n: u32) -> Result<(), Error> {
+        self.ctx.storage().put("panic", &n)
+    }
+
+    /// The next `n` runs each set the alarm again, `ms` later.
+    pub async fn chain(&self, n: u32, ms: u64) -> Result<(), Error> {
+        self.ctx.storage().put("chain", &(n, ms))
+    }
+
+    pub async fn runs(&self) -> Result<Vec<AlarmRun>, Error> {
+        Ok(self.ctx.storage().get("runs").await?.unwrap_or_default())
+    }
+
+    pub async fn put(&self, key: String, value: String) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &value)
+    }
+
+    pub async fn clear(&self) -> Result<(), Error> {
+        self.ctx.storage().delete_all().await?;
+        Ok(())
+    }
+
+    pub async fn alarm(&self, info: AlarmInfo) -> Result<(), Error> {
+        let storage = self.ctx.storage();
+        let panics: u32 = storage.get("panic").await?.unwrap_or(0);
+        if panics > 0 {
+            // Counted outside storage: the panic discards this run's writes.
+            storage.put("panic", &(panics - 1))?;
+            storage.sync().await?;
+            panic!("alarm handler panics on purpose");
+        }
+        let mut runs: Vec<AlarmRun> = storage.get("runs").await?.unwrap_or_default();
+        runs.push((info.retry_count, info.is_retry, millis(self.ctx.now())));
+        storage.put("runs", &runs)?;
+        let fails: u32 = storage.get("fail").await?.unwrap_or(0);
+        if fails > 0 {
+            storage.put("fail", &(fails - 1))?;
+            return Err(Error::app("alarm fails on purpose"));
+        }
+        let chain: Option<(u32, u64)> = storage.get("chain").await?;
+        if let Some((n, ms)) = chain.filter(|(n, _)| *n > 0) {
+            storage.put("chain", &(n - 1, ms))?;
+            storage.set_alarm(self.ctx.now() + std::time::Duration::from_millis(ms))?;
+        }
+        Ok(())
     }
 }
