@@ -77,6 +77,14 @@ impl AnyNamespace {
     pub fn get_by_name(&self, name: &str) -> AnyStub {
         self.get(self.id_from_name(name))
     }
+
+    /// A page of the objects of this namespace, as
+    /// [`Namespace::list_ids`](crate::Namespace::list_ids).
+    pub fn list_ids(&self, options: crate::ListIds) -> crate::Result<crate::IdPage> {
+        let (after, limit) = options.resolve()?;
+        let entries = crate::listing::list_local(&self.shared, &self.class, after, limit)?;
+        crate::listing::page(&self.class.key, entries, limit)
+    }
 }
 
 impl std::fmt::Debug for AnyNamespace {

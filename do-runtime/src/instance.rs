@@ -142,6 +142,9 @@ impl ObjectTask {
     ) -> Self {
         let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
         let store = Rc::new(worker.store.object_cached(prefix, worker.cache.clone()));
+        if let Some(name) = id.name() {
+            store.set_name(name);
+        }
         let key = (class.index, id.base());
         ObjectTask {
             class,

@@ -128,6 +128,44 @@ impl<T: DurableObject> Namespace<T> {
         self.get(self.id_from_name(name))
     }
 
+    /// A page of the objects of this namespace that ever stored something,
+    /// in id order: each with its id, its name where known, and whether it
+    /// holds stored data now. Pass the page's cursor to
+    /// [`ListIds::cursor`](crate::ListIds::cursor) for the next one.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), do_runtime::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let tokio = tokio::runtime::Runtime::new().unwrap();
+    /// # tokio.block_on(async {
+    /// # use do_runtime::{durable_object, Ctx, ListIds, Runtime};
+    /// # pub struct Counter { ctx: Ctx }
+    /// # #[durable_object] impl Counter { pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+    /// #   pub async fn bump(&self) { self.ctx.storage().put("n", &1).ok(); } }
+    /// # let rt = Runtime::builder().data_dir(dir.path()).register::<Counter>().build()?;
+    /// let counters = rt.namespace::<Counter>();
+    /// counters.get_by_name("a").bump().await?;
+    /// let page = counters.list_ids(ListIds::new().limit(10)).await?;
+    /// assert_eq!(page.objects[0].name.as_deref(), Some("a"));
+    /// assert!(page.objects[0].has_stored_data);
+    /// assert_eq!(page.cursor, None);
+    /// # Ok::<_, do_runtime::Error>(()) })?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_ids(&self, options: crate::ListIds) -> Result<crate::IdPage> {
+        let (after, limit) = options.resolve()?;
+        match &self.target {
+            NsTarget::Local { shared, class } => {
+                let entries = crate::listing::list_local(shared, class, after, limit)?;
+                crate::listing::page(&class.key, entries, limit)
+            }
+            NsTarget::Remote { client, class } => {
+                let entries = client.list_ids(class.index, after, limit).await?;
+                crate::listing::page(&class.key, entries, limit)
+            }
+        }
+    }
+
     /// Runs `f` with the storage of object `id`, on the object's thread and
     /// in order with its calls (like a call, it waits for the input gate),
     /// without constructing an instance. Resolves once `f` is done and its

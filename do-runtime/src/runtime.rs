@@ -209,6 +209,11 @@ impl Runtime {
         }
     }
 
+    /// The class names of the registered namespaces, in registration order.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.env().namespaces()
+    }
+
     /// Switches spans and metrics of calls on or off while running, to
     /// measure what they cost on the same threads.
     #[doc(hidden)]

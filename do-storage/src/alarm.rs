@@ -32,6 +32,8 @@ pub(crate) enum Space {
     Index,
     /// By object: prefix → due time + retries.
     ByObject,
+    /// The registry of objects that ever stored something: prefix → name.
+    Known,
 }
 
 pub(crate) fn index_key(due_ms: u64, prefix: &ObjectPrefix) -> Slice {

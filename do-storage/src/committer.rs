@@ -198,6 +198,7 @@ pub(crate) struct Keyspaces {
     pub data: Keyspace,
     pub alarms: Keyspace,
     pub alarm_of: Keyspace,
+    pub known: Keyspace,
 }
 
 fn run(
@@ -292,6 +293,7 @@ fn commit_group(
             let keyspace = match space {
                 crate::alarm::Space::Index => &spaces.alarms,
                 crate::alarm::Space::ByObject => &spaces.alarm_of,
+                crate::alarm::Space::Known => &spaces.known,
             };
             match value {
                 Some(v) => batch.insert(keyspace, key.clone(), v.clone()),

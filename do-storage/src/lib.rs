@@ -45,5 +45,5 @@ pub use error::{Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;
 pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
-pub use store::{CommitGroup, CommitHook, Store, StoreOptions};
+pub use store::{CommitGroup, CommitHook, KnownObject, Store, StoreOptions};
 pub use txn::{Txn, TxnOutcome};

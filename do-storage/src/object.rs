@@ -124,6 +124,10 @@ struct State {
     alarm_dirty: Option<Option<Alarm>>,
     /// Index entries of alarms that no longer exist, to remove.
     alarm_stale: Vec<u64>,
+    /// The name the object's id was made from, if known.
+    name: Option<String>,
+    /// Whether the registry of objects lists this one (with its name, if known).
+    registered: bool,
 }
 
 impl State {
@@ -299,6 +303,11 @@ impl ObjectStore {
         Ok(count)
     }
 
+    /// Records the name the object's id was made from, for listings.
+    pub fn set_name(&self, name: &str) {
+        self.state.borrow_mut().name = Some(name.to_owned());
+    }
+
     /// The object's alarm, buffered changes included.
     pub fn alarm(&self) -> Result<Option<Alarm>> {
         let mut state = self.state.borrow_mut();
@@ -430,7 +439,20 @@ impl ObjectStore {
             .map(|(k, v)| (Slice::from(self.full_key(k)), v.clone()))
             .collect();
         let stale = std::mem::take(&mut state.alarm_stale);
-        let extra = match state.alarm_dirty.take() {
+        let stores_something =
+            writes.values().any(Option::is_some) || matches!(state.alarm_dirty, Some(Some(_)));
+        let register = if stores_something && !state.registered {
+            state.registered = true;
+            let name = state.name.clone().unwrap_or_default();
+            // One read per object lifetime: is it listed, with its name?
+            match self.store.known_name(&self.prefix) {
+                Ok(Some(known)) if known == name || name.is_empty() => None,
+                _ => Some(name),
+            }
+        } else {
+            None
+        };
+        let mut extra = match state.alarm_dirty.take() {
             Some(new) => {
                 let old = state.alarm_handed.flatten();
                 state.alarm_handed = Some(new);
@@ -438,6 +460,13 @@ impl ObjectStore {
             }
             None => crate::alarm::change(&self.prefix, None, None, &stale),
         };
+        if let Some(name) = register {
+            extra.push((
+                crate::alarm::Space::Known,
+                self.prefix.as_bytes().to_vec().into(),
+                Some(name.into_bytes().into()),
+            ));
+        }
         state.submitted = seq;
         if std::mem::take(&mut state.dirty_confirmed) {
             state.last_confirmed = seq;

@@ -64,6 +64,17 @@ impl std::fmt::Debug for CommitHook {
     }
 }
 
+/// An object found in the registry of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownObject {
+    /// Its 16 id bytes.
+    pub id: [u8; crate::OBJECT_ID_BYTES],
+    /// The name its id was made from, if known.
+    pub name: Option<String>,
+    /// Whether it holds stored data now.
+    pub has_data: bool,
+}
+
 /// A handle to the runtime's database. Cheap to clone; every clone names the
 /// same database and the same commit thread.
 ///
@@ -87,6 +98,8 @@ struct Inner {
     /// The alarm index (due time, object) and the alarms by object.
     alarms: Keyspace,
     alarm_of: Keyspace,
+    /// Every object that ever stored something, with its name if known.
+    known: Keyspace,
     committer: Committer,
     /// Serialises the assignment of namespace numbers.
     assign: std::sync::Mutex<()>,
@@ -107,12 +120,14 @@ impl Store {
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let alarms = db.keyspace("alarms", KeyspaceCreateOptions::default)?;
         let alarm_of = db.keyspace("alarm_of", KeyspaceCreateOptions::default)?;
+        let known = db.keyspace("known", KeyspaceCreateOptions::default)?;
         let committer = Committer::start(
             db.clone(),
             crate::committer::Keyspaces {
                 data: data.clone(),
                 alarms: alarms.clone(),
                 alarm_of: alarm_of.clone(),
+                known: known.clone(),
             },
             options.persist_delay,
             options.on_commit.clone(),
@@ -124,6 +139,7 @@ impl Store {
                 meta,
                 alarms,
                 alarm_of,
+                known,
                 committer,
                 assign: std::sync::Mutex::new(()),
             }),
@@ -134,6 +150,64 @@ impl Store {
     pub(crate) fn alarm_of(&self, prefix: &ObjectPrefix) -> Result<Option<Alarm>> {
         let value = self.inner.alarm_of.get(prefix.as_bytes())?;
         Ok(value.and_then(|v| crate::alarm::decode(&v)))
+    }
+
+    /// The registered name of the object under `prefix`: `None` when the
+    /// object never stored anything, `Some("")` when its name is unknown.
+    pub(crate) fn known_name(&self, prefix: &ObjectPrefix) -> Result<Option<String>> {
+        let value = self.inner.known.get(prefix.as_bytes())?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Whether any key is stored under `prefix`.
+    pub fn has_data(&self, prefix: &ObjectPrefix) -> Result<bool> {
+        match self.inner.data.prefix(prefix.as_bytes()).next() {
+            Some(entry) => {
+                entry.key()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Up to `limit` objects of namespace `namespace` that ever stored
+    /// something, in id order, starting after id `after`.
+    pub fn list_objects(
+        &self,
+        namespace: u16,
+        after: Option<[u8; crate::OBJECT_ID_BYTES]>,
+        limit: usize,
+    ) -> Result<Vec<KnownObject>> {
+        let ns = namespace.to_be_bytes();
+        let start: Vec<u8> = match after {
+            Some(id) => {
+                // The smallest key after `ns ++ id`.
+                let mut k = ObjectPrefix::new(namespace, id).as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            None => ns.to_vec(),
+        };
+        let end = (u32::from(namespace) + 1).to_be_bytes();
+        let mut out = Vec::new();
+        let range = if namespace == u16::MAX {
+            self.inner.known.range(start..)
+        } else {
+            self.inner.known.range(start..end[2..].to_vec())
+        };
+        for entry in range.take(limit) {
+            let (key, value) = entry.into_inner()?;
+            let Some(prefix) = ObjectPrefix::from_bytes(&key) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&value).into_owned();
+            out.push(KnownObject {
+                id: prefix.id(),
+                name: (!name.is_empty()).then_some(name),
+                has_data: self.has_data(&prefix)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Up to `limit` alarms due at or before `now_ms`, earliest first.

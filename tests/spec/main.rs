@@ -12,6 +12,7 @@ mod gates;
 mod gateway;
 mod identity;
 mod lifecycle;
+mod listing;
 mod macro_ui;
 mod observability;
 mod persistence;

@@ -292,6 +292,44 @@ impl ClientShared {
     }
 
     /// A stub for `id` of `class`, on the current connection.
+    /// Asks the server for a page of the objects of namespace `class`.
+    pub(crate) async fn list_ids(
+        &self,
+        class: u32,
+        after: Option<[u8; 16]>,
+        limit: usize,
+    ) -> Result<Vec<crate::listing::WireEntry>> {
+        let conn = self.connection();
+        let call = conn.state.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::new();
+        frame::encode(
+            &ClientFrame::ListIds {
+                call,
+                class,
+                after: after.map(|a| a.to_vec()),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            },
+            &mut frame,
+        )?;
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut calls = conn.state.lock();
+            if let Some(reason) = &calls.closed {
+                return Err(Error::Disconnected(reason.clone()));
+            }
+            calls.waiting.insert(call, reply);
+        }
+        if conn.out.send(frame).is_err() {
+            conn.state.lock().waiting.remove(&call);
+            return Err(Error::Disconnected("the connection has closed".into()));
+        }
+        let bytes = rx
+            .await
+            .map_err(|_| Error::Disconnected("the connection has closed".into()))??;
+        postcard::from_bytes(&bytes)
+            .map_err(|e| Error::Codec(format!("cannot decode a listing: {e}")))
+    }
+
     pub(crate) fn stub(
         &self,
         class: &Arc<RemoteClass>,

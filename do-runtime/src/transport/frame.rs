@@ -32,6 +32,14 @@ pub enum ClientFrame {
     },
     /// The client dropped stub `stub`; the server may forget it.
     DropStub { stub: u64 },
+    /// List the objects of namespace `class`, after id base `after`; the
+    /// answer is a `Reply` to `call`.
+    ListIds {
+        call: u64,
+        class: u32,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
 }
 
 /// What a server sends.

@@ -423,6 +423,29 @@ impl Connection<'_> {
                 self.stubs.remove(&stub);
                 Ok(())
             }
+            ClientFrame::ListIds {
+                call,
+                class,
+                after,
+                limit,
+            } => {
+                let class_info = self
+                    .shared
+                    .classes()
+                    .get(class as usize)
+                    .ok_or_else(|| format!("no namespace numbered {class}"))?;
+                let after = match after.map(|a| <[u8; 16]>::try_from(a.as_slice())) {
+                    None => None,
+                    Some(Ok(after)) => Some(after),
+                    Some(Err(_)) => return Err("a listing cursor is not 16 bytes".into()),
+                };
+                let limit = (limit as usize).clamp(1, crate::listing::MAX_PAGE);
+                let result = crate::listing::list_local(self.shared, class_info, after, limit)
+                    .and_then(|entries| {
+                        postcard::to_stdvec(&entries).map_err(|e| Error::Codec(e.to_string()))
+                    });
+                push_reply(out, call, result)
+            }
             ClientFrame::Hello { .. } => Err("a second hello".into()),
         }
     }
