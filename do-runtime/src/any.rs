@@ -78,6 +78,44 @@ impl AnyNamespace {
         self.get(self.id_from_name(name))
     }
 
+    /// An object's keys, values and alarm, read on its thread in order with
+    /// its calls.
+    pub async fn show(&self, id: &DurableObjectId) -> Result<crate::admin::ObjectDump> {
+        let (id_for, name) = (id.clone(), id.name().map(str::to_owned));
+        crate::namespace::run_with_storage(
+            &self.shared,
+            &self.class,
+            id,
+            move |storage| async move { crate::admin::dump(storage.object_store(), id_for, name) },
+        )
+        .await?
+    }
+
+    /// Removes an object's keys and alarm (durably); tells how many keys
+    /// there were.
+    pub async fn delete_object(&self, id: &DurableObjectId) -> Result<usize> {
+        crate::namespace::run_with_storage(&self.shared, &self.class, id, |storage| async move {
+            Ok(storage.object_store().delete_all(true)?)
+        })
+        .await?
+    }
+
+    /// Writes export records of object `id` (durably); tells how many keys
+    /// and alarms were written.
+    pub async fn import(
+        &self,
+        id: &DurableObjectId,
+        records: Vec<crate::admin::Record>,
+    ) -> Result<usize> {
+        crate::namespace::run_with_storage(
+            &self.shared,
+            &self.class,
+            id,
+            move |storage| async move { crate::admin::apply(storage.object_store(), &records) },
+        )
+        .await?
+    }
+
     /// A page of the objects of this namespace, as
     /// [`Namespace::list_ids`](crate::Namespace::list_ids).
     pub fn list_ids(&self, options: crate::ListIds) -> crate::Result<crate::IdPage> {

@@ -120,6 +120,7 @@
 
 extern crate self as do_runtime;
 
+pub mod admin;
 mod alarms;
 mod any;
 mod clock;
@@ -155,7 +156,6 @@ pub(crate) use __private as private;
 
 pub use alarms::AlarmInfo;
 pub use any::{AnyNamespace, AnyStub};
-#[cfg(feature = "testing")]
 pub use clock::ManualClock;
 pub use ctx::{Blocking, Ctx};
 pub use do_macros::durable_object;

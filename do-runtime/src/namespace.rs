@@ -199,34 +199,50 @@ impl<T: DurableObject> Namespace<T> {
                 "with_storage runs in the object's process; it is not available through a remote client".into(),
             ));
         };
-        if id.namespace_tag() != class.key.tag() {
-            return Err(Error::WrongNamespace {
-                class: class.name.clone(),
-            });
-        }
-        if shared.is_closing() {
-            return Err(Error::Disconnected("the runtime is shutting down".into()));
-        }
-        let (done, result) = oneshot::channel();
-        let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> =
-            Box::new(move |ctx: Ctx| {
-                Box::pin(async move {
-                    let storage = ctx.storage().clone();
-                    let value = f(storage.clone()).await;
-                    let _ = done.send(storage.sync().await.map(|()| value));
-                })
-            });
-        let envelope = Envelope {
-            class: class.index,
-            id: id.clone(),
-            handle: shared.registry().handle(class.index, id.base()),
-            kind: Kind::Run(run),
-        };
-        shared.send(shared.worker_for(class.index, id), envelope)?;
-        result.await.map_err(|_| {
-            Error::Disconnected("the object was reset or the runtime shut down".into())
-        })?
+        run_with_storage(shared, class, id, f).await
     }
+}
+
+/// Runs `f` with the storage of object `id` of `class`, on the object's
+/// thread and in order with its calls, and waits until its writes are durable.
+pub(crate) async fn run_with_storage<F, Fut, R>(
+    shared: &Arc<Shared>,
+    class: &Arc<Class>,
+    id: &DurableObjectId,
+    f: F,
+) -> Result<R>
+where
+    F: FnOnce(Storage) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    if id.namespace_tag() != class.key.tag() {
+        return Err(Error::WrongNamespace {
+            class: class.name.clone(),
+        });
+    }
+    if shared.is_closing() {
+        return Err(Error::Disconnected("the runtime is shutting down".into()));
+    }
+    let (done, result) = oneshot::channel();
+    let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> =
+        Box::new(move |ctx: Ctx| {
+            Box::pin(async move {
+                let storage = ctx.storage().clone();
+                let value = f(storage.clone()).await;
+                let _ = done.send(storage.sync().await.map(|()| value));
+            })
+        });
+    let envelope = Envelope {
+        class: class.index,
+        id: id.clone(),
+        handle: shared.registry().handle(class.index, id.base()),
+        kind: Kind::Run(run),
+    };
+    shared.send(shared.worker_for(class.index, id), envelope)?;
+    result
+        .await
+        .map_err(|_| Error::Disconnected("the object was reset or the runtime shut down".into()))?
 }
 
 impl<T> Clone for Namespace<T> {

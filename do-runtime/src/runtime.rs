@@ -424,9 +424,17 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Runs alarms by `clock` instead of the system clock: time moves only
-    /// when the test says so (see [`crate::testing`]).
-    #[cfg(feature = "testing")]
+    /// Runs alarms (and [`Ctx::now`]) by `clock` instead of the system
+    /// clock: time moves only when a test says so, and alarm tests need not
+    /// sleep.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::{Duration, SystemTime}};
+    /// use do_runtime::{ManualClock, Runtime};
+    /// let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    /// let builder = Runtime::builder().manual_clock(clock.clone());
+    /// clock.advance(Duration::from_secs(60)); // alarms due by then fire
+    /// ```
     pub fn manual_clock(mut self, clock: Arc<crate::clock::ManualClock>) -> Self {
         self.clock = crate::clock::Clock::Manual(clock);
         self
@@ -564,6 +572,20 @@ impl RuntimeBuilder {
             }
         }
         Ok(Runtime { shared })
+    }
+}
+
+/// The runtime secret of a data directory that has one.
+pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
+    match store.get_meta(SECRET_KEY) {
+        Ok(Some(secret)) if secret.len() == SECRET_BYTES => Ok(secret.to_vec()),
+        Ok(Some(_)) => Err(Error::Setup(
+            "the runtime secret in the data directory is damaged".into(),
+        )),
+        Ok(None) => Err(Error::Setup(
+            "not a data directory of a runtime (it has no runtime secret)".into(),
+        )),
+        Err(e) => Err(Error::Setup(format!("cannot read the runtime secret: {e}"))),
     }
 }
 

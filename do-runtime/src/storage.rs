@@ -142,6 +142,11 @@ impl Storage {
             .release_when_durable(Box::new(move |_| scheduler.wake()));
     }
 
+    /// The object's store, for tools.
+    pub(crate) fn object_store(&self) -> &ObjectStore {
+        &self.store
+    }
+
     /// The alarm with its retry count.
     pub(crate) fn raw_alarm(&self) -> Result<Option<do_storage::Alarm>> {
         Ok(self.store.alarm()?)

@@ -154,7 +154,7 @@ impl Store {
 
     /// The registered name of the object under `prefix`: `None` when the
     /// object never stored anything, `Some("")` when its name is unknown.
-    pub(crate) fn known_name(&self, prefix: &ObjectPrefix) -> Result<Option<String>> {
+    pub fn known_name(&self, prefix: &ObjectPrefix) -> Result<Option<String>> {
         let value = self.inner.known.get(prefix.as_bytes())?;
         Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }

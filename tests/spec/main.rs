@@ -1,5 +1,6 @@
 //! The behaviour tests, one module per group of SPEC rules.
 
+mod admin;
 mod alarms;
 mod calls;
 mod chat;

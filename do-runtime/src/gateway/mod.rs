@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 mod route;
 mod socket;
 
@@ -63,6 +64,7 @@ pub struct GatewayBuilder {
     max_body_bytes: usize,
     max_connections: usize,
     health: bool,
+    admin: Option<String>,
     #[cfg(feature = "prometheus")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -87,6 +89,7 @@ impl Runtime {
             max_body_bytes: 16 * 1024 * 1024,
             max_connections: 10_000,
             health: false,
+            admin: None,
             #[cfg(feature = "prometheus")]
             prometheus: None,
         }
@@ -126,6 +129,14 @@ impl GatewayBuilder {
     /// own limit). Default: 10 000.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections.max(1);
+        self
+    }
+
+    /// Serves the [`admin`] API under `/admin/` to requests carrying
+    /// `authorization: Bearer {token}` (compared in constant time). Off
+    /// unless called.
+    pub fn admin(mut self, token: impl Into<String>) -> Self {
+        self.admin = Some(token.into());
         self
     }
 
@@ -180,6 +191,7 @@ impl GatewayBuilder {
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,
             health: self.health,
+            admin: self.admin,
             #[cfg(feature = "prometheus")]
             prometheus: self.prometheus,
             stopped,
@@ -229,6 +241,7 @@ struct State {
     max_body_bytes: usize,
     max_connections: usize,
     health: bool,
+    admin: Option<String>,
     #[cfg(feature = "prometheus")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     stopped: watch::Receiver<bool>,
@@ -327,6 +340,11 @@ async fn handle(
         }
     };
     let request = Request::from_parts(parts, body);
+    if let Some(token) = &state.admin
+        && request.uri().path().starts_with("/admin/")
+    {
+        return to_hyper(admin::handle(token, &state.env, request).await);
+    }
     let key = request
         .headers()
         .get(http::header::SEC_WEBSOCKET_KEY)

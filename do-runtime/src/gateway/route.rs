@@ -81,7 +81,7 @@ fn split_default_path(mut request: Request) -> Result<(String, String, Request),
 }
 
 /// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, Error> {
+pub(super) fn percent_decode(text: &str) -> Result<String, Error> {
     let bad = || Error::BadRequest(format!("invalid percent-encoding in {text:?}"));
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
