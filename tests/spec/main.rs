@@ -4,6 +4,7 @@ mod admin;
 mod alarms;
 mod calls;
 mod chat;
+mod cli;
 mod crash;
 mod e_order;
 mod execution;

@@ -1,0 +1,216 @@
+//! The command-line tool on a real data directory (offline) and against a
+//! running server's admin API: list, show, export, import round trip,
+//! delete with confirmation, bad arguments.
+
+use do_tests::{Alarmed, Counter, Kv, builder};
+
+/// Runs `do-cli` with `args` and `input` on standard input; returns the
+/// exit code, standard output and standard error.
+fn cli(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut argv = vec!["do-cli"];
+    argv.extend_from_slice(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = do_cli::run(argv, &mut input.as_bytes(), &mut out, &mut err);
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+async fn seed(dir: &std::path::Path) {
+    let rt = builder().data_dir(dir).build().unwrap();
+    for i in 0..5 {
+        rt.namespace::<Counter>()
+            .get_by_name(&format!("n{i}"))
+            .increment(i + 1)
+            .await
+            .unwrap();
+    }
+    rt.namespace::<Kv>()
+        .get_by_name("doc")
+        .put_many(vec![
+            ("title".into(), "Hello".into()),
+            ("body".into(), "World".into()),
+        ])
+        .await
+        .unwrap();
+    rt.namespace::<Alarmed>()
+        .get_by_name("bell")
+        .set_in(60_000)
+        .await
+        .unwrap();
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_on_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path()).await;
+    let data = dir.path().to_str().unwrap();
+    tokio::task::spawn_blocking({
+        let data = data.to_owned();
+        move || offline(&data)
+    })
+    .await
+    .unwrap();
+}
+
+fn offline(data: &str) {
+    let (code, out, err) = cli(&["--data", data, "namespaces"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l == "Counter") && out.lines().any(|l| l == "Kv"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(&["--data", data, "list", "Counter", "--limit", "2"], "");
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 2);
+    let cursor = out
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("# more: --cursor ")
+        .unwrap()
+        .to_owned();
+    let (_, rest, _) = cli(
+        &[
+            "--data", data, "list", "Counter", "--limit", "2", "--cursor", &cursor,
+        ],
+        "",
+    );
+    assert!(
+        !rest.contains(out.lines().next().unwrap()),
+        "the next page starts after the cursor"
+    );
+    let (_, all, _) = cli(
+        &["--data", data, "list", "Counter", "--all", "--limit", "2"],
+        "",
+    );
+    assert_eq!(all.lines().count(), 5, "{all}");
+    assert!(all.lines().all(|l| l.ends_with("  data")));
+
+    let (code, shown, _) = cli(&["--data", data, "show", "Kv", "doc"], "");
+    assert_eq!(code, 0);
+    assert!(shown.contains("name: doc"), "{shown}");
+    assert!(shown.contains("  title = \"Hello\""), "{shown}");
+    let (_, bell, _) = cli(&["--data", data, "show", "Alarmed", "bell"], "");
+    assert!(
+        bell.lines()
+            .any(|l| l.starts_with("alarm: ") && l != "alarm: none"),
+        "{bell}"
+    );
+
+    // Export the namespace, delete one object (confirming), import back.
+    let file = std::path::Path::new(data).join("export.jsonl");
+    let file = file.to_str().unwrap();
+    let (code, _, err) = cli(&["--data", data, "export", "Kv", "--out", file], "");
+    assert_eq!(code, 0, "{err}");
+    let exported = std::fs::read_to_string(file).unwrap();
+    assert_eq!(exported.lines().count(), 2);
+    let (_, out, _) = cli(&["--data", data, "delete", "Kv", "doc"], "n\n");
+    assert!(out.contains("not deleted"));
+    let (_, still, _) = cli(&["--data", data, "show", "Kv", "doc"], "");
+    assert!(still.contains("keys: 2"));
+    let (code, out, _) = cli(&["--data", data, "delete", "Kv", "doc"], "y\n");
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted 2 keys"), "{out}");
+    let (_, gone, _) = cli(&["--data", data, "show", "Kv", "doc"], "");
+    assert!(gone.contains("keys: 0"), "{gone}");
+    let (code, out, err) = cli(&["--data", data, "import", file], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 2"), "{out}");
+    let (_, back, _) = cli(&["--data", data, "show", "Kv", "doc"], "");
+    assert_eq!(back, shown, "the round trip restores the object");
+    // From standard input too.
+    let (code, _, err) = cli(&["--data", data, "import", "-"], &exported);
+    assert_eq!(code, 0, "{err}");
+
+    // Bad arguments: non-zero exit and a one-line message.
+    let counter_id = all
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    for (args, input) in [
+        (vec!["--data", data, "show", "Kv", counter_id.as_str()], ""),
+        (vec!["--data", data, "list", "Nope"], ""),
+        (vec!["--data", "/nonexistent/dir", "namespaces"], ""),
+        (vec!["namespaces"], ""),
+        (vec!["--data", data, "list", "Counter", "--limit", "0"], ""),
+        (vec!["--data", data, "import", "-"], "{not json}\n"),
+    ] {
+        let (code, _, err) = cli(&args, input);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = cli(&["--data", data, "frobnicate"], "");
+    assert_eq!(code, 2, "clap's usage error");
+    assert!(err.contains("Usage"), "{err}");
+    let (code, help, _) = cli(&["--help"], "");
+    assert_eq!(code, 0);
+    for command in ["namespaces", "list", "show", "export", "import", "delete"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path()).await;
+    let rt = builder().data_dir(dir.path()).build().unwrap();
+    let gateway = rt.gateway().admin("tok").start().await.unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    tokio::task::spawn_blocking(move || {
+        let (code, out, err) = cli(&["--server", &url, "--token", "tok", "namespaces"], "");
+        assert_eq!(code, 0, "{err}");
+        assert!(out.lines().any(|l| l == "Counter"));
+        let (_, all, _) = cli(
+            &[
+                "--server", &url, "--token", "tok", "list", "Counter", "--all", "--limit", "2",
+            ],
+            "",
+        );
+        assert_eq!(all.lines().count(), 5, "{all}");
+        let (_, shown, _) = cli(
+            &["--server", &url, "--token", "tok", "show", "Kv", "doc"],
+            "",
+        );
+        assert!(shown.contains("  body = \"World\""), "{shown}");
+        let (code, exported, _) = cli(
+            &["--server", &url, "--token", "tok", "export", "Kv", "doc"],
+            "",
+        );
+        assert_eq!(code, 0);
+        let (code, out, _) = cli(
+            &[
+                "--server", &url, "--token", "tok", "delete", "Kv", "doc", "--yes",
+            ],
+            "",
+        );
+        assert_eq!(code, 0);
+        assert!(out.contains("deleted 2"));
+        let (code, _, err) = cli(
+            &["--server", &url, "--token", "tok", "import", "-"],
+            &exported,
+        );
+        assert_eq!(code, 0, "{err}");
+        let (_, back, _) = cli(
+            &["--server", &url, "--token", "tok", "show", "Kv", "doc"],
+            "",
+        );
+        assert_eq!(back, shown);
+        let (code, _, err) = cli(&["--server", &url, "--token", "wrong", "namespaces"], "");
+        assert_eq!(code, 1);
+        assert!(err.contains("token"), "{err}");
+    })
+    .await
+    .unwrap();
+}
