@@ -6,6 +6,7 @@
 //! cargo run --release -p do-bench -- --list
 //! ```
 
+mod alarms;
 mod durable;
 mod gateway;
 mod harness;
@@ -74,6 +75,20 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
         "remote-64",
         "remote calls over loopback, 64 in flight",
         |c| remote::remote(c, 64),
+    ),
+    (
+        "alarms-1m",
+        "pending alarms: one scheduler scan with 1 000 000 pending vs none",
+        |c| {
+            alarms::pending(
+                c,
+                if c.duration < std::time::Duration::from_millis(500) {
+                    10_000
+                } else {
+                    1_000_000
+                },
+            )
+        },
     ),
     (
         "gateway-1",

@@ -118,9 +118,12 @@ impl Store {
             .open()?;
         let data = db.keyspace("objects", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let alarms = db.keyspace("alarms", KeyspaceCreateOptions::default)?;
-        let alarm_of = db.keyspace("alarm_of", KeyspaceCreateOptions::default)?;
-        let known = db.keyspace("known", KeyspaceCreateOptions::default)?;
+        // Small keyspaces of small entries: small memtables keep their
+        // memory bounded however many alarms and objects there are.
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024);
+        let alarms = db.keyspace("alarms", small)?;
+        let alarm_of = db.keyspace("alarm_of", small)?;
+        let known = db.keyspace("known", small)?;
         let committer = Committer::start(
             db.clone(),
             crate::committer::Keyspaces {
