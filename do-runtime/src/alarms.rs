@@ -1,6 +1,7 @@
 //! Alarms: one per object, stored with its data, run by one scheduler per
 //! runtime that scans the store's index of due times (no task or timer per
-//! object).
+//! object). The scheduler's thread also refreshes, every 5 s, the metrics
+//! the hot path does not keep (queued calls, cache counters).
 //!
 //! ```
 //! # fn main() -> Result<(), do_runtime::Error> {
@@ -140,7 +141,13 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHan
 async fn schedule(shared: Arc<Shared>) {
     let scheduler = shared.alarms().clone();
     let (done, mut finished) = mpsc::unbounded_channel::<()>();
+    // This thread also refreshes the metrics the hot path leaves alone.
+    let mut refreshed = std::time::Instant::now();
     while !scheduler.stopped() {
+        if refreshed.elapsed() >= Duration::from_secs(5) {
+            refreshed = std::time::Instant::now();
+            shared.refresh_gauges();
+        }
         let Some(store) = shared.store() else { break };
         let clock = shared.clock();
         let now = clock.now_ms();

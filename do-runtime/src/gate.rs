@@ -59,6 +59,17 @@ impl Gate {
     {
         self.blockers.set(self.blockers.get() + 1);
         let gate = self.clone();
+        // The future runs as its own task: give it the object's output gate
+        // (for WebSocket sends) and trace, as the object's calls have.
+        let store = crate::websocket::gate::current();
+        let trace = crate::trace::current();
+        let mut future = Box::pin(future);
+        let future = std::future::poll_fn(move |cx| {
+            crate::trace::with_current(trace, || match &store {
+                Some(store) => crate::websocket::gate::with(store, || future.as_mut().poll(cx)),
+                None => future.as_mut().poll(cx),
+            })
+        });
         let task = tokio::task::spawn_local(async move {
             let _reopen = Reopen(gate.clone());
             match AssertUnwindSafe(future).catch_unwind().await {

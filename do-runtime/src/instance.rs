@@ -322,7 +322,10 @@ impl ObjectTask {
     /// the caller's trace.
     fn watch(&self, method: u32, trace: u128, caller: &tracing::Span) -> HandleWatch {
         if !self.shared.instrument() {
-            return HandleWatch::none();
+            // No span, but the trace still passes on to the calls it makes.
+            let mut watch = HandleWatch::none();
+            watch.trace = trace;
+            return watch;
         }
         // The method's name is looked up only when the span is enabled.
         let span = tracing::info_span!(
@@ -340,15 +343,21 @@ impl ObjectTask {
                 span,
                 trace,
                 fallible: false,
+                finished: std::cell::Cell::new(false),
             };
         }
-        if trace != 0 {
-            span.record("trace_id", tracing::field::display(TraceId(trace)));
-        }
+        // A caller whose own span was off sent no trace: start one here.
+        let trace = if trace == 0 {
+            crate::trace::current_or_new()
+        } else {
+            trace
+        };
+        span.record("trace_id", tracing::field::display(TraceId(trace)));
         HandleWatch {
             span,
             trace,
             fallible: self.class.metrics.method(method).info.fallible,
+            finished: std::cell::Cell::new(false),
         }
     }
 
@@ -537,6 +546,16 @@ struct HandleWatch {
     /// The caller's trace: calls this one makes join it.
     trace: u128,
     fallible: bool,
+    finished: std::cell::Cell<bool>,
+}
+
+impl Drop for HandleWatch {
+    fn drop(&mut self) {
+        // Dropped unfinished: a reset took the call with it.
+        if !self.finished.get() && !self.span.is_disabled() {
+            self.span.record("outcome", "disconnected");
+        }
+    }
 }
 
 impl HandleWatch {
@@ -545,10 +564,12 @@ impl HandleWatch {
             span: tracing::Span::none(),
             trace: 0,
             fallible: false,
+            finished: std::cell::Cell::new(false),
         }
     }
 
     fn finish(&self, result: &Reply) {
+        self.finished.set(true);
         if !self.span.is_disabled() {
             let outcome = crate::telemetry::Outcome::of(result, self.fallible);
             self.span.record("outcome", outcome.as_str());

@@ -260,16 +260,34 @@ pub fn fetch_scope<F>(
 where
     F: std::future::Future,
 {
-    let shared = ctx.env().shared().clone();
-    let accepted = crate::websocket::scope::Accepted::default();
+    /// Settles the sockets accepted so far when the handler ends — or is
+    /// dropped (a reset): then none of them is handed over.
+    struct Settle {
+        shared: std::sync::Arc<crate::runtime::Shared>,
+        accepted: crate::websocket::scope::Accepted,
+    }
+    impl Settle {
+        fn settle(&self, response: Option<&Response>) {
+            let sockets = std::mem::take(&mut *self.accepted.borrow_mut());
+            if !sockets.is_empty() {
+                self.shared.sockets().settle(sockets, response);
+            }
+        }
+    }
+    impl Drop for Settle {
+        fn drop(&mut self) {
+            self.settle(None);
+        }
+    }
+    let settle = Settle {
+        shared: ctx.env().shared().clone(),
+        accepted: crate::websocket::scope::Accepted::default(),
+    };
     let mut future = Box::pin(future);
     std::future::poll_fn(move |cx| {
-        let polled = crate::websocket::scope::with(&accepted, || future.as_mut().poll(cx));
+        let polled = crate::websocket::scope::with(&settle.accepted, || future.as_mut().poll(cx));
         if let std::task::Poll::Ready(output) = &polled {
-            let sockets = std::mem::take(&mut *accepted.borrow_mut());
-            if !sockets.is_empty() {
-                shared.sockets().settle(sockets, response(output));
-            }
+            settle.settle(response(output));
         }
         polled
     })

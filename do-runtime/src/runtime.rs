@@ -183,6 +183,9 @@ pub(crate) struct Counters {
     pub failed_calls: crate::telemetry::Sharded,
     /// Each worker's value cache counts its hits and misses here.
     pub caches: Vec<Arc<do_storage::CacheCounters>>,
+    /// The cache figures last added to the metrics.
+    pub exported_hits: std::sync::atomic::AtomicU64,
+    pub exported_misses: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -243,8 +246,7 @@ impl Runtime {
     pub(crate) fn stats_of(shared: &Arc<Shared>) -> Stats {
         let counters = &shared.counters;
         let (cache_hits, cache_misses) = counters.cache_figures();
-        let queued_calls = shared.registry().queued_total();
-        shared.metrics.queued_calls.set(queued_calls as f64);
+        let queued_calls = shared.refresh_gauges();
         Stats {
             storage: shared.store().map(|s| s.commit_stats()).unwrap_or_default(),
             live_instances: counters.live_instances.load(Ordering::Relaxed),
@@ -503,10 +505,10 @@ impl RuntimeBuilder {
             store_options.on_commit = Some(do_storage::CommitHook(Arc::new(move |group| {
                 metrics.commit_writes.record(group.writes as f64);
                 metrics.commit_seconds.record(group.persist.as_secs_f64());
-                metrics.bytes_written.increment(group.bytes);
-                let (hits, misses) = counters.cache_figures();
-                metrics.cache_hits.absolute(hits);
-                metrics.cache_misses.absolute(misses);
+                if !group.failed {
+                    metrics.bytes_written.increment(group.bytes);
+                }
+                counters.export_cache(&metrics);
             })));
         }
         let store = Store::open(&dir, store_options).map_err(|e| {
@@ -623,6 +625,15 @@ impl Shared {
 
     pub(crate) fn worker_io(&self) -> bool {
         self.worker_io
+    }
+
+    /// Pushes the figures the hot path does not (queued calls, cache
+    /// counters) to the metrics; returns the queued calls.
+    pub(crate) fn refresh_gauges(&self) -> usize {
+        let queued = self.registry().queued_total();
+        self.metrics.queued_calls.set(queued as f64);
+        self.counters.export_cache(&self.metrics);
+        queued
     }
 
     pub(crate) fn alarms(&self) -> &Arc<crate::alarms::Scheduler> {
@@ -770,6 +781,18 @@ impl Shared {
 }
 
 impl Counters {
+    /// Adds the cache hits and misses since the last export to the metrics
+    /// (as increments: several runtimes may share one recorder).
+    pub(crate) fn export_cache(&self, metrics: &crate::telemetry::RuntimeMetrics) {
+        let (hits, misses) = self.cache_figures();
+        let old_hits = self.exported_hits.swap(hits, Ordering::Relaxed);
+        let old_misses = self.exported_misses.swap(misses, Ordering::Relaxed);
+        metrics.cache_hits.increment(hits.saturating_sub(old_hits));
+        metrics
+            .cache_misses
+            .increment(misses.saturating_sub(old_misses));
+    }
+
     /// Hits and misses of every worker's value cache.
     pub(crate) fn cache_figures(&self) -> (u64, u64) {
         self.caches

@@ -353,6 +353,15 @@ impl StubShared {
     }
 }
 
+impl<O> Drop for Call<O> {
+    fn drop(&mut self) {
+        // Dropped before its reply: counted, and its span closed, as such.
+        if !self.watch.finished {
+            self.watch.record(Outcome::Dropped);
+        }
+    }
+}
+
 /// The future of one call; resolves to the method's result.
 ///
 /// The call was sent when the stub method was called; awaiting only waits for
@@ -374,6 +383,7 @@ pub(crate) struct Watch {
     /// Whether the method returns `Result`, when known.
     fallible: bool,
     local: Option<LocalWatch>,
+    finished: bool,
 }
 
 struct LocalWatch {
@@ -419,6 +429,8 @@ impl Watch {
                 (span, None, info.is_some_and(|m| m.fallible))
             }
         };
+        // Calls made inside an object's call join its trace, spans or not.
+        let trace = trace.or_else(|| Some(crate::trace::current()).filter(|t| *t != 0));
         let trace = if span.is_disabled() {
             trace.unwrap_or(0)
         } else {
@@ -431,11 +443,16 @@ impl Watch {
             trace,
             fallible,
             local,
+            finished: false,
         }
     }
 
     fn finish(&mut self, reply: &Reply) {
-        let outcome = Outcome::of(reply, self.fallible);
+        self.record(Outcome::of(reply, self.fallible));
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.finished = true;
         if let Some(local) = self.local.take() {
             local
                 .method

@@ -26,7 +26,7 @@
 //! | `do_cache_hits_total`, `do_cache_misses_total` | counter | |
 //!
 //! `outcome` is one of `ok`, `user_error`, `panic`, `overloaded`,
-//! `disconnected`, `error`. Calls are counted by the runtime that owns the
+//! `disconnected`, `error`, `dropped` (the caller dropped the call's future). Calls are counted by the runtime that owns the
 //! object, whether they came from a local stub or over the network.
 
 use std::sync::Arc;
@@ -45,16 +45,20 @@ pub(crate) enum Outcome {
     Overloaded,
     Disconnected,
     Error,
+    /// The caller dropped the call's future before its reply: the call may
+    /// still have run.
+    Dropped,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::UserError,
         Outcome::Panic,
         Outcome::Overloaded,
         Outcome::Disconnected,
         Outcome::Error,
+        Outcome::Dropped,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::Disconnected => "disconnected",
             Outcome::Error => "error",
+            Outcome::Dropped => "dropped",
         }
     }
 
@@ -92,7 +97,7 @@ impl Outcome {
 /// The handles of one method.
 pub(crate) struct MethodMetrics {
     pub info: MethodInfo,
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     duration: Histogram,
 }
 

@@ -41,12 +41,22 @@ fn next_u64() -> u64 {
     })
 }
 
-/// Runs `f` with `trace` as this thread's current trace (0: none).
+/// This thread's current trace (0: none).
+pub(crate) fn current() -> u128 {
+    CURRENT.with(Cell::get)
+}
+
+/// Runs `f` with `trace` as this thread's current trace (0: none); the
+/// previous one comes back however `f` ends.
 pub(crate) fn with_current<R>(trace: u128, f: impl FnOnce() -> R) -> R {
-    let previous = CURRENT.with(|c| c.replace(trace));
-    let result = f();
-    CURRENT.with(|c| c.set(previous));
-    result
+    struct Restore(u128);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.replace(trace)));
+    f()
 }
 
 /// A trace id as 32 hex digits.

@@ -302,8 +302,9 @@ impl Sockets {
         lock(&self.groups).get(&(class.index, id.base())).cloned()
     }
 
-    /// Forgets sockets accepted more than [`PENDING_TIMEOUT`] ago whose
-    /// upgrade never completed (at most once a second).
+    /// Forgets sockets accepted more than [`PENDING_TIMEOUT`] ago that no
+    /// gateway claimed, open or already closed by the object (at most once
+    /// a second).
     fn sweep_pending(&self) {
         {
             let mut swept = lock(&self.swept);
@@ -417,6 +418,10 @@ impl Sockets {
         let _ = entry
             .state
             .compare_exchange(PENDING, OPEN, Ordering::AcqRel, Ordering::Acquire);
+        // Removed meanwhile: nothing to serve.
+        if entry.state.load(Ordering::Acquire) == CLOSED {
+            return None;
+        }
         Some(Claimed { entry, rx })
     }
 
@@ -500,6 +505,7 @@ impl Sockets {
         id: &DurableObjectId,
         tag: Option<&str>,
     ) -> Vec<WebSocket> {
+        self.sweep_pending();
         let Some(group) = self.existing_group(class, id) else {
             return Vec::new();
         };
@@ -541,6 +547,7 @@ impl Sockets {
 
     /// How many sockets are open or waiting for their upgrade.
     pub(crate) fn count(&self) -> usize {
+        self.sweep_pending();
         lock(&self.by_id).len()
     }
 
@@ -598,10 +605,13 @@ impl SocketEntry {
         };
         let out = self.out.clone();
         let release = move |durable: bool| {
+            // A close shows no data: it goes out even if the writes before
+            // it were lost (else the socket would hang half-closed).
+            let keep = durable || matches!(what, Out::Close { .. });
             let _ = out.send(Outgoing {
                 seq,
                 counted,
-                what: durable.then_some(what),
+                what: keep.then_some(what),
             });
         };
         crate::websocket::gate::release(release);
@@ -797,12 +807,23 @@ pub(crate) mod gate {
         static CURRENT: RefCell<Option<Rc<ObjectStore>>> = const { RefCell::new(None) };
     }
 
-    /// Runs `f` with `store` as the gate of sends made meanwhile.
+    /// Runs `f` with `store` as the gate of sends made meanwhile; the
+    /// previous gate comes back however `f` ends.
     pub(crate) fn with<R>(store: &Rc<ObjectStore>, f: impl FnOnce() -> R) -> R {
-        let previous = CURRENT.with(|c| c.replace(Some(store.clone())));
-        let result = f();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
-        result
+        struct Restore(Option<Rc<ObjectStore>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(Some(store.clone()))));
+        f()
+    }
+
+    /// The gate in force on this thread.
+    pub(crate) fn current() -> Option<Rc<ObjectStore>> {
+        CURRENT.with(|c| c.borrow().clone())
     }
 
     /// Calls `release(durable)` once the current object's writes so far are
@@ -831,12 +852,18 @@ pub(crate) mod scope {
         static CURRENT: RefCell<Option<Accepted>> = const { RefCell::new(None) };
     }
 
-    /// Runs `f` (one poll of a `fetch`) collecting the sockets it accepts.
+    /// Runs `f` (one poll of a `fetch`) collecting the sockets it accepts;
+    /// the previous scope comes back however `f` ends.
     pub(crate) fn with<R>(accepted: &Accepted, f: impl FnOnce() -> R) -> R {
-        let previous = CURRENT.with(|c| c.replace(Some(accepted.clone())));
-        let result = f();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
-        result
+        struct Restore(Option<Accepted>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(Some(accepted.clone()))));
+        f()
     }
 
     pub(crate) fn note(entry: &Arc<SocketEntry>) {

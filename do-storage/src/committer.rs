@@ -332,9 +332,6 @@ fn commit_group(
         failed = summary.failed,
         "commit group"
     );
-    if let Some(hook) = hook {
-        (hook.0)(&summary);
-    }
     stats.groups.fetch_add(1, Ordering::Relaxed);
     stats
         .batches
@@ -359,5 +356,13 @@ fn commit_group(
     }
     for release in waiting.drain(..) {
         release(result.clone());
+    }
+    // After the replies, so a slow hook delays none; a panicking one must
+    // not take the commit thread down.
+    if let Some(hook) = hook {
+        let run = std::panic::AssertUnwindSafe(|| (hook.0)(&summary));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(target: "do_storage::commit", "the commit hook panicked");
+        }
     }
 }

@@ -435,11 +435,14 @@ async fn a_client_that_stops_reading_does_not_hold_up_shutdown() {
     // socket fill up.
     send(&mut socket, "flood:100").await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rt.stats().websockets, 1);
     let done = tokio::time::timeout(std::time::Duration::from_secs(60), gateway.shutdown()).await;
     assert!(
         done.is_ok(),
         "shutdown finishes though the client does not read"
     );
+    // Shutdown waited for the socket to end: the runtime forgot it.
+    assert_eq!(rt.stats().websockets, 0);
     drop(socket);
 }
 
@@ -470,4 +473,25 @@ async fn websocket_sends_wait_for_the_writes_they_reflect() {
         .await
         .unwrap();
     assert_eq!((doomed, kept), (None, Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_after_a_lost_write_still_closes_the_socket() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let mut socket = open(gateway.local_addr(), "lost-close", "a", "").await;
+    send(&mut socket, "write-close-panic").await;
+    match next(&mut socket).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4002),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    while next(&mut socket).await.is_some() {}
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rt.stats().websockets != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed socket is forgotten"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -138,6 +138,8 @@ async fn metrics_add_up_to_the_calls_made() {
         .unwrap_err();
     let counter = rt.namespace::<Counter>().get_by_name("metered");
     counter.increment(2).await.unwrap();
+    // A call whose future is dropped before its reply is counted as such.
+    drop(counter.increment(3));
 
     let snapshot = snapshotter.snapshot().into_vec();
     let count = |class: &str, method: &str, outcome: &str| -> u64 {
@@ -165,6 +167,7 @@ async fn metrics_add_up_to_the_calls_made() {
     assert_eq!(count("Bank", "withdraw", "user_error"), 3);
     assert_eq!(count("Recorder", "boom", "panic"), 1);
     assert_eq!(count("Counter", "increment", "ok"), 1);
+    assert_eq!(count("Counter", "increment", "dropped"), 1);
     let latencies: usize = snapshot
         .iter()
         .filter(|(key, _, _, _)| {
@@ -193,7 +196,7 @@ async fn metrics_add_up_to_the_calls_made() {
         "commit latencies are recorded"
     );
     let stats = rt.stats();
-    assert_eq!((stats.calls, stats.failed_calls), (12, 4));
+    assert_eq!((stats.calls, stats.failed_calls), (13, 5));
 }
 
 /// Checks one line of Prometheus text format: `name{labels} value` or a
@@ -295,10 +298,16 @@ async fn stats_count_live_instances_before_and_after_eviction() {
     assert!(stats.storage.groups >= 1);
     assert!(rt.evict(&ns.id_from_name("b")).await.unwrap());
     assert_eq!(rt.stats().live_instances, 2);
+    // A panic resets (drops) the instance.
+    let recorder = rt.namespace::<Recorder>().get_by_name("live-count");
+    recorder.record(1).await.unwrap();
+    assert_eq!(rt.stats().live_instances, 3);
+    recorder.boom("reset".into()).await.unwrap_err();
+    assert_eq!(rt.stats().live_instances, 2);
     // Reads after eviction go to the engine or the cache; both are counted.
     ns.get_by_name("b").value().await.unwrap();
     let stats = rt.stats();
-    assert_eq!(stats.live_instances, 3);
+    assert_eq!(stats.live_instances, 3, "a, c and b again");
     assert!(stats.cache_hits + stats.cache_misses >= 1);
     // Connections are counted while open.
     let server = rt.server().start().await.unwrap();

@@ -168,6 +168,12 @@ impl Web {
             self.ctx.storage().put("doomed", &true)?;
             socket.send("reflects a lost write")?;
             panic!("after writing and sending")
+        } else if text == "write-close-panic" {
+            // The close follows a write the panic discards: a close shows
+            // no data, so it must still reach the client.
+            self.ctx.storage().put("doomed", &true)?;
+            socket.close(4002, "closing anyway")?;
+            panic!("after writing and closing")
         } else if text == "write-send" {
             self.ctx.storage().put("kept", &true)?;
             socket.send("reflects a durable write")

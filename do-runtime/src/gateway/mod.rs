@@ -75,6 +75,43 @@ pub struct Gateway {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    pumps: Arc<Pumps>,
+}
+
+/// The WebSockets a gateway serves, so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Pumps {
+    live: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl Pumps {
+    pub(crate) fn started(self: &Arc<Self>) -> PumpGuard {
+        self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        PumpGuard(self.clone())
+    }
+
+    async fn all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.live.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// Counts one served WebSocket while it lives.
+pub(crate) struct PumpGuard(Arc<Pumps>);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
 }
 
 impl Runtime {
@@ -184,7 +221,9 @@ impl GatewayBuilder {
             .local_addr()
             .map_err(|e| Error::Setup(format!("cannot read the listening address: {e}")))?;
         let (stop, stopped) = watch::channel(false);
+        let pumps = Arc::new(Pumps::default());
         let state = Arc::new(State {
+            pumps: pumps.clone(),
             env: Env::new(self.shared.clone()),
             shared: self.shared,
             router: self.router,
@@ -201,6 +240,7 @@ impl GatewayBuilder {
             local_addr,
             stop,
             task,
+            pumps,
         })
     }
 }
@@ -211,11 +251,13 @@ impl Gateway {
         self.local_addr
     }
 
-    /// Stops accepting, closes open connections and WebSockets, and waits
-    /// until the accept loop is gone.
+    /// Stops accepting, closes open connections and WebSockets (1001), and
+    /// waits until the accept loop and every WebSocket are gone. HTTP
+    /// requests in flight are cut off, not drained.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         let _ = (&mut self.task).await;
+        self.pumps.all_ended().await;
     }
 }
 
@@ -235,6 +277,7 @@ impl std::fmt::Debug for Gateway {
 
 /// What every connection of one gateway shares.
 struct State {
+    pumps: Arc<Pumps>,
     shared: Arc<Shared>,
     env: Env,
     router: Arc<Router>,
@@ -366,12 +409,17 @@ async fn handle(
                     "the accepted WebSocket is not this runtime's".to_owned(),
                 ));
             };
-            tokio::spawn(socket::serve(
+            let pump = state.pumps.started();
+            let serve = socket::serve(
                 state.shared.clone(),
                 claimed,
                 upgrade,
                 state.stopped.clone(),
-            ));
+            );
+            tokio::spawn(async move {
+                serve.await;
+                drop(pump);
+            });
             to_hyper(socket::switching_protocols(response, &key))
         }
         (status, _, _) => {

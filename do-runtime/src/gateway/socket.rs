@@ -217,6 +217,8 @@ impl Pump {
                 // frames wait (backpressure) but the object's sends go out.
                 result = poll_in_flight(&mut in_flight), if in_flight.is_some() => {
                     let Some(done) = in_flight.take() else { continue };
+                    // The client was not read meanwhile: its silence is ours.
+                    last_seen = Instant::now();
                     match self.after(done, result) {
                         Ok(next) => in_flight = next,
                         Err(end) => break end,
@@ -235,7 +237,7 @@ impl Pump {
                     }
                 }
                 _ = ping.tick() => {
-                    if last_seen.elapsed() > 3 * PING_EVERY {
+                    if in_flight.is_none() && last_seen.elapsed() > 3 * PING_EVERY {
                         self.entry.mark_closing();
                         self.notify_close(1006, "the client stopped answering").await;
                         break End::Drop;
