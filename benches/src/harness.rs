@@ -19,6 +19,10 @@ pub enum Unit {
     OpsPerSec,
     /// Microseconds: lower is better.
     Micros,
+    /// Milliseconds: lower is better.
+    Millis,
+    /// Bytes: lower is better.
+    Bytes,
 }
 
 /// Every sample of one variant of one scenario.
@@ -117,6 +121,9 @@ fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::OpsPerSec if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
         Unit::OpsPerSec => format!("{v:.0} /s"),
         Unit::Micros => format!("{v:.1} µs"),
+        Unit::Millis => format!("{v:.1} ms"),
+        Unit::Bytes if v >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
+        Unit::Bytes => format!("{v:.0} B"),
     }
 }
 
@@ -136,10 +143,11 @@ pub fn table(outcomes: &[Outcome]) -> String {
             // kind of figure (the label's last word: "p50", "p99" …), else
             // of the same unit.
             let kind = |x: &Series| x.label.rsplit(' ').next().map(str::to_owned);
+            let index = |x: &Series| o.series.iter().position(|y| std::ptr::eq(y, x));
             let ours = o
                 .series
                 .iter()
-                .find(|x| x.unit == s.unit && kind(x) == kind(s))
+                .find(|x| x.unit == s.unit && kind(x) == kind(s) && index(x) < index(s))
                 .filter(|_| s.unit == Unit::Micros)
                 .or_else(|| o.series.iter().find(|x| x.unit == s.unit));
             let ratio = match ours {

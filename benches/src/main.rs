@@ -7,10 +7,12 @@
 //! ```
 
 mod alarms;
+mod alloc;
 mod durable;
 mod gateway;
 mod harness;
 mod inproc;
+mod lifecycle;
 #[cfg(feature = "peers")]
 mod peers;
 mod remote;
@@ -18,6 +20,9 @@ mod remote;
 use std::time::Duration;
 
 use harness::{Config, Outcome};
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 type Runner = fn(&Config) -> Outcome;
 
@@ -75,6 +80,21 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
         "remote-64",
         "remote calls over loopback, 64 in flight",
         |c| remote::remote(c, 64),
+    ),
+    (
+        "cold-activation",
+        "activation of a new object (first call, 10-key read) vs raw task spawn + call",
+        lifecycle::cold_activation,
+    ),
+    (
+        "memory-100k",
+        "memory per live idle object (100 000) vs raw task + channel; after eviction",
+        lifecycle::memory,
+    ),
+    (
+        "restart-1m",
+        "restart with 1 000 000 keys: open + first call vs raw fjall reopen",
+        lifecycle::restart,
     ),
     (
         "alarms-1m",
