@@ -34,6 +34,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Handlers
+//!
+//! A few method names are special: `fetch` takes a [`Request`] and returns
+//! a [`Response`] (see the `fetch` docs of [`Request`] and the gateway, feature
+//! `gateway`); `websocket_message`, `websocket_close` and `websocket_error`
+//! receive the events of the object's WebSockets ([`websocket`]); `alarm`
+//! runs when the object's alarm is due ([`AlarmInfo`],
+//! [`Storage::set_alarm`]). The last four are called by the runtime only
+//! and never appear on the stub. What the runtime records about calls
+//! (spans, metrics) is described in [`telemetry`]; tools read stored objects
+//! through [`admin`].
+//!
 //! # The object model
 //!
 //! * **Constructor.** `pub fn new(ctx: Ctx) -> Self` builds an instance on
