@@ -27,6 +27,16 @@ impl Cold {
         Ok(self.ctx.storage().get_many::<u64>(&KEYS).await?.len())
     }
 
+    /// Up to `limit` keys after `after` (from the start without), in order.
+    pub async fn scan(&self, after: Option<String>, limit: u32) -> Result<Vec<String>, Error> {
+        let mut options = do_runtime::ListOptions::new().limit(limit as usize);
+        if let Some(after) = after {
+            options = options.start_after(after);
+        }
+        let entries = self.ctx.storage().list::<u32>(options).await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Writes `n` keys (up to 128) starting at `from`.
     pub async fn fill(&self, from: u32, n: u32) -> Result<(), Error> {
         let entries: Vec<(String, u32)> = (from..from + n)
@@ -192,6 +202,144 @@ pub fn memory(config: &Config) -> Outcome {
         series,
         target: "≤ 3 × raw, back to baseline after eviction".into(),
         met: Some(ratio <= 3.0),
+    }
+}
+
+/// A data directory whose object `big` holds `keys` keys, and a raw fjall
+/// directory with the same keys.
+fn big_object(
+    tokio: &tokio::runtime::Runtime,
+    keys: u32,
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let rt = runtime(dir.path(), None);
+        let stub = rt.namespace::<Cold>().get_by_name("big");
+        tokio.block_on(async {
+            let mut calls = Vec::new();
+            for from in (0..keys).step_by(128) {
+                calls.push(stub.fill(from, 128.min(keys - from)));
+                if calls.len() == 64 {
+                    for call in calls.drain(..) {
+                        call.await.expect("fill");
+                    }
+                }
+            }
+            for call in calls {
+                call.await.expect("fill");
+            }
+        });
+        tokio.block_on(rt.shutdown());
+    }
+    let raw_dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Database::builder(raw_dir.path()).open().expect("fjall");
+        let ks = db
+            .keyspace("objects", KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        for i in 0..keys {
+            ks.insert(format!("key{i:08}"), i.to_be_bytes())
+                .expect("insert");
+        }
+        db.persist(fjall::PersistMode::SyncAll).expect("persist");
+    }
+    (dir, raw_dir)
+}
+
+/// Listing one object's 1 000 000 keys (1 000-key pages through its
+/// stub), and 100-key pages from random cursors, beside fjall's own range
+/// scans of the same keys.
+pub fn list(config: &Config) -> Outcome {
+    let tokio = crate::harness::callers();
+    let keys: u32 = if config.duration < Duration::from_millis(500) {
+        20_000
+    } else {
+        1_000_000
+    };
+    let (dir, raw_dir) = big_object(&tokio, keys);
+    let rt = runtime(dir.path(), None);
+    let stub = rt.namespace::<Cold>().get_by_name("big");
+    let db = Database::builder(raw_dir.path()).open().expect("fjall");
+    let ks = db
+        .keyspace("objects", KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    let mut full_ours = || {
+        tokio.block_on(async {
+            let start = Instant::now();
+            let (mut after, mut seen) = (None, 0usize);
+            loop {
+                let page = stub.scan(after.clone(), 1_000).await.expect("scan");
+                seen += page.len();
+                match page.last() {
+                    Some(last) if page.len() == 1_000 => after = Some(last.clone()),
+                    _ => break,
+                }
+            }
+            assert_eq!(seen, keys as usize);
+            seen as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    let mut full_raw = || {
+        let start = Instant::now();
+        let mut seen = 0usize;
+        for entry in ks.prefix("key") {
+            let (k, v) = entry.into_inner().expect("entry");
+            std::hint::black_box((k, v));
+            seen += 1;
+        }
+        assert_eq!(seen, keys as usize);
+        seen as f64 / start.elapsed().as_secs_f64()
+    };
+    let pages = 200u32;
+    let cursor = |i: u32| format!("key{:08}", (i.wrapping_mul(2_654_435_761)) % keys);
+    let mut page_ours = || {
+        tokio.block_on(async {
+            let start = Instant::now();
+            for i in 0..pages {
+                let page = stub.scan(Some(cursor(i)), 100).await.expect("page");
+                std::hint::black_box(page);
+            }
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(pages)
+        })
+    };
+    let mut page_raw = || {
+        let start = Instant::now();
+        for i in 0..pages {
+            let from = cursor(i);
+            let page: Vec<_> = ks
+                .range(from.clone()..)
+                .skip(1)
+                .take(100)
+                .map(|e| e.into_inner().expect("entry"))
+                .collect();
+            std::hint::black_box(page);
+        }
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(pages)
+    };
+    let series = interleave(
+        config,
+        &mut [
+            (
+                "do-runtime: all keys via 1 000-key pages",
+                Unit::OpsPerSec,
+                &mut full_ours,
+            ),
+            ("fjall prefix scan", Unit::OpsPerSec, &mut full_raw),
+            (
+                "do-runtime: 100-key page from a random cursor",
+                Unit::Micros,
+                &mut page_ours,
+            ),
+            ("fjall range, 100 keys", Unit::Micros, &mut page_raw),
+        ],
+    );
+    let scan = series[0].median() / series[1].median();
+    let page = series[2].median() / series[3].median();
+    Outcome {
+        scenario: "list 1 000 000 keys of one object (keys/s), and random 100-key pages",
+        series,
+        target: "≥ 0.5 × raw scan; page ≤ 2 × raw".into(),
+        met: Some(scan >= 0.5 && page <= 2.0),
     }
 }
 

@@ -92,6 +92,11 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
         lifecycle::memory,
     ),
     (
+        "list-1m",
+        "list one object's 1 000 000 keys, and random 100-key pages, vs fjall range scans",
+        lifecycle::list,
+    ),
+    (
         "restart-1m",
         "restart with 1 000 000 keys: open + first call vs raw fjall reopen",
         lifecycle::restart,
