@@ -30,10 +30,10 @@ impl Adder {
     }
 }
 
-type Request = (Vec<u8>, oneshot::Sender<Vec<u8>>);
+pub type Request = (Vec<u8>, oneshot::Sender<Vec<u8>>);
 
 /// The raw actor: one task owning its state.
-fn spawn_actor() -> mpsc::UnboundedSender<Request> {
+pub fn spawn_actor() -> mpsc::UnboundedSender<Request> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
     tokio::spawn(async move {
         let mut n = 0i64;
@@ -48,7 +48,7 @@ fn spawn_actor() -> mpsc::UnboundedSender<Request> {
     tx
 }
 
-async fn raw_add(actor: &mpsc::UnboundedSender<Request>, amount: i64) -> i64 {
+pub async fn raw_add(actor: &mpsc::UnboundedSender<Request>, amount: i64) -> i64 {
     let (reply, rx) = oneshot::channel();
     actor
         .send((postcard::to_allocvec(&amount).expect("encode"), reply))

@@ -13,6 +13,7 @@ mod gateway;
 mod harness;
 mod inproc;
 mod lifecycle;
+mod load;
 #[cfg(feature = "peers")]
 mod peers;
 mod remote;
@@ -90,6 +91,11 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
         "memory-100k",
         "memory per live idle object (100 000) vs raw task + channel; after eviction",
         lifecycle::memory,
+    ),
+    (
+        "latency-load",
+        "p50/p99 at half of peak, open loop: in-memory (beside a raw actor) and durable (beside fsync)",
+        load::latency,
     ),
     (
         "list-1m",
