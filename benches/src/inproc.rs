@@ -74,15 +74,31 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
     );
     let actors: Arc<Vec<_>> =
         Arc::new(tokio.block_on(async { (0..objects).map(|_| spawn_actor()).collect() }));
+    #[cfg(feature = "peers")]
+    let peers = tokio.block_on(async {
+        let mut ractors = Vec::with_capacity(objects);
+        for _ in 0..objects {
+            ractors.push(crate::peers::actors::ractor_spawn().await);
+        }
+        let kameos: Vec<_> = (0..objects)
+            .map(|_| crate::peers::actors::kameo_spawn())
+            .collect();
+        Arc::new((ractors, kameos))
+    });
     let d = config.duration;
-    let run = |use_raw: bool, stubs: &Arc<Vec<do_runtime::Stub<Adder>>>| {
+    // 0: our stubs, 1: the raw actor, 2: ractor, 3: kameo.
+    let run = |variant: u8, stubs: &Arc<Vec<do_runtime::Stub<Adder>>>| {
         let (stubs, actors) = (stubs.clone(), actors.clone());
+        #[cfg(feature = "peers")]
+        let peers = peers.clone();
         tokio.block_on(async move {
             let done = Arc::new(AtomicU64::new(0));
             let start = Instant::now();
             let tasks: Vec<_> = (0..callers)
                 .map(|i| {
                     let (stubs, actors, done) = (stubs.clone(), actors.clone(), done.clone());
+                    #[cfg(feature = "peers")]
+                    let peers = peers.clone();
                     tokio::spawn(async move {
                         // A cheap per-caller sequence of objects: random-looking, repeatable.
                         let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -92,10 +108,21 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
                                 x ^= x >> 7;
                                 x ^= x << 17;
                                 let o = (x % objects as u64) as usize;
-                                if use_raw {
-                                    raw_add(&actors[o], 1).await;
-                                } else {
-                                    stubs[o].add(1).await.expect("add");
+                                match variant {
+                                    1 => {
+                                        raw_add(&actors[o], 1).await;
+                                    }
+                                    #[cfg(feature = "peers")]
+                                    2 => {
+                                        crate::peers::actors::ractor_add(&peers.0[o], 1).await;
+                                    }
+                                    #[cfg(feature = "peers")]
+                                    3 => {
+                                        crate::peers::actors::kameo_add(&peers.1[o], 1).await;
+                                    }
+                                    _ => {
+                                        stubs[o].add(1).await.expect("add");
+                                    }
                                 }
                             }
                             done.fetch_add(64, Ordering::Relaxed);
@@ -113,31 +140,39 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
     // what instrumentation costs with no subscriber and no recorder.
     let mut ours = || {
         rt.__set_instrument(true);
-        run(false, &stubs)
+        run(0, &stubs)
     };
-    let mut raw = || run(true, &stubs);
+    let mut raw = || run(1, &stubs);
     let mut off = || {
         rt.__set_instrument(false);
-        let rate = run(false, &stubs);
+        let rate = run(0, &stubs);
         rt.__set_instrument(true);
         rate
     };
-    let series = interleave(
-        config,
-        &mut [
-            ("do-runtime stub", Unit::OpsPerSec, &mut ours),
-            (
-                "raw mpsc+oneshot actor, postcard",
-                Unit::OpsPerSec,
-                &mut raw,
-            ),
-            (
-                "do-runtime stub, instrumentation off",
-                Unit::OpsPerSec,
-                &mut off,
-            ),
-        ],
-    );
+    #[allow(unused_mut)]
+    let mut variants: Vec<(&str, Unit, &mut dyn FnMut() -> f64)> = vec![
+        ("do-runtime stub", Unit::OpsPerSec, &mut ours),
+        (
+            "raw mpsc+oneshot actor, postcard",
+            Unit::OpsPerSec,
+            &mut raw,
+        ),
+        (
+            "do-runtime stub, instrumentation off",
+            Unit::OpsPerSec,
+            &mut off,
+        ),
+    ];
+    #[cfg(feature = "peers")]
+    let mut ractor = || run(2, &stubs);
+    #[cfg(feature = "peers")]
+    let mut kameo = || run(3, &stubs);
+    #[cfg(feature = "peers")]
+    {
+        variants.push(("ractor 0.16", Unit::OpsPerSec, &mut ractor));
+        variants.push(("kameo 0.22", Unit::OpsPerSec, &mut kameo));
+    }
+    let series = interleave(config, &mut variants);
     let ratio = series[0].median() / series[1].median();
     let need = match (objects, callers) {
         (1, 1) => 0.7,

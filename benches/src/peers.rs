@@ -68,3 +68,83 @@ pub async fn add(client: &TallyServiceClient, amount: i64) -> i64 {
         .await
         .expect("tarpc call")
 }
+
+/// The same in-memory counter as a ractor actor and as a kameo actor, for
+/// the in-process scenarios.
+pub mod actors {
+    use kameo::actor::Spawn;
+    use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+
+    /// ractor: an actor whose state is the count.
+    pub struct RactorAdder;
+
+    pub enum RactorMsg {
+        Add(i64, RpcReplyPort<i64>),
+    }
+
+    impl ractor::Actor for RactorAdder {
+        type Msg = RactorMsg;
+        type State = i64;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            _args: (),
+        ) -> Result<i64, ActorProcessingErr> {
+            Ok(0)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: Self::Msg,
+            state: &mut i64,
+        ) -> Result<(), ActorProcessingErr> {
+            let RactorMsg::Add(amount, reply) = message;
+            *state += amount;
+            let _ = reply.send(*state);
+            Ok(())
+        }
+    }
+
+    pub async fn ractor_spawn() -> ActorRef<RactorMsg> {
+        let (actor, _handle) = ractor::Actor::spawn(None, RactorAdder, ())
+            .await
+            .expect("ractor spawns");
+        actor
+    }
+
+    pub async fn ractor_add(actor: &ActorRef<RactorMsg>, amount: i64) -> i64 {
+        ractor::call!(actor, RactorMsg::Add, amount).expect("ractor call")
+    }
+
+    /// kameo: an actor with one message.
+    #[derive(kameo::Actor)]
+    pub struct KameoAdder {
+        n: i64,
+    }
+
+    pub struct Add(pub i64);
+
+    impl kameo::message::Message<Add> for KameoAdder {
+        type Reply = i64;
+
+        async fn handle(
+            &mut self,
+            msg: Add,
+            _ctx: &mut kameo::message::Context<Self, Self::Reply>,
+        ) -> i64 {
+            self.n += msg.0;
+            self.n
+        }
+    }
+
+    pub fn kameo_spawn() -> kameo::actor::ActorRef<KameoAdder> {
+        KameoAdder::spawn(KameoAdder { n: 0 })
+    }
+
+    pub async fn kameo_add(actor: &kameo::actor::ActorRef<KameoAdder>, amount: i64) -> i64 {
+        actor.ask(Add(amount)).await.expect("kameo ask")
+    }
+}

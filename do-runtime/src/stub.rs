@@ -16,7 +16,7 @@ use crate::object::DurableObject;
 use crate::private::Client;
 use crate::registry::ObjectHandle;
 use crate::runtime::{Class, Shared};
-use crate::telemetry::{MethodMetrics, Outcome};
+use crate::telemetry::Outcome;
 use crate::trace::{ShortId, TraceId};
 use crate::worker::{Envelope, Kind};
 
@@ -291,12 +291,18 @@ impl RawStub {
         fail: fn(Error) -> O,
         watch: Watch,
     ) -> Call<O> {
+        let mut watch = watch;
+        let state = match sent {
+            Ok(rx) => State::Waiting(rx, self.target.clone()),
+            Err(e) => {
+                // Refused at once (overloaded, broken, …): recorded now.
+                watch.record(&self.target, Outcome::of_error(&e));
+                State::Failed(Some(e))
+            }
+        };
         Call {
             watch,
-            state: match sent {
-                Ok(rx) => State::Waiting(rx, self.target.clone()),
-                Err(e) => State::Failed(Some(e)),
-            },
+            state,
             decode,
             fail,
         }
@@ -356,8 +362,10 @@ impl StubShared {
 impl<O> Drop for Call<O> {
     fn drop(&mut self) {
         // Dropped before its reply: counted, and its span closed, as such.
-        if !self.watch.finished {
-            self.watch.record(Outcome::Dropped);
+        if !self.watch.finished
+            && let State::Waiting(_, target) = &self.state
+        {
+            self.watch.record(target, Outcome::Dropped);
         }
     }
 }
@@ -386,10 +394,12 @@ pub(crate) struct Watch {
     finished: bool,
 }
 
+/// When a call to this runtime's objects started, and which method it is:
+/// its metrics are found through the stub at the end (no shared reference
+/// counts touched per call).
 struct LocalWatch {
     started: Instant,
-    method: Arc<MethodMetrics>,
-    counters: Arc<crate::runtime::Counters>,
+    method: u32,
 }
 
 impl Watch {
@@ -408,8 +418,7 @@ impl Watch {
                 );
                 let local = LocalWatch {
                     started: Instant::now(),
-                    method: metrics.clone(),
-                    counters: s.runtime.counters.clone(),
+                    method,
                 };
                 (span, Some(local), metrics.info.fallible)
             }
@@ -447,19 +456,21 @@ impl Watch {
         }
     }
 
-    fn finish(&mut self, reply: &Reply) {
-        self.record(Outcome::of(reply, self.fallible));
+    fn finish(&mut self, target: &Target, reply: &Reply) {
+        self.record(target, Outcome::of(reply, self.fallible));
     }
 
-    fn record(&mut self, outcome: Outcome) {
+    fn record(&mut self, target: &Target, outcome: Outcome) {
         self.finished = true;
-        if let Some(local) = self.local.take() {
-            local
-                .method
+        if let (Some(local), Target::Local(stub)) = (self.local.take(), target) {
+            stub.class
+                .metrics
+                .method(local.method)
                 .record(outcome, local.started.elapsed().as_secs_f64());
-            local.counters.calls.add(1);
+            let counters = &stub.runtime.counters;
+            counters.calls.add(1);
             if !matches!(outcome, Outcome::Ok) {
-                local.counters.failed_calls.add(1);
+                counters.failed_calls.add(1);
             }
         }
         self.span.record("outcome", outcome.as_str());
@@ -498,7 +509,9 @@ impl<O> Future for Call<O> {
                 Error::Disconnected("the call's future was polled after it completed".into())
             })),
         };
-        this.watch.finish(&reply);
+        if let State::Waiting(_, target) = &this.state {
+            this.watch.finish(target, &reply);
+        }
         Poll::Ready(match reply {
             Ok(bytes) => (this.decode)(&bytes),
             Err(e) => (this.fail)(e),
