@@ -183,18 +183,24 @@ async fn metrics_add_up_to_the_calls_made() {
         })
         .sum();
     assert_eq!(latencies, 10, "one latency per Bank call");
-    // The counter's increment wrote and waited for a commit.
-    let commits = snapshot
-        .iter()
-        .find(|(key, _, _, _)| key.key().name() == "do_commit_duration_seconds")
-        .map(|(_, _, _, value)| match value {
-            DebugValue::Histogram(samples) => samples.len(),
-            _ => 0,
-        });
-    assert!(
-        commits.is_some_and(|n| n >= 1),
-        "commit latencies are recorded"
-    );
+    // The counter's increment wrote and waited for a commit; the commit
+    // thread records the group right after the replies, so wait for it.
+    let commit_recorded = |snapshot: &[(metrics_util::CompositeKey, _, _, DebugValue)]| {
+        snapshot.iter().any(|(key, _, _, value)| {
+            key.key().name() == "do_commit_duration_seconds"
+                && matches!(value, DebugValue::Histogram(samples) if !samples.is_empty())
+        })
+    };
+    let mut recorded = commit_recorded(&snapshot);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !recorded {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commit latencies are recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        recorded = commit_recorded(&snapshotter.snapshot().into_vec());
+    }
     let stats = rt.stats();
     assert_eq!((stats.calls, stats.failed_calls), (13, 5));
 }
