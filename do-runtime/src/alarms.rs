@@ -215,6 +215,8 @@ async fn run(shared: &Arc<Shared>, due: DueAlarm) {
         retry = fire.retries,
         "alarm"
     );
+    // Backoff counts from when this run started.
+    let started = shared.clock().now_ms();
     let stub = RawStub::new(shared.clone(), class.clone(), id.clone());
     let result: Result<(), Error> = stub
         .call_system(crate::private::method_id(HANDLER), args, |_| Ok(()), Err)
@@ -235,10 +237,7 @@ async fn run(shared: &Arc<Shared>, due: DueAlarm) {
                 "alarm failed"
             );
             (fire.retries < policy.max_retries).then(|| Alarm {
-                due_ms: shared
-                    .clock()
-                    .now_ms()
-                    .saturating_add(policy.backoff_ms(fire.retries)),
+                due_ms: started.saturating_add(policy.backoff_ms(fire.retries)),
                 retries: fire.retries + 1,
             })
         }
