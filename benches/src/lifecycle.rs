@@ -353,38 +353,7 @@ pub fn restart(config: &Config) -> Outcome {
     } else {
         1_000_000
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let rt = runtime(dir.path(), None);
-        let stub = rt.namespace::<Cold>().get_by_name("big");
-        tokio.block_on(async {
-            let mut calls = Vec::new();
-            for from in (0..keys).step_by(128) {
-                calls.push(stub.fill(from, 128.min(keys - from)));
-                if calls.len() == 64 {
-                    for call in calls.drain(..) {
-                        call.await.expect("fill");
-                    }
-                }
-            }
-            for call in calls {
-                call.await.expect("fill");
-            }
-        });
-        tokio.block_on(rt.shutdown());
-    }
-    let raw_dir = tempfile::tempdir().expect("tempdir");
-    {
-        let db = Database::builder(raw_dir.path()).open().expect("fjall");
-        let ks = db
-            .keyspace("objects", KeyspaceCreateOptions::default)
-            .expect("keyspace");
-        for i in 0..keys {
-            ks.insert(format!("key{i:08}"), i.to_be_bytes())
-                .expect("insert");
-        }
-        db.persist(fjall::PersistMode::SyncAll).expect("persist");
-    }
+    let (dir, raw_dir) = big_object(&tokio, keys);
     let path = dir.path().to_owned();
     let mut ours = || {
         let start = Instant::now();

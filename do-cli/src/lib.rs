@@ -21,7 +21,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use do_runtime::admin::{DataDir, Record, ValueView};
+use do_runtime::admin::{DataDir, Record};
+use do_runtime::gateway::admin::{dump_json, group_by_object, parse_records};
 use do_runtime::{Error, ListIds};
 use serde_json::Value;
 
@@ -263,8 +264,7 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
                 std::fs::read_to_string(&file)
                     .map_err(|e| Error::Setup(format!("cannot read {}: {e}", file.display())))?
             };
-            let records = parse_records(&text)?;
-            let groups = group(records);
+            let groups = group_by_object(parse_records(&text)?);
             let bar = progress(groups.len() as u64, "importing");
             let mut written = 0;
             for records in groups {
@@ -307,34 +307,6 @@ fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
     }
     bar.set_message(what);
     bar
-}
-
-/// The records of JSON lines, with the line of the first bad one.
-fn parse_records(text: &str) -> Result<Vec<Record>, Error> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                Error::BadRequest(format!("line {}: not an export record: {e}", n + 1))
-            })
-        })
-        .collect()
-}
-
-/// Records grouped by object, in order of appearance.
-fn group(records: Vec<Record>) -> Vec<Vec<Record>> {
-    let mut groups: Vec<Vec<Record>> = Vec::new();
-    for record in records {
-        match groups
-            .iter_mut()
-            .find(|g| g[0].class == record.class && g[0].id == record.id)
-        {
-            Some(group) => group.push(record),
-            None => groups.push(vec![record]),
-        }
-    }
-    groups
 }
 
 impl Backend {
@@ -419,26 +391,7 @@ impl Backend {
         match self {
             Backend::Offline(data) => {
                 let id = data.id(class, object)?;
-                let dump = data.show(class, &id)?;
-                let entries: Vec<Value> = dump
-                    .entries
-                    .iter()
-                    .map(|(key, value)| {
-                        let text = match ValueView::of(value) {
-                            ValueView::Text(text) => Some(text),
-                            ValueView::Hex(_) => None,
-                        };
-                        serde_json::json!({"key": key, "value": hex::encode(value), "text": text})
-                    })
-                    .collect();
-                Ok(serde_json::json!({
-                    "id": dump.id.to_string(),
-                    "name": dump.name,
-                    "alarm": dump.alarm.map(|t| t
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64)),
-                    "entries": entries,
-                }))
+                Ok(dump_json(&data.show(class, &id)?))
             }
             Backend::Remote(admin) => {
                 admin

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::{DurableObjectId, NamespaceKey};
-use crate::listing::{IdPage, ListIds, WireEntry};
+use crate::listing::{IdPage, ListIds};
 
 /// One object's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,16 +216,7 @@ impl DataDir {
     pub fn list_ids(&self, class: &str, options: ListIds) -> Result<IdPage> {
         let (_, number, key) = self.class(class)?;
         let (after, limit) = options.resolve()?;
-        let entries = self
-            .store
-            .list_objects(*number, after, limit)?
-            .into_iter()
-            .map(|o| WireEntry {
-                id: key.id_from_base(o.id).as_bytes().to_vec(),
-                name: o.name,
-                has_data: o.has_data,
-            })
-            .collect();
+        let entries = crate::listing::entries(&self.store, *number, key, after, limit)?;
         crate::listing::page(key, entries, limit)
     }
 

@@ -33,15 +33,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use do_storage::{Alarm, DueAlarm};
-use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
-use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::runtime::{Class, Shared};
 use crate::stub::RawStub;
-use crate::worker::{Envelope, Kind};
 
 /// What an `alarm` handler is told about its run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,37 +251,20 @@ async fn reschedule(
     fired: u64,
     next: Option<Alarm>,
 ) {
-    let (done, finished) = tokio::sync::oneshot::channel();
-    let wake = shared.alarms().clone();
-    let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> =
-        Box::new(move |ctx: Ctx| {
-            Box::pin(async move {
-                let storage = ctx.storage();
-                let outcome = storage.raw_alarm().and_then(|current| match current {
-                    // Removed by the failed run (or never changed): retry.
-                    None => storage.raw_set_alarm(next),
-                    Some(a) if a.due_ms == fired => storage.raw_set_alarm(next),
-                    // The handler set a new alarm before failing: keep it.
-                    Some(_) => Ok(()),
-                });
-                if let Err(e) = outcome {
-                    tracing::warn!(error = %e, "cannot reschedule a failed alarm");
-                }
-                let _ = storage.sync().await;
-                wake.wake();
-                let _ = done.send(());
+    let outcome =
+        crate::namespace::run_with_storage(shared, class, &id, move |storage| async move {
+            storage.raw_alarm().and_then(|current| match current {
+                // Removed by the failed run (or never changed): retry.
+                None => storage.raw_set_alarm(next),
+                Some(a) if a.due_ms == fired => storage.raw_set_alarm(next),
+                // The handler set a new alarm before failing: keep it.
+                Some(_) => Ok(()),
             })
-        });
-    let envelope = Envelope {
-        class: class.index,
-        id: id.clone(),
-        handle: shared.registry().handle(class.index, id.base()),
-        kind: Kind::Run(run),
-    };
-    if shared
-        .send(shared.worker_for(class.index, &id), envelope)
-        .is_ok()
-    {
-        let _ = finished.await;
+        })
+        .await;
+    if let Err(e) = outcome.and_then(|set| set) {
+        tracing::warn!(error = %e, "cannot reschedule a failed alarm");
     }
+    // The retry is on disk now: look again.
+    shared.alarms().wake();
 }

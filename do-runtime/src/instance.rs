@@ -209,84 +209,12 @@ impl ObjectTask {
     /// constructor it just ran goes back to the front of the queue.
     fn deliver(&mut self, envelope: Envelope) {
         self.mailbox.slot.last_active.set(Instant::now());
-        let Envelope {
-            class,
-            id,
-            handle,
-            kind,
-        } = envelope;
-        match kind {
-            Kind::Call {
-                method,
-                args,
-                reply,
-                stub,
-                slot,
-                system,
-                trace,
-                span,
-            } => {
-                let generation = self.handle.generation.load(Ordering::Acquire);
-                // The runtime's own events (WebSocket messages) belong to no
-                // instance: a reset does not turn them away.
-                if !system && !stub.bind(generation) {
-                    self.handle.release(slot);
-                    let _ = reply.send(Err(Error::Disconnected(
-                        "the object was reset since this stub's first call; get a new stub".into(),
-                    )));
+        let (stub, system) = match &envelope.kind {
+            Kind::Call { stub, system, .. } => (stub, *system),
+            Kind::Run(_) => {
+                let Kind::Run(run) = envelope.kind else {
                     return;
-                }
-                let (instance, ctx) = match self.instance() {
-                    Ok(live) => live,
-                    Err(e) => {
-                        self.handle.release(slot);
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
                 };
-                if !self.gate.is_open() {
-                    self.mailbox.push_front(Envelope {
-                        class,
-                        id,
-                        handle,
-                        kind: Kind::Call {
-                            method,
-                            args,
-                            reply,
-                            stub,
-                            slot,
-                            system,
-                            trace,
-                            span,
-                        },
-                    });
-                    return;
-                }
-                self.handle.release(slot);
-                let watch = self.watch(method, trace, &span);
-                match catch_unwind(AssertUnwindSafe(|| {
-                    instance.dispatch(crate::private::Incoming {
-                        method,
-                        args: &args,
-                        ctx: &ctx,
-                        system,
-                    })
-                })) {
-                    Ok(Ok(call)) => self.start(Some(reply), call, watch),
-                    Ok(Err(e)) => {
-                        watch.finish(&Err(e.clone()));
-                        let _ = reply.send(Err(e));
-                    }
-                    Err(panic) => {
-                        // Reset first, so the caller sees its stub broken at once.
-                        self.reset();
-                        let e = Error::Panicked(panic_message(&*panic));
-                        watch.finish(&Err(e.clone()));
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Kind::Run(run) => {
                 let future = run(self.ctx());
                 self.start(
                     None,
@@ -296,7 +224,74 @@ impl ObjectTask {
                     }),
                     HandleWatch::none(),
                 );
+                return;
             }
+        };
+        let generation = self.handle.generation.load(Ordering::Acquire);
+        // The runtime's own events (WebSocket messages) belong to no
+        // instance: a reset does not turn them away.
+        if !system && !stub.bind(generation) {
+            self.refuse(
+                envelope.kind,
+                Error::Disconnected(
+                    "the object was reset since this stub's first call; get a new stub".into(),
+                ),
+            );
+            return;
+        }
+        let (instance, ctx) = match self.instance() {
+            Ok(live) => live,
+            Err(e) => {
+                self.refuse(envelope.kind, e);
+                return;
+            }
+        };
+        if !self.gate.is_open() {
+            self.mailbox.push_front(envelope);
+            return;
+        }
+        let Kind::Call {
+            method,
+            args,
+            reply,
+            slot,
+            trace,
+            span,
+            ..
+        } = envelope.kind
+        else {
+            return;
+        };
+        self.handle.release(slot);
+        let watch = self.watch(method, trace, &span);
+        match catch_unwind(AssertUnwindSafe(|| {
+            instance.dispatch(crate::private::Incoming {
+                method,
+                args: &args,
+                ctx: &ctx,
+                system,
+            })
+        })) {
+            Ok(Ok(call)) => self.start(Some(reply), call, watch),
+            Ok(Err(e)) => {
+                watch.fail(&e);
+                let _ = reply.send(Err(e));
+            }
+            Err(panic) => {
+                // Reset first, so the caller sees its stub broken at once.
+                self.reset();
+                let e = Error::Panicked(panic_message(&*panic));
+                watch.fail(&e);
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers a call that will not run with `e`, giving its queue room back.
+    fn refuse(&self, kind: Kind, e: Error) {
+        if let Kind::Call { reply, slot, .. } = kind {
+            self.handle.release(slot);
+            let _ = reply.send(Err(e));
         }
     }
 
@@ -377,7 +372,7 @@ impl ObjectTask {
     ) {
         match &outcome {
             Outcome::Done(result) => watch.finish(result),
-            Outcome::Panicked(message) => watch.finish(&Err(Error::Panicked(message.clone()))),
+            Outcome::Panicked(_) => watch.outcome(|| crate::telemetry::Outcome::Panic),
         }
         let slot = &self.mailbox.slot;
         slot.busy.set(slot.busy.get().saturating_sub(1));
@@ -569,10 +564,17 @@ impl HandleWatch {
     }
 
     fn finish(&self, result: &Reply) {
+        self.outcome(|| crate::telemetry::Outcome::of(result, self.fallible));
+    }
+
+    fn fail(&self, e: &Error) {
+        self.outcome(|| crate::telemetry::Outcome::of_error(e));
+    }
+
+    fn outcome(&self, outcome: impl FnOnce() -> crate::telemetry::Outcome) {
         self.finished.set(true);
         if !self.span.is_disabled() {
-            let outcome = crate::telemetry::Outcome::of(result, self.fallible);
-            self.span.record("outcome", outcome.as_str());
+            self.span.record("outcome", outcome().as_str());
         }
     }
 }

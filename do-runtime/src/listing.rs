@@ -104,11 +104,22 @@ pub(crate) fn list_local(
     let store = shared
         .store()
         .ok_or_else(|| Error::Disconnected("the runtime has shut down".into()))?;
-    let found = store.list_objects(class.storage_namespace, after, limit)?;
-    Ok(found
+    entries(&store, class.storage_namespace, &class.key, after, limit)
+}
+
+/// A page of the objects of namespace `number` in `store`.
+pub(crate) fn entries(
+    store: &do_storage::Store,
+    number: u16,
+    key: &NamespaceKey,
+    after: Option<[u8; 16]>,
+    limit: usize,
+) -> Result<Vec<WireEntry>> {
+    Ok(store
+        .list_objects(number, after, limit)?
         .into_iter()
         .map(|o| WireEntry {
-            id: class.key.id_from_base(o.id).as_bytes().to_vec(),
+            id: key.id_from_base(o.id).as_bytes().to_vec(),
             name: o.name,
             has_data: o.has_data,
         })

@@ -795,6 +795,30 @@ impl Event {
     }
 }
 
+/// Runs `f` with `value` in the thread-local `slot`; the previous value
+/// comes back however `f` ends (a panic included).
+fn with_local<T: 'static, R>(
+    slot: &'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: 'static> {
+        slot: &'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>,
+        previous: Option<T>,
+    }
+    impl<T: 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            self.slot.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore {
+        slot,
+        previous: slot.with(|c| c.replace(Some(value))),
+    };
+    f()
+}
+
 /// The output gate for WebSocket sends: while an object's code runs, its
 /// sends wait for its writes like its results do.
 pub(crate) mod gate {
@@ -810,15 +834,7 @@ pub(crate) mod gate {
     /// Runs `f` with `store` as the gate of sends made meanwhile; the
     /// previous gate comes back however `f` ends.
     pub(crate) fn with<R>(store: &Rc<ObjectStore>, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<Rc<ObjectStore>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let previous = self.0.take();
-                CURRENT.with(|c| *c.borrow_mut() = previous);
-            }
-        }
-        let _restore = Restore(CURRENT.with(|c| c.replace(Some(store.clone()))));
-        f()
+        super::with_local(&CURRENT, store.clone(), f)
     }
 
     /// The gate in force on this thread.
@@ -855,15 +871,7 @@ pub(crate) mod scope {
     /// Runs `f` (one poll of a `fetch`) collecting the sockets it accepts;
     /// the previous scope comes back however `f` ends.
     pub(crate) fn with<R>(accepted: &Accepted, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<Accepted>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let previous = self.0.take();
-                CURRENT.with(|c| *c.borrow_mut() = previous);
-            }
-        }
-        let _restore = Restore(CURRENT.with(|c| c.replace(Some(accepted.clone()))));
-        f()
+        super::with_local(&CURRENT, accepted.clone(), f)
     }
 
     pub(crate) fn note(entry: &Arc<SocketEntry>) {

@@ -18,6 +18,18 @@ async fn start(rt: &TestRuntime) -> Gateway {
     rt.gateway().start().await.unwrap()
 }
 
+/// Waits (at most 10 s) until the runtime keeps no WebSocket.
+async fn sockets_forgotten(rt: &TestRuntime) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rt.stats().websockets != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed sockets are forgotten"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn text_of(response: &http::Response<Bytes>) -> String {
     String::from_utf8_lossy(response.body()).into_owned()
 }
@@ -240,14 +252,8 @@ async fn closes_are_delivered_and_objects_can_close_sockets() {
         assert!(std::time::Instant::now() < deadline, "closes seen: {text}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while stub.sockets(None).await.unwrap() != 0 || rt.stats().websockets != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "closed sockets are forgotten"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sockets_forgotten(&rt).await;
+    assert_eq!(stub.sockets(None).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,14 +402,7 @@ async fn sockets_accepted_without_an_upgrade_or_closed_at_once_are_not_kept() {
         other => panic!("expected a close frame, got {other:?}"),
     }
     while next(&mut socket).await.is_some() {}
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while rt.stats().websockets != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the closed socket is forgotten"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sockets_forgotten(&rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,12 +485,5 @@ async fn a_close_after_a_lost_write_still_closes_the_socket() {
         other => panic!("expected the close, got {other:?}"),
     }
     while next(&mut socket).await.is_some() {}
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while rt.stats().websockets != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the closed socket is forgotten"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sockets_forgotten(&rt).await;
 }

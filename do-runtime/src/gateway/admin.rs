@@ -147,10 +147,9 @@ async fn route(env: &Env, request: Request) -> Result<Response, Error> {
             let text = std::str::from_utf8(request.body())
                 .map_err(|_| Error::BadRequest("the body is not UTF-8".into()))?;
             let mut written = 0;
-            for (object, records) in group(parse_records(text)?) {
-                let (class, id) = object;
-                let ns = env.namespace_named(&class)?;
-                let id = ns.id_from_string(&id)?;
+            for records in group_by_object(parse_records(text)?) {
+                let ns = env.namespace_named(&records[0].class)?;
+                let id = ns.id_from_string(&records[0].id)?;
                 written += ns.import(&id, records).await?;
             }
             Ok(json_response(
@@ -172,33 +171,39 @@ fn parse_id(ns: &crate::AnyNamespace, text: &str) -> Result<crate::DurableObject
     }
 }
 
-/// The records of JSON lines.
-pub(crate) fn parse_records(text: &str) -> Result<Vec<Record>, Error> {
+/// The records of an export (JSON lines); a bad line is a
+/// [`Error::BadRequest`] naming it.
+pub fn parse_records(text: &str) -> Result<Vec<Record>, Error> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(n, line)| {
-            serde_json::from_str(line)
-                .map_err(|e| Error::BadRequest(format!("line {}: not a record: {e}", n + 1)))
+            serde_json::from_str(line).map_err(|e| {
+                Error::BadRequest(format!("line {}: not an export record: {e}", n + 1))
+            })
         })
         .collect()
 }
 
-/// Records grouped by object, in the order objects first appear.
-fn group(records: Vec<Record>) -> Vec<((String, String), Vec<Record>)> {
-    let mut groups: Vec<((String, String), Vec<Record>)> = Vec::new();
+/// Records grouped by object (each group non-empty), in the order objects
+/// first appear.
+pub fn group_by_object(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut groups: Vec<Vec<Record>> = Vec::new();
     for record in records {
-        let key = (record.class.clone(), record.id.clone());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, list)) => list.push(record),
-            None => groups.push((key, vec![record])),
+        match groups
+            .iter_mut()
+            .find(|g| g[0].class == record.class && g[0].id == record.id)
+        {
+            Some(group) => group.push(record),
+            None => groups.push(vec![record]),
         }
     }
     groups
 }
 
-/// An object's state as JSON.
-pub(crate) fn dump_json(dump: &ObjectDump) -> Value {
+/// An object's state as JSON: `id`, `name`, `alarm` (ms since the Unix
+/// epoch) and `entries` (`key`, `value` in hex, `text` when it is a string).
+pub fn dump_json(dump: &ObjectDump) -> Value {
     let entries: Vec<Value> = dump
         .entries
         .iter()

@@ -49,7 +49,7 @@ pub use metrics_exporter_prometheus as prometheus;
 pub use route::{RouteFuture, default_route};
 
 use crate::env::Env;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fetch::{Request, Response};
 use crate::runtime::{Runtime, Shared};
 use crate::websocket::{SOCKET_HEADER, TOKEN_HEADER, is_upgrade};
@@ -214,12 +214,7 @@ impl GatewayBuilder {
 
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Gateway> {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .map_err(|e| Error::Setup(format!("cannot listen on {}: {e}", self.addr)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Setup(format!("cannot read the listening address: {e}")))?;
+        let (listener, local_addr) = crate::transport::server::listen(self.addr).await?;
         let (stop, stopped) = watch::channel(false);
         let pumps = Arc::new(Pumps::default());
         let state = Arc::new(State {

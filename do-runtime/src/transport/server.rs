@@ -161,12 +161,7 @@ impl ServerBuilder {
 
     /// Binds and starts accepting connections.
     pub async fn start(self) -> Result<Server> {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .map_err(|e| Error::Setup(format!("cannot listen on {}: {e}", self.addr)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Setup(format!("cannot read the listening address: {e}")))?;
+        let (listener, local_addr) = listen(self.addr).await?;
         let task = tokio::spawn(accept(listener, self.shared, self.config));
         Ok(Server { local_addr, task })
     }
@@ -217,6 +212,18 @@ async fn refuse(mut stream: TcpStream, reason: String) {
     if frame::encode(&ServerFrame::Refused { reason }, &mut out).is_ok() {
         let _ = stream.write_all(&out).await;
     }
+}
+
+/// Binds `addr`; returns the listener and the address it got (useful with
+/// port 0).
+pub(crate) async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Setup(format!("cannot listen on {addr}: {e}")))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::Setup(format!("cannot read the listening address: {e}")))?;
+    Ok((listener, local_addr))
 }
 
 /// Serves one connection until the client leaves or breaks the protocol;
