@@ -72,6 +72,21 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
             .map(|o| ns.get_by_name(&format!("a{o}")))
             .collect(),
     );
+    // The same with no spinning: every hand-off wakes a sleeping thread.
+    let still_dir = tempfile::tempdir().expect("tempdir");
+    let still = Runtime::builder()
+        .data_dir(still_dir.path())
+        .worker_spin(std::time::Duration::ZERO)
+        .caller_spin(std::time::Duration::ZERO)
+        .register::<Adder>()
+        .build()
+        .expect("runtime");
+    let still_ns = still.namespace::<Adder>();
+    let still_stubs: Arc<Vec<_>> = Arc::new(
+        (0..objects)
+            .map(|o| still_ns.get_by_name(&format!("a{o}")))
+            .collect(),
+    );
     let actors: Arc<Vec<_>> =
         Arc::new(tokio.block_on(async { (0..objects).map(|_| spawn_actor()).collect() }));
     #[cfg(feature = "peers")]
@@ -150,6 +165,7 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
         rate
     };
     #[allow(unused_mut)]
+    let mut no_spin = || run(0, &still_stubs);
     let mut variants: Vec<(&str, Unit, &mut dyn FnMut() -> f64)> = vec![
         ("do-runtime stub", Unit::OpsPerSec, &mut ours),
         (
@@ -161,6 +177,11 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
             "do-runtime stub, instrumentation off",
             Unit::OpsPerSec,
             &mut off,
+        ),
+        (
+            "do-runtime stub, no spinning (worker_spin, caller_spin 0)",
+            Unit::OpsPerSec,
+            &mut no_spin,
         ),
     ];
     #[cfg(feature = "peers")]

@@ -150,6 +150,7 @@ mod namespace;
 mod object;
 mod registry;
 mod runtime;
+mod spin;
 mod storage;
 mod stub;
 pub mod telemetry;

@@ -300,11 +300,19 @@ impl RawStub {
                 State::Failed(Some(e))
             }
         };
+        let spin = match &state {
+            State::Waiting(_, Target::Local(s)) => {
+                s.runtime.counters.in_flight.add(1);
+                Spin::Undecided
+            }
+            _ => Spin::Off,
+        };
         Call {
             watch,
             state,
             decode,
             fail,
+            spin,
         }
     }
 }
@@ -361,6 +369,7 @@ impl StubShared {
 
 impl<O> Drop for Call<O> {
     fn drop(&mut self) {
+        self.settle();
         // Dropped before its reply: counted, and its span closed, as such.
         if !self.watch.finished
             && let State::Waiting(_, target) = &self.state
@@ -380,6 +389,9 @@ pub struct Call<O> {
     decode: fn(&[u8]) -> O,
     fail: fn(Error) -> O,
     watch: Watch,
+    /// Whether the caller's task polls for the reply (see
+    /// `RuntimeBuilder::caller_spin`); decided at the first pending poll.
+    spin: Spin,
 }
 
 /// What a call records when it ends: its span and, for calls to this
@@ -477,6 +489,28 @@ impl Watch {
     }
 }
 
+/// Whether a local call has had its chance to spin for its reply, and
+/// whether it is still counted in flight.
+#[derive(Clone, Copy)]
+enum Spin {
+    Undecided,
+    Decided,
+    /// Answered or dropped, or not a local call: not counted in flight.
+    Off,
+}
+
+impl<O> Call<O> {
+    /// The call is answered or dropped: no longer in flight.
+    fn settle(&mut self) {
+        if let (Spin::Undecided | Spin::Decided, State::Waiting(_, Target::Local(s))) =
+            (self.spin, &self.state)
+        {
+            s.runtime.counters.in_flight.sub(1);
+        }
+        self.spin = Spin::Off;
+    }
+}
+
 enum State {
     Waiting(oneshot::Receiver<Reply>, Target),
     Failed(Option<Error>),
@@ -488,27 +522,37 @@ impl<O> Future for Call<O> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
         let this = self.get_mut();
         let reply: Reply = match &mut this.state {
-            State::Waiting(rx, stub) => match Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(reply)) => {
-                    // A panic in a method breaks the stub through the reset's
-                    // new generation; a panic in a constructor breaks nothing.
-                    if matches!(reply, Err(Error::Disconnected(_))) {
-                        stub.mark_broken();
+            State::Waiting(rx, target) => {
+                let received = match Pin::new(&mut *rx).poll(cx) {
+                    Poll::Ready(received) => received.map_err(drop),
+                    Poll::Pending => match spin_for_reply(&mut this.spin, target, rx) {
+                        Some(received) => received,
+                        None => return Poll::Pending,
+                    },
+                };
+                match received {
+                    Ok(reply) => {
+                        // A panic in a method breaks the stub through the
+                        // reset's new generation; a panic in a constructor
+                        // breaks nothing.
+                        if matches!(reply, Err(Error::Disconnected(_))) {
+                            target.mark_broken();
+                        }
+                        reply
                     }
-                    reply
+                    Err(_) => {
+                        target.mark_broken();
+                        Err(Error::Disconnected(
+                            "the object's instance was reset or the runtime shut down".into(),
+                        ))
+                    }
                 }
-                Poll::Ready(Err(_)) => {
-                    stub.mark_broken();
-                    Err(Error::Disconnected(
-                        "the object's instance was reset or the runtime shut down".into(),
-                    ))
-                }
-            },
+            }
             State::Failed(e) => Err(e.take().unwrap_or_else(|| {
                 Error::Disconnected("the call's future was polled after it completed".into())
             })),
         };
+        this.settle();
         if let State::Waiting(_, target) = &this.state {
             this.watch.finish(target, &reply);
         }
@@ -517,4 +561,48 @@ impl<O> Future for Call<O> {
             Err(e) => (this.fail)(e),
         })
     }
+}
+
+/// At a local call's first pending poll, when the runtime is quiet: polls
+/// for the reply for up to the caller spin budget, blocking the caller's
+/// thread that long at most. The reply to a quick call to an idle object
+/// comes back within microseconds; a caller whose thread went to sleep
+/// meanwhile pays for waking it (a futex, then the kernel's scheduler: tens
+/// of microseconds on a virtual machine). Under load no call spins: replies
+/// then come in batches, and the cores are better left to the workers.
+fn spin_for_reply(
+    spin: &mut Spin,
+    target: &Target,
+    rx: &mut oneshot::Receiver<Reply>,
+) -> Option<Result<Reply, ()>> {
+    if !matches!(spin, Spin::Undecided) {
+        return None;
+    }
+    // Still counted in flight: `settle` uncounts it.
+    *spin = Spin::Decided;
+    let Target::Local(s) = target else {
+        return None;
+    };
+    let budget = s.runtime.caller_spin();
+    // A worker's thread spins in its event loop instead (the object called
+    // may be its own).
+    if budget.is_zero()
+        || crate::spin::on_worker()
+        || s.runtime.counters.in_flight.sum() > s.runtime.spinning_calls()
+    {
+        return None;
+    }
+    let mut received = None;
+    crate::spin::spin_until(budget, || match rx.try_recv() {
+        Err(oneshot::error::TryRecvError::Empty) => false,
+        Ok(reply) => {
+            received = Some(Ok(reply));
+            true
+        }
+        Err(oneshot::error::TryRecvError::Closed) => {
+            received = Some(Err(()));
+            true
+        }
+    });
+    received
 }

@@ -148,11 +148,17 @@ impl Sharded {
         self.shards[shard].0.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn sub(&self, n: u64) {
+        let shard = SHARD.with(|s| *s);
+        self.shards[shard].0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The total; shards wrap, so a counter that goes down on another
+    /// thread than it went up still sums right.
     pub(crate) fn sum(&self) -> u64 {
         self.shards
             .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
-            .sum()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
     }
 }
 

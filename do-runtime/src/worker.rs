@@ -83,6 +83,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name(format!("do-worker-{index}"))
         .spawn(move || {
+            crate::spin::mark_worker();
             let mut builder = tokio::runtime::Builder::new_current_thread();
             builder.enable_time();
             if shared.worker_io() {
@@ -95,7 +96,12 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            LocalSet::new().block_on(&rt, route(index, rx, shared));
+            let local = LocalSet::new();
+            let spin = shared.worker_spin();
+            rt.block_on(crate::spin::flagged(
+                spin,
+                local.run_until(route(index, rx, shared)),
+            ));
         })
 }
 
