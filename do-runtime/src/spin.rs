@@ -187,6 +187,54 @@ mod tests {
     }
 
     #[test]
+    fn timers_still_fire_while_wakes_keep_arriving() {
+        // Ping-pong with another thread, one message at a time, as a
+        // sequential caller does: each spin catches the next wake and each
+        // poll has little to do. The event loop must still get its turn to
+        // fire the timer.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let (ping, mut pings) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (pong, pongs) = std::sync::mpsc::channel::<()>();
+        let caller = std::thread::spawn(move || {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                // Late enough that the wake lands in the spin, not the poll.
+                let pause = Instant::now();
+                while pause.elapsed() < Duration::from_micros(100) {
+                    std::hint::spin_loop();
+                }
+                if ping.send(()).is_err() || pongs.recv().is_err() {
+                    return;
+                }
+            }
+        });
+        let local = tokio::task::LocalSet::new();
+        let started = Instant::now();
+        // A spin budget no wake here takes as long to come as.
+        rt.block_on(flagged(
+            Duration::from_secs(2),
+            local.run_until(async move {
+                tokio::task::spawn_local(async move {
+                    while pings.recv().await.is_some() {
+                        let _ = pong.send(());
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }),
+        ));
+        let took = started.elapsed();
+        drop(local);
+        let _ = caller.join();
+        assert!(
+            took < Duration::from_secs(10),
+            "the timer starved: {took:?}"
+        );
+    }
+
+    #[test]
     fn a_wake_after_the_spin_wakes_the_sleeping_loop() {
         // The spin ends long before the wake: the real waker must reach the
         // event loop, or `block_on` would never return.
