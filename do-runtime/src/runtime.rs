@@ -186,7 +186,9 @@ pub(crate) struct Counters {
     pub calls: crate::telemetry::Sharded,
     pub failed_calls: crate::telemetry::Sharded,
     /// Calls to this runtime's objects sent and not yet answered or dropped.
-    pub in_flight: crate::telemetry::Sharded,
+    /// One counter, not sharded: it is read before every spin, and a
+    /// sharded sum costs a cache miss per shard.
+    pub in_flight: crate::telemetry::Padded,
     /// Each worker's value cache counts its hits and misses here.
     pub caches: Vec<Arc<do_storage::CacheCounters>>,
     /// The cache figures last added to the metrics.
@@ -375,8 +377,12 @@ impl RuntimeBuilder {
     /// A call that reaches a sleeping worker pays for waking its thread (a
     /// futex or an eventfd, then the scheduler: tens of microseconds on a
     /// virtual machine); a call that reaches a spinning one costs a cache
-    /// miss. Spinning uses the core for at most this long after each burst of
-    /// work. Default: 50 µs; zero turns it off.
+    /// miss. Workers spin only while the runtime is quiet (at most one call
+    /// in flight per two cores): under load work arrives in batches anyway,
+    /// and a spinning worker would take a core from the threads producing
+    /// it. Spinning uses the core for at most this long after each burst of
+    /// work, and yields it to any other runnable thread between polls.
+    /// Default: 50 µs; zero turns it off.
     pub fn worker_spin(mut self, spin: Duration) -> Self {
         self.worker_spin = spin;
         self
@@ -387,9 +393,10 @@ impl RuntimeBuilder {
     ///
     /// The reply to a quick call comes back within a few microseconds; a
     /// caller whose thread went to sleep meanwhile pays for waking it (tens
-    /// of microseconds on a virtual machine). While it polls, the caller's
-    /// task is rescheduled rather than blocking its thread, so other tasks
-    /// there still run. Default: 30 µs; zero turns it off.
+    /// of microseconds on a virtual machine). Only a call that finds the
+    /// runtime quiet (at most one call in flight per two cores) polls, and it
+    /// holds its thread for at most this long; calls made on a worker thread
+    /// (objects calling objects) never do. Default: 30 µs; zero turns it off.
     pub fn caller_spin(mut self, spin: Duration) -> Self {
         self.caller_spin = spin;
         self

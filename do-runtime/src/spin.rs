@@ -65,21 +65,30 @@ pub(crate) fn spin_until(budget: Duration, mut done: impl FnMut() -> bool) -> bo
 }
 
 /// Wraps `future` (a worker's event loop) so that it spins for up to
-/// `budget` before it lets its thread sleep.
-pub(crate) fn flagged<F: Future>(budget: Duration, future: F) -> Flagged<F> {
+/// `budget` before it lets its thread sleep, whenever `quiet()` says so.
+pub(crate) fn flagged<F: Future, Q: Fn() -> bool>(
+    budget: Duration,
+    quiet: Q,
+    future: F,
+) -> Flagged<F, Q> {
     Flagged {
         future: Box::pin(future),
         state: Arc::new(AtomicU8::new(IDLE)),
         budget,
+        quiet,
         waker: None,
     }
 }
 
 /// A future that spins for its wakes before it returns `Pending`.
-pub(crate) struct Flagged<F> {
+pub(crate) struct Flagged<F, Q> {
     future: Pin<Box<F>>,
     state: Arc<AtomicU8>,
     budget: Duration,
+    /// Whether spinning is worth a core now. Under load, work arrives in
+    /// batches while the thread sleeps, and a spinning thread takes the core
+    /// from the threads that produce the work.
+    quiet: Q,
     /// The event loop's waker and our wrapper of it, made once per change.
     waker: Option<(Waker, Waker)>,
 }
@@ -102,7 +111,7 @@ impl Wake for FlagWaker {
     }
 }
 
-impl<F: Future> Future for Flagged<F> {
+impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -131,6 +140,7 @@ impl<F: Future> Future for Flagged<F> {
             // Not spinning, or woken during the poll (the event loop was
             // woken too and polls again): wait for the event loop.
             if this.budget.is_zero()
+                || !(this.quiet)()
                 || this
                     .state
                     .compare_exchange(IDLE, SPINNING, Ordering::AcqRel, Ordering::Acquire)
@@ -171,7 +181,7 @@ mod tests {
             std::thread::sleep(delay);
             let _ = tx.send(());
         });
-        rt.block_on(flagged(budget, async move {
+        rt.block_on(flagged(budget, || true, async move {
             let _ = rx.await;
         }));
         let _ = sender.join();
@@ -216,6 +226,7 @@ mod tests {
         // A spin budget no wake here takes as long to come as.
         rt.block_on(flagged(
             Duration::from_secs(2),
+            || true,
             local.run_until(async move {
                 tokio::task::spawn_local(async move {
                     while pings.recv().await.is_some() {

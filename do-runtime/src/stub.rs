@@ -302,7 +302,11 @@ impl RawStub {
         };
         let spin = match &state {
             State::Waiting(_, Target::Local(s)) => {
-                s.runtime.counters.in_flight.add(1);
+                s.runtime
+                    .counters
+                    .in_flight
+                    .0
+                    .fetch_add(1, Ordering::Relaxed);
                 Spin::Undecided
             }
             _ => Spin::Off,
@@ -505,7 +509,11 @@ impl<O> Call<O> {
         if let (Spin::Undecided | Spin::Decided, State::Waiting(_, Target::Local(s))) =
             (self.spin, &self.state)
         {
-            s.runtime.counters.in_flight.sub(1);
+            s.runtime
+                .counters
+                .in_flight
+                .0
+                .fetch_sub(1, Ordering::Relaxed);
         }
         self.spin = Spin::Off;
     }
@@ -588,7 +596,7 @@ fn spin_for_reply(
     // may be its own).
     if budget.is_zero()
         || crate::spin::on_worker()
-        || s.runtime.counters.in_flight.sum() > s.runtime.spinning_calls()
+        || s.runtime.counters.in_flight.0.load(Ordering::Relaxed) > s.runtime.spinning_calls()
     {
         return None;
     }

@@ -131,9 +131,10 @@ pub(crate) struct Sharded {
     shards: [Padded; 16],
 }
 
+/// A counter alone on its cache line.
 #[derive(Default)]
 #[repr(align(64))]
-struct Padded(AtomicU64);
+pub(crate) struct Padded(pub AtomicU64);
 
 thread_local! {
     static SHARD: usize = {
@@ -148,17 +149,11 @@ impl Sharded {
         self.shards[shard].0.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn sub(&self, n: u64) {
-        let shard = SHARD.with(|s| *s);
-        self.shards[shard].0.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// The total; shards wrap, so a counter that goes down on another
-    /// thread than it went up still sums right.
     pub(crate) fn sum(&self) -> u64 {
         self.shards
             .iter()
-            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
