@@ -396,7 +396,9 @@ impl RuntimeBuilder {
     /// of microseconds on a virtual machine). Only a call that finds the
     /// runtime quiet (at most one call in flight per two cores) polls, and it
     /// holds its thread for at most this long; calls made on a worker thread
-    /// (objects calling objects) never do. Default: 30 µs; zero turns it off.
+    /// (objects calling objects) or on a current-thread tokio runtime never
+    /// do, and on a single core nothing spins. Default: 30 µs; zero turns it
+    /// off.
     pub fn caller_spin(mut self, spin: Duration) -> Self {
         self.caller_spin = spin;
         self
@@ -670,20 +672,33 @@ impl Shared {
     }
 
     pub(crate) fn worker_spin(&self) -> Duration {
+        if self.spinning_calls() == 0 {
+            return Duration::ZERO;
+        }
         self.worker_spin
     }
 
     pub(crate) fn caller_spin(&self) -> Duration {
+        if self.spinning_calls() == 0 {
+            return Duration::ZERO;
+        }
         self.caller_spin
+    }
+
+    /// Whether callers or workers may spin (see `worker_spin`).
+    pub(crate) fn spinning(&self) -> bool {
+        !(self.worker_spin().is_zero() && self.caller_spin().is_zero())
     }
 
     /// How many calls may be in flight for a new one to spin for its reply:
     /// one per two cores, so spinning callers leave the workers a core each.
+    /// None on one core: the spinner would hold the core the thread it
+    /// waits for needs.
     pub(crate) fn spinning_calls(&self) -> u64 {
         static CORES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         let cores = *CORES
             .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
-        (cores / 2).max(1)
+        cores / 2
     }
 
     /// Pushes the figures the hot path does not (queued calls, cache

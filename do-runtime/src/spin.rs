@@ -171,29 +171,66 @@ impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
 mod tests {
     use super::*;
 
-    fn run_with_wake_after(budget: Duration, delay: Duration) -> Duration {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+    /// A waker that counts its wakes.
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A future woken from another thread after `delay`.
+    fn woken_after(delay: Duration) -> impl Future<Output = ()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let started = Instant::now();
-        let sender = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             std::thread::sleep(delay);
             let _ = tx.send(());
         });
-        rt.block_on(flagged(budget, || true, async move {
+        async move {
             let _ = rx.await;
-        }));
-        let _ = sender.join();
-        started.elapsed()
+        }
     }
 
     #[test]
-    fn a_wake_during_the_spin_runs_the_future_again() {
-        // The whole wait happens inside the spin: only the flag can end it
-        // before the 30 s budget.
-        let took = run_with_wake_after(Duration::from_secs(30), Duration::from_millis(20));
-        assert!(took < Duration::from_secs(10), "took {took:?}");
+    fn a_wake_during_the_spin_is_caught_without_waking_the_event_loop() {
+        // One poll by hand with a 30 s budget: the wake lands in the spin,
+        // so that single poll finishes the future, and the event loop's
+        // own waker is never called.
+        let counting = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(counting.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = flagged(
+            Duration::from_secs(30),
+            || true,
+            woken_after(Duration::from_millis(20)),
+        );
+        let started = Instant::now();
+        assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn no_spin_when_not_quiet() {
+        // Not quiet: the poll returns at once, and the wake reaches the
+        // event loop's waker.
+        let counting = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(counting.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = flagged(
+            Duration::from_secs(30),
+            || false,
+            woken_after(Duration::from_millis(20)),
+        );
+        let started = Instant::now();
+        assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counting.0.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
     }
 
     #[test]
@@ -249,7 +286,21 @@ mod tests {
     fn a_wake_after_the_spin_wakes_the_sleeping_loop() {
         // The spin ends long before the wake: the real waker must reach the
         // event loop, or `block_on` would never return.
-        let took = run_with_wake_after(Duration::from_micros(10), Duration::from_millis(50));
-        assert!(took >= Duration::from_millis(50), "took {took:?}");
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(flagged(
+                Duration::from_micros(10),
+                || true,
+                woken_after(Duration::from_millis(50)),
+            ));
+            let _ = done.send(());
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the wake was lost"
+        );
     }
 }

@@ -301,7 +301,9 @@ impl RawStub {
             }
         };
         let spin = match &state {
-            State::Waiting(_, Target::Local(s)) => {
+            // Counted only where spinning is on: one shared counter touched
+            // twice per call is not free on a many-core machine.
+            State::Waiting(_, Target::Local(s)) if s.runtime.spinning() => {
                 s.runtime
                     .counters
                     .in_flight
@@ -499,7 +501,8 @@ impl Watch {
 enum Spin {
     Undecided,
     Decided,
-    /// Answered or dropped, or not a local call: not counted in flight.
+    /// Answered or dropped, not a local call, or spinning is off: not
+    /// counted in flight.
     Off,
 }
 
@@ -531,11 +534,14 @@ impl<O> Future for Call<O> {
         let this = self.get_mut();
         let reply: Reply = match &mut this.state {
             State::Waiting(rx, target) => {
-                let received = match Pin::new(&mut *rx).poll(cx) {
-                    Poll::Ready(received) => received.map_err(drop),
-                    Poll::Pending => match spin_for_reply(&mut this.spin, target, rx) {
-                        Some(received) => received,
-                        None => return Poll::Pending,
+                // Spinning before the first poll registers a waker spares
+                // the worker the wake (a system call) when the reply comes
+                // back during the spin.
+                let received = match spin_for_reply(&mut this.spin, target, rx) {
+                    Some(received) => received,
+                    None => match Pin::new(&mut *rx).poll(cx) {
+                        Poll::Ready(received) => received.map_err(drop),
+                        Poll::Pending => return Poll::Pending,
                     },
                 };
                 match received {
@@ -571,7 +577,7 @@ impl<O> Future for Call<O> {
     }
 }
 
-/// At a local call's first pending poll, when the runtime is quiet: polls
+/// At a local call's first poll, when the runtime is quiet: polls
 /// for the reply for up to the caller spin budget, blocking the caller's
 /// thread that long at most. The reply to a quick call to an idle object
 /// comes back within microseconds; a caller whose thread went to sleep
@@ -593,9 +599,16 @@ fn spin_for_reply(
     };
     let budget = s.runtime.caller_spin();
     // A worker's thread spins in its event loop instead (the object called
-    // may be its own).
+    // may be its own); on a single-threaded runtime the spin would stall
+    // every other task.
     if budget.is_zero()
         || crate::spin::on_worker()
+        || tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            matches!(
+                h.runtime_flavor(),
+                tokio::runtime::RuntimeFlavor::CurrentThread
+            )
+        })
         || s.runtime.counters.in_flight.0.load(Ordering::Relaxed) > s.runtime.spinning_calls()
     {
         return None;
