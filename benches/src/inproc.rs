@@ -164,8 +164,8 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
         rt.__set_instrument(true);
         rate
     };
-    #[allow(unused_mut)]
     let mut no_spin = || run(0, &still_stubs);
+    #[allow(unused_mut)]
     let mut variants: Vec<(&str, Unit, &mut dyn FnMut() -> f64)> = vec![
         ("do-runtime stub", Unit::OpsPerSec, &mut ours),
         (

@@ -162,6 +162,9 @@ pub(crate) struct Shared {
     worker_io: bool,
     worker_spin: Duration,
     caller_spin: Duration,
+    /// The most calls in flight for the runtime to count as quiet (spinning
+    /// only then); 0 turns spinning off.
+    spinning_calls: u64,
     queue: QueueLimits,
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
@@ -516,6 +519,10 @@ impl RuntimeBuilder {
     /// Fails with [`Error::Setup`] when no data directory was given, a class
     /// name is registered twice, or the directory cannot be opened.
     pub fn build(self) -> Result<Runtime> {
+        // One call in flight per two cores may spin, so spinning callers
+        // leave the workers a core each; none on one core, where the spinner
+        // would hold the core the thread it waits for needs.
+        let spinning_calls = std::thread::available_parallelism().map_or(1, |n| n.get() as u64) / 2;
         let dir = self.data_dir.ok_or_else(|| {
             Error::Setup("no data directory: call RuntimeBuilder::data_dir".into())
         })?;
@@ -583,8 +590,17 @@ impl RuntimeBuilder {
             store: Mutex::new(Some(store)),
             value_cache_bytes: self.value_cache_bytes,
             worker_io: self.worker_io,
-            worker_spin: self.worker_spin,
-            caller_spin: self.caller_spin,
+            worker_spin: if spinning_calls == 0 {
+                Duration::ZERO
+            } else {
+                self.worker_spin
+            },
+            caller_spin: if spinning_calls == 0 {
+                Duration::ZERO
+            } else {
+                self.caller_spin
+            },
+            spinning_calls,
             queue: self.queue,
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
@@ -672,33 +688,23 @@ impl Shared {
     }
 
     pub(crate) fn worker_spin(&self) -> Duration {
-        if self.spinning_calls() == 0 {
-            return Duration::ZERO;
-        }
         self.worker_spin
     }
 
     pub(crate) fn caller_spin(&self) -> Duration {
-        if self.spinning_calls() == 0 {
-            return Duration::ZERO;
-        }
         self.caller_spin
     }
 
-    /// Whether callers or workers may spin (see `worker_spin`).
+    /// Whether callers or workers may spin (see `worker_spin`): calls are
+    /// counted in flight only then.
     pub(crate) fn spinning(&self) -> bool {
-        !(self.worker_spin().is_zero() && self.caller_spin().is_zero())
+        !(self.worker_spin.is_zero() && self.caller_spin.is_zero())
     }
 
-    /// How many calls may be in flight for a new one to spin for its reply:
-    /// one per two cores, so spinning callers leave the workers a core each.
-    /// None on one core: the spinner would hold the core the thread it
-    /// waits for needs.
-    pub(crate) fn spinning_calls(&self) -> u64 {
-        static CORES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        let cores = *CORES
-            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
-        cores / 2
+    /// Whether few enough calls are in flight for spinning to be worth a
+    /// core.
+    pub(crate) fn quiet(&self) -> bool {
+        self.counters.in_flight.0.load(Ordering::Relaxed) <= self.spinning_calls
     }
 
     /// Pushes the figures the hot path does not (queued calls, cache

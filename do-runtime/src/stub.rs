@@ -609,7 +609,7 @@ fn spin_for_reply(
                 tokio::runtime::RuntimeFlavor::CurrentThread
             )
         })
-        || s.runtime.counters.in_flight.0.load(Ordering::Relaxed) > s.runtime.spinning_calls()
+        || !s.runtime.quiet()
     {
         return None;
     }

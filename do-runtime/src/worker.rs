@@ -97,18 +97,10 @@ pub(crate) fn spawn(
                 }
             };
             let local = LocalSet::new();
-            let spin = shared.worker_spin();
-            let counters = shared.counters.clone();
-            let spinning_calls = shared.spinning_calls();
+            let quiet = shared.clone();
             rt.block_on(crate::spin::flagged(
-                spin,
-                move || {
-                    counters
-                        .in_flight
-                        .0
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        <= spinning_calls
-                },
+                shared.worker_spin(),
+                move || quiet.quiet(),
                 local.run_until(route(index, rx, shared)),
             ));
         })
