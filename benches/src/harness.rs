@@ -71,8 +71,14 @@ pub fn interleave(
     config: &Config,
     variants: &mut [(&str, Unit, &mut dyn FnMut() -> f64)],
 ) -> Vec<Series> {
-    for (_, _, run) in variants.iter_mut() {
-        run();
+    // For profiling one variant alone: `DO_BENCH_ONLY=<part of its label>`
+    // skips the others (their series stay empty).
+    let only = std::env::var("DO_BENCH_ONLY").ok();
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.contains(o));
+    for (label, _, run) in variants.iter_mut() {
+        if wanted(label) {
+            run();
+        }
     }
     let mut series: Vec<Series> = variants
         .iter()
@@ -83,8 +89,10 @@ pub fn interleave(
         })
         .collect();
     for _ in 0..config.runs {
-        for (i, (_, _, run)) in variants.iter_mut().enumerate() {
-            series[i].samples.push(run());
+        for (i, (label, _, run)) in variants.iter_mut().enumerate() {
+            if wanted(label) {
+                series[i].samples.push(run());
+            }
         }
     }
     series

@@ -183,6 +183,25 @@ async fn schedule(shared: Arc<Shared>) {
     }
 }
 
+/// The id of the object an alarm is for, with the name it was made from
+/// when the registry of objects knows it: an instance the alarm builds sees
+/// the same `ctx.id().name()` as one a call builds.
+fn known_id(
+    shared: &Shared,
+    class: &Class,
+    prefix: &do_storage::ObjectPrefix,
+) -> crate::id::DurableObjectId {
+    let id = class.key.id_from_base(prefix.id());
+    let name = shared
+        .store()
+        .and_then(|store| store.known_name(prefix).ok().flatten())
+        .filter(|name| !name.is_empty());
+    match name.map(|name| class.key.id_from_name(&name)) {
+        Some(named) if named.base() == id.base() => named,
+        _ => id,
+    }
+}
+
 /// Runs one alarm, and arranges its retry if it fails.
 async fn run(shared: &Arc<Shared>, due: DueAlarm) {
     let Some(class) = shared
@@ -197,7 +216,7 @@ async fn run(shared: &Arc<Shared>, due: DueAlarm) {
         );
         return;
     };
-    let id = class.key.id_from_base(due.prefix.id());
+    let id = known_id(shared, &class, &due.prefix);
     let fire = Fire {
         due_ms: due.alarm.due_ms,
         retries: due.alarm.retries,

@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,8 @@ pub(crate) struct ObjectTask {
     mailbox: Mailbox,
     objects: Objects,
     key: ObjectKey,
+    /// The worker's count of replies held for the output gate.
+    awaiting: Arc<AtomicUsize>,
     store: Rc<ObjectStore>,
     gate: Rc<Gate>,
     /// The live instance and the context it was built with.
@@ -154,6 +156,7 @@ impl ObjectTask {
             mailbox,
             objects: worker.objects.clone(),
             key,
+            awaiting: worker.awaiting.clone(),
             store,
             gate: Rc::default(),
             instance: None,
@@ -385,7 +388,9 @@ impl ObjectTask {
                 // the turn ends (see `poll`), so all calls finishing in one turn
                 // share one batch; the commit thread sends the reply right
                 // after the fsync that covers it.
+                let held = Held::new(&self.awaiting);
                 self.store.release_when_durable(Box::new(move |durable| {
+                    drop(held);
                     let reply_value = match durable {
                         Ok(()) => result,
                         Err(StorageError::Discarded) => Err(Error::Disconnected(
@@ -615,5 +620,23 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// One reply held for the output gate, counted in its worker's
+/// `awaiting` for as long as it lives (the release runs once, or is dropped
+/// unrun when the store closes).
+struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(count: &Arc<AtomicUsize>) -> Held {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

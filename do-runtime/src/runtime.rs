@@ -385,6 +385,11 @@ impl RuntimeBuilder {
     /// and a spinning worker would take a core from the threads producing
     /// it. Spinning uses the core for at most this long after each burst of
     /// work, and yields it to any other runnable thread between polls.
+    /// While a worker holds replies for the output gate (their writes are
+    /// being fsynced), the budget counts from when the last of them left
+    /// (at most 2 ms in all), so the callers' next calls find it awake. The
+    /// storage thread polls this long for the next batch after a commit
+    /// group of one or two batches.
     /// Default: 50 µs; zero turns it off.
     pub fn worker_spin(mut self, spin: Duration) -> Self {
         self.worker_spin = spin;
@@ -549,6 +554,11 @@ impl RuntimeBuilder {
             ..Counters::default()
         });
         let mut store_options = self.store.clone();
+        // The storage thread polls for the next batch as long as a worker
+        // polls for its next call.
+        if spinning_calls > 0 {
+            store_options.commit_spin = self.worker_spin;
+        }
         if self.instrument {
             let (metrics, counters) = (metrics.clone(), counters.clone());
             store_options.on_commit = Some(do_storage::CommitHook(Arc::new(move |group| {

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -46,8 +46,25 @@ pub(crate) fn on_worker() -> bool {
 
 /// Polls `done` for up to `budget`, giving the core to other runnable
 /// threads between rounds; whether `done` turned true.
-pub(crate) fn spin_until(budget: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn spin_until(budget: Duration, done: impl FnMut() -> bool) -> bool {
+    spin_while(budget, Duration::ZERO, || false, done)
+}
+
+/// The longest a spin goes on past its budget while work is awaited (see
+/// [`Flagged::awaiting`]): longer than a slow fsync on these machines, short
+/// enough that a stuck disk costs one core for a moment, not for good.
+pub(crate) const AWAITED_CAP: Duration = Duration::from_millis(2);
+
+/// Like [`spin_until`], but the budget counts from the last moment
+/// `awaited()` said a wake is on its way (for up to `cap`).
+fn spin_while(
+    budget: Duration,
+    cap: Duration,
+    mut awaited: impl FnMut() -> bool,
+    mut done: impl FnMut() -> bool,
+) -> bool {
     let start = Instant::now();
+    let mut since = start;
     loop {
         for _ in 0..64 {
             if done() {
@@ -55,7 +72,11 @@ pub(crate) fn spin_until(budget: Duration, mut done: impl FnMut() -> bool) -> bo
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() >= budget {
+        let now = Instant::now();
+        if now - start < cap && awaited() {
+            since = now;
+        }
+        if now - since >= budget {
             return done();
         }
         // On a small machine the threads this one waits for (a caller, a
@@ -76,6 +97,7 @@ pub(crate) fn flagged<F: Future, Q: Fn() -> bool>(
         state: Arc::new(AtomicU8::new(IDLE)),
         budget,
         quiet,
+        awaiting: None,
         waker: None,
     }
 }
@@ -89,8 +111,26 @@ pub(crate) struct Flagged<F, Q> {
     /// batches while the thread sleeps, and a spinning thread takes the core
     /// from the threads that produce the work.
     quiet: Q,
+    /// Work this loop waits for from other threads and will surely be woken
+    /// for (replies held until their writes are durable): while there is
+    /// some, the spin outlasts its budget.
+    awaiting: Option<(Arc<AtomicUsize>, Duration)>,
     /// The event loop's waker and our wrapper of it, made once per change.
     waker: Option<(Waker, Waker)>,
+}
+
+impl<F, Q> Flagged<F, Q> {
+    /// Spins past the budget (for up to `cap`, see [`AWAITED_CAP`]) while
+    /// `count` is above zero.
+    ///
+    /// A worker counts the replies it holds for the output gate: the commit
+    /// thread sends them once the fsync ends, and the callers' next calls
+    /// follow soon after. Spinning through the fsync catches those calls
+    /// without waking the worker.
+    pub(crate) fn awaiting(mut self, count: Arc<AtomicUsize>, cap: Duration) -> Self {
+        self.awaiting = Some((count, cap));
+        self
+    }
 }
 
 struct FlagWaker {
@@ -148,7 +188,16 @@ impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
             {
                 return Poll::Pending;
             }
-            let woken = spin_until(this.budget, || this.state.load(Ordering::Acquire) == WOKEN);
+            let (awaiting, cap) = match &this.awaiting {
+                Some((count, cap)) => (Some(&**count), *cap),
+                None => (None, Duration::ZERO),
+            };
+            let woken = spin_while(
+                this.budget,
+                cap,
+                || awaiting.is_some_and(|a| a.load(Ordering::Relaxed) > 0),
+                || this.state.load(Ordering::Acquire) == WOKEN,
+            );
             // Stop spinning, unless a wake slipped in just now.
             if !woken
                 && this
@@ -208,6 +257,35 @@ mod tests {
         assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(counting.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_spin_outlasts_its_budget_while_replies_are_awaited() {
+        // A 1 ms budget, a wake after 20 ms: caught by the spin only
+        // because a held reply is counted, so the event loop's waker is
+        // never called.
+        let counting = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(counting.clone());
+        let mut cx = Context::from_waker(&waker);
+        let awaiting = Arc::new(AtomicUsize::new(1));
+        let mut future = flagged(
+            Duration::from_millis(1),
+            || true,
+            woken_after(Duration::from_millis(20)),
+        )
+        .awaiting(awaiting.clone(), Duration::from_secs(30));
+        assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0);
+
+        // Nothing awaited: the same poll gives up after its budget.
+        awaiting.store(0, Ordering::SeqCst);
+        let mut future = flagged(
+            Duration::from_millis(1),
+            || true,
+            woken_after(Duration::from_millis(20)),
+        )
+        .awaiting(awaiting, Duration::from_secs(30));
+        assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,9 @@ pub(crate) struct WorkerLocal {
     pub store: do_storage::Store,
     pub cache: ValueCache,
     pub objects: Objects,
+    /// Replies of this worker's objects waiting for their writes to be
+    /// durable; the worker spins while there are some (see `spin`).
+    pub awaiting: Arc<AtomicUsize>,
 }
 pub(crate) type Objects = Rc<RefCell<HashMap<ObjectKey, Mailbox>>>;
 
@@ -98,17 +102,26 @@ pub(crate) fn spawn(
             };
             let local = LocalSet::new();
             let quiet = shared.clone();
-            rt.block_on(crate::spin::flagged(
-                shared.worker_spin(),
-                move || quiet.quiet(),
-                local.run_until(route(index, rx, shared)),
-            ));
+            let awaiting = Arc::new(AtomicUsize::new(0));
+            rt.block_on(
+                crate::spin::flagged(
+                    shared.worker_spin(),
+                    move || quiet.quiet(),
+                    local.run_until(route(index, rx, shared, awaiting.clone())),
+                )
+                .awaiting(awaiting, crate::spin::AWAITED_CAP),
+            );
         })
 }
 
 /// Routes each message to its object's mailbox, starting the object's task on
 /// its first message. One FIFO channel per worker keeps each stub's calls in order.
-async fn route(index: usize, mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared: Arc<Shared>) {
+async fn route(
+    index: usize,
+    mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    shared: Arc<Shared>,
+    awaiting: Arc<AtomicUsize>,
+) {
     // The store is held for the worker's life; the runtime takes its own
     // copy out at stop.
     let Some(store) = shared.store() else { return };
@@ -125,6 +138,7 @@ async fn route(index: usize, mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shared:
                 .unwrap_or_default(),
         ),
         objects: Objects::default(),
+        awaiting,
     };
     let objects = &local.objects;
     if let Some(idle) = shared.idle_timeout() {

@@ -128,6 +128,7 @@ impl Committer {
         db: Database,
         data: Keyspaces,
         persist_delay: std::time::Duration,
+        spin: std::time::Duration,
         on_commit: Option<crate::store::CommitHook>,
     ) -> Result<Committer> {
         let (tx, rx) = mpsc::channel();
@@ -141,7 +142,10 @@ impl Committer {
                     &data,
                     &rx,
                     &counters,
-                    persist_delay,
+                    Timing {
+                        delay: persist_delay,
+                        spin,
+                    },
                     on_commit.as_ref(),
                 )
             })
@@ -201,20 +205,55 @@ pub(crate) struct Keyspaces {
     pub known: Keyspace,
 }
 
+/// The commit thread's timing knobs.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// Fault injection: sleep before each fsync.
+    delay: std::time::Duration,
+    /// Poll for the next batch this long after a small group.
+    spin: std::time::Duration,
+}
+
+/// A commit group this small means few, sequential writers: worth polling for.
+const SMALL_GROUP: usize = 2;
+
+/// Waits for the next job: polls for up to `spin` first (yielding the core
+/// between polls), then sleeps.
+fn next_job(rx: &mpsc::Receiver<Job>, spin: std::time::Duration) -> Option<Job> {
+    if !spin.is_zero() {
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                match rx.try_recv() {
+                    Ok(job) => return Some(job),
+                    Err(mpsc::TryRecvError::Disconnected) => return None,
+                    Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+            if start.elapsed() >= spin {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    rx.recv().ok()
+}
+
 fn run(
     db: &Database,
     data: &Keyspaces,
     rx: &mpsc::Receiver<Job>,
     stats: &Counters,
-    delay: std::time::Duration,
+    timing: Timing,
     hook: Option<&crate::store::CommitHook>,
 ) {
     let mut group = Group::default();
     let mut stopping = false;
+    let mut spin = std::time::Duration::ZERO;
     while !stopping {
-        match rx.recv() {
-            Ok(Job::Stop) | Err(_) => break,
-            Ok(job) => group.take(job),
+        match next_job(rx, spin) {
+            Some(Job::Stop) | None => break,
+            Some(job) => group.take(job),
         }
         while group.commits.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -226,7 +265,13 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(db, data, &mut group, stats, delay, hook);
+        let batches = group.commits.len();
+        commit_group(db, data, &mut group, stats, timing.delay, hook);
+        spin = if (1..=SMALL_GROUP).contains(&batches) {
+            timing.spin
+        } else {
+            std::time::Duration::ZERO
+        };
     }
     // Whatever is still queued after a stop was submitted before it: commit it too.
     while let Ok(job) = rx.try_recv() {
@@ -234,7 +279,7 @@ fn run(
             group.take(job);
         }
     }
-    commit_group(db, data, &mut group, stats, delay, hook);
+    commit_group(db, data, &mut group, stats, timing.delay, hook);
 }
 
 /// The batches and releases gathered for one fsync.
@@ -364,5 +409,29 @@ fn commit_group(
         if std::panic::catch_unwind(run).is_err() {
             tracing::error!(target: "do_storage::commit", "the commit hook panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_commit_thread_polls_for_a_job_sent_during_its_spin() {
+        let (tx, rx) = mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            let _ = tx.send(Job::Stop);
+            tx
+        });
+        assert!(matches!(
+            next_job(&rx, Duration::from_secs(30)),
+            Some(Job::Stop)
+        ));
+        drop(sender.join());
+        // Every sender gone: no job, at once, spin or not.
+        assert!(next_job(&rx, Duration::from_secs(30)).is_none());
+        assert!(next_job(&rx, Duration::ZERO).is_none());
     }
 }

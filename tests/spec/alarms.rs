@@ -153,14 +153,25 @@ async fn an_alarm_wakes_an_evicted_object() {
     let stub = ns.get_by_name("sleeper");
     stub.set_in(1_000).await.unwrap();
     assert!(rt.evict(&ns.id_from_name("sleeper")).await.unwrap());
+    assert_eq!(rt.stats().live_instances, 0);
     let built = alarmed_constructions("sleeper");
     clock.advance(Duration::from_millis(1_000));
-    runs_reach(&stub, 1).await;
+    // No call reaches the object until the alarm has built it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rt.stats().live_instances == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alarm built nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         alarmed_constructions("sleeper"),
         built + 1,
-        "the alarm built a new instance"
+        "the alarm built a new instance, which knows its name"
     );
+    runs_reach(&stub, 1).await;
+    assert_eq!(alarmed_constructions("sleeper"), built + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

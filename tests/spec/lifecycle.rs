@@ -224,15 +224,18 @@ async fn eviction_waits_until_the_objects_writes_are_durable() {
         .unwrap();
     let counters = rt.namespace::<Counter>();
     let id = counters.id_from_name("slow-disk");
+    let started = std::time::Instant::now();
     let write = tokio::spawn(counters.get(id.clone()).increment(1));
     tokio::time::sleep(Duration::from_millis(100)).await; // applied, not yet durable
 
-    // Eviction is asked for now; it may only happen once the write is durable.
+    // Eviction is asked for now; it may only happen once the write is
+    // durable, which is not before the injected delay has passed.
     let evicted = rt.evict(&id).await.unwrap();
     assert!(evicted);
     assert!(
-        write.is_finished(),
-        "the instance left before its write was durable"
+        started.elapsed() >= Duration::from_millis(400),
+        "the instance left before its write was durable ({:?})",
+        started.elapsed()
     );
     assert_eq!(write.await.unwrap().unwrap(), 1);
 
