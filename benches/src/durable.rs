@@ -275,11 +275,45 @@ pub fn throughput(
             }
         }))
     };
+    // The same storage work with the key bytes do-runtime writes: a 2-byte
+    // namespace, the object's 16-byte id, then the user's key.
+    let long_keys: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..objects)
+            .map(|o| {
+                let mut key = vec![0, 1];
+                // Random-looking id bytes, as an id's are.
+                for half in [2 * o as u64, 2 * o as u64 + 1] {
+                    let mut z = half.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    key.extend_from_slice(&(z ^ (z >> 31)).to_be_bytes());
+                }
+                key.extend_from_slice(b"value");
+                key
+            })
+            .collect(),
+    );
+    let mut raw_long = || {
+        let (raw, counters, keys) = (raw.clone(), counters.clone(), long_keys.clone());
+        tokio.block_on(closed_loop(tasks, d, move |i| {
+            let (raw, counters, keys) = (raw.clone(), counters.clone(), keys.clone());
+            async move {
+                let o = i % objects;
+                let n = counters[o].fetch_add(1, Ordering::Relaxed) + 1;
+                raw.put(keys[o].clone(), n.to_le_bytes().to_vec()).await;
+            }
+        }))
+    };
     let series = interleave(
         config,
         &mut [
             ("do-runtime", Unit::OpsPerSec, &mut ours),
             ("raw fjall thread", Unit::OpsPerSec, &mut raw_run),
+            (
+                "raw fjall thread, do-runtime's 23-byte keys",
+                Unit::OpsPerSec,
+                &mut raw_long,
+            ),
         ],
     );
     let stats = rt.stats().storage;

@@ -71,10 +71,10 @@ pub fn interleave(
     config: &Config,
     variants: &mut [(&str, Unit, &mut dyn FnMut() -> f64)],
 ) -> Vec<Series> {
-    // For profiling one variant alone: `DO_BENCH_ONLY=<part of its label>`
+    // For profiling one variant alone: `DO_BENCH_ONLY=<the start of its label>`
     // skips the others (their series stay empty).
     let only = std::env::var("DO_BENCH_ONLY").ok();
-    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.contains(o));
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.starts_with(o));
     for (label, _, run) in variants.iter_mut() {
         if wanted(label) {
             run();

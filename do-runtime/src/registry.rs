@@ -4,8 +4,9 @@
 //! eviction breaks nothing).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// Shared by every stub of one object and by its task while it runs.
 #[derive(Debug)]
@@ -16,6 +17,38 @@ pub(crate) struct ObjectHandle {
     pub queued_bytes: AtomicUsize,
     /// Starts at 1; each reset of the instance adds one.
     pub generation: AtomicU64,
+    /// How long the replies of recent calls took to come back (µs, a moving
+    /// average), counted over calls whose callers spun for them.
+    pub reply_micros: AtomicU32,
+}
+
+/// How far a caller's spin may stretch past its base budget for an object
+/// whose replies take longer (see [`ObjectHandle::caller_spin`]).
+const SPIN_STRETCH: u32 = 16;
+
+impl ObjectHandle {
+    /// How long a caller spins for this object's reply: twice its recent
+    /// reply time, at least `base` and at most 16 × `base`. A reply that
+    /// takes 60 µs (a 100-key listing) or 150 µs (an fsync) is then caught
+    /// by the spin instead of a thread wake-up.
+    pub fn caller_spin(&self, base: Duration) -> Duration {
+        let recent =
+            Duration::from_micros(u64::from(self.reply_micros.load(Ordering::Relaxed)) * 2);
+        recent.clamp(base, base * SPIN_STRETCH)
+    }
+
+    /// Folds one reply time into the moving average.
+    pub fn record_reply(&self, took: Duration) {
+        let sample = took.as_micros().min(1_000_000) as u32;
+        let old = self.reply_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 3 + sample) / 4
+        };
+        // Racing callers may lose a sample: an average needs no more.
+        self.reply_micros.store(new.max(1), Ordering::Relaxed);
+    }
 }
 
 impl ObjectHandle {
@@ -91,6 +124,7 @@ impl Registry {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
+            reply_micros: AtomicU32::new(0),
         });
         shard.map.insert((class, base), Arc::downgrade(&handle));
         if shard.map.len() > 2 * shard.swept_len.max(512) {
@@ -115,5 +149,42 @@ impl Registry {
                     .sum::<usize>()
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> ObjectHandle {
+        ObjectHandle {
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            reply_micros: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn a_caller_spins_twice_the_recent_reply_time_within_bounds() {
+        let base = Duration::from_micros(30);
+        let h = handle();
+        assert_eq!(h.caller_spin(base), base, "nothing learnt yet: the base");
+        h.record_reply(Duration::from_micros(60));
+        assert_eq!(h.caller_spin(base), Duration::from_micros(120));
+        // The average moves a quarter of the way to each new sample.
+        h.record_reply(Duration::from_micros(100));
+        assert_eq!(h.caller_spin(base), Duration::from_micros(140));
+        // Quick replies never take the spin under the base…
+        for _ in 0..50 {
+            h.record_reply(Duration::from_micros(1));
+        }
+        assert_eq!(h.caller_spin(base), base);
+        // …and slow ones never past 16 × the base.
+        for _ in 0..50 {
+            h.record_reply(Duration::from_secs(5));
+        }
+        assert_eq!(h.caller_spin(base), base * 16);
+        assert_eq!(h.caller_spin(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -403,10 +403,12 @@ impl RuntimeBuilder {
     /// caller whose thread went to sleep meanwhile pays for waking it (tens
     /// of microseconds on a virtual machine). Only a call that finds the
     /// runtime quiet (at most one call in flight per two cores) polls, and it
-    /// holds its thread for at most this long; calls made on a worker thread
+    /// holds its thread for this long, or for twice the time the object's
+    /// recent replies took when that is longer (a 100-key listing, a reply
+    /// held for its fsync), up to 16 × this; calls made on a worker thread
     /// (objects calling objects) or on a current-thread tokio runtime never
-    /// do, and on a single core nothing spins. Default: 30 µs; zero turns it
-    /// off.
+    /// spin, and on a single core nothing does. Default: 30 µs (so at most
+    /// 480 µs); zero turns it off.
     pub fn caller_spin(mut self, spin: Duration) -> Self {
         self.caller_spin = spin;
         self

@@ -500,7 +500,8 @@ impl Watch {
 #[derive(Clone, Copy)]
 enum Spin {
     Undecided,
-    Decided,
+    /// The first poll has been; since when the caller spun, if it did.
+    Decided(Option<Instant>),
     /// Answered or dropped, not a local call, or spinning is off: not
     /// counted in flight.
     Off,
@@ -509,7 +510,7 @@ enum Spin {
 impl<O> Call<O> {
     /// The call is answered or dropped: no longer in flight.
     fn settle(&mut self) {
-        if let (Spin::Undecided | Spin::Decided, State::Waiting(_, Target::Local(s))) =
+        if let (Spin::Undecided | Spin::Decided(_), State::Waiting(_, Target::Local(s))) =
             (self.spin, &self.state)
         {
             s.runtime
@@ -566,6 +567,12 @@ impl<O> Future for Call<O> {
                 Error::Disconnected("the call's future was polled after it completed".into())
             })),
         };
+        // A reply the caller spun for teaches the next call how long to spin.
+        if let (Spin::Decided(Some(since)), State::Waiting(_, Target::Local(s))) =
+            (this.spin, &this.state)
+        {
+            s.handle.record_reply(since.elapsed());
+        }
         this.settle();
         if let State::Waiting(_, target) = &this.state {
             this.watch.finish(target, &reply);
@@ -593,15 +600,15 @@ fn spin_for_reply(
         return None;
     }
     // Still counted in flight: `settle` uncounts it.
-    *spin = Spin::Decided;
+    *spin = Spin::Decided(None);
     let Target::Local(s) = target else {
         return None;
     };
-    let budget = s.runtime.caller_spin();
+    let base = s.runtime.caller_spin();
     // A worker's thread spins in its event loop instead (the object called
     // may be its own); on a single-threaded runtime the spin would stall
     // every other task.
-    if budget.is_zero()
+    if base.is_zero()
         || crate::spin::on_worker()
         || tokio::runtime::Handle::try_current().is_ok_and(|h| {
             matches!(
@@ -613,8 +620,9 @@ fn spin_for_reply(
     {
         return None;
     }
+    *spin = Spin::Decided(Some(Instant::now()));
     let mut received = None;
-    crate::spin::spin_until(budget, || match rx.try_recv() {
+    crate::spin::spin_until(s.handle.caller_spin(base), || match rx.try_recv() {
         Err(oneshot::error::TryRecvError::Empty) => false,
         Ok(reply) => {
             received = Some(Ok(reply));
