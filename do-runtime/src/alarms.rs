@@ -194,8 +194,7 @@ fn known_id(
     let id = class.key.id_from_base(prefix.id());
     let name = shared
         .store()
-        .and_then(|store| store.known_name(prefix).ok().flatten())
-        .filter(|name| !name.is_empty());
+        .and_then(|store| store.known_name(prefix).ok().flatten());
     match name.map(|name| class.key.id_from_name(&name)) {
         Some(named) if named.base() == id.base() => named,
         _ => id,

@@ -28,13 +28,20 @@ const SPIN_STRETCH: u32 = 16;
 
 impl ObjectHandle {
     /// How long a caller spins for this object's reply: twice its recent
-    /// reply time, at least `base` and at most 16 × `base`. A reply that
+    /// reply time, at least `base` and at most 16 × `base` (just `base`
+    /// when the replies take longer than that). A reply that
     /// takes 60 µs (a 100-key listing) or 150 µs (an fsync) is then caught
     /// by the spin instead of a thread wake-up.
     pub fn caller_spin(&self, base: Duration) -> Duration {
         let recent =
             Duration::from_micros(u64::from(self.reply_micros.load(Ordering::Relaxed)) * 2);
-        recent.clamp(base, base * SPIN_STRETCH)
+        let most = base.saturating_mul(SPIN_STRETCH);
+        // Replies slower than the stretch would not be caught anyway: a
+        // long spin would only burn the core.
+        if recent > most {
+            return base;
+        }
+        recent.max(base)
     }
 
     /// Folds one reply time into the moving average.
@@ -180,11 +187,18 @@ mod tests {
             h.record_reply(Duration::from_micros(1));
         }
         assert_eq!(h.caller_spin(base), base);
-        // …and slow ones never past 16 × the base.
+        // …and reach 16 × the base at most…
+        for _ in 0..50 {
+            h.record_reply(Duration::from_micros(240));
+        }
+        let spin = h.caller_spin(base);
+        assert!(spin > base * 15 && spin <= base * 16, "{spin:?}");
+        // …and replies slower than that are not spun for beyond the base.
         for _ in 0..50 {
             h.record_reply(Duration::from_secs(5));
         }
-        assert_eq!(h.caller_spin(base), base * 16);
+        assert_eq!(h.caller_spin(base), base);
+        assert_eq!(h.caller_spin(Duration::MAX), Duration::MAX);
         assert_eq!(h.caller_spin(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -405,7 +405,8 @@ impl RuntimeBuilder {
     /// runtime quiet (at most one call in flight per two cores) polls, and it
     /// holds its thread for this long, or for twice the time the object's
     /// recent replies took when that is longer (a 100-key listing, a reply
-    /// held for its fsync), up to 16 × this; calls made on a worker thread
+    /// held for its fsync), up to 16 × this (slower objects get this only);
+    /// calls made on a worker thread
     /// (objects calling objects) or on a current-thread tokio runtime never
     /// spin, and on a single core nothing does. Default: 30 µs (so at most
     /// 480 µs); zero turns it off.
