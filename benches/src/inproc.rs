@@ -60,33 +60,26 @@ pub async fn raw_add(actor: &mpsc::UnboundedSender<Request>, amount: i64) -> i64
 /// object with `pick(i, call)` among `objects`.
 pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: usize) -> Outcome {
     let tokio = crate::harness::callers();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rt = Runtime::builder()
-        .data_dir(dir.path())
-        .register::<Adder>()
-        .build()
-        .expect("runtime");
-    let ns = rt.namespace::<Adder>();
-    let stubs: Arc<Vec<_>> = Arc::new(
-        (0..objects)
-            .map(|o| ns.get_by_name(&format!("a{o}")))
-            .collect(),
-    );
+    // A runtime in its own directory with the given spin budgets, and a
+    // stub for each of its objects.
+    let setup = |spin: Option<std::time::Duration>| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut builder = Runtime::builder().data_dir(dir.path());
+        if let Some(spin) = spin {
+            builder = builder.worker_spin(spin).caller_spin(spin);
+        }
+        let rt = builder.register::<Adder>().build().expect("runtime");
+        let ns = rt.namespace::<Adder>();
+        let stubs: Arc<Vec<_>> = Arc::new(
+            (0..objects)
+                .map(|o| ns.get_by_name(&format!("a{o}")))
+                .collect(),
+        );
+        (dir, rt, stubs)
+    };
+    let (_dir, rt, stubs) = setup(None);
     // The same with no spinning: every hand-off wakes a sleeping thread.
-    let still_dir = tempfile::tempdir().expect("tempdir");
-    let still = Runtime::builder()
-        .data_dir(still_dir.path())
-        .worker_spin(std::time::Duration::ZERO)
-        .caller_spin(std::time::Duration::ZERO)
-        .register::<Adder>()
-        .build()
-        .expect("runtime");
-    let still_ns = still.namespace::<Adder>();
-    let still_stubs: Arc<Vec<_>> = Arc::new(
-        (0..objects)
-            .map(|o| still_ns.get_by_name(&format!("a{o}")))
-            .collect(),
-    );
+    let (_still_dir, _still, still_stubs) = setup(Some(std::time::Duration::ZERO));
     let actors: Arc<Vec<_>> =
         Arc::new(tokio.block_on(async { (0..objects).map(|_| spawn_actor()).collect() }));
     #[cfg(feature = "peers")]

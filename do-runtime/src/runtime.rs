@@ -531,6 +531,11 @@ impl RuntimeBuilder {
         // leave the workers a core each; none on one core, where the spinner
         // would hold the core the thread it waits for needs.
         let spinning_calls = std::thread::available_parallelism().map_or(1, |n| n.get() as u64) / 2;
+        let (worker_spin, caller_spin) = if spinning_calls == 0 {
+            (Duration::ZERO, Duration::ZERO)
+        } else {
+            (self.worker_spin, self.caller_spin)
+        };
         let dir = self.data_dir.ok_or_else(|| {
             Error::Setup("no data directory: call RuntimeBuilder::data_dir".into())
         })?;
@@ -559,9 +564,7 @@ impl RuntimeBuilder {
         let mut store_options = self.store.clone();
         // The storage thread polls for the next batch as long as a worker
         // polls for its next call.
-        if spinning_calls > 0 {
-            store_options.commit_spin = self.worker_spin;
-        }
+        store_options.commit_spin = worker_spin;
         if self.instrument {
             let (metrics, counters) = (metrics.clone(), counters.clone());
             store_options.on_commit = Some(do_storage::CommitHook(Arc::new(move |group| {
@@ -603,16 +606,8 @@ impl RuntimeBuilder {
             store: Mutex::new(Some(store)),
             value_cache_bytes: self.value_cache_bytes,
             worker_io: self.worker_io,
-            worker_spin: if spinning_calls == 0 {
-                Duration::ZERO
-            } else {
-                self.worker_spin
-            },
-            caller_spin: if spinning_calls == 0 {
-                Duration::ZERO
-            } else {
-                self.caller_spin
-            },
+            worker_spin,
+            caller_spin,
             spinning_calls,
             queue: self.queue,
             idle_timeout: self.idle_timeout,

@@ -418,7 +418,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn the_commit_thread_polls_for_a_job_sent_during_its_spin() {
+    fn the_next_job_arrives_during_the_spin_and_none_once_every_sender_is_gone() {
         let (tx, rx) = mpsc::channel();
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(5));
