@@ -186,6 +186,10 @@ pub(crate) struct Shared {
 pub(crate) struct Counters {
     pub live_instances: AtomicUsize,
     pub open_connections: AtomicUsize,
+    /// Served connections whose client is pipelining calls (see
+    /// `transport::server`): load that `in_flight` does not show, since
+    /// such a client's calls reach the server in bursts.
+    pub pipelining: AtomicUsize,
     pub calls: crate::telemetry::Sharded,
     pub failed_calls: crate::telemetry::Sharded,
     /// Calls to this runtime's objects sent and not yet answered or dropped.
@@ -381,7 +385,8 @@ impl RuntimeBuilder {
     /// futex or an eventfd, then the scheduler: tens of microseconds on a
     /// virtual machine); a call that reaches a spinning one costs a cache
     /// miss. Workers spin only while the runtime is quiet (at most one call
-    /// in flight per two cores): under load work arrives in batches anyway,
+    /// in flight per two cores, and no client of [`Runtime::serve`]
+    /// pipelining calls): under load work arrives in batches anyway,
     /// and a spinning worker would take a core from the threads producing
     /// it. Spinning uses the core for at most this long after each burst of
     /// work, and yields it to any other runnable thread between polls.
@@ -402,7 +407,7 @@ impl RuntimeBuilder {
     /// The reply to a quick call comes back within a few microseconds; a
     /// caller whose thread went to sleep meanwhile pays for waking it (tens
     /// of microseconds on a virtual machine). Only a call that finds the
-    /// runtime quiet (at most one call in flight per two cores) polls, and it
+    /// runtime quiet (as for [`worker_spin`](Self::worker_spin)) polls, and it
     /// holds its thread for this long, or for twice the time the object's
     /// recent replies took when that is longer (a 100-key listing, a reply
     /// held for its fsync), up to 16 × this (slower objects get this only);
@@ -710,9 +715,10 @@ impl Shared {
     }
 
     /// Whether few enough calls are in flight for spinning to be worth a
-    /// core.
+    /// core, and no served client is pipelining calls.
     pub(crate) fn quiet(&self) -> bool {
         self.counters.in_flight.0.load(Ordering::Relaxed) <= self.spinning_calls
+            && self.counters.pipelining.load(Ordering::Relaxed) == 0
     }
 
     /// Pushes the figures the hot path does not (queued calls, cache

@@ -503,18 +503,76 @@ async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<N
         })?
 }
 
+/// How many times the connection lets its callers run before writing, as
+/// long as each time brings more calls.
+const BATCH_YIELDS: usize = 8;
+
 /// Writes queued frames and hands replies to their callers until the
-/// connection breaks or every stub and the client are gone.
+/// connection breaks or every stub and the client are gone. Writing runs
+/// as a task of its own, so that on a multi-threaded runtime one thread
+/// can send the next calls while another reads replies.
 async fn run_connection(
     state: Arc<ConnState>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
     stream: TcpStream,
-    mut reader: FrameReader,
+    reader: FrameReader,
     max_frame: usize,
 ) {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut writer = tokio::spawn(write_frames(state.clone(), rx, wr));
+    let reason = tokio::select! {
+        reason = read_replies(&state, rd, reader, max_frame) => {
+            writer.abort();
+            reason
+        }
+        reason = &mut writer => reason
+            .unwrap_or_else(|e| format!("the connection's writer stopped: {e}")),
+    };
+    state.close(reason);
+}
+
+/// Writes the stubs' frames, many in one write where they queue up; returns
+/// why it stopped.
+async fn write_frames(
+    state: Arc<ConnState>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+) -> String {
     let mut wr = BufWriter::new(wr);
-    let reason = loop {
+    loop {
+        let Some(frame) = rx.recv().await else {
+            return "the client was dropped".to_owned();
+        };
+        // Other calls in flight: their callers, woken by replies just
+        // read, are about to send more. Let them, so that one write
+        // carries them all.
+        if state.lock().waiting.len() > 1 {
+            for _ in 0..BATCH_YIELDS {
+                let queued = rx.len();
+                tokio::task::yield_now().await;
+                if rx.len() == queued {
+                    break;
+                }
+            }
+        }
+        let mut result = wr.write_all(&frame).await;
+        while let (Ok(()), Ok(frame)) = (&result, rx.try_recv()) {
+            result = wr.write_all(&frame).await;
+        }
+        if let Err(e) = result.and(wr.flush().await) {
+            return format!("the connection to the server broke: {e}");
+        }
+    }
+}
+
+/// Hands each reply to its caller; returns why it stopped.
+async fn read_replies(
+    state: &ConnState,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut reader: FrameReader,
+    max_frame: usize,
+) -> String {
+    loop {
         // Replies already buffered (read along with the handshake) first.
         loop {
             match reader.next::<ServerFrame>(max_frame) {
@@ -525,35 +583,16 @@ async fn run_connection(
                     }
                 }
                 Ok(Some(other)) => {
-                    state.close(format!(
-                        "the server broke the protocol: unexpected {other:?}"
-                    ));
-                    return;
+                    return format!("the server broke the protocol: unexpected {other:?}");
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    state.close(format!("the server broke the protocol: {e}"));
-                    return;
-                }
+                Err(e) => return format!("the server broke the protocol: {e}"),
             }
         }
-        tokio::select! {
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break "the client was dropped".to_owned() };
-                let mut result = wr.write_all(&frame).await;
-                while let (Ok(()), Ok(frame)) = (&result, rx.try_recv()) {
-                    result = wr.write_all(&frame).await;
-                }
-                if let Err(e) = result.and(wr.flush().await) {
-                    break format!("the connection to the server broke: {e}");
-                }
-            }
-            read = rd.read_buf(reader.buffer()) => match read {
-                Ok(0) => break "the server closed the connection".to_owned(),
-                Ok(_) => {}
-                Err(e) => break format!("the connection to the server broke: {e}"),
-            },
+        match rd.read_buf(reader.buffer()).await {
+            Ok(0) => return "the server closed the connection".to_owned(),
+            Ok(_) => {}
+            Err(e) => return format!("the connection to the server broke: {e}"),
         }
-    };
-    state.close(reason);
+    }
 }

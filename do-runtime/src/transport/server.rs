@@ -296,10 +296,12 @@ async fn serve_connection(
         stubs: HashMap::new(),
         pending: FuturesUnordered::new(),
     };
+    let mut pipelining = Pipelining::new(shared);
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
         // Frames already buffered (say, sent along with the hello) first,
         // as far as the in-flight bound allows.
+        let mut handled = 0;
         while connection.pending.len() < config.max_in_flight {
             match reader
                 .next::<ClientFrame>(config.max_frame_bytes)
@@ -309,9 +311,13 @@ async fn serve_connection(
                     // Progress: the clock for an incomplete frame starts over.
                     partial_since = None;
                     connection.handle(frame, &mut out)?;
+                    handled += 1;
                 }
                 None => break,
             }
+        }
+        if handled > 0 {
+            pipelining.observe(connection.pending.len());
         }
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -338,6 +344,12 @@ async fn serve_connection(
             }
             Some((call, result)) = pending.next(), if !pending.is_empty() => {
                 push_reply(&mut out, call, result)?;
+                // A pipelining client's other replies are moments away
+                // (its calls came in one burst): let them come, so that
+                // one write carries them all.
+                if pipelining.on() && !pending.is_empty() {
+                    tokio::task::yield_now().await;
+                }
                 // Batch every reply that is ready into one write.
                 while let Some(Some((call, result))) = pending.next().now_or_never() {
                     push_reply(&mut out, call, result)?;
@@ -350,6 +362,67 @@ async fn serve_connection(
                     Err(e) => return Err(e.to_string()),
                 }
             }
+        }
+    }
+}
+
+/// Whether a connection's client is pipelining: it is once a burst of
+/// reads leaves two or more of its calls in flight, and stops being after
+/// [`Pipelining::CALM`] bursts in a row that leave one at most. While it
+/// is, the runtime counts it as load (workers and callers do not spin,
+/// which would take a core from the client) and the connection waits a
+/// moment for more replies before writing.
+struct Pipelining {
+    shared: Arc<Shared>,
+    on: bool,
+    calm: u32,
+}
+
+impl Pipelining {
+    /// Bursts in a row with one call in flight at most that end it.
+    const CALM: u32 = 16;
+
+    fn new(shared: &Arc<Shared>) -> Self {
+        Pipelining {
+            shared: shared.clone(),
+            on: false,
+            calm: 0,
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Called after each burst of frames read, with the calls in flight.
+    fn observe(&mut self, in_flight: usize) {
+        if in_flight >= 2 {
+            self.calm = 0;
+            if !self.on {
+                self.on = true;
+                self.counter()
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else if self.on {
+            self.calm += 1;
+            if self.calm >= Self::CALM {
+                self.on = false;
+                self.counter()
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn counter(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.shared.counters.pipelining
+    }
+}
+
+impl Drop for Pipelining {
+    fn drop(&mut self) {
+        if self.on {
+            self.counter()
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -479,5 +552,50 @@ fn token_matches(expected: Option<&[u8]>, given: Option<&[u8]>) -> bool {
         (None, _) => true,
         (Some(expected), Some(given)) => bool::from(expected.ct_eq(given)),
         (Some(_), None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_pipelining_client_is_load_until_it_calms_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = Runtime::builder()
+            .data_dir(dir.path())
+            .build()
+            .expect("runtime");
+        let shared = rt.shared();
+        let counted = || shared.counters.pipelining.load(Ordering::Relaxed);
+        assert!(shared.quiet(), "nothing in flight: quiet");
+
+        let mut connection = Pipelining::new(&shared);
+        connection.observe(1);
+        assert!(!connection.on(), "one call at a time is not pipelining");
+        connection.observe(2);
+        assert!(connection.on() && counted() == 1);
+        assert!(!shared.quiet(), "a pipelining client is load");
+
+        // A burst with more in flight starts the count of calm ones over.
+        for _ in 0..Pipelining::CALM - 1 {
+            connection.observe(1);
+        }
+        connection.observe(3);
+        for _ in 0..Pipelining::CALM - 1 {
+            connection.observe(0);
+        }
+        assert!(connection.on(), "not calm for long enough yet");
+        connection.observe(1);
+        assert!(!connection.on() && counted() == 0);
+        assert!(shared.quiet());
+
+        // A connection that closes while pipelining is no longer load.
+        connection.observe(64);
+        assert_eq!(counted(), 1);
+        drop(connection);
+        assert_eq!(counted(), 0);
+        assert!(shared.quiet());
     }
 }
