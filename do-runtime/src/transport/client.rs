@@ -522,7 +522,9 @@ async fn run_connection(
     let mut writer = tokio::spawn(write_frames(state.clone(), rx, wr));
     let reason = tokio::select! {
         reason = read_replies(&state, rd, reader, max_frame) => {
+            // Stopped before the calls are failed: none is sent after.
             writer.abort();
+            let _ = (&mut writer).await;
             reason
         }
         reason = &mut writer => reason
@@ -544,8 +546,8 @@ async fn write_frames(
             return "the client was dropped".to_owned();
         };
         // Other calls in flight: their callers, woken by replies just
-        // read, are about to send more. Let them, so that one write
-        // carries them all.
+        // read, are likely about to send more. Let them, so that one write
+        // carries them all (a yield costs little when nobody comes).
         if state.lock().waiting.len() > 1 {
             for _ in 0..BATCH_YIELDS {
                 let queued = rx.len();

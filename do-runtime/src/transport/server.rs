@@ -301,7 +301,8 @@ async fn serve_connection(
     loop {
         // Frames already buffered (say, sent along with the hello) first,
         // as far as the in-flight bound allows.
-        let mut handled = 0;
+        let mut calls = 0;
+        let mut handled = false;
         while connection.pending.len() < config.max_in_flight {
             match reader
                 .next::<ClientFrame>(config.max_frame_bytes)
@@ -310,14 +311,15 @@ async fn serve_connection(
                 Some(frame) => {
                     // Progress: the clock for an incomplete frame starts over.
                     partial_since = None;
+                    calls += usize::from(matches!(frame, ClientFrame::Call { .. }));
                     connection.handle(frame, &mut out)?;
-                    handled += 1;
+                    handled = true;
                 }
                 None => break,
             }
         }
-        if handled > 0 {
-            pipelining.observe(connection.pending.len());
+        if handled {
+            pipelining.observe(calls);
         }
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -338,14 +340,18 @@ async fn serve_connection(
             }
         };
         let pending = &mut connection.pending;
+        // A pipelining client that falls silent with nothing in flight stops
+        // counting as load after a moment.
+        let calm = pipelining.on() && pending.is_empty();
         tokio::select! {
+            () = tokio::time::sleep(Pipelining::SILENCE), if calm => pipelining.calm_down(),
             () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 return Err(format!("a frame did not complete within {:?}", config.frame_timeout));
             }
             Some((call, result)) = pending.next(), if !pending.is_empty() => {
                 push_reply(&mut out, call, result)?;
-                // A pipelining client's other replies are moments away
-                // (its calls came in one burst): let them come, so that
+                // A pipelining client's other replies are likely moments
+                // away (its calls come in bursts): let them come, so that
                 // one write carries them all.
                 if pipelining.on() && !pending.is_empty() {
                     tokio::task::yield_now().await;
@@ -366,10 +372,11 @@ async fn serve_connection(
     }
 }
 
-/// Whether a connection's client is pipelining: it is once a burst of
-/// reads leaves two or more of its calls in flight, and stops being after
-/// [`Pipelining::CALM`] bursts in a row that leave one at most. While it
-/// is, the runtime counts it as load (workers and callers do not spin,
+/// Whether a connection's client is pipelining: it is once one burst of
+/// frames read brings two calls or more, and stops being after
+/// [`Pipelining::CALM`] bursts in a row of one call at most, or after
+/// [`Pipelining::SILENCE`] with nothing read and nothing in flight. While
+/// it is, the runtime counts it as load (workers and callers do not spin,
 /// which would take a core from the client) and the connection waits a
 /// moment for more replies before writing.
 struct Pipelining {
@@ -379,8 +386,10 @@ struct Pipelining {
 }
 
 impl Pipelining {
-    /// Bursts in a row with one call in flight at most that end it.
+    /// Bursts in a row of one call at most that end it.
     const CALM: u32 = 16;
+    /// Silence (nothing read, nothing in flight) that ends it.
+    const SILENCE: Duration = Duration::from_millis(10);
 
     fn new(shared: &Arc<Shared>) -> Self {
         Pipelining {
@@ -394,9 +403,9 @@ impl Pipelining {
         self.on
     }
 
-    /// Called after each burst of frames read, with the calls in flight.
-    fn observe(&mut self, in_flight: usize) {
-        if in_flight >= 2 {
+    /// Called after each burst of frames read, with the calls it brought.
+    fn observe(&mut self, calls: usize) {
+        if calls >= 2 {
             self.calm = 0;
             if !self.on {
                 self.on = true;
@@ -406,10 +415,18 @@ impl Pipelining {
         } else if self.on {
             self.calm += 1;
             if self.calm >= Self::CALM {
-                self.on = false;
-                self.counter()
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.calm_down();
             }
+        }
+    }
+
+    /// The client is no longer pipelining.
+    fn calm_down(&mut self) {
+        if self.on {
+            self.on = false;
+            self.calm = 0;
+            self.counter()
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -590,6 +607,14 @@ mod tests {
         connection.observe(1);
         assert!(!connection.on() && counted() == 0);
         assert!(shared.quiet());
+
+        // A client that falls silent is no longer load.
+        connection.observe(8);
+        assert_eq!(counted(), 1);
+        connection.calm_down();
+        assert!(!connection.on() && counted() == 0);
+        connection.calm_down();
+        assert_eq!(counted(), 0, "calming down twice counts once");
 
         // A connection that closes while pipelining is no longer load.
         connection.observe(64);
