@@ -27,6 +27,16 @@ pub(crate) struct ObjectHandle {
 const SPIN_STRETCH: u32 = 16;
 
 impl ObjectHandle {
+    /// A handle with nothing queued, at generation 1.
+    fn new() -> Self {
+        ObjectHandle {
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            reply_micros: AtomicU32::new(0),
+        }
+    }
+
     /// How long a caller spins for this object's reply: twice its recent
     /// reply time, at least `base` and at most 16 × `base` (just `base`
     /// when the replies take longer than that). A reply that
@@ -127,12 +137,7 @@ impl Registry {
         if let Some(live) = shard.map.get(&(class, base)).and_then(Weak::upgrade) {
             return live;
         }
-        let handle = Arc::new(ObjectHandle {
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            generation: AtomicU64::new(1),
-            reply_micros: AtomicU32::new(0),
-        });
+        let handle = Arc::new(ObjectHandle::new());
         shard.map.insert((class, base), Arc::downgrade(&handle));
         if shard.map.len() > 2 * shard.swept_len.max(512) {
             shard.map.retain(|_, w| w.strong_count() > 0);
@@ -163,19 +168,10 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn handle() -> ObjectHandle {
-        ObjectHandle {
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            generation: AtomicU64::new(1),
-            reply_micros: AtomicU32::new(0),
-        }
-    }
-
     #[test]
     fn a_caller_spins_twice_the_recent_reply_time_within_bounds() {
         let base = Duration::from_micros(30);
-        let h = handle();
+        let h = ObjectHandle::new();
         assert_eq!(h.caller_spin(base), base, "nothing learnt yet: the base");
         h.record_reply(Duration::from_micros(60));
         assert_eq!(h.caller_spin(base), Duration::from_micros(120));

@@ -238,6 +238,13 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wakes, and the count.
+    fn counting() -> (Arc<Counting>, Waker) {
+        let counting = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(counting.clone());
+        (counting, waker)
+    }
+
     /// A future woken from another thread after `delay`.
     fn woken_after(delay: Duration) -> impl Future<Output = ()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -255,8 +262,7 @@ mod tests {
         // One poll by hand with a 30 s budget: the wake lands in the spin,
         // so that single poll finishes the future, and the event loop's
         // own waker is never called.
-        let counting = Arc::new(Counting(Default::default()));
-        let waker = Waker::from(counting.clone());
+        let (counting, waker) = counting();
         let mut cx = Context::from_waker(&waker);
         let mut future = flagged(
             Duration::from_secs(30),
@@ -274,8 +280,7 @@ mod tests {
         // A 5 ms budget, a wake after 20 ms: caught by the spin only
         // because a held reply is counted, so the event loop's waker is
         // never called.
-        let counting = Arc::new(Counting(Default::default()));
-        let waker = Waker::from(counting.clone());
+        let (counting, waker) = counting();
         let mut cx = Context::from_waker(&waker);
         let awaiting = Arc::new(AtomicUsize::new(1));
         let mut future = flagged(
@@ -302,8 +307,7 @@ mod tests {
     fn no_spin_when_not_quiet() {
         // Not quiet: the poll returns at once, and the wake reaches the
         // event loop's waker.
-        let counting = Arc::new(Counting(Default::default()));
-        let waker = Waker::from(counting.clone());
+        let (counting, waker) = counting();
         let mut cx = Context::from_waker(&waker);
         let mut future = flagged(
             Duration::from_secs(30),

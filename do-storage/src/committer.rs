@@ -425,13 +425,24 @@ mod tests {
             let _ = tx.send(Job::Stop);
             tx
         });
+        // The spin (30 s) catches the job: it does not run out first.
+        let started = std::time::Instant::now();
         assert!(matches!(
             next_job(&rx, Duration::from_secs(30)),
             Some(Job::Stop)
         ));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "missed in the spin"
+        );
         drop(sender.join());
         // Every sender gone: no job, at once, spin or not.
+        let started = std::time::Instant::now();
         assert!(next_job(&rx, Duration::from_secs(30)).is_none());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "spun past the end"
+        );
         assert!(next_job(&rx, Duration::ZERO).is_none());
     }
 }

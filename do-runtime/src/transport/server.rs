@@ -302,7 +302,6 @@ async fn serve_connection(
         // Frames already buffered (say, sent along with the hello) first,
         // as far as the in-flight bound allows.
         let mut calls = 0;
-        let mut handled = false;
         while connection.pending.len() < config.max_in_flight {
             match reader
                 .next::<ClientFrame>(config.max_frame_bytes)
@@ -313,12 +312,11 @@ async fn serve_connection(
                     partial_since = None;
                     calls += usize::from(matches!(frame, ClientFrame::Call { .. }));
                     connection.handle(frame, &mut out)?;
-                    handled = true;
                 }
                 None => break,
             }
         }
-        if handled {
+        if calls > 0 {
             pipelining.observe(calls);
         }
         if !out.is_empty() {
@@ -344,7 +342,8 @@ async fn serve_connection(
         // counting as load after a moment.
         let calm = pipelining.on() && pending.is_empty();
         tokio::select! {
-            () = tokio::time::sleep(Pipelining::SILENCE), if calm => pipelining.calm_down(),
+            // Lazy: no timer is made while the branch is off.
+            () = async { tokio::time::sleep(Pipelining::SILENCE).await }, if calm => pipelining.calm_down(),
             () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 return Err(format!("a frame did not complete within {:?}", config.frame_timeout));
             }
@@ -437,10 +436,7 @@ impl Pipelining {
 
 impl Drop for Pipelining {
     fn drop(&mut self) {
-        if self.on {
-            self.counter()
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.calm_down();
     }
 }
 
