@@ -34,6 +34,8 @@ pub(crate) struct Commit {
     pub seq: u64,
     pub sync: Arc<ObjectSync>,
     pub releases: Vec<Release>,
+    /// The object and its number, when this batch writes its registry entry.
+    pub registers: Option<(crate::object::ObjectPrefix, u64)>,
 }
 
 pub(crate) enum Job {
@@ -127,6 +129,7 @@ impl Committer {
     pub fn start(
         db: Database,
         data: Keyspaces,
+        numbering: Numbering,
         persist_delay: std::time::Duration,
         spin: std::time::Duration,
         on_commit: Option<crate::store::CommitHook>,
@@ -140,6 +143,7 @@ impl Committer {
                 run(
                     &db,
                     &data,
+                    numbering,
                     &rx,
                     &counters,
                     Timing {
@@ -203,6 +207,16 @@ pub(crate) struct Keyspaces {
     pub alarms: Keyspace,
     pub alarm_of: Keyspace,
     pub known: Keyspace,
+    pub meta: Keyspace,
+}
+
+/// The object numbers the commit thread keeps on disk: it raises the
+/// stored next free number in the batch that first uses a number, and
+/// forgets pending numbers once their registry entries are applied.
+pub(crate) struct Numbering {
+    pub numbers: Arc<crate::numbers::Numbers>,
+    /// The next free number as stored.
+    pub next: u64,
 }
 
 /// The commit thread's timing knobs.
@@ -242,6 +256,7 @@ fn next_job(rx: &mpsc::Receiver<Job>, spin: std::time::Duration) -> Option<Job> 
 fn run(
     db: &Database,
     data: &Keyspaces,
+    mut numbering: Numbering,
     rx: &mpsc::Receiver<Job>,
     stats: &Counters,
     timing: Timing,
@@ -266,7 +281,15 @@ fn run(
             }
         }
         let batches = group.commits.len();
-        commit_group(db, data, &mut group, stats, timing.delay, hook);
+        commit_group(
+            db,
+            data,
+            &mut numbering,
+            &mut group,
+            stats,
+            timing.delay,
+            hook,
+        );
         spin = if (1..=SMALL_GROUP).contains(&batches) {
             timing.spin
         } else {
@@ -279,7 +302,15 @@ fn run(
             group.take(job);
         }
     }
-    commit_group(db, data, &mut group, stats, timing.delay, hook);
+    commit_group(
+        db,
+        data,
+        &mut numbering,
+        &mut group,
+        stats,
+        timing.delay,
+        hook,
+    );
 }
 
 /// The batches and releases gathered for one fsync.
@@ -307,6 +338,7 @@ impl Group {
 fn commit_group(
     db: &Database,
     spaces: &Keyspaces,
+    numbering: &mut Numbering,
     group: &mut Group,
     stats: &Counters,
     delay: std::time::Duration,
@@ -346,11 +378,29 @@ fn commit_group(
             }
         }
     }
+    let next = group
+        .iter()
+        .filter_map(|c| c.registers.map(|(_, n)| n.saturating_add(1)))
+        .max()
+        .filter(|next| *next > numbering.next);
+    if let Some(next) = next {
+        batch.insert(
+            &spaces.meta,
+            crate::numbers::NEXT_KEY,
+            next.to_be_bytes().to_vec(),
+        );
+    }
     let applied = batch.commit();
     if applied.is_ok() {
         for commit in group.iter() {
             commit.sync.applied.fetch_max(commit.seq, Ordering::Release);
         }
+        if let Some(next) = next {
+            numbering.next = next;
+        }
+        numbering
+            .numbers
+            .applied(group.iter().filter_map(|c| c.registers.map(|(p, _)| p)));
     }
     if !delay.is_zero() {
         std::thread::sleep(delay);

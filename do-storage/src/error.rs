@@ -51,6 +51,18 @@ pub enum StorageError {
     /// because the object was reset. Nothing of them was stored.
     #[error("the object was reset before its writes were committed")]
     Discarded,
+    /// The data directory was written in a storage format this version does
+    /// not read. Nothing in it was changed. Export its objects with the
+    /// version that wrote it (`do-cli export`) and import them with this one.
+    #[error(
+        "the data directory uses storage format {found}; this version reads format {supported} only (export it with the version that wrote it, then import)"
+    )]
+    UnsupportedFormat {
+        /// The directory's format.
+        found: u32,
+        /// The format this version reads.
+        supported: u32,
+    },
     /// The store is closed (the runtime shut down); nothing more can be written.
     #[error("the store is closed")]
     Closed,

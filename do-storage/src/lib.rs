@@ -34,6 +34,7 @@ mod committer;
 mod error;
 pub mod limits;
 mod list;
+mod numbers;
 mod object;
 mod store;
 mod txn;

@@ -1,7 +1,7 @@
 //! One object's view of the store: its keys under a fixed-width prefix, its
 //! buffered writes, and the barrier that waits until they are durable.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::ops::Bound;
@@ -16,6 +16,7 @@ use crate::committer::{Commit, ObjectSync, Release};
 use crate::error::{Result, StorageError};
 use crate::limits;
 use crate::list::{self, KeyRange, ListOptions};
+use crate::numbers::DataPrefix;
 use crate::store::Store;
 
 /// Bytes of the namespace part of an [`ObjectPrefix`].
@@ -25,13 +26,13 @@ pub const OBJECT_ID_BYTES: usize = 16;
 /// Bytes of an [`ObjectPrefix`].
 pub const PREFIX_BYTES: usize = NAMESPACE_BYTES + OBJECT_ID_BYTES;
 
-/// Where an object's keys live: a fixed-width (namespace number, object id)
-/// prefix, so no object's key range overlaps another's.
+/// Which object a store view belongs to: a fixed-width (namespace number,
+/// object id) pair. It keys the object's alarm and its registry entry; its
+/// data keys carry a shorter store-wide number given at its first write
+/// (see the `numbers` module), so they fit the engine's inline key.
 ///
-/// The namespace comes first so one namespace's objects are contiguous (for
-/// listing); it is only two bytes so that the engine's four-byte inline key
-/// prefix still tells objects apart without following a pointer, which keeps
-/// memtable inserts cheap.
+/// The namespace comes first so one namespace's objects are contiguous in
+/// the registry (for listing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectPrefix([u8; PREFIX_BYTES]);
 
@@ -95,7 +96,34 @@ pub struct ObjectStore {
     prefix: ObjectPrefix,
     sync: Arc<ObjectSync>,
     cache: Option<ValueCache>,
+    /// Where the object's data keys live, once looked up.
+    number: Cell<Number>,
     state: RefCell<State>,
+}
+
+/// What a view knows of its object's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Number {
+    /// Not looked up yet.
+    Unread,
+    /// It has none: it never stored data, so the engine holds none of it.
+    None,
+    /// Its data keys start with this.
+    Some(DataPrefix),
+}
+
+/// Whether the registry of objects lists the object (with its number, and
+/// its name if known).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Registration {
+    /// Not checked yet.
+    #[default]
+    Unknown,
+    /// Written in batch `seq`, not yet known durable: written again with
+    /// the next batch that stores something until it is.
+    Pending(u64),
+    /// On disk.
+    Done,
 }
 
 #[derive(Default)]
@@ -126,8 +154,8 @@ struct State {
     alarm_stale: Vec<u64>,
     /// The name the object's id was made from, if known.
     name: Option<String>,
-    /// Whether the registry of objects lists this one (with its name, if known).
-    registered: bool,
+    /// Whether the registry of objects lists this one.
+    registration: Registration,
 }
 
 impl State {
@@ -143,6 +171,7 @@ impl ObjectStore {
             prefix,
             sync: ObjectSync::new(),
             cache,
+            number: Cell::new(Number::Unread),
             state: RefCell::new(State::default()),
         }
     }
@@ -152,11 +181,27 @@ impl ObjectStore {
         self.prefix
     }
 
-    fn full_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut full = Vec::with_capacity(PREFIX_BYTES + key.len());
-        full.extend_from_slice(self.prefix.as_bytes());
-        full.extend_from_slice(key);
-        full
+    /// Where the object's data keys live; `None` while it has stored none.
+    fn data_prefix(&self) -> Result<Option<DataPrefix>> {
+        match self.number.get() {
+            Number::Some(p) => Ok(Some(p)),
+            Number::None => Ok(None),
+            Number::Unread => {
+                let found = self.store.object_number(&self.prefix)?.map(DataPrefix::of);
+                self.number.set(found.map_or(Number::None, Number::Some));
+                Ok(found)
+            }
+        }
+    }
+
+    /// Where the object's data keys live, giving it a number if it has none.
+    fn numbered(&self) -> Result<DataPrefix> {
+        if let Some(p) = self.data_prefix()? {
+            return Ok(p);
+        }
+        let p = DataPrefix::of(self.store.assign_object_number(&self.prefix)?);
+        self.number.set(Number::Some(p));
+        Ok(p)
     }
 
     /// Applied batches are now in the engine: their values move to the
@@ -170,9 +215,10 @@ impl ObjectStore {
         {
             if let Some((_, writes)) = state.inflight.pop_front()
                 && let Some(cache) = &self.cache
+                && let Number::Some(p) = self.number.get()
             {
                 for (k, v) in writes {
-                    cache.insert(self.full_key(&k), v);
+                    cache.insert(p.key(&k), v);
                 }
             }
         }
@@ -190,7 +236,10 @@ impl ObjectStore {
             }
         }
         drop(state);
-        let full = self.full_key(key);
+        let Some(prefix) = self.data_prefix()? else {
+            return Ok(None);
+        };
+        let full = prefix.key(key);
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(&full)
         {
@@ -349,10 +398,16 @@ impl ObjectStore {
             return Ok(Vec::new());
         }
         let overlay = self.overlay_in(&range);
-        let engine = self.store.data().range(self.full_range(&range));
+        let prefix = self.data_prefix()?;
+        // No number: nothing of the object is in the engine.
+        let engine = prefix
+            .map(|p| self.store.data().range(full_range(p, &range)))
+            .into_iter()
+            .flatten();
+        let skip = prefix.map_or(0, |p| p.len());
         let strip = |guard: fjall::Guard| -> Result<(Vec<u8>, Slice)> {
             let (k, v) = guard.into_inner()?;
-            Ok((k.get(PREFIX_BYTES..).unwrap_or_default().to_vec(), v))
+            Ok((k.get(skip..).unwrap_or_default().to_vec(), v))
         };
         if options.reverse {
             list::merge(
@@ -386,23 +441,6 @@ impl ObjectStore {
         view
     }
 
-    fn full_range(&self, range: &KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-        let lo = match &range.lo {
-            Bound::Included(k) => Bound::Included(self.full_key(k)),
-            Bound::Excluded(k) => Bound::Excluded(self.full_key(k)),
-            Bound::Unbounded => Bound::Included(self.prefix.as_bytes().to_vec()),
-        };
-        let hi = match &range.hi {
-            Bound::Included(k) => Bound::Included(self.full_key(k)),
-            Bound::Excluded(k) => Bound::Excluded(self.full_key(k)),
-            Bound::Unbounded => match list::successor(self.prefix.as_bytes()) {
-                Some(end) => Bound::Excluded(end),
-                None => Bound::Unbounded,
-            },
-        };
-        (lo, hi)
-    }
-
     /// Whether writes are buffered that were not yet handed to the commit thread.
     pub fn has_unflushed(&self) -> bool {
         !self.state.borrow().is_clean()
@@ -432,26 +470,29 @@ impl ObjectStore {
         if state.is_clean() {
             return Ok(state.submitted);
         }
-        let writes = std::mem::take(&mut state.dirty);
         let seq = state.submitted + 1;
-        let ops = writes
-            .iter()
-            .map(|(k, v)| (Slice::from(self.full_key(k)), v.clone()))
-            .collect();
-        let stale = std::mem::take(&mut state.alarm_stale);
         let stores_something =
-            writes.values().any(Option::is_some) || matches!(state.alarm_dirty, Some(Some(_)));
-        let register = if stores_something && !state.registered {
-            state.registered = true;
-            let name = state.name.clone().unwrap_or_default();
-            // One read per object lifetime: is it listed, with its name?
-            match self.store.known_name(&self.prefix) {
-                Ok(Some(known)) if known == name || name.is_empty() => None,
-                _ => Some(name),
-            }
+            state.dirty.values().any(Option::is_some) || matches!(state.alarm_dirty, Some(Some(_)));
+        // Data needs the object's number; deletes alone do not give it one
+        // (without a number it has nothing stored to delete).
+        let prefix = if stores_something {
+            Some(self.numbered()?)
         } else {
-            None
+            self.data_prefix()?
         };
+        let register = match (stores_something, prefix) {
+            (true, Some(p)) => self.registration(&mut state, seq, p)?,
+            _ => None,
+        };
+        let writes = std::mem::take(&mut state.dirty);
+        let ops = match prefix {
+            Some(p) => writes
+                .iter()
+                .map(|(k, v)| (Slice::from(p.key(k)), v.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let stale = std::mem::take(&mut state.alarm_stale);
         let mut extra = match state.alarm_dirty.take() {
             Some(new) => {
                 let old = state.alarm_handed.flatten();
@@ -460,11 +501,11 @@ impl ObjectStore {
             }
             None => crate::alarm::change(&self.prefix, None, None, &stale),
         };
-        if let Some(name) = register {
+        if let Some((number, name)) = &register {
             extra.push((
                 crate::alarm::Space::Known,
                 self.prefix.as_bytes().to_vec().into(),
-                Some(name.into_bytes().into()),
+                Some(crate::numbers::encode_known(*number, name)),
             ));
         }
         state.submitted = seq;
@@ -478,6 +519,7 @@ impl ObjectStore {
             seq,
             sync: self.sync.clone(),
             releases: std::mem::take(&mut state.dirty_releases),
+            registers: register.map(|(number, _)| (self.prefix, number)),
         };
         drop(state);
         if let Err(commit) = self.store.submit(commit) {
@@ -493,6 +535,37 @@ impl ObjectStore {
             return Err(e);
         }
         Ok(seq)
+    }
+
+    /// The registry entry batch `seq` must write, if any: until one is
+    /// durable, every batch that stores something writes it again.
+    fn registration(
+        &self,
+        state: &mut State,
+        seq: u64,
+        prefix: DataPrefix,
+    ) -> Result<Option<(u64, String)>> {
+        if let Registration::Pending(at) = state.registration
+            && let Some(Ok(())) = self.sync.outcome(at)
+        {
+            state.registration = Registration::Done;
+        }
+        if state.registration == Registration::Done {
+            return Ok(None);
+        }
+        let number = prefix.number();
+        let name = state.name.clone().unwrap_or_default();
+        if state.registration == Registration::Unknown {
+            // One read per object lifetime: is it listed, with its name?
+            if let Some(known) = self.store.known_name(&self.prefix)?
+                && (known == name || name.is_empty())
+            {
+                state.registration = Registration::Done;
+                return Ok(None);
+            }
+        }
+        state.registration = Registration::Pending(seq);
+        Ok(Some((number, name)))
     }
 
     /// Runs `release` once every write a result released now may reflect is
@@ -561,6 +634,24 @@ impl ObjectStore {
             Some(Err(_)) => true,
         }
     }
+}
+
+/// The engine range of `range`'s keys under `prefix`.
+fn full_range(prefix: DataPrefix, range: &KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lo = match &range.lo {
+        Bound::Included(k) => Bound::Included(prefix.key(k)),
+        Bound::Excluded(k) => Bound::Excluded(prefix.key(k)),
+        Bound::Unbounded => Bound::Included(prefix.as_bytes().to_vec()),
+    };
+    let hi = match &range.hi {
+        Bound::Included(k) => Bound::Included(prefix.key(k)),
+        Bound::Excluded(k) => Bound::Excluded(prefix.key(k)),
+        Bound::Unbounded => match list::successor(prefix.as_bytes()) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        },
+    };
+    (lo, hi)
 }
 
 /// What transactions need from the object's store.

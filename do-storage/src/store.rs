@@ -10,6 +10,7 @@ use crate::alarm::{Alarm, DueAlarm};
 use crate::cache::ValueCache;
 use crate::committer::{Commit, Committer, Release};
 use crate::error::{Result, StorageError};
+use crate::numbers::{DataPrefix, Numbers};
 use crate::object::{ObjectPrefix, ObjectStore};
 
 /// Tuning knobs of a [`Store`].
@@ -106,14 +107,20 @@ struct Inner {
     /// The alarm index (due time, object) and the alarms by object.
     alarms: Keyspace,
     alarm_of: Keyspace,
-    /// Every object that ever stored something, with its name if known.
+    /// Every object that ever stored something: its number and its name if known.
     known: Keyspace,
+    numbers: Arc<Numbers>,
     committer: Committer,
     /// Serialises the assignment of namespace numbers.
     assign: std::sync::Mutex<()>,
 }
 
 const NS_BY_NAME: &[u8] = b"ns-name\0";
+/// `meta` key of the storage format (one byte).
+const FORMAT_KEY: &[u8] = b"storage-format\0";
+/// The storage format this version reads and writes: 2 keys data by object
+/// number (see `numbers.rs`); 1 (before) keyed it by the 18-byte prefix.
+pub(crate) const FORMAT: u8 = 2;
 const NS_BY_NUMBER: &[u8] = b"ns-number\0";
 
 impl Store {
@@ -132,6 +139,9 @@ impl Store {
         let alarms = db.keyspace("alarms", small)?;
         let alarm_of = db.keyspace("alarm_of", small)?;
         let known = db.keyspace("known", small)?;
+        check_format(&db, &meta, &data, &known)?;
+        let next = crate::numbers::stored_next(&meta)?;
+        let numbers = Arc::new(Numbers::new(next));
         let committer = Committer::start(
             db.clone(),
             crate::committer::Keyspaces {
@@ -139,6 +149,11 @@ impl Store {
                 alarms: alarms.clone(),
                 alarm_of: alarm_of.clone(),
                 known: known.clone(),
+                meta: meta.clone(),
+            },
+            crate::committer::Numbering {
+                numbers: numbers.clone(),
+                next,
             },
             options.persist_delay,
             options.commit_spin,
@@ -152,6 +167,7 @@ impl Store {
                 alarms,
                 alarm_of,
                 known,
+                numbers,
                 committer,
                 assign: std::sync::Mutex::new(()),
             }),
@@ -167,13 +183,34 @@ impl Store {
     /// The registered name of the object under `prefix`: `None` when the
     /// object never stored anything, `Some("")` when its name is unknown.
     pub fn known_name(&self, prefix: &ObjectPrefix) -> Result<Option<String>> {
-        let value = self.inner.known.get(prefix.as_bytes())?;
-        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        match self.inner.known.get(prefix.as_bytes())? {
+            Some(v) => Ok(Some(crate::numbers::decode_known(&v)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    /// The number of the object under `prefix`, if it has one.
+    pub(crate) fn object_number(&self, prefix: &ObjectPrefix) -> Result<Option<u64>> {
+        self.inner.numbers.get(&self.inner.known, prefix)
+    }
+
+    /// The number of the object under `prefix`, handing out a new one if it
+    /// has none; it is on disk once a batch registering it is.
+    pub(crate) fn assign_object_number(&self, prefix: &ObjectPrefix) -> Result<u64> {
+        self.inner.numbers.get_or_assign(&self.inner.known, prefix)
     }
 
     /// Whether any key is stored under `prefix`.
     pub fn has_data(&self, prefix: &ObjectPrefix) -> Result<bool> {
-        match self.inner.data.prefix(prefix.as_bytes()).next() {
+        let Some(number) = self.object_number(prefix)? else {
+            return Ok(false);
+        };
+        match self
+            .inner
+            .data
+            .prefix(DataPrefix::of(number).as_bytes())
+            .next()
+        {
             Some(entry) => {
                 entry.key()?;
                 Ok(true)
@@ -212,7 +249,7 @@ impl Store {
             let Some(prefix) = ObjectPrefix::from_bytes(&key) else {
                 continue;
             };
-            let name = String::from_utf8_lossy(&value).into_owned();
+            let (_, name) = crate::numbers::decode_known(&value)?;
             out.push(KnownObject {
                 id: prefix.id(),
                 name: (!name.is_empty()).then_some(name),
@@ -357,6 +394,28 @@ impl Store {
     /// Later writes fail with [`StorageError::Closed`]. Idempotent.
     pub fn close(&self) {
         self.inner.committer.stop();
+    }
+}
+
+/// Refuses a directory written in another storage format; marks a new one
+/// with this version's.
+fn check_format(db: &Database, meta: &Keyspace, data: &Keyspace, known: &Keyspace) -> Result<()> {
+    match meta.get(FORMAT_KEY)? {
+        Some(v) if v.as_ref() == [FORMAT] => Ok(()),
+        Some(v) => Err(StorageError::UnsupportedFormat {
+            found: v.first().copied().map_or(0, u32::from),
+            supported: u32::from(FORMAT),
+        }),
+        None if data.is_empty()? && known.is_empty()? => {
+            meta.insert(FORMAT_KEY, [FORMAT])?;
+            db.persist(PersistMode::SyncAll)?;
+            Ok(())
+        }
+        // Data but no mark: written before formats were marked.
+        None => Err(StorageError::UnsupportedFormat {
+            found: 1,
+            supported: u32::from(FORMAT),
+        }),
     }
 }
 
