@@ -35,7 +35,8 @@ pub(crate) struct Commit {
     pub sync: Arc<ObjectSync>,
     pub releases: Vec<Release>,
     /// The object and its number, when this batch writes its registry entry.
-    pub registers: Option<(crate::object::ObjectPrefix, u64)>,
+    /// Boxed: rare, and the queue's slots stay small.
+    pub registers: Option<Box<(crate::object::ObjectPrefix, u64)>>,
 }
 
 pub(crate) enum Job {
@@ -380,7 +381,7 @@ fn commit_group(
     }
     let next = group
         .iter()
-        .filter_map(|c| c.registers.map(|(_, n)| n.saturating_add(1)))
+        .filter_map(|c| c.registers.as_ref().map(|r| r.1.saturating_add(1)))
         .max()
         .filter(|next| *next > numbering.next);
     if let Some(next) = next {
@@ -398,9 +399,11 @@ fn commit_group(
         if let Some(next) = next {
             numbering.next = next;
         }
-        numbering
-            .numbers
-            .applied(group.iter().filter_map(|c| c.registers.map(|(p, _)| p)));
+        numbering.numbers.applied(
+            group
+                .iter()
+                .filter_map(|c| c.registers.as_ref().map(|r| r.0)),
+        );
     }
     if !delay.is_zero() {
         std::thread::sleep(delay);

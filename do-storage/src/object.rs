@@ -519,7 +519,7 @@ impl ObjectStore {
             seq,
             sync: self.sync.clone(),
             releases: std::mem::take(&mut state.dirty_releases),
-            registers: register.map(|(number, _)| (self.prefix, number)),
+            registers: register.map(|(number, _)| Box::new((self.prefix, number))),
         };
         drop(state);
         if let Err(commit) = self.store.submit(commit) {
