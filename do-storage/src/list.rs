@@ -174,7 +174,7 @@ pub(crate) fn merge(
 ) -> Result<Vec<(String, Slice)>> {
     let mut overlay = overlay.peekable();
     let mut engine = engine.peekable();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(limit.min(1024));
     while out.len() < limit {
         let order = match (overlay.peek(), engine.peek()) {
             (None, None) => break,
