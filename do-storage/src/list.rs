@@ -210,6 +210,16 @@ pub(crate) fn merge(
 
 /// Keys are written from `&str` only, so anything else means a damaged file.
 pub(crate) fn into_string(key: Vec<u8>) -> Result<String> {
-    String::from_utf8(key)
-        .map_err(|_| StorageError::Engine("a stored key is not valid UTF-8".into()))
+    String::from_utf8(key).map_err(|_| not_utf8())
+}
+
+/// [`into_string`] of a borrowed key.
+pub(crate) fn key_string(key: &[u8]) -> Result<String> {
+    std::str::from_utf8(key)
+        .map(str::to_owned)
+        .map_err(|_| not_utf8())
+}
+
+fn not_utf8() -> StorageError {
+    StorageError::Engine("a stored key is not valid UTF-8".into())
 }

@@ -398,18 +398,40 @@ impl ObjectStore {
             return Ok(Vec::new());
         }
         let overlay = self.overlay_in(&range);
-        let prefix = self.data_prefix()?;
+        let reverse = options.reverse;
         // No number: nothing of the object is in the engine.
-        let engine = prefix
-            .map(|p| self.store.data().range(full_range(p, &range)))
-            .into_iter()
-            .flatten();
-        let skip = prefix.map_or(0, |p| p.len());
+        let Some(prefix) = self.data_prefix()? else {
+            let none = std::iter::empty::<Result<(Vec<u8>, Slice)>>();
+            return if reverse {
+                list::merge(overlay.into_iter().rev(), none, true, limit)
+            } else {
+                list::merge(overlay.into_iter(), none, false, limit)
+            };
+        };
+        let engine = self.store.data().range(full_range(prefix, &range));
+        let skip = prefix.len();
+        if overlay.is_empty() {
+            // Nothing buffered: the engine's entries as they come.
+            let entry = |guard: fjall::Guard| -> Result<(String, Slice)> {
+                let (k, v) = guard.into_inner()?;
+                Ok((list::key_string(k.get(skip..).unwrap_or_default())?, v))
+            };
+            let page = limit.min(1024);
+            return if reverse {
+                engine.rev().take(limit).map(entry).collect()
+            } else {
+                let mut out = Vec::with_capacity(page);
+                for guard in engine.take(limit) {
+                    out.push(entry(guard)?);
+                }
+                Ok(out)
+            };
+        }
         let strip = |guard: fjall::Guard| -> Result<(Vec<u8>, Slice)> {
             let (k, v) = guard.into_inner()?;
             Ok((k.get(skip..).unwrap_or_default().to_vec(), v))
         };
-        if options.reverse {
+        if reverse {
             list::merge(
                 overlay.into_iter().rev(),
                 engine.rev().map(strip),
@@ -697,3 +719,70 @@ impl ObjectStore {
 }
 
 pub(crate) type TxnWrites = Writes;
+
+#[cfg(test)]
+mod tests {
+    use crate::{ListOptions, ObjectPrefix, Store, StoreOptions};
+
+    fn keys(store: &Store, prefix: ObjectPrefix, options: ListOptions) -> Vec<String> {
+        let object = store.object(prefix);
+        let entries = object.list(&options).expect("list");
+        entries.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn listing_committed_keys_honours_every_option_and_sees_no_other_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mine, other) = (ObjectPrefix::new(1, [1; 16]), ObjectPrefix::new(1, [2; 16]));
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+            for (prefix, names) in [
+                (mine, ["a1", "a2", "b1", "b2", "c1"]),
+                (other, ["a0", "a3", "b0", "z", "zz"]),
+            ] {
+                let object = store.object(prefix);
+                for name in names {
+                    object
+                        .put(name, name.as_bytes().to_vec(), true)
+                        .expect("put");
+                }
+                object.flush().expect("flush");
+            }
+            store.close();
+        }
+        // Reopened: nothing buffered, every entry comes from the engine.
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let all = || ListOptions::new();
+        assert_eq!(keys(&store, mine, all()), ["a1", "a2", "b1", "b2", "c1"]);
+        assert_eq!(
+            keys(&store, mine, all().reverse(true)),
+            ["c1", "b2", "b1", "a2", "a1"]
+        );
+        assert_eq!(
+            keys(&store, mine, all().reverse(true).limit(2)),
+            ["c1", "b2"]
+        );
+        assert_eq!(keys(&store, mine, all().prefix("b")), ["b1", "b2"]);
+        assert_eq!(
+            keys(&store, mine, all().prefix("a").reverse(true).limit(1)),
+            ["a2"]
+        );
+        assert_eq!(
+            keys(&store, mine, all().start_after("a2").end("c1")),
+            ["b1", "b2"]
+        );
+        assert_eq!(keys(&store, mine, all().start("b2").limit(5)), ["b2", "c1"]);
+        assert_eq!(keys(&store, other, all().start_after("z")), ["zz"]);
+        // A buffered delete and put are merged over the engine's entries.
+        let object = store.object(mine);
+        object.delete("b1", true).expect("delete");
+        object.put("b3", b"b3".to_vec(), true).expect("put");
+        let listed: Vec<String> = object
+            .list(&ListOptions::new().prefix("b"))
+            .expect("list")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(listed, ["b2", "b3"]);
+    }
+}
