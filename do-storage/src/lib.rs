@@ -1,12 +1,13 @@
 //! Per-object key-value storage for Durable Objects, on [fjall].
 //!
-//! One [`Store`] per runtime holds every object's data in one fjall keyspace;
-//! each object's keys sit under a fixed-width [`ObjectPrefix`] of (namespace,
-//! object id), so objects never see each other's keys. An [`ObjectStore`] is
-//! one object's view: reads see its own buffered writes, writes are buffered
-//! and handed to a single commit thread that applies the batches of many
-//! objects together and persists the journal once for all of them (group
-//! commit).
+//! One [`Store`] per runtime holds every object's data in one fjall keyspace.
+//! An object is named by an [`ObjectPrefix`] (namespace, object id); its
+//! data keys start with a short store-wide number it gets at its first
+//! write, so objects never see each other's keys and keys stay short. An
+//! [`ObjectStore`] is one object's view: reads see its own buffered writes,
+//! writes are buffered and handed to a single commit thread that applies the
+//! batches of many objects together and persists the journal once for all
+//! of them (group commit).
 //!
 //! This crate knows nothing of RPC or of the runtime; values are bytes.
 //!

@@ -139,12 +139,11 @@ impl Numbers {
 
     /// The object's number, if it has one (committed or handed out).
     ///
-    /// Looked up under the lock, pending first: the commit thread applies
-    /// a registry entry before it forgets the pending number, so one of the
-    /// two always shows it.
+    /// Pending first, then the registry: the commit thread applies a
+    /// registry entry before it forgets the pending number, so a number
+    /// handed out before this call is seen in one of the two.
     pub fn get(&self, known: &Keyspace, prefix: &ObjectPrefix) -> Result<Option<u64>> {
-        let pending = self.lock();
-        if let Some(n) = pending.by_prefix.get(prefix) {
+        if let Some(n) = self.lock().by_prefix.get(prefix) {
             return Ok(Some(*n));
         }
         match known.get(prefix.as_bytes())? {
@@ -153,7 +152,9 @@ impl Numbers {
         }
     }
 
-    /// The object's number, handing out a new one when it has none.
+    /// The object's number, handing out a new one when it has none. The
+    /// registry is read under the lock (once per object's first write), so
+    /// two views never hand out two numbers.
     pub fn get_or_assign(&self, known: &Keyspace, prefix: &ObjectPrefix) -> Result<u64> {
         let mut pending = self.lock();
         if let Some(n) = pending.by_prefix.get(prefix) {
@@ -171,7 +172,12 @@ impl Numbers {
     }
 
     /// The registry entries of these objects are applied: forget them here.
+    /// Takes the lock only when there is something to forget.
     pub fn applied(&self, prefixes: impl Iterator<Item = ObjectPrefix>) {
+        let mut prefixes = prefixes.peekable();
+        if prefixes.peek().is_none() {
+            return;
+        }
         let mut pending = self.lock();
         for prefix in prefixes {
             pending.by_prefix.remove(&prefix);
@@ -273,6 +279,38 @@ mod tests {
         assert_eq!(store.object_number(&prefix), Ok(None));
         assert_eq!(store.has_data(&prefix), Ok(false));
         assert!(data_keys(&store).is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_cannot_get_its_number_fails_its_waiters_and_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let prefix = ObjectPrefix::new(0, [3; 16]);
+        // A damaged registry entry: too short to hold a number.
+        store
+            .known()
+            .insert(prefix.as_bytes(), [1u8, 2])
+            .expect("insert");
+        let object = store.object(prefix);
+        object.put("a", b"1".to_vec(), true).expect("put");
+        let told = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let tell = told.clone();
+        object.release_when_durable(Box::new(move |outcome| {
+            *tell.lock().expect("lock") = Some(outcome);
+        }));
+        let flushed = object.flush();
+        assert!(
+            matches!(flushed, Err(StorageError::Engine(_))),
+            "{flushed:?}"
+        );
+        let outcome = told.lock().expect("lock").take();
+        assert!(
+            matches!(outcome, Some(Err(StorageError::Engine(_)))),
+            "the waiter was told: {outcome:?}"
+        );
+        assert!(!object.has_unflushed(), "the batch was dropped whole");
+        // The dropped write is not read back; the damage is reported instead.
+        assert!(matches!(object.get("a"), Err(StorageError::Engine(_))));
     }
 
     #[test]

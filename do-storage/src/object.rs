@@ -497,14 +497,31 @@ impl ObjectStore {
             state.dirty.values().any(Option::is_some) || matches!(state.alarm_dirty, Some(Some(_)));
         // Data needs the object's number; deletes alone do not give it one
         // (without a number it has nothing stored to delete).
-        let prefix = if stores_something {
-            Some(self.numbered()?)
+        let numbering = if stores_something {
+            self.numbered().map(Some)
         } else {
-            self.data_prefix()?
+            self.data_prefix()
         };
-        let register = match (stores_something, prefix) {
-            (true, Some(p)) => self.registration(&mut state, seq, p)?,
-            _ => None,
+        let numbering = numbering.and_then(|prefix| match (stores_something, prefix) {
+            (true, Some(p)) => Ok((prefix, self.registration(&mut state, seq, p)?)),
+            _ => Ok((prefix, None)),
+        });
+        let (prefix, register) = match numbering {
+            Ok(found) => found,
+            Err(e) => {
+                // The batch cannot be handed over: it is dropped whole and
+                // whoever waits for it is told, as if the commit had failed.
+                state.dirty.clear();
+                state.alarm_dirty = None;
+                state.alarm_stale.clear();
+                state.dirty_confirmed = false;
+                let releases = std::mem::take(&mut state.dirty_releases);
+                drop(state);
+                for release in releases {
+                    release(Err(e.clone()));
+                }
+                return Err(e);
+            }
         };
         let writes = std::mem::take(&mut state.dirty);
         let ops = match prefix {

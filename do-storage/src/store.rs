@@ -288,11 +288,16 @@ impl Store {
     }
 
     /// The per-object view of the store for the object whose keys live under `prefix`.
+    ///
+    /// Keep one view per object at a time (the runtime does): a view of an
+    /// object that has stored nothing remembers that, and does not see what
+    /// another view of the same object writes after it looked.
     pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
         ObjectStore::new(self.clone(), prefix, None)
     }
 
     /// Like [`Store::object`], reading through `cache` (the calling thread's).
+    /// A cache serves one store: keys of objects in two stores may look alike.
     pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
         ObjectStore::new(self.clone(), prefix, Some(cache))
     }
@@ -370,6 +375,11 @@ impl Store {
 
     pub(crate) fn data(&self) -> &Keyspace {
         &self.inner.data
+    }
+
+    #[cfg(test)]
+    pub(crate) fn known(&self) -> &Keyspace {
+        &self.inner.known
     }
 
     pub(crate) fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
