@@ -56,14 +56,17 @@ struct RawStore {
 }
 
 impl RawStore {
-    fn open(dir: &std::path::Path) -> RawStore {
+    /// fjall's defaults, or with `memtable` bytes of memtable.
+    fn open(dir: &std::path::Path, memtable: Option<u64>) -> RawStore {
         let db = Database::builder(dir)
             .manual_journal_persist(true)
             .open()
             .expect("fjall");
-        let ks: Keyspace = db
-            .keyspace("raw", KeyspaceCreateOptions::default)
-            .expect("keyspace");
+        let options = || match memtable {
+            Some(bytes) => KeyspaceCreateOptions::default().max_memtable_size(bytes),
+            None => KeyspaceCreateOptions::default(),
+        };
+        let ks: Keyspace = db.keyspace("raw", options).expect("keyspace");
         let (tx, rx) = std_mpsc::channel::<RawWrite>();
         let thread = std::thread::spawn(move || {
             let mut acks = Vec::new();
@@ -167,7 +170,7 @@ pub fn one_caller(config: &Config) -> Outcome {
     let tokio = crate::harness::callers();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("ours"));
-    let raw = Arc::new(RawStore::open(&dir.path().join("raw")));
+    let raw = Arc::new(RawStore::open(&dir.path().join("raw"), None));
     let rt_no_io = runtime_with(&dir.path().join("ours-no-io"), false);
     let stub = rt.namespace::<Counter>().get_by_name("solo");
     let stub_no_io = rt_no_io.namespace::<Counter>().get_by_name("solo");
@@ -245,7 +248,7 @@ pub fn throughput(
     let tokio = crate::harness::callers();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("ours"));
-    let raw = Arc::new(RawStore::open(&dir.path().join("raw")));
+    let raw = Arc::new(RawStore::open(&dir.path().join("raw"), None));
     let ns = rt.namespace::<Counter>();
     let stubs: Arc<Vec<_>> = Arc::new(
         (0..tasks)
@@ -295,8 +298,13 @@ pub fn throughput(
             })
             .collect(),
     );
+    // …in a keyspace configured as do-runtime's (its memtable size).
+    let raw_like_ours = Arc::new(RawStore::open(
+        &dir.path().join("raw-like-ours"),
+        Some(do_storage::StoreOptions::default().memtable_bytes),
+    ));
     let mut raw_ours = || {
-        let (raw, counters, keys) = (raw.clone(), counters.clone(), our_keys.clone());
+        let (raw, counters, keys) = (raw_like_ours.clone(), counters.clone(), our_keys.clone());
         tokio.block_on(closed_loop(tasks, d, move |i| {
             let (raw, counters, keys) = (raw.clone(), counters.clone(), keys.clone());
             async move {
@@ -312,7 +320,7 @@ pub fn throughput(
             ("do-runtime", Unit::OpsPerSec, &mut ours),
             ("raw fjall thread", Unit::OpsPerSec, &mut raw_run),
             (
-                "raw fjall thread, do-runtime's keys",
+                "raw fjall thread, do-runtime's keys and memtable size",
                 Unit::OpsPerSec,
                 &mut raw_ours,
             ),
