@@ -362,6 +362,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The size at which the storage engine's memtable of object data is
+    /// flushed to a table. Default: 16 MiB (a smaller skiplist keeps the
+    /// commit thread's inserts in the CPU's caches; larger means fewer,
+    /// bigger flushes).
+    ///
+    /// ```
+    /// let builder = do_runtime::Runtime::builder().memtable_bytes(32 * 1024 * 1024);
+    /// # drop(builder);
+    /// ```
+    pub fn memtable_bytes(mut self, bytes: u64) -> Self {
+        self.store.memtable_bytes = bytes;
+        self
+    }
+
     /// The total memory bound of the value cache (recently read or written
     /// values, least recently used out first), shared evenly by the workers.
     /// Reads that hit it do no I/O. Default: 64 MiB; 0 turns it off.
