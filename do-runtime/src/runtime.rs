@@ -365,7 +365,8 @@ impl RuntimeBuilder {
     /// The size at which the storage engine's memtable of object data is
     /// flushed to a table. Default: 16 MiB (a smaller skiplist keeps the
     /// commit thread's inserts in the CPU's caches; larger means fewer,
-    /// bigger flushes).
+    /// bigger flushes); at least 1 MiB. It applies to data directories
+    /// created with it: fjall keeps a keyspace's size from its creation.
     ///
     /// ```
     /// let builder = do_runtime::Runtime::builder().memtable_bytes(32 * 1024 * 1024);

@@ -24,7 +24,9 @@ pub struct StoreOptions {
     /// commit thread inserts every write into it, and a smaller skiplist
     /// stays in the CPU's caches — durable writes over 10 000 objects ran
     /// ~15 % faster at 16 MiB on the 2-core CI machine, with no loss
-    /// elsewhere measured (see BENCHMARKS.md).
+    /// elsewhere measured (see BENCHMARKS.md). At least 1 MiB is used. Only
+    /// a new directory takes it: fjall keeps a keyspace's memtable size from
+    /// its creation.
     pub memtable_bytes: u64,
     /// Fault injection for tests: sleep this long before every fsync, so a
     /// batch stays applied-but-not-durable for a while. Zero in production.
@@ -139,7 +141,7 @@ impl Store {
             // We persist explicitly, once per group of batches, on the commit thread.
             .manual_journal_persist(true)
             .open()?;
-        let memtable = options.memtable_bytes;
+        let memtable = options.memtable_bytes.max(1024 * 1024);
         let data = db.keyspace("objects", || {
             KeyspaceCreateOptions::default().max_memtable_size(memtable)
         })?;
