@@ -1,4 +1,4 @@
-//! One object's view of the store: its keys under a fixed-width prefix, its
+//! One object's view of the store: its keys under its object number, its
 //! buffered writes, and the barrier that waits until they are durable.
 
 use std::cell::{Cell, RefCell};
