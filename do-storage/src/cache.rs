@@ -102,6 +102,23 @@ impl ValueCache {
         found
     }
 
+    /// Replaces the value of `key` if the cache holds it (no key allocated);
+    /// gives `value` back when it does not.
+    pub(crate) fn update(&self, key: &[u8], value: Option<Slice>) -> Option<Option<Slice>> {
+        let mut inner = self.inner.borrow_mut();
+        let size = cost(key, &value);
+        if size > inner.limit {
+            return Some(value);
+        }
+        let Some(slot) = inner.map.get_mut(key) else {
+            return Some(value);
+        };
+        let old = std::mem::replace(slot, value);
+        inner.bytes = inner.bytes + size - cost(key, &old);
+        inner.evict();
+        None
+    }
+
     /// Records the committed value of `key` (`None`: absent).
     pub fn insert(&self, key: Vec<u8>, value: Option<Slice>) {
         let mut inner = self.inner.borrow_mut();
@@ -116,12 +133,7 @@ impl ValueCache {
             inner.bytes -= cost(&k, &old);
         }
         inner.bytes += size;
-        while inner.bytes > inner.limit {
-            match inner.map.pop_lru() {
-                Some((k, v)) => inner.bytes -= cost(&k, &v),
-                None => break,
-            }
-        }
+        inner.evict();
     }
 
     /// Hit and miss counters and current size.
@@ -132,6 +144,18 @@ impl ValueCache {
             misses: self.counters.misses(),
             bytes: inner.bytes,
             entries: inner.map.len(),
+        }
+    }
+}
+
+impl Inner {
+    /// Drops least recently used entries until within the limit.
+    fn evict(&mut self) {
+        while self.bytes > self.limit {
+            match self.map.pop_lru() {
+                Some((k, v)) => self.bytes -= cost(&k, &v),
+                None => break,
+            }
         }
     }
 }
@@ -182,6 +206,26 @@ mod tests {
         cache.insert(b"a".to_vec(), value(1_000));
         assert_eq!(cache.get(b"a"), None, "the stale small value is gone too");
         assert_eq!(cache.stats().bytes, 0);
+    }
+
+    #[test]
+    fn an_update_replaces_a_held_value_and_hands_back_what_it_cannot_hold() {
+        let cache = ValueCache::new(3 * (1 + 100 + ENTRY_OVERHEAD));
+        assert_eq!(cache.update(b"a", value(5)), Some(value(5)), "absent");
+        cache.insert(b"a".to_vec(), value(10));
+        cache.insert(b"b".to_vec(), value(10));
+        assert_eq!(cache.update(b"a", value(20)), None);
+        assert_eq!(cache.get(b"a"), Some(value(20)));
+        assert_eq!(
+            cache.stats().bytes,
+            (1 + 20 + ENTRY_OVERHEAD) + (1 + 10 + ENTRY_OVERHEAD)
+        );
+        // Growing past the bound evicts the least recently used (b).
+        assert_eq!(cache.update(b"a", value(400)), None);
+        assert_eq!(cache.get(b"b"), None);
+        assert!(cache.stats().bytes <= 3 * (1 + 100 + ENTRY_OVERHEAD));
+        // Too big to hold at all: handed back for `insert` to drop the stale value.
+        assert_eq!(cache.update(b"a", value(10_000)), Some(value(10_000)));
     }
 
     #[test]

@@ -70,6 +70,21 @@ impl DataPrefix {
         usize::from(self.len)
     }
 
+    /// Calls `f` with `self` followed by `key`, built on the stack when it
+    /// is short (most keys), so a lookup allocates nothing.
+    pub fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut buf = [0u8; 64];
+        let len = self.len() + key.len();
+        match buf.get_mut(..len) {
+            Some(full) => {
+                full[..self.len()].copy_from_slice(self.as_bytes());
+                full[self.len()..].copy_from_slice(key);
+                f(full)
+            }
+            None => f(&self.key(key)),
+        }
+    }
+
     /// `self` followed by `key`.
     pub fn key(&self, key: &[u8]) -> Vec<u8> {
         let mut full = Vec::with_capacity(self.len() + key.len());
@@ -387,6 +402,11 @@ mod tests {
         assert_eq!(DataPrefix::of(256).as_bytes(), [2, 1, 0]);
         assert_eq!(DataPrefix::of((1 << 24) - 1).len(), 4);
         assert_eq!(DataPrefix::of(u64::MAX).len(), 9);
+        // The stack-built key equals the allocated one, short or long.
+        let p = DataPrefix::of(300);
+        for key in [&b"value"[..], &[7u8; 100][..]] {
+            assert_eq!(p.with_key(key, <[u8]>::to_vec), p.key(key));
+        }
     }
 
     #[test]

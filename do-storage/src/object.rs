@@ -218,7 +218,10 @@ impl ObjectStore {
                 && let Number::Some(p) = self.number.get()
             {
                 for (k, v) in writes {
-                    cache.insert(p.key(&k), v);
+                    let absent = p.with_key(&k, |full| cache.update(full, v));
+                    if let Some(v) = absent {
+                        cache.insert(p.key(&k), v);
+                    }
                 }
             }
         }
@@ -239,17 +242,18 @@ impl ObjectStore {
         let Some(prefix) = self.data_prefix()? else {
             return Ok(None);
         };
-        let full = prefix.key(key);
-        if let Some(cache) = &self.cache
-            && let Some(hit) = cache.get(&full)
-        {
-            return Ok(hit);
-        }
-        let value = self.store.data().get(&full)?;
-        if let Some(cache) = &self.cache {
-            cache.insert(full, value.clone());
-        }
-        Ok(value)
+        prefix.with_key(key, |full| {
+            if let Some(cache) = &self.cache
+                && let Some(hit) = cache.get(full)
+            {
+                return Ok(hit);
+            }
+            let value = self.store.data().get(full)?;
+            if let Some(cache) = &self.cache {
+                cache.insert(full.to_vec(), value.clone());
+            }
+            Ok(value)
+        })
     }
 
     /// Buffers one write (`None`: delete) and logs it for open transactions.
