@@ -263,6 +263,9 @@ fn run(
     timing: Timing,
     hook: Option<&crate::store::CommitHook>,
 ) {
+    let mut commit = |group: &mut Group| {
+        commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
+    };
     let mut group = Group::default();
     let mut stopping = false;
     let mut spin = std::time::Duration::ZERO;
@@ -282,15 +285,7 @@ fn run(
             }
         }
         let batches = group.commits.len();
-        commit_group(
-            db,
-            data,
-            &mut numbering,
-            &mut group,
-            stats,
-            timing.delay,
-            hook,
-        );
+        commit(&mut group);
         spin = if (1..=SMALL_GROUP).contains(&batches) {
             timing.spin
         } else {
@@ -303,15 +298,7 @@ fn run(
             group.take(job);
         }
     }
-    commit_group(
-        db,
-        data,
-        &mut numbering,
-        &mut group,
-        stats,
-        timing.delay,
-        hook,
-    );
+    commit(&mut group);
 }
 
 /// The batches and releases gathered for one fsync.

@@ -328,18 +328,22 @@ mod tests {
         assert!(matches!(object.get("a"), Err(StorageError::Engine(_))));
     }
 
+    /// A directory holding one entry written straight into fjall.
+    fn raw_dir(keyspace: &str, key: &[u8], value: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = fjall::Database::builder(dir.path()).open().expect("fjall");
+        let space = db
+            .keyspace(keyspace, fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        space.insert(key, value).expect("insert");
+        db.persist(fjall::PersistMode::SyncAll).expect("persist");
+        dir
+    }
+
     #[test]
     fn a_directory_in_another_storage_format_is_refused_and_left_as_it_was() {
         // Format 1: data keyed by the 18-byte prefix, no format mark.
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let db = fjall::Database::builder(dir.path()).open().expect("fjall");
-            let data = db
-                .keyspace("objects", fjall::KeyspaceCreateOptions::default)
-                .expect("keyspace");
-            data.insert([0u8; 20], b"old").expect("insert");
-            db.persist(fjall::PersistMode::SyncAll).expect("persist");
-        }
+        let dir = raw_dir("objects", &[0u8; 20], b"old");
         let refused = Store::open(dir.path(), StoreOptions::default()).map(|_| ());
         assert_eq!(
             refused,
@@ -352,17 +356,7 @@ mod tests {
         let again = Store::open(dir.path(), StoreOptions::default()).map(|_| ());
         assert_eq!(again, refused);
         // A format from the future is refused too.
-        let newer = tempfile::tempdir().expect("tempdir");
-        {
-            let db = fjall::Database::builder(newer.path())
-                .open()
-                .expect("fjall");
-            let meta = db
-                .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-                .expect("keyspace");
-            meta.insert(b"storage-format\0", [9u8]).expect("insert");
-            db.persist(fjall::PersistMode::SyncAll).expect("persist");
-        }
+        let newer = raw_dir("meta", b"storage-format\0", &[9u8]);
         let refused = Store::open(newer.path(), StoreOptions::default()).map(|_| ());
         assert_eq!(
             refused,

@@ -416,19 +416,10 @@ impl ObjectStore {
         let skip = prefix.len();
         if overlay.is_empty() {
             // Nothing buffered: the engine's entries as they come.
-            let entry = |guard: fjall::Guard| -> Result<(String, Slice)> {
-                let (k, v) = guard.into_inner()?;
-                Ok((list::key_string(k.get(skip..).unwrap_or_default())?, v))
-            };
-            let page = limit.min(1024);
             return if reverse {
-                engine.rev().take(limit).map(entry).collect()
+                engine_entries(engine.rev(), skip, limit)
             } else {
-                let mut out = Vec::with_capacity(page);
-                for guard in engine.take(limit) {
-                    out.push(entry(guard)?);
-                }
-                Ok(out)
+                engine_entries(engine, skip, limit)
             };
         }
         let strip = |guard: fjall::Guard| -> Result<(Vec<u8>, Slice)> {
@@ -475,16 +466,7 @@ impl ObjectStore {
     /// Forgets the writes not yet handed to the commit thread (used when the
     /// object is reset after a panic). Handed-over batches still commit.
     pub fn discard_unflushed(&self) {
-        let mut state = self.state.borrow_mut();
-        state.dirty.clear();
-        state.alarm_dirty = None;
-        state.alarm_stale.clear();
-        state.dirty_confirmed = false;
-        let releases = std::mem::take(&mut state.dirty_releases);
-        drop(state);
-        for release in releases {
-            release(Err(StorageError::Discarded));
-        }
+        drop_unflushed(self.state.borrow_mut(), StorageError::Discarded);
     }
 
     /// Hands the buffered writes to the commit thread as one atomic batch and
@@ -515,15 +497,7 @@ impl ObjectStore {
             Err(e) => {
                 // The batch cannot be handed over: it is dropped whole and
                 // whoever waits for it is told, as if the commit had failed.
-                state.dirty.clear();
-                state.alarm_dirty = None;
-                state.alarm_stale.clear();
-                state.dirty_confirmed = false;
-                let releases = std::mem::take(&mut state.dirty_releases);
-                drop(state);
-                for release in releases {
-                    release(Err(e.clone()));
-                }
+                drop_unflushed(state, e.clone());
                 return Err(e);
             }
         };
@@ -676,6 +650,35 @@ impl ObjectStore {
             Some(Ok(())) => state.is_clean() && state.inflight.is_empty(),
             Some(Err(_)) => true,
         }
+    }
+}
+
+/// Up to `limit` entries of an engine range, their keys without the
+/// object's `skip` prefix bytes.
+fn engine_entries(
+    range: impl Iterator<Item = fjall::Guard>,
+    skip: usize,
+    limit: usize,
+) -> Result<Vec<(String, Slice)>> {
+    let mut out = Vec::with_capacity(limit.min(1024));
+    for guard in range.take(limit) {
+        let (k, v) = guard.into_inner()?;
+        out.push((list::key_string(k.get(skip..).unwrap_or_default())?, v));
+    }
+    Ok(out)
+}
+
+/// Drops the writes not yet handed over and tells their waiters `error`
+/// (after letting go of the state, which a release may need).
+fn drop_unflushed(mut state: std::cell::RefMut<'_, State>, error: StorageError) {
+    state.dirty.clear();
+    state.alarm_dirty = None;
+    state.alarm_stale.clear();
+    state.dirty_confirmed = false;
+    let releases = std::mem::take(&mut state.dirty_releases);
+    drop(state);
+    for release in releases {
+        release(Err(error.clone()));
     }
 }
 
