@@ -279,23 +279,11 @@ pub fn throughput(
         }))
     };
     // The same storage work with the key bytes do-runtime writes: the
-    // object's number (a length byte, then its bytes big-endian without
-    // leading zeros; objects are numbered from 1 at their first write),
+    // object's number (objects are numbered from 1 at their first write),
     // then the user's key.
     let our_keys: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..objects)
-            .map(|o| {
-                let n = o as u64 + 1;
-                let digits: Vec<u8> = n
-                    .to_be_bytes()
-                    .into_iter()
-                    .skip_while(|b| *b == 0)
-                    .collect();
-                let mut key = vec![digits.len() as u8];
-                key.extend_from_slice(&digits);
-                key.extend_from_slice(b"value");
-                key
-            })
+            .map(|o| do_storage::DataPrefix::of(o as u64 + 1).key(b"value"))
             .collect(),
     );
     // …in a keyspace configured as do-runtime's (its memtable size).

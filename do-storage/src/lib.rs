@@ -46,6 +46,7 @@ pub use committer::{CommitStats, Release};
 pub use error::{Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;
+pub use numbers::DataPrefix;
 pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
 pub use store::{CommitGroup, CommitHook, KnownObject, Store, StoreOptions};
 pub use txn::{Txn, TxnOutcome};

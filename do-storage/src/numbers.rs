@@ -34,15 +34,22 @@ const MAX_PREFIX: usize = 9;
 /// The bytes every data key of one object starts with: the number of bytes
 /// that follow, then the object's number big-endian without leading zeros.
 /// No prefix is the start of another (the first byte fixes the length), so
-/// objects' key ranges never overlap.
+/// objects' key ranges never overlap. Public so tools and benchmarks can
+/// name the exact bytes in the engine.
+///
+/// ```
+/// use do_storage::DataPrefix;
+/// assert_eq!(DataPrefix::of(300).key(b"value"), b"\x02\x01\x2cvalue");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DataPrefix {
+pub struct DataPrefix {
     number: u64,
     bytes: [u8; MAX_PREFIX],
     len: u8,
 }
 
 impl DataPrefix {
+    /// The prefix of object number `number`.
     pub fn of(number: u64) -> Self {
         let be = number.to_be_bytes();
         let skip = (number.leading_zeros() / 8).min(7) as usize;
@@ -62,17 +69,18 @@ impl DataPrefix {
         self.number
     }
 
+    /// The prefix's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.len)
     }
 
     /// Calls `f` with `self` followed by `key`, built on the stack when it
     /// is short (most keys), so a lookup allocates nothing.
-    pub fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    pub(crate) fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
         let mut buf = [0u8; 64];
         let len = self.len() + key.len();
         match buf.get_mut(..len) {
@@ -85,7 +93,7 @@ impl DataPrefix {
         }
     }
 
-    /// `self` followed by `key`.
+    /// The engine key of the object's `key`: `self` followed by `key`.
     pub fn key(&self, key: &[u8]) -> Vec<u8> {
         let mut full = Vec::with_capacity(self.len() + key.len());
         full.extend_from_slice(self.as_bytes());

@@ -126,12 +126,12 @@ struct Inner {
 }
 
 const NS_BY_NAME: &[u8] = b"ns-name\0";
+const NS_BY_NUMBER: &[u8] = b"ns-number\0";
 /// `meta` key of the storage format (one byte).
 const FORMAT_KEY: &[u8] = b"storage-format\0";
 /// The storage format this version reads and writes: 2 keys data by object
 /// number (see `numbers.rs`); 1 (before) keyed it by the 18-byte prefix.
-pub(crate) const FORMAT: u8 = 2;
-const NS_BY_NUMBER: &[u8] = b"ns-number\0";
+const FORMAT: u8 = 2;
 
 impl Store {
     /// Opens (or creates) the database in `path` and starts its commit thread.
