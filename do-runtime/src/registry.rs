@@ -24,7 +24,7 @@ pub(crate) struct ObjectHandle {
 
 /// How far a caller's spin may stretch past its base budget for an object
 /// whose replies take longer (see [`ObjectHandle::caller_spin`]).
-const SPIN_STRETCH: u32 = 16;
+const SPIN_STRETCH: u32 = 64;
 
 impl ObjectHandle {
     /// A handle with nothing queued, at generation 1.
@@ -38,10 +38,11 @@ impl ObjectHandle {
     }
 
     /// How long a caller spins for this object's reply: twice its recent
-    /// reply time, at least `base` and at most 16 × `base` (just `base`
+    /// reply time, at least `base` and at most 64 × `base` (just `base`
     /// when the replies take longer than that). A reply that
-    /// takes 60 µs (a 100-key listing) or 150 µs (an fsync) is then caught
-    /// by the spin instead of a thread wake-up.
+    /// takes 60 µs (a 100-key listing), 150 µs (an fsync) or 500 µs (a
+    /// 1 000-key listing) is then caught by the spin instead of a thread
+    /// wake-up.
     pub fn caller_spin(&self, base: Duration) -> Duration {
         let recent =
             Duration::from_micros(u64::from(self.reply_micros.load(Ordering::Relaxed)) * 2);
@@ -183,12 +184,12 @@ mod tests {
             h.record_reply(Duration::from_micros(1));
         }
         assert_eq!(h.caller_spin(base), base);
-        // …and reach 16 × the base at most…
+        // …and reach 64 × the base at most…
         for _ in 0..50 {
-            h.record_reply(Duration::from_micros(240));
+            h.record_reply(Duration::from_micros(960));
         }
         let spin = h.caller_spin(base);
-        assert!(spin > base * 15 && spin <= base * 16, "{spin:?}");
+        assert!(spin > base * 63 && spin <= base * 64, "{spin:?}");
         // …and replies slower than that are not spun for beyond the base.
         for _ in 0..50 {
             h.record_reply(Duration::from_secs(5));
