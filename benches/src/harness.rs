@@ -159,6 +159,8 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 .filter(|_| s.unit == Unit::Micros)
                 .or_else(|| o.series.iter().find(|x| x.unit == s.unit));
             let ratio = match ours {
+                // A figure shown for context is no baseline of ours.
+                _ if s.label.ends_with("(context)") => "—".to_owned(),
                 Some(ours) if !std::ptr::eq(ours, s) => {
                     format!("{:.2}", ours.median() / s.median())
                 }

@@ -120,7 +120,7 @@ pub fn cold_activation(config: &Config) -> Outcome {
     Outcome {
         scenario: "cold activation, one at a time",
         series,
-        target: "≤ 10 µs and ≤ 25 µs per activation".into(),
+        target: "≤ raw + 10 µs and ≤ 25 µs per activation".into(),
         met: Some(ours_us <= 25.0 && ours_us <= raw_us + 10.0),
     }
 }

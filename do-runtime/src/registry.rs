@@ -38,15 +38,19 @@ impl ObjectHandle {
     }
 
     /// How long a caller spins for this object's reply: twice its recent
-    /// reply time, at least `base` and at most 64 × `base` (just `base`
+    /// reply time, at least `base` and at most 64 × `base` or 2 ms
+    /// ([`AWAITED_CAP`](crate::spin::AWAITED_CAP)), whichever is less (just `base`
     /// when the replies take longer than that). A reply that
-    /// takes 60 µs (a 100-key listing), 150 µs (an fsync) or 500 µs (a
+    /// takes 60 µs (a 100-key listing), 150 µs (an fsync) or 400 µs (a
     /// 1 000-key listing) is then caught by the spin instead of a thread
     /// wake-up.
     pub fn caller_spin(&self, base: Duration) -> Duration {
         let recent =
             Duration::from_micros(u64::from(self.reply_micros.load(Ordering::Relaxed)) * 2);
-        let most = base.saturating_mul(SPIN_STRETCH);
+        let most = base
+            .saturating_mul(SPIN_STRETCH)
+            .min(crate::spin::AWAITED_CAP)
+            .max(base);
         // Replies slower than the stretch would not be caught anyway: a
         // long spin would only burn the core.
         if recent > most {
@@ -195,6 +199,16 @@ mod tests {
             h.record_reply(Duration::from_secs(5));
         }
         assert_eq!(h.caller_spin(base), base);
+        // …and never past 2 ms, whatever the base.
+        let big = Duration::from_micros(100);
+        for _ in 0..50 {
+            h.record_reply(Duration::from_micros(1500));
+        }
+        assert_eq!(h.caller_spin(big), big, "3 ms is past the 2 ms cap");
+        for _ in 0..50 {
+            h.record_reply(Duration::from_micros(900));
+        }
+        assert_eq!(h.caller_spin(big), Duration::from_micros(1800));
         assert_eq!(h.caller_spin(Duration::MAX), Duration::MAX);
         assert_eq!(h.caller_spin(Duration::ZERO), Duration::ZERO);
     }

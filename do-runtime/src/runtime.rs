@@ -425,11 +425,14 @@ impl RuntimeBuilder {
     /// runtime quiet (as for [`worker_spin`](Self::worker_spin)) polls, and it
     /// holds its thread for this long, or for twice the time the object's
     /// recent replies took when that is longer (a 100-key listing, a reply
-    /// held for its fsync), up to 64 × this (slower objects get this only);
-    /// calls made on a worker thread
-    /// (objects calling objects) or on a current-thread tokio runtime never
-    /// spin, and on a single core nothing does. Default: 30 µs (so at most
-    /// 1.92 ms); zero turns it off.
+    /// held for its fsync), up to 64 × this or 2 ms, whichever is less (an
+    /// object whose replies are slower than that gets this only). The spin
+    /// ends as soon as other calls arrive. It holds the caller's thread:
+    /// other tasks queued on that tokio worker wait for it, so a server that
+    /// needs every task's latency low may prefer zero. Calls made on a
+    /// worker thread (objects calling objects) or on a current-thread tokio
+    /// runtime never spin, and on a single core nothing does. Default:
+    /// 30 µs (so at most 1.92 ms); zero turns it off.
     pub fn caller_spin(mut self, spin: Duration) -> Self {
         self.caller_spin = spin;
         self
