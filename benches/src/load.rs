@@ -202,7 +202,11 @@ pub fn latency(config: &Config) -> Outcome {
                 Unit::Micros,
                 percentile(&mut lat, 99.0),
             );
-            record(&format!("{name}: peak"), Unit::OpsPerSec, peak_rate);
+            record(
+                &format!("{name}: peak (context)"),
+                Unit::OpsPerSec,
+                peak_rate,
+            );
             record(
                 &format!("{name}: tick lateness p99 (context)"),
                 Unit::Micros,

@@ -39,11 +39,10 @@ impl ObjectHandle {
 
     /// How long a caller spins for this object's reply: twice its recent
     /// reply time, at least `base` and at most 64 × `base` or 2 ms
-    /// ([`AWAITED_CAP`](crate::spin::AWAITED_CAP)), whichever is less (just `base`
-    /// when the replies take longer than that). A reply that
-    /// takes 60 µs (a 100-key listing), 150 µs (an fsync) or 400 µs (a
-    /// 1 000-key listing) is then caught by the spin instead of a thread
-    /// wake-up.
+    /// ([`AWAITED_CAP`](crate::spin::AWAITED_CAP)), whichever is less; just
+    /// `base` when the replies take longer than that. A reply that takes
+    /// 60 µs (a 100-key listing), 150 µs (an fsync) or 400 µs (a 1 000-key
+    /// listing) is then caught by the spin instead of a thread wake-up.
     pub fn caller_spin(&self, base: Duration) -> Duration {
         let recent =
             Duration::from_micros(u64::from(self.reply_micros.load(Ordering::Relaxed)) * 2);
