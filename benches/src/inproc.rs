@@ -30,6 +30,12 @@ impl Adder {
     }
 }
 
+/// A caller task: on the runtime's workers or on the callers' tokio runtime.
+enum Caller {
+    Ours(do_runtime::JoinHandle<()>),
+    Tokio(tokio::task::JoinHandle<()>),
+}
+
 pub type Request = (Vec<u8>, oneshot::Sender<Vec<u8>>);
 
 /// The raw actor: one task owning its state.
@@ -95,8 +101,12 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
     });
     let d = config.duration;
     // 0: our stubs, 1: the raw actor, 2: ractor, 3: kameo.
+    let ns = rt.namespace::<Adder>();
+    let id0 = stubs[0].id().clone();
     let run = |variant: u8, stubs: &Arc<Vec<do_runtime::Stub<Adder>>>| {
         let (stubs, actors) = (stubs.clone(), actors.clone());
+        let beside = (variant == 4).then_some((&rt, &ns));
+        let id0 = &id0;
         #[cfg(feature = "peers")]
         let peers = peers.clone();
         tokio.block_on(async move {
@@ -107,7 +117,7 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
                     let (stubs, actors, done) = (stubs.clone(), actors.clone(), done.clone());
                     #[cfg(feature = "peers")]
                     let peers = peers.clone();
-                    tokio::spawn(async move {
+                    let body = async move {
                         // A cheap per-caller sequence of objects: random-looking, repeatable.
                         let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                         while start.elapsed() < d {
@@ -135,11 +145,23 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
                             }
                             done.fetch_add(64, Ordering::Relaxed);
                         }
-                    })
+                    };
+                    match &beside {
+                        // Our callers on the runtime's own threads: beside
+                        // the one object, or spread over the workers.
+                        Some((_, ns)) if objects == 1 => {
+                            Caller::Ours(ns.spawn_beside(id0, move |_| body))
+                        }
+                        Some((rt, _)) => Caller::Ours(rt.spawn(body)),
+                        None => Caller::Tokio(tokio::spawn(body)),
+                    }
                 })
                 .collect();
             for t in tasks {
-                t.await.expect("task");
+                match t {
+                    Caller::Ours(t) => t.await.expect("task"),
+                    Caller::Tokio(t) => t.await.expect("task"),
+                }
             }
             done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
         })
@@ -158,6 +180,7 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
         rate
     };
     let mut no_spin = || run(0, &still_stubs);
+    let mut beside = || run(4, &stubs);
     #[allow(unused_mut)]
     let mut variants: Vec<(&str, Unit, &mut dyn FnMut() -> f64)> = vec![
         ("do-runtime stub", Unit::OpsPerSec, &mut ours),
@@ -175,6 +198,15 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
             "do-runtime stub, no spinning (worker_spin, caller_spin 0)",
             Unit::OpsPerSec,
             &mut no_spin,
+        ),
+        (
+            if objects == 1 {
+                "do-runtime stub, callers beside the object (Namespace::spawn_beside)"
+            } else {
+                "do-runtime stub, callers on the workers (Runtime::spawn)"
+            },
+            Unit::OpsPerSec,
+            &mut beside,
         ),
     ];
     #[cfg(feature = "peers")]

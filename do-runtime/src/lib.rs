@@ -153,6 +153,7 @@ mod runtime;
 mod spin;
 mod storage;
 mod stub;
+mod task;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -183,6 +184,7 @@ pub use object::DurableObject;
 pub use runtime::{Runtime, RuntimeBuilder, Stats};
 pub use storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
 pub use stub::{Call, Stub};
+pub use task::JoinHandle;
 #[cfg(feature = "testing")]
 pub use testing::TestRuntime;
 pub use transport::client::{Client, ClientBuilder};

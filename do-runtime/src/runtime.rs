@@ -179,6 +179,8 @@ pub(crate) struct Shared {
     alarms: Arc<crate::alarms::Scheduler>,
     alarm_policy: crate::alarms::RetryPolicy,
     clock: crate::clock::Clock,
+    /// The worker the next [`Runtime::spawn`] goes to (modulo their number).
+    next_task: AtomicUsize,
 }
 
 /// Figures kept with plain atomics, for [`Runtime::stats`].
@@ -292,6 +294,43 @@ impl Runtime {
             return;
         }
         self.shared.clone().shutdown().await;
+    }
+
+    /// Runs `future` on one of the runtime's worker threads (each in turn),
+    /// beside the objects that live there, and returns its handle.
+    ///
+    /// A task's calls to the objects of its own thread skip the hand-off
+    /// between threads; calls to other objects cost what they cost from any
+    /// task. To run beside one object, use
+    /// [`Namespace::spawn_beside`](crate::Namespace::spawn_beside).
+    ///
+    /// The task shares its thread with that worker's objects: it must not
+    /// block (no blocking I/O, no long computation without an `.await`), or
+    /// those objects wait too. It runs on a single-threaded tokio runtime
+    /// with timers, and with I/O unless [`RuntimeBuilder::worker_io`] turned
+    /// it off. When the runtime stops, tasks still running are dropped and
+    /// their handles fail with [`Error::Disconnected`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), do_runtime::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let tokio = tokio::runtime::Runtime::new().unwrap();
+    /// # tokio.block_on(async {
+    /// # use do_runtime::Runtime;
+    /// let rt = Runtime::builder().data_dir(dir.path()).build()?;
+    /// let answer = rt.spawn(async { 6 * 7 }).await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok::<_, do_runtime::Error>(()) })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn<F>(&self, future: F) -> crate::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let worker =
+            self.shared.next_task.fetch_add(1, Ordering::Relaxed) % self.shared.workers.len();
+        crate::task::spawn_on(&self.shared, worker, move || future)
     }
 
     /// Evicts the instance of `id` as soon as it is idle, as the idle timeout
@@ -645,6 +684,7 @@ impl RuntimeBuilder {
             alarms: Arc::default(),
             alarm_policy: self.alarm_policy,
             clock: self.clock.clone(),
+            next_task: AtomicUsize::new(0),
         });
         match crate::alarms::spawn(shared.clone()) {
             Ok(handle) => shared.lock_threads().push(handle),

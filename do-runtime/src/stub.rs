@@ -365,6 +365,11 @@ impl StubShared {
                 span: watch.span.clone(),
             },
         };
+        // A caller on the object's own worker hands the call over directly.
+        let envelope = match crate::worker::deliver_here(&self.runtime, self.worker, envelope) {
+            Ok(()) => return Ok(rx),
+            Err(envelope) => envelope,
+        };
         if let Err(e) = self.runtime.send(self.worker, envelope) {
             self.mark_broken();
             return Err(e);

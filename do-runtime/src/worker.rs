@@ -62,6 +62,8 @@ pub(crate) enum WorkerMsg {
     },
     /// Answer at once: the worker is responsive.
     Ping(oneshot::Sender<()>),
+    /// Spawn a task on the worker's `LocalSet` (see `Runtime::spawn`).
+    Spawn(Box<dyn FnOnce() + Send>),
     Stop,
 }
 
@@ -118,7 +120,7 @@ pub(crate) fn spawn(
 /// its first message. One FIFO channel per worker keeps each stub's calls in order.
 async fn route(
     index: usize,
-    mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    rx: mpsc::UnboundedReceiver<WorkerMsg>,
     shared: Arc<Shared>,
     awaiting: Arc<AtomicUsize>,
 ) {
@@ -140,33 +142,22 @@ async fn route(
         objects: Objects::default(),
         awaiting,
     };
-    let objects = &local.objects;
     if let Some(idle) = shared.idle_timeout() {
-        tokio::task::spawn_local(sweep(objects.clone(), idle));
+        tokio::task::spawn_local(sweep(local.objects.clone(), idle));
     }
-    while let Some(msg) = rx.recv().await {
+    let router = Rc::new(Router {
+        index,
+        local,
+        rx: RefCell::new(rx),
+    });
+    let _here = Here::enter(router.clone());
+    // The receiver is borrowed only inside each poll, so that a task of
+    // this worker can check that nothing is queued (see `deliver_here`).
+    while let Some(msg) = std::future::poll_fn(|cx| router.rx.borrow_mut().poll_recv(cx)).await {
         match msg {
-            WorkerMsg::Deliver(envelope) => {
-                let key = (envelope.class, envelope.id.base());
-                let mailbox = objects.borrow().get(&key).cloned();
-                let mailbox = mailbox.unwrap_or_else(|| {
-                    let mailbox = Mailbox::default();
-                    let class = shared.classes()[envelope.class as usize].clone();
-                    let task = ObjectTask::new(
-                        class,
-                        envelope.id.clone(),
-                        envelope.handle.clone(),
-                        mailbox.clone(),
-                        &local,
-                    );
-                    objects.borrow_mut().insert(key, mailbox.clone());
-                    tokio::task::spawn_local(task);
-                    mailbox
-                });
-                mailbox.push(envelope);
-            }
+            WorkerMsg::Deliver(envelope) => router.deliver(envelope),
             WorkerMsg::Evict { class, base, done } => {
-                let mailbox = objects.borrow().get(&(class, base)).cloned();
+                let mailbox = router.local.objects.borrow().get(&(class, base)).cloned();
                 match mailbox {
                     Some(mailbox) => mailbox.request_eviction(Some(done)),
                     None => {
@@ -175,13 +166,95 @@ async fn route(
                 }
             }
             WorkerMsg::Drain { deadline, done } => {
-                tokio::task::spawn_local(drain(objects.clone(), deadline, done));
+                tokio::task::spawn_local(drain(router.local.objects.clone(), deadline, done));
             }
+            WorkerMsg::Spawn(start) => start(),
             WorkerMsg::Ping(done) => {
                 let _ = done.send(());
             }
             WorkerMsg::Stop => break,
         }
+    }
+}
+
+/// A worker's routing state: its objects, and its queue of messages.
+struct Router {
+    index: usize,
+    local: WorkerLocal,
+    rx: RefCell<mpsc::UnboundedReceiver<WorkerMsg>>,
+}
+
+impl Router {
+    /// Hands `envelope` to its object's mailbox, starting the object's task
+    /// if it has none.
+    fn deliver(&self, envelope: Envelope) {
+        let key = (envelope.class, envelope.id.base());
+        let mailbox = self.local.objects.borrow().get(&key).cloned();
+        let mailbox = mailbox.unwrap_or_else(|| {
+            let mailbox = Mailbox::default();
+            let class = self.local.shared.classes()[envelope.class as usize].clone();
+            let task = ObjectTask::new(
+                class,
+                envelope.id.clone(),
+                envelope.handle.clone(),
+                mailbox.clone(),
+                &self.local,
+            );
+            self.local.objects.borrow_mut().insert(key, mailbox.clone());
+            tokio::task::spawn_local(task);
+            mailbox
+        });
+        mailbox.push(envelope);
+    }
+}
+
+thread_local! {
+    /// The router of the worker running on this thread, while it runs.
+    static HERE: RefCell<Option<Rc<Router>>> = const { RefCell::new(None) };
+}
+
+/// Makes a router this thread's for as long as it is held.
+struct Here;
+
+impl Here {
+    fn enter(router: Rc<Router>) -> Here {
+        HERE.with(|here| *here.borrow_mut() = Some(router));
+        Here
+    }
+}
+
+impl Drop for Here {
+    fn drop(&mut self) {
+        HERE.with(|here| here.borrow_mut().take());
+    }
+}
+
+/// Delivers `envelope` at once, without the worker's channel, when the
+/// caller runs on worker `worker` of `runtime` itself and that worker has
+/// no message queued; hands it back otherwise.
+///
+/// The queue must be empty: a call through the same stub may have been sent
+/// on the channel earlier (from another thread), and the later call must not
+/// overtake it (E-order). The router takes each message off the channel and
+/// hands it over in one step on this very thread, so an empty channel means
+/// every message sent before this call was checked is in its mailbox.
+pub(crate) fn deliver_here(
+    runtime: &Arc<Shared>,
+    worker: usize,
+    envelope: Envelope,
+) -> Result<(), Envelope> {
+    let router = HERE.with(|here| {
+        here.borrow()
+            .as_ref()
+            .filter(|r| r.index == worker && Arc::ptr_eq(&r.local.shared, runtime))
+            .cloned()
+    });
+    match router {
+        Some(router) if router.rx.try_borrow().is_ok_and(|rx| rx.is_empty()) => {
+            router.deliver(envelope);
+            Ok(())
+        }
+        _ => Err(envelope),
     }
 }
 

@@ -21,5 +21,6 @@ mod persistence;
 mod remote;
 mod storage_api;
 mod storage_basics;
+mod tasks;
 mod transactions;
 mod wire;

@@ -56,6 +56,14 @@ impl Recorder {
         self.seen.borrow().clone()
     }
 
+    /// The name of the thread the object runs on.
+    pub async fn thread(&self) -> String {
+        std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned()
+    }
+
     /// Panics with `message`.
     pub async fn boom(&self, message: String) -> u64 {
         panic!("{message}")
