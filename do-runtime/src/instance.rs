@@ -47,7 +47,12 @@ struct Slot {
     waker: RefCell<Option<Waker>>,
     /// Calls (and closures) running in the task.
     busy: Cell<usize>,
-    last_active: Cell<Instant>,
+    /// Counts deliveries and finished calls: the sweeper tells activity
+    /// from it without a clock read per call.
+    activity: Cell<u64>,
+    /// The activity count the sweeper last saw, and since when it has not
+    /// changed.
+    seen: Cell<(u64, Instant)>,
     /// `Some` once eviction was asked for, with whoever waits for it.
     eviction: RefCell<Option<Vec<oneshot::Sender<bool>>>>,
 }
@@ -59,7 +64,8 @@ impl Default for Mailbox {
                 queue: RefCell::default(),
                 waker: RefCell::default(),
                 busy: Cell::new(0),
-                last_active: Cell::new(Instant::now()),
+                activity: Cell::new(0),
+                seen: Cell::new((0, Instant::now())),
                 eviction: RefCell::default(),
             }),
         }
@@ -95,13 +101,24 @@ impl Mailbox {
         self.slot.busy.get() == 0 && self.slot.queue.borrow().is_empty()
     }
 
-    /// How long the object has been idle; zero while it is not.
+    /// How long the object has been idle, as far as the sweeper can tell:
+    /// since the first sweep (`now`) that found its activity count as it is
+    /// now. Zero while it is busy, or when it was active since the last sweep.
     pub fn idle_since(&self, now: Instant) -> Duration {
-        if self.is_idle() {
-            now.saturating_duration_since(self.slot.last_active.get())
-        } else {
-            Duration::ZERO
+        let activity = self.slot.activity.get();
+        let (seen, since) = self.slot.seen.get();
+        if !self.is_idle() || seen != activity {
+            self.slot.seen.set((activity, now));
+            return Duration::ZERO;
         }
+        now.saturating_duration_since(since)
+    }
+
+    /// Counts a delivery or a finished call.
+    fn touch(&self) {
+        self.slot
+            .activity
+            .set(self.slot.activity.get().wrapping_add(1));
     }
 
     /// Asks the task to drop its instance and leave once idle.
@@ -210,8 +227,8 @@ impl ObjectTask {
 
     /// Delivers one message. A call that finds the gate closed by the
     /// constructor it just ran goes back to the front of the queue.
-    fn deliver(&mut self, envelope: Envelope) {
-        self.mailbox.slot.last_active.set(Instant::now());
+    fn deliver(&mut self, envelope: Envelope, cx: &mut Context<'_>) {
+        self.mailbox.touch();
         let (stub, system) = match &envelope.kind {
             Kind::Call { stub, system, .. } => (stub, *system),
             Kind::Run(_) => {
@@ -226,6 +243,7 @@ impl ObjectTask {
                         Ok(Vec::new())
                     }),
                     HandleWatch::none(),
+                    cx,
                 );
                 return;
             }
@@ -275,7 +293,7 @@ impl ObjectTask {
                 system,
             })
         })) {
-            Ok(Ok(call)) => self.start(Some(reply), call, watch),
+            Ok(Ok(call)) => self.start(Some(reply), call, watch, cx),
             Ok(Err(e)) => {
                 watch.fail(&e);
                 let _ = reply.send(Err(e));
@@ -359,14 +377,24 @@ impl ObjectTask {
         }
     }
 
+    /// Starts a call: polls it once at once, and keeps it running only if
+    /// it did not finish (most calls of in-memory objects finish in their
+    /// first poll, and skip the set of running calls altogether).
     fn start(
         &mut self,
         reply: Option<oneshot::Sender<Reply>>,
         call: LocalBoxFuture<'static, Reply>,
         watch: HandleWatch,
+        cx: &mut Context<'_>,
     ) {
         self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
-        self.running.push(Running { reply, call, watch });
+        let mut running = Running { reply, call, watch };
+        // Polled with the object task's waker: a wake registered now wakes
+        // the task, whose next turn polls the set, where the call goes next.
+        match Pin::new(&mut running).poll(cx) {
+            Poll::Ready(done) => self.finish(done),
+            Poll::Pending => self.running.push(running),
+        }
     }
 
     fn finish(
@@ -379,7 +407,7 @@ impl ObjectTask {
         }
         let slot = &self.mailbox.slot;
         slot.busy.set(slot.busy.get().saturating_sub(1));
-        slot.last_active.set(Instant::now());
+        self.mailbox.touch();
         match outcome {
             Outcome::Done(result) => {
                 let Some(reply) = reply else { return };
@@ -388,17 +416,15 @@ impl ObjectTask {
                 // the turn ends (see `poll`), so all calls finishing in one turn
                 // share one batch; the commit thread sends the reply right
                 // after the fsync that covers it.
+                // Nothing of the object's waits for the disk: answer now.
+                if let Some(durable) = self.store.durable_now() {
+                    let _ = reply.send(after_durable(durable, result));
+                    return;
+                }
                 let held = Held::new(&self.awaiting);
                 self.store.release_when_durable(Box::new(move |durable| {
                     drop(held);
-                    let reply_value = match durable {
-                        Ok(()) => result,
-                        Err(StorageError::Discarded) => Err(Error::Disconnected(
-                            "the object was reset before this call's writes were committed".into(),
-                        )),
-                        Err(e) => Err(Error::from(e)),
-                    };
-                    let _ = reply.send(reply_value);
+                    let _ = reply.send(after_durable(durable, result));
                 }));
             }
             Outcome::Panicked(message) => {
@@ -448,7 +474,7 @@ impl ObjectTask {
             }
             match self.mailbox.pop() {
                 Some(envelope) => {
-                    self.deliver(envelope);
+                    self.deliver(envelope, cx);
                     delivered += 1;
                 }
                 None => {
@@ -519,6 +545,17 @@ impl Future for ObjectTask {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+}
+
+/// A call's reply, once its writes' fate is known.
+fn after_durable(durable: Result<(), StorageError>, result: Reply) -> Reply {
+    match durable {
+        Ok(()) => result,
+        Err(StorageError::Discarded) => Err(Error::Disconnected(
+            "the object was reset before this call's writes were committed".into(),
+        )),
+        Err(e) => Err(Error::from(e)),
     }
 }
 
@@ -638,5 +675,31 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idleness_counts_from_the_first_sweep_that_finds_no_new_activity() {
+        let mailbox = Mailbox::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Never used: idle since it was made.
+        assert!(mailbox.idle_since(t0 + s(5)) >= s(5));
+        // Active since the last sweep: not idle; from this sweep on, it is.
+        mailbox.touch();
+        assert_eq!(mailbox.idle_since(t0 + s(10)), Duration::ZERO);
+        assert_eq!(mailbox.idle_since(t0 + s(15)), s(5));
+        assert_eq!(mailbox.idle_since(t0 + s(40)), s(30));
+        // Busy: never idle, whatever the count says.
+        mailbox.slot.busy.set(1);
+        assert_eq!(mailbox.idle_since(t0 + s(50)), Duration::ZERO);
+        mailbox.slot.busy.set(0);
+        mailbox.touch();
+        assert_eq!(mailbox.idle_since(t0 + s(60)), Duration::ZERO);
+        assert_eq!(mailbox.idle_since(t0 + s(61)), s(1));
     }
 }

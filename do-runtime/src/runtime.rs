@@ -494,6 +494,9 @@ impl RuntimeBuilder {
     /// Instances idle this long are evicted: their memory is dropped and the
     /// next call builds a new instance, which reads its state from storage.
     /// Stubs keep working. `None` never evicts. Default: 30 s.
+    ///
+    /// Each worker sweeps its objects every quarter of the timeout, so an
+    /// instance leaves between 1 and 1.5 × the timeout after its last call.
     pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.idle_timeout = idle;
         self

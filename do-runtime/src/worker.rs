@@ -79,7 +79,46 @@ pub(crate) struct WorkerLocal {
     /// durable; the worker spins while there are some (see `spin`).
     pub awaiting: Arc<AtomicUsize>,
 }
-pub(crate) type Objects = Rc<RefCell<HashMap<ObjectKey, Mailbox>>>;
+pub(crate) type Objects =
+    Rc<RefCell<HashMap<ObjectKey, Mailbox, std::hash::BuildHasherDefault<KeyHasher>>>>;
+
+/// Hashes an object's key for the worker's map, looked up on every call.
+///
+/// An id's base is random bytes (drawn, or a MAC of the name), and an id is
+/// accepted only with a MAC under its namespace's key, which only this
+/// runtime and its authenticated clients hold: no anonymous caller can pick
+/// bases that collide. A fast unkeyed mix then spreads keys as well as a
+/// keyed hash would, at a fraction of its cost.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 pub(crate) fn spawn(
     index: usize,

@@ -585,6 +585,19 @@ impl ObjectStore {
         Ok(Some((number, name)))
     }
 
+    /// What [`ObjectStore::release_when_durable`] would hand its release at
+    /// once: `Some` when no write of this object is buffered or waits for
+    /// the disk (the outcome of the last one), `None` when a release would wait.
+    pub fn durable_now(&self) -> Option<Result<()>> {
+        let state = self.state.borrow();
+        if state.dirty_confirmed {
+            return None;
+        }
+        let seq = state.last_confirmed;
+        drop(state);
+        self.sync.outcome(seq)
+    }
+
     /// Runs `release` once every write a result released now may reflect is
     /// durable (the output gate): at once when that is already so, otherwise
     /// on the commit thread right after the fsync that covers it.
