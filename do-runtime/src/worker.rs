@@ -148,7 +148,12 @@ pub(crate) fn spawn(
                 crate::spin::flagged(
                     shared.worker_spin(),
                     move || quiet.quiet(),
-                    local.run_until(route(index, rx, shared, awaiting.clone())),
+                    InLocalSet(Box::pin(local.run_until(route(
+                        index,
+                        rx,
+                        shared,
+                        awaiting.clone(),
+                    )))),
                 )
                 .awaiting(awaiting, crate::spin::AWAITED_CAP),
             );
@@ -250,6 +255,33 @@ impl Router {
 thread_local! {
     /// The router of the worker running on this thread, while it runs.
     static HERE: RefCell<Option<Rc<Router>>> = const { RefCell::new(None) };
+    /// Whether the worker's `LocalSet` is being polled: only its tasks may
+    /// deliver directly (delivery may spawn the object's task on it). Tasks
+    /// spawned on the worker's tokio runtime itself (`tokio::spawn` from a
+    /// task of the worker) run outside it and use the channel.
+    static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the worker's `LocalSet` as being polled, for the span of each poll.
+struct InLocalSet<F>(F);
+
+impl<F: std::future::Future + Unpin> std::future::Future for InLocalSet<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        /// Restores the flag even when the poll unwinds.
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                INSIDE.with(|inside| inside.set(self.0));
+            }
+        }
+        let _restore = Restore(INSIDE.with(|inside| inside.replace(true)));
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 /// Makes a router this thread's for as long as it is held.
@@ -282,6 +314,9 @@ pub(crate) fn deliver_here(
     worker: usize,
     envelope: Envelope,
 ) -> Result<(), Envelope> {
+    if !INSIDE.with(|inside| inside.get()) {
+        return Err(envelope);
+    }
     let router = HERE.with(|here| {
         here.borrow()
             .as_ref()

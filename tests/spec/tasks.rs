@@ -66,6 +66,28 @@ async fn calls_beside_the_object_stay_in_order_behind_calls_sent_from_other_thre
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokio_task_started_from_a_worker_calls_objects_of_that_worker() {
+    // `tokio::spawn` inside a task beside an object puts the new task on the
+    // worker's own tokio runtime, outside the worker's set of object tasks:
+    // its calls, to a live object and to one not yet started, must work.
+    let rt = builder().workers(1).build_for_test().unwrap();
+    let ns = rt.namespace::<Recorder>();
+    let id = ns.id_from_name("live");
+    let cold = ns.get_by_name("cold");
+    let got = ns
+        .spawn_beside(&id, move |live| async move {
+            live.record(1).await.expect("a live object on this worker");
+            tokio::spawn(async move { (live.record(2).await, cold.record(3).await) })
+                .await
+                .expect("the tokio task ran")
+        })
+        .await
+        .unwrap();
+    assert_eq!((got.0.unwrap(), got.1.unwrap()), (2, 3));
+    assert_eq!(ns.get(id).log().await.unwrap(), vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_spawn_spreads_tasks_over_the_workers() {
     let rt = builder().workers(2).build_for_test().unwrap();
     let mut threads = BTreeSet::new();
