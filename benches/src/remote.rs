@@ -179,17 +179,7 @@ pub fn remote(config: &Config, callers: usize) -> Outcome {
         .build()
         .expect("runtime");
     let (client, raw) = tokio.block_on(async {
-        let server = if std::env::var_os("DO_SERVER_BESIDE").is_some() {
-            let local = rt.namespace::<Tally>();
-            let builder = rt.server();
-            local
-                .spawn_beside(&local.id_from_name("remote"), move |_| builder.start())
-                .await
-                .expect("task")
-                .expect("server")
-        } else {
-            rt.server().start().await.expect("server")
-        };
+        let server = rt.server().start().await.expect("server");
         let client = Client::connect(server.local_addr()).await.expect("client");
         std::mem::forget(server); // lives for the whole process
         let raw = Arc::new(RawClient::connect(raw_server().await).await);
