@@ -161,6 +161,10 @@ impl StubShared {
     /// Binds the stub to `generation` on its first delivered call; a stub
     /// bound to an older generation lost its instance and breaks.
     pub(crate) fn bind(&self, generation: u64) -> bool {
+        // Bound already, the common case: a load, not a read-modify-write.
+        if self.bound.load(Ordering::Acquire) == generation {
+            return true;
+        }
         match self
             .bound
             .compare_exchange(0, generation, Ordering::AcqRel, Ordering::Acquire)
@@ -496,7 +500,11 @@ impl Watch {
                 counters.failed_calls.add(1);
             }
         }
-        self.span.record("outcome", outcome.as_str());
+        // A disabled span keeps nothing; with `tracing`'s `log` feature
+        // on, recording into one would still cost a check per call.
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome.as_str());
+        }
     }
 }
 
