@@ -391,6 +391,8 @@ impl ObjectTask {
         let mut running = Running { reply, call, watch };
         // Polled with the object task's waker: a wake registered now wakes
         // the task, whose next turn polls the set, where the call goes next.
+        // (The set polls a call it was just given once more at once: the
+        // one wasted poll falls on calls that wait, not on those that end.)
         match Pin::new(&mut running).poll(cx) {
             Poll::Ready(done) => self.finish(done),
             Poll::Pending => self.running.push(running),

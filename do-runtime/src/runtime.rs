@@ -495,8 +495,10 @@ impl RuntimeBuilder {
     /// next call builds a new instance, which reads its state from storage.
     /// Stubs keep working. `None` never evicts. Default: 30 s.
     ///
-    /// Each worker sweeps its objects every quarter of the timeout, so an
-    /// instance leaves between 1 and 1.5 × the timeout after its last call.
+    /// Each worker sweeps its objects every quarter of the timeout (at
+    /// least every 5 ms), and counts an instance idle from the first sweep
+    /// that finds it so: it leaves no sooner than the timeout after its last
+    /// call, and usually within two sweeps more.
     pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.idle_timeout = idle;
         self

@@ -79,46 +79,11 @@ pub(crate) struct WorkerLocal {
     /// durable; the worker spins while there are some (see `spin`).
     pub awaiting: Arc<AtomicUsize>,
 }
-pub(crate) type Objects =
-    Rc<RefCell<HashMap<ObjectKey, Mailbox, std::hash::BuildHasherDefault<KeyHasher>>>>;
-
-/// Hashes an object's key for the worker's map, looked up on every call.
-///
-/// An id's base is random bytes (drawn, or a MAC of the name), and an id is
-/// accepted only with a MAC under its namespace's key, which only this
-/// runtime and its authenticated clients hold: no anonymous caller can pick
-/// bases that collide. A fast unkeyed mix then spreads keys as well as a
-/// keyed hash would, at a fraction of its cost.
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl KeyHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.mix(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// The worker's objects, looked up on every call. Keyed with foldhash's
+/// randomly seeded hasher: much cheaper than SipHash, and still seeded, for
+/// an id's base is chosen by whoever holds its namespace's key (every remote
+/// client does).
+pub(crate) type Objects = Rc<RefCell<HashMap<ObjectKey, Mailbox, foldhash::fast::RandomState>>>;
 
 pub(crate) fn spawn(
     index: usize,
@@ -148,12 +113,7 @@ pub(crate) fn spawn(
                 crate::spin::flagged(
                     shared.worker_spin(),
                     move || quiet.quiet(),
-                    InLocalSet(Box::pin(local.run_until(route(
-                        index,
-                        rx,
-                        shared,
-                        awaiting.clone(),
-                    )))),
+                    local.run_until(route(index, rx, shared, awaiting.clone())),
                 )
                 .awaiting(awaiting, crate::spin::AWAITED_CAP),
             );
@@ -198,6 +158,8 @@ async fn route(
     // The receiver is borrowed only inside each poll, so that a task of
     // this worker can check that nothing is queued (see `deliver_here`).
     while let Some(msg) = std::future::poll_fn(|cx| router.rx.borrow_mut().poll_recv(cx)).await {
+        // Every arm acts on its message without awaiting: `deliver_here`
+        // relies on an empty channel meaning every message is handed over.
         match msg {
             WorkerMsg::Deliver(envelope) => router.deliver(envelope),
             WorkerMsg::Evict { class, base, done } => {
@@ -255,33 +217,6 @@ impl Router {
 thread_local! {
     /// The router of the worker running on this thread, while it runs.
     static HERE: RefCell<Option<Rc<Router>>> = const { RefCell::new(None) };
-    /// Whether the worker's `LocalSet` is being polled: only its tasks may
-    /// deliver directly (delivery may spawn the object's task on it). Tasks
-    /// spawned on the worker's tokio runtime itself (`tokio::spawn` from a
-    /// task of the worker) run outside it and use the channel.
-    static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks the worker's `LocalSet` as being polled, for the span of each poll.
-struct InLocalSet<F>(F);
-
-impl<F: std::future::Future + Unpin> std::future::Future for InLocalSet<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        /// Restores the flag even when the poll unwinds.
-        struct Restore(bool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                INSIDE.with(|inside| inside.set(self.0));
-            }
-        }
-        let _restore = Restore(INSIDE.with(|inside| inside.replace(true)));
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
 }
 
 /// Makes a router this thread's for as long as it is held.
@@ -301,34 +236,49 @@ impl Drop for Here {
 }
 
 /// Delivers `envelope` at once, without the worker's channel, when the
-/// caller runs on worker `worker` of `runtime` itself and that worker has
-/// no message queued; hands it back otherwise.
+/// caller runs on worker `worker` of `runtime` itself, that worker has no
+/// message queued, and the object's task is running; hands it back otherwise.
 ///
 /// The queue must be empty: a call through the same stub may have been sent
 /// on the channel earlier (from another thread), and the later call must not
 /// overtake it (E-order). The router takes each message off the channel and
 /// hands it over in one step on this very thread, so an empty channel means
 /// every message sent before this call was checked is in its mailbox.
+///
+/// Only a running object task is handed a call here: starting one is the
+/// router's job, since the caller may be polled inside some other `LocalSet`
+/// (a user's nested one, or none at all for a plain `tokio::spawn` task on
+/// the worker's runtime), where a task spawned now would live and die.
+/// Pushing to a mailbox and waking its task is sound from any task of this
+/// thread.
 pub(crate) fn deliver_here(
     runtime: &Arc<Shared>,
     worker: usize,
     envelope: Envelope,
 ) -> Result<(), Envelope> {
-    if !INSIDE.with(|inside| inside.get()) {
-        return Err(envelope);
-    }
     let router = HERE.with(|here| {
         here.borrow()
             .as_ref()
             .filter(|r| r.index == worker && Arc::ptr_eq(&r.local.shared, runtime))
             .cloned()
     });
-    match router {
-        Some(router) if router.rx.try_borrow().is_ok_and(|rx| rx.is_empty()) => {
-            router.deliver(envelope);
+    let Some(router) = router else {
+        return Err(envelope);
+    };
+    if !router.rx.try_borrow().is_ok_and(|rx| rx.is_empty()) {
+        return Err(envelope);
+    }
+    let key = (envelope.class, envelope.id.base());
+    let mailbox = match router.local.objects.try_borrow() {
+        Ok(objects) => objects.get(&key).cloned(),
+        Err(_) => None,
+    };
+    match mailbox {
+        Some(mailbox) => {
+            mailbox.push(envelope);
             Ok(())
         }
-        _ => Err(envelope),
+        None => Err(envelope),
     }
 }
 

@@ -586,8 +586,9 @@ impl ObjectStore {
     }
 
     /// What [`ObjectStore::release_when_durable`] would hand its release at
-    /// once: `Some` when no write of this object is buffered or waits for
-    /// the disk (the outcome of the last one), `None` when a release would wait.
+    /// once: `Some` (the outcome of the last confirmed batch) when no
+    /// confirmed write is buffered and that batch is settled, `None` when a
+    /// release would wait. Writes made with `allow_unconfirmed` do not count.
     pub fn durable_now(&self) -> Option<Result<()>> {
         let state = self.state.borrow();
         if state.dirty_confirmed {

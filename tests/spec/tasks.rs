@@ -9,7 +9,7 @@ use do_tests::{Recorder, builder};
 use tokio::sync::oneshot;
 
 /// Only a hang would exceed this.
-const HANG: Duration = Duration::from_secs(60);
+const HANG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_beside_an_object_runs_on_the_objects_thread() {
@@ -85,6 +85,34 @@ async fn a_tokio_task_started_from_a_worker_calls_objects_of_that_worker() {
         .unwrap();
     assert_eq!((got.0.unwrap(), got.1.unwrap()), (2, 3));
     assert_eq!(ns.get(id).log().await.unwrap(), vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_call_from_a_nested_local_set_does_not_tie_the_object_to_it() {
+    // A task beside an object runs a `LocalSet` of its own and makes the
+    // object's first call in it, then drops the set. The object must not
+    // have been started on that set: it keeps answering, from anywhere.
+    let rt = builder().workers(1).build_for_test().unwrap();
+    let ns = rt.namespace::<Recorder>();
+    let near = ns.id_from_name("near");
+    let fresh = ns.get_by_name("fresh");
+    let inner_stub = fresh.clone();
+    let task = ns.spawn_beside(&near, move |_| async move {
+        let inner = tokio::task::LocalSet::new();
+        // The call is made (not only awaited) inside the inner set.
+        let first = inner.run_until(async { inner_stub.record(1).await }).await;
+        drop(inner);
+        let second = inner_stub.record(2).await;
+        (first, second)
+    });
+    let first = tokio::time::timeout(HANG, task)
+        .await
+        .expect("the object answers after the inner set is gone")
+        .unwrap();
+    assert_eq!((first.0.unwrap(), first.1.unwrap()), (1, 2));
+    let third = tokio::time::timeout(HANG, fresh.record(3)).await;
+    assert_eq!(third.expect("the object still answers").unwrap(), 3);
+    assert_eq!(fresh.log().await.unwrap(), vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
