@@ -176,11 +176,13 @@ impl Generator<'_> {
         let send = quote! {
             ::do_runtime::__private::call(&self.raw, ID, __encoded.map(|()| __args), #decode, #fail)
         };
+        let capacity: usize = if m.args.is_empty() { 0 } else { 32 };
         quote! {
             #(#attrs)*
             pub fn #name(&self #(, #arg_names: #arg_types)*) -> #future {
                 const ID: u32 = ::do_runtime::__private::method_id(#wire);
-                let mut __args = ::std::vec::Vec::new();
+                // Room for small arguments at once: one allocation, no growth.
+                let mut __args = ::std::vec::Vec::with_capacity(#capacity);
                 let mut __encoded: ::core::result::Result<(), ::do_runtime::Error> = ::core::result::Result::Ok(());
                 #(#encode)*
                 #send
@@ -394,7 +396,7 @@ impl Generator<'_> {
             Output::Unit => quote! { ::do_runtime::__private::encode_reply(&__result) },
             Output::Fallible(ty) | Output::Plain(ty) => quote_spanned! {ty.span()=>
                 {
-                    let mut __out = ::std::vec::Vec::new();
+                    let mut __out = ::std::vec::Vec::with_capacity(32);
                     <#ty as ::do_runtime::__private::Wire>::encode(&__result, &mut __out)
                         .map(|()| __out)
                         .map_err(::do_runtime::__private::bad_result)

@@ -231,8 +231,8 @@ impl ObjectTask {
         self.mailbox.touch();
         let (stub, system) = match &envelope.kind {
             Kind::Call { stub, system, .. } => (stub, *system),
-            Kind::Run(_) => {
-                let Kind::Run(run) = envelope.kind else {
+            Kind::Run { .. } => {
+                let Kind::Run { run, .. } = envelope.kind else {
                     return;
                 };
                 let future = run(self.ctx());
@@ -337,7 +337,7 @@ impl ObjectTask {
     /// The object-side span of a call: a child of the caller's span, in
     /// the caller's trace.
     fn watch(&self, method: u32, trace: u128, caller: &tracing::Span) -> HandleWatch {
-        if !self.shared.instrument() {
+        if !self.shared.instrument() || !crate::telemetry::tracing_on() {
             // No span, but the trace still passes on to the calls it makes.
             let mut watch = HandleWatch::none();
             watch.trace = trace;

@@ -290,9 +290,11 @@ where
         });
     let envelope = Envelope {
         class: class.index,
-        id: id.clone(),
-        handle: shared.registry().handle(class.index, id.base()),
-        kind: Kind::Run(run),
+        kind: Kind::Run {
+            id: id.clone(),
+            handle: shared.registry().handle(class.index, id.base()),
+            run,
+        },
     };
     shared.send(shared.worker_for(class.index, id), envelope)?;
     result

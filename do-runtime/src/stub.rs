@@ -195,6 +195,16 @@ impl StubShared {
     pub(crate) fn mark_broken(&self) {
         self.broken.store(true, Ordering::Release);
     }
+
+    /// The object the stub calls.
+    pub(crate) fn id(&self) -> &DurableObjectId {
+        &self.id
+    }
+
+    /// The object's handle (its queue counters and generation).
+    pub(crate) fn handle(&self) -> &Arc<ObjectHandle> {
+        &self.handle
+    }
 }
 
 impl RawStub {
@@ -356,8 +366,6 @@ impl StubShared {
         let (reply, rx) = oneshot::channel();
         let envelope = Envelope {
             class: self.class.index,
-            id: self.id.clone(),
-            handle: self.handle.clone(),
             kind: Kind::Call {
                 method,
                 args,
@@ -434,15 +442,19 @@ impl Watch {
         let (span, local, fallible) = match target {
             Target::Local(s) if s.runtime.instrument() => {
                 let metrics = s.class.metrics.method(method);
-                let span = tracing::info_span!(
-                    target: "do_runtime::call",
-                    "call",
-                    class = %s.class.name,
-                    id = %ShortId(&s.id),
-                    method = metrics.info.name,
-                    trace_id = tracing::field::Empty,
-                    outcome = tracing::field::Empty,
-                );
+                let span = if crate::telemetry::tracing_on() {
+                    tracing::info_span!(
+                        target: "do_runtime::call",
+                        "call",
+                        class = %s.class.name,
+                        id = %ShortId(&s.id),
+                        method = metrics.info.name,
+                        trace_id = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
                 let local = LocalWatch {
                     started: Instant::now(),
                     method,
@@ -452,16 +464,20 @@ impl Watch {
             Target::Local(_) => (tracing::Span::none(), None, false),
             Target::Remote(r) => {
                 let info = r.method(method);
-                let span = tracing::info_span!(
-                    target: "do_runtime::call",
-                    "call",
-                    class = r.class_name(),
-                    id = %ShortId(r.id()),
-                    method = info.map_or("unknown", |m| m.name),
-                    remote = true,
-                    trace_id = tracing::field::Empty,
-                    outcome = tracing::field::Empty,
-                );
+                let span = if crate::telemetry::tracing_on() {
+                    tracing::info_span!(
+                        target: "do_runtime::call",
+                        "call",
+                        class = r.class_name(),
+                        id = %ShortId(r.id()),
+                        method = info.map_or("unknown", |m| m.name),
+                        remote = true,
+                        trace_id = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
                 (span, None, info.is_some_and(|m| m.fallible))
             }
         };

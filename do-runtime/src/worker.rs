@@ -24,9 +24,25 @@ use crate::stub::{Reply, StubShared};
 /// One message for an object.
 pub(crate) struct Envelope {
     pub class: u32,
-    pub id: DurableObjectId,
-    pub handle: Arc<ObjectHandle>,
     pub kind: Kind,
+}
+
+impl Envelope {
+    /// The object the message is for.
+    pub fn id(&self) -> &DurableObjectId {
+        match &self.kind {
+            Kind::Call { stub, .. } => stub.id(),
+            Kind::Run { id, .. } => id,
+        }
+    }
+
+    /// The object's handle (its queue counters and generation).
+    pub fn handle(&self) -> &Arc<ObjectHandle> {
+        match &self.kind {
+            Kind::Call { stub, .. } => stub.handle(),
+            Kind::Run { handle, .. } => handle,
+        }
+    }
 }
 
 pub(crate) enum Kind {
@@ -44,7 +60,11 @@ pub(crate) enum Kind {
         span: tracing::Span,
     },
     /// A closure run with the object's context, in order with its calls.
-    Run(Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send>),
+    Run {
+        id: DurableObjectId,
+        handle: Arc<ObjectHandle>,
+        run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send>,
+    },
 }
 
 pub(crate) enum WorkerMsg {
@@ -194,15 +214,15 @@ impl Router {
     /// Hands `envelope` to its object's mailbox, starting the object's task
     /// if it has none.
     fn deliver(&self, envelope: Envelope) {
-        let key = (envelope.class, envelope.id.base());
+        let key = (envelope.class, envelope.id().base());
         let mailbox = self.local.objects.borrow().get(&key).cloned();
         let mailbox = mailbox.unwrap_or_else(|| {
             let mailbox = Mailbox::default();
             let class = self.local.shared.classes()[envelope.class as usize].clone();
             let task = ObjectTask::new(
                 class,
-                envelope.id.clone(),
-                envelope.handle.clone(),
+                envelope.id().clone(),
+                envelope.handle().clone(),
                 mailbox.clone(),
                 &self.local,
             );
@@ -268,7 +288,7 @@ pub(crate) fn deliver_here(
     if !router.rx.try_borrow().is_ok_and(|rx| rx.is_empty()) {
         return Err(envelope);
     }
-    let key = (envelope.class, envelope.id.base());
+    let key = (envelope.class, envelope.id().base());
     let mailbox = match router.local.objects.try_borrow() {
         Ok(objects) => objects.get(&key).cloned(),
         Err(_) => None,
