@@ -624,6 +624,9 @@ impl RuntimeBuilder {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         let metrics = Arc::new(self.metrics.runtime());
+        if self.instrument {
+            crate::telemetry::calibrate();
+        }
         let counters = Arc::new(Counters {
             caches: (0..n).map(|_| Arc::default()).collect(),
             ..Counters::default()

@@ -45,6 +45,14 @@ pub(crate) fn tracing_on() -> bool {
     tracing::dispatcher::has_been_set()
 }
 
+/// Sets up the clock calls are timed with, so that the first call does not
+/// pay for it: `quanta` calibrates the CPU's time-stamp counter against the
+/// system clock once per process (10–20 ms, at most 200 ms), or falls back
+/// to the system clock where the counter is not usable.
+pub(crate) fn calibrate() {
+    let _ = quanta::Instant::now();
+}
+
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
