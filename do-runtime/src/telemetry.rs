@@ -36,7 +36,9 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 
 use crate::private::MethodInfo;
 
-/// Whether any `tracing` subscriber was ever set (globally or for a scope).
+/// Whether any `tracing` subscriber was ever set (globally or for a scope;
+/// `has_been_set` is hidden from tracing's docs, but its own macros rely on
+/// it throughout 0.1).
 /// Until one is, spans are not built at all: a disabled span costs little,
 /// but with `tracing`'s `log` feature on (some other crate in the build may
 /// turn it on) it still checks the `log` crate each time it is made,
@@ -47,8 +49,12 @@ pub(crate) fn tracing_on() -> bool {
 
 /// Sets up the clock calls are timed with, so that the first call does not
 /// pay for it: `quanta` calibrates the CPU's time-stamp counter against the
-/// system clock once per process (10–20 ms, at most 200 ms), or falls back
-/// to the system clock where the counter is not usable.
+/// system clock once per process (a busy loop of 10–20 ms, at most 200 ms,
+/// in the first `RuntimeBuilder::build`), or falls back to the system clock
+/// where the CPU does not report an invariant counter. A caller task that
+/// moves between threads may take its two readings on different cores; on
+/// a host whose cores' counters disagree, a duration comes out skewed
+/// (never negative: it floors at zero). Durations feed only the metrics.
 pub(crate) fn calibrate() {
     let _ = quanta::Instant::now();
 }
