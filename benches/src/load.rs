@@ -168,12 +168,18 @@ pub fn latency(config: &Config) -> Outcome {
                 samples: vec![value],
             }),
         };
+    // As in `harness::interleave`: `DO_BENCH_ONLY=<the start of a name>`
+    // runs that variant alone, for profiling.
+    let only = std::env::var("DO_BENCH_ONLY").ok();
     for _ in 0..config.runs.max(1) {
         for (name, op) in [
             ("in-memory call", &in_memory),
             ("raw actor", &raw),
             ("durable increment", &durable),
         ] {
+            if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+                continue;
+            }
             let peak_rate = tokio.block_on(peak(op, d / 2));
             let seen = tokio.block_on(async {
                 let drivers: Vec<_> = (0..DRIVERS)
