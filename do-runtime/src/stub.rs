@@ -639,15 +639,17 @@ fn spin_for_reply(
     // A worker's thread spins in its event loop instead (the object called
     // may be its own); on a single-threaded runtime the spin would stall
     // every other task.
+    // Cheapest checks first: under load every call's first poll gets here,
+    // and looking up the current tokio runtime clones its handle.
     if base.is_zero()
         || crate::spin::on_worker()
+        || !s.runtime.quiet()
         || tokio::runtime::Handle::try_current().is_ok_and(|h| {
             matches!(
                 h.runtime_flavor(),
                 tokio::runtime::RuntimeFlavor::CurrentThread
             )
         })
-        || !s.runtime.quiet()
     {
         return None;
     }
