@@ -116,6 +116,39 @@ async fn a_first_call_from_a_nested_local_set_does_not_tie_the_object_to_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_one_worker_calls_objects_of_every_worker_in_order() {
+    // Objects spread over both workers: calls to those beside the task go
+    // directly, the others through the other worker's channel. Each stub's
+    // calls still arrive in order, pipelined or not.
+    let rt = builder().workers(2).build_for_test().unwrap();
+    let ns = rt.namespace::<Recorder>();
+    let names: Vec<String> = (0..32).map(|i| format!("spread-{i}")).collect();
+    let stubs: Vec<_> = names.iter().map(|n| ns.get_by_name(n)).collect();
+    let here = stubs[0].id().clone();
+    let threads = ns
+        .spawn_beside(&here, move |_| async move {
+            let mut threads = BTreeSet::new();
+            for stub in &stubs {
+                let calls: Vec<_> = (0..100u64).map(|n| stub.record(n)).collect();
+                for call in calls {
+                    call.await.expect("record");
+                }
+                threads.insert(stub.thread().await.expect("thread"));
+            }
+            threads
+        })
+        .await
+        .unwrap();
+    assert_eq!(threads.len(), 2, "the objects live on both workers");
+    for name in &names {
+        assert_eq!(
+            ns.get_by_name(name).log().await.unwrap(),
+            (0..100).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_spawn_spreads_tasks_over_the_workers() {
     let rt = builder().workers(2).build_for_test().unwrap();
     let mut threads = BTreeSet::new();
