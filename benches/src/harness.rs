@@ -65,18 +65,21 @@ pub struct Outcome {
     pub met: Option<bool>,
 }
 
+/// Whether the variant `label` is to run: all are, unless
+/// `DO_BENCH_ONLY=<the start of a label>` picks some alone (for profiling;
+/// the others' series stay empty).
+pub fn selected(label: &str) -> bool {
+    std::env::var("DO_BENCH_ONLY").map_or(true, |only| label.starts_with(&only))
+}
+
 /// Runs each variant once to warm up, then `runs` times, interleaved
 /// (A, B, C, A, B, C, …) so drift on a noisy machine hits all alike.
 pub fn interleave(
     config: &Config,
     variants: &mut [(&str, Unit, &mut dyn FnMut() -> f64)],
 ) -> Vec<Series> {
-    // For profiling one variant alone: `DO_BENCH_ONLY=<the start of its label>`
-    // skips the others (their series stay empty).
-    let only = std::env::var("DO_BENCH_ONLY").ok();
-    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.starts_with(o));
     for (label, _, run) in variants.iter_mut() {
-        if wanted(label) {
+        if selected(label) {
             run();
         }
     }
@@ -90,7 +93,7 @@ pub fn interleave(
         .collect();
     for _ in 0..config.runs {
         for (i, (label, _, run)) in variants.iter_mut().enumerate() {
-            if wanted(label) {
+            if selected(label) {
                 series[i].samples.push(run());
             }
         }

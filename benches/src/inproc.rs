@@ -100,13 +100,13 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
         Arc::new((ractors, kameos))
     });
     let d = config.duration;
-    // 0: our stubs, 1: the raw actor, 2: ractor, 3: kameo.
+    // 0: our stubs, 1: the raw actor, 2: ractor, 3: kameo, 4: our stubs
+    // called from tasks on the runtime's workers.
     let ns = rt.namespace::<Adder>();
     let id0 = stubs[0].id().clone();
     let run = |variant: u8, stubs: &Arc<Vec<do_runtime::Stub<Adder>>>| {
         let (stubs, actors) = (stubs.clone(), actors.clone());
-        let beside = (variant == 4).then_some((&rt, &ns));
-        let id0 = &id0;
+        let (rt, ns, id0) = (&rt, &ns, &id0);
         #[cfg(feature = "peers")]
         let peers = peers.clone();
         tokio.block_on(async move {
@@ -146,14 +146,12 @@ pub fn calls(config: &Config, scenario: &'static str, objects: usize, callers: u
                             done.fetch_add(64, Ordering::Relaxed);
                         }
                     };
-                    match &beside {
-                        // Our callers on the runtime's own threads: beside
-                        // the one object, or spread over the workers.
-                        Some((_, ns)) if objects == 1 => {
-                            Caller::Ours(ns.spawn_beside(id0, move |_| body))
-                        }
-                        Some((rt, _)) => Caller::Ours(rt.spawn(body)),
-                        None => Caller::Tokio(tokio::spawn(body)),
+                    // Variant 4 runs on the runtime's own threads: beside the
+                    // one object, or spread over the workers.
+                    match (variant, objects) {
+                        (4, 1) => Caller::Ours(ns.spawn_beside(id0, move |_| body)),
+                        (4, _) => Caller::Ours(rt.spawn(body)),
+                        _ => Caller::Tokio(tokio::spawn(body)),
                     }
                 })
                 .collect();

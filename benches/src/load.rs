@@ -168,16 +168,13 @@ pub fn latency(config: &Config) -> Outcome {
                 samples: vec![value],
             }),
         };
-    // As in `harness::interleave`: `DO_BENCH_ONLY=<the start of a name>`
-    // runs that variant alone, for profiling.
-    let only = std::env::var("DO_BENCH_ONLY").ok();
     for _ in 0..config.runs.max(1) {
         for (name, op) in [
             ("in-memory call", &in_memory),
             ("raw actor", &raw),
             ("durable increment", &durable),
         ] {
-            if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            if !crate::harness::selected(name) {
                 continue;
             }
             let peak_rate = tokio.block_on(peak(op, d / 2));
@@ -221,9 +218,8 @@ pub fn latency(config: &Config) -> Outcome {
         }
         record("fsync p99", Unit::Micros, fsync_p99(dir.path(), d / 2));
     }
-    let series = samples;
     let get = |label: &str| {
-        series
+        samples
             .iter()
             .find(|s| s.label == label)
             .map_or(f64::NAN, Series::median)
@@ -232,7 +228,7 @@ pub fn latency(config: &Config) -> Outcome {
         && get("durable increment p99") <= get("fsync p99") + 1000.0;
     Outcome {
         scenario: "latency under load at half of peak (open loop)",
-        series,
+        series: samples,
         target: "in-memory p99 ≤ 5 × p50; durable p99 ≤ fsync p99 + 1 ms".into(),
         met: Some(met),
     }

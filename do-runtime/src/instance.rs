@@ -414,15 +414,16 @@ impl ObjectTask {
             Outcome::Done(result) => {
                 let Some(reply) = reply else { return };
                 // Output gate: the result leaves only once every write it may
-                // reflect is durable. Writes of this turn are handed over when
-                // the turn ends (see `poll`), so all calls finishing in one turn
-                // share one batch; the commit thread sends the reply right
-                // after the fsync that covers it.
-                // Nothing of the object's waits for the disk: answer now.
+                // reflect is durable. With nothing of the object's waiting
+                // for the disk, that is now (and no release is boxed).
                 if let Some(durable) = self.store.durable_now() {
                     let _ = reply.send(after_durable(durable, result));
                     return;
                 }
+                // Writes of this turn are handed over when the turn ends (see
+                // `poll`), so all calls finishing in one turn share one batch;
+                // the commit thread sends the reply right after the fsync
+                // that covers it.
                 let held = Held::new(&self.awaiting);
                 self.store.release_when_durable(Box::new(move |durable| {
                     drop(held);

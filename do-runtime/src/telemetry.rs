@@ -36,13 +36,12 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 
 use crate::private::MethodInfo;
 
-/// Whether any `tracing` subscriber was ever set (globally or for a scope;
-/// `has_been_set` is hidden from tracing's docs, but its own macros rely on
-/// it throughout 0.1).
+/// Whether any `tracing` subscriber was ever set (globally or for a scope).
 /// Until one is, spans are not built at all: a disabled span costs little,
 /// but with `tracing`'s `log` feature on (some other crate in the build may
 /// turn it on) it still checks the `log` crate each time it is made,
-/// entered, recorded into and dropped.
+/// entered, recorded into and dropped. (`has_been_set` is hidden from
+/// tracing's docs, but its own macros rely on it throughout 0.1.)
 pub(crate) fn tracing_on() -> bool {
     tracing::dispatcher::has_been_set()
 }

@@ -760,12 +760,15 @@ pub(crate) type TxnWrites = Writes;
 
 #[cfg(test)]
 mod tests {
-    use crate::{ListOptions, ObjectPrefix, Store, StoreOptions};
+    use crate::{ListOptions, ObjectPrefix, ObjectStore, Store, StoreOptions};
 
-    fn keys(store: &Store, prefix: ObjectPrefix, options: ListOptions) -> Vec<String> {
-        let object = store.object(prefix);
+    fn listed(object: &ObjectStore, options: ListOptions) -> Vec<String> {
         let entries = object.list(&options).expect("list");
         entries.into_iter().map(|(k, _)| k).collect()
+    }
+
+    fn keys(store: &Store, prefix: ObjectPrefix, options: ListOptions) -> Vec<String> {
+        listed(&store.object(prefix), options)
     }
 
     #[test]
@@ -815,12 +818,6 @@ mod tests {
         let object = store.object(mine);
         object.delete("b1", true).expect("delete");
         object.put("b3", b"b3".to_vec(), true).expect("put");
-        let listed: Vec<String> = object
-            .list(&ListOptions::new().prefix("b"))
-            .expect("list")
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(listed, ["b2", "b3"]);
+        assert_eq!(listed(&object, all().prefix("b")), ["b2", "b3"]);
     }
 }
