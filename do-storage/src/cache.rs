@@ -136,6 +136,25 @@ impl ValueCache {
         inner.evict();
     }
 
+    /// Forgets `key`, if held.
+    pub(crate) fn remove(&self, key: &[u8]) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(old) = inner.map.pop(key) {
+            inner.bytes -= cost(key, &old);
+        }
+    }
+
+    /// Counts a lookup answered from memory beside the cache (an object's
+    /// own recent values) as a hit.
+    pub(crate) fn count_hit(&self) {
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the cache may hold anything (its limit is not zero).
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.inner.borrow().limit > 0
+    }
+
     /// Hit and miss counters and current size.
     pub fn stats(&self) -> CacheStats {
         let inner = self.inner.borrow();

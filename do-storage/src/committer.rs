@@ -7,15 +7,14 @@
 //! behind the fsync. Draining a queue lets one fsync cover every batch that
 //! arrived while the previous one ran.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use fjall::{Database, Keyspace, PersistMode, Slice};
-use tokio::sync::watch;
 
 use crate::error::{Result, StorageError};
+use crate::queue::Queue;
 
 /// The most batches one commit group takes, so acknowledgements are not held
 /// back without bound under a flood.
@@ -47,41 +46,85 @@ pub(crate) enum Job {
         seq: u64,
         release: Release,
     },
-    Stop,
 }
 
 /// How far an object's batches have got: applied (visible to reads of the
-/// engine) and durable (on disk).
+/// engine) and durable (on disk, or failed for good).
+///
+/// The durable watermark is an atomic, read without a lock on every reply;
+/// futures waiting for it register in `waiters`, and the commit thread wakes
+/// them only when there are any.
 #[derive(Debug)]
 pub(crate) struct ObjectSync {
     pub applied: AtomicU64,
-    pub durable: watch::Sender<Durable>,
-}
-
-/// The durable watermark of one object.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Durable {
-    pub seq: u64,
-    pub failed: Option<StorageError>,
+    /// The last batch known durable (or failed).
+    durable: AtomicU64,
+    /// The first failure: every batch from then on reports it.
+    failed: OnceLock<StorageError>,
+    /// Futures in [`ObjectSync::wait`] now.
+    waiters: AtomicUsize,
+    notify: tokio::sync::Notify,
 }
 
 impl ObjectSync {
     /// `Some(outcome)` once batch `seq` is durable or has failed.
     pub fn outcome(&self, seq: u64) -> Option<Result<()>> {
-        let d = self.durable.borrow();
-        (d.seq >= seq).then(|| d.failed.clone().map_or(Ok(()), Err))
+        (self.durable.load(Ordering::SeqCst) >= seq)
+            .then(|| self.failed.get().cloned().map_or(Ok(()), Err))
     }
 
     pub fn new() -> Arc<Self> {
         Arc::new(ObjectSync {
             applied: AtomicU64::new(0),
-            durable: watch::Sender::new(Durable::default()),
+            durable: AtomicU64::new(0),
+            failed: OnceLock::new(),
+            waiters: AtomicUsize::new(0),
+            notify: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Batches up to `seq` are durable, or (with `failed`) failed: records
+    /// it, then wakes the futures waiting, if any.
+    pub fn settle(&self, seq: u64, failed: Option<&StorageError>) {
+        if let Some(e) = failed {
+            // Only the first failure sticks; it is set before the watermark
+            // moves, so whoever sees the watermark sees the failure.
+            let _ = self.failed.set(e.clone());
+        }
+        self.durable.fetch_max(seq, Ordering::SeqCst);
+        // SeqCst on both sides: either the waiter's check saw the new
+        // watermark, or this load sees the waiter.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Resolves once batch `seq` is durable or has failed.
+    pub async fn wait(&self, seq: u64) -> Result<()> {
+        if let Some(outcome) = self.outcome(seq) {
+            return outcome;
+        }
+        struct Registered<'a>(&'a AtomicUsize);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _registered = Registered(&self.waiters);
+        loop {
+            // Created before the check, so a wake between the two is kept.
+            let notified = self.notify.notified();
+            if let Some(outcome) = self.outcome(seq) {
+                return outcome;
+            }
+            notified.await;
+        }
     }
 }
 
 pub(crate) struct Committer {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<Queue<Job>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Counters>,
 }
@@ -135,7 +178,8 @@ impl Committer {
         spin: std::time::Duration,
         on_commit: Option<crate::store::CommitHook>,
     ) -> Result<Committer> {
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Queue::new());
+        let rx = queue.clone();
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
@@ -158,7 +202,7 @@ impl Committer {
                 StorageError::Engine(format!("cannot start the commit thread: {e}").into())
             })?;
         Ok(Committer {
-            tx,
+            queue,
             thread: Mutex::new(Some(thread)),
             stats,
         })
@@ -170,23 +214,25 @@ impl Committer {
 
     /// Hands a batch over; on failure gives it back, so its releases can be told.
     pub fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
-        self.tx.send(Job::Commit(commit)).map_err(|e| match e.0 {
-            Job::Commit(c) => c,
-            _ => unreachable!("sent a commit"),
-        })
+        self.queue
+            .push(Job::Commit(commit))
+            .map_err(|job| match job {
+                Job::Commit(c) => c,
+                Job::Release { .. } => unreachable!("pushed a commit"),
+            })
     }
 
     /// Runs `release` once batch `seq` of `sync`'s object is durable.
     pub fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
-        if let Err(e) = self.tx.send(Job::Release { sync, seq, release })
-            && let Job::Release { release, .. } = e.0
+        if let Err(Job::Release { release, .. }) =
+            self.queue.push(Job::Release { sync, seq, release })
         {
             release(Err(StorageError::Closed));
         }
     }
 
     pub fn stop(&self) {
-        let _ = self.tx.send(Job::Stop);
+        self.queue.close();
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             // The thread only panics on a bug; there is nothing to add then.
@@ -232,33 +278,11 @@ struct Timing {
 /// A commit group this small means few, sequential writers: worth polling for.
 const SMALL_GROUP: usize = 2;
 
-/// Waits for the next job: polls for up to `spin` first (yielding the core
-/// between polls), then sleeps.
-fn next_job(rx: &mpsc::Receiver<Job>, spin: std::time::Duration) -> Option<Job> {
-    if !spin.is_zero() {
-        let start = std::time::Instant::now();
-        loop {
-            for _ in 0..64 {
-                match rx.try_recv() {
-                    Ok(job) => return Some(job),
-                    Err(mpsc::TryRecvError::Disconnected) => return None,
-                    Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
-                }
-            }
-            if start.elapsed() >= spin {
-                break;
-            }
-            std::thread::yield_now();
-        }
-    }
-    rx.recv().ok()
-}
-
 fn run(
     db: &Database,
     data: &Keyspaces,
     mut numbering: Numbering,
-    rx: &mpsc::Receiver<Job>,
+    queue: &Queue<Job>,
     stats: &Counters,
     timing: Timing,
     hook: Option<&crate::store::CommitHook>,
@@ -267,21 +291,15 @@ fn run(
         commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
     };
     let mut group = Group::default();
-    let mut stopping = false;
+    let mut incoming = Vec::new();
     let mut spin = std::time::Duration::ZERO;
-    while !stopping {
-        match next_job(rx, spin) {
-            Some(Job::Stop) | None => break,
-            Some(job) => group.take(job),
-        }
-        while group.commits.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Job::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Ok(job) => group.take(job),
-                Err(_) => break,
+    // Ends once the store closed the queue and everything queued before is
+    // committed.
+    while queue.wait(&mut incoming, spin) {
+        for job in incoming.drain(..) {
+            group.take(job);
+            if group.commits.len() >= MAX_GROUP {
+                commit(&mut group);
             }
         }
         let batches = group.commits.len();
@@ -292,13 +310,6 @@ fn run(
             std::time::Duration::ZERO
         };
     }
-    // Whatever is still queued after a stop was submitted before it: commit it too.
-    while let Ok(job) = rx.try_recv() {
-        if !matches!(job, Job::Stop) {
-            group.take(job);
-        }
-    }
-    commit(&mut group);
 }
 
 /// The batches and releases gathered for one fsync.
@@ -318,7 +329,6 @@ impl Group {
                 // Batches arrive in order, so `seq` is in this group.
                 None => self.waiting.push(release),
             },
-            Job::Stop => {}
         }
     }
 }
@@ -426,15 +436,8 @@ fn commit_group(
     let failed = outcome.err().map(StorageError::from);
     let result = failed.clone().map_or(Ok(()), Err);
     for commit in group.drain(..) {
-        // Wake `sync()` waiters only when there are any: replies go out below.
-        let sync = &commit.sync;
-        sync.durable.send_if_modified(|d| {
-            d.seq = d.seq.max(commit.seq);
-            if d.failed.is_none() {
-                d.failed.clone_from(&failed);
-            }
-            sync.durable.receiver_count() > 0
-        });
+        // Wakes `sync()` waiters only when there are any: replies go out below.
+        commit.sync.settle(commit.seq, failed.as_ref());
         for release in commit.releases {
             release(result.clone());
         }
@@ -449,40 +452,5 @@ fn commit_group(
         if std::panic::catch_unwind(run).is_err() {
             tracing::error!(target: "do_storage::commit", "the commit hook panicked");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn the_next_job_arrives_during_the_spin_and_none_once_every_sender_is_gone() {
-        let (tx, rx) = mpsc::channel();
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(5));
-            let _ = tx.send(Job::Stop);
-            tx
-        });
-        // The spin (30 s) catches the job: it does not run out first.
-        let started = std::time::Instant::now();
-        assert!(matches!(
-            next_job(&rx, Duration::from_secs(30)),
-            Some(Job::Stop)
-        ));
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "missed in the spin"
-        );
-        drop(sender.join());
-        // Every sender gone: no job, at once, spin or not.
-        let started = std::time::Instant::now();
-        assert!(next_job(&rx, Duration::from_secs(30)).is_none());
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "spun past the end"
-        );
-        assert!(next_job(&rx, Duration::ZERO).is_none());
     }
 }

@@ -37,6 +37,7 @@ pub mod limits;
 mod list;
 mod numbers;
 mod object;
+mod queue;
 mod store;
 mod txn;
 

@@ -71,6 +71,11 @@ impl ObjectPrefix {
 
 type Writes = BTreeMap<Vec<u8>, Option<Slice>>;
 
+/// How many keys a view keeps the committed values of itself, and how large
+/// a value may be to be kept so (see `State::own`).
+const OWN_KEYS: usize = 8;
+const OWN_VALUE_BYTES: usize = 1024;
+
 /// One object's storage. Not `Send`: it lives on the thread that runs the
 /// object, and every method returns without blocking on a commit.
 ///
@@ -156,6 +161,13 @@ struct State {
     name: Option<String>,
     /// Whether the registry of objects lists this one.
     registration: Registration,
+    /// The committed values of up to [`OWN_KEYS`] keys this view wrote
+    /// (each at most [`OWN_VALUE_BYTES`]), kept here rather than in the
+    /// worker's cache: an object that rewrites the same few keys (a counter)
+    /// then costs the cache nothing per write. While a key is here the
+    /// cache does not hold it; the view hands these values to the cache
+    /// when it is dropped. Only kept while the cache is enabled.
+    own: Vec<(Vec<u8>, Option<Slice>)>,
 }
 
 impl State {
@@ -218,6 +230,18 @@ impl ObjectStore {
                 && let Number::Some(p) = self.number.get()
             {
                 for (k, v) in writes {
+                    if let Some(slot) = state.own.iter_mut().find(|(own, _)| *own == k) {
+                        slot.1 = v;
+                        continue;
+                    }
+                    if state.own.len() < OWN_KEYS
+                        && v.as_ref().is_none_or(|v| v.len() <= OWN_VALUE_BYTES)
+                        && cache.is_enabled()
+                    {
+                        p.with_key(&k, |full| cache.remove(full));
+                        state.own.push((k, v));
+                        continue;
+                    }
                     let absent = p.with_key(&k, |full| cache.update(full, v));
                     if let Some(v) = absent {
                         cache.insert(p.key(&k), v);
@@ -237,6 +261,12 @@ impl ObjectStore {
             if let Some(v) = writes.get(key) {
                 return Ok(v.clone());
             }
+        }
+        if let Some((_, v)) = state.own.iter().find(|(own, _)| own == key) {
+            if let Some(cache) = &self.cache {
+                cache.count_hit();
+            }
+            return Ok(v.clone());
         }
         drop(state);
         let Some(prefix) = self.data_prefix()? else {
@@ -542,10 +572,7 @@ impl ObjectStore {
         if let Err(commit) = self.store.submit(commit) {
             // Nobody will commit this batch: fail whoever waits for it.
             let e = StorageError::Closed;
-            self.sync.durable.send_modify(|d| {
-                d.seq = d.seq.max(seq);
-                d.failed.get_or_insert(e.clone());
-            });
+            self.sync.settle(seq, Some(&e));
             for release in commit.releases {
                 release(Err(e.clone()));
             }
@@ -626,19 +653,7 @@ impl ObjectStore {
     /// Resolves once batch `seq` (and every batch before it) is on disk.
     pub fn durable(&self, seq: u64) -> impl Future<Output = Result<()>> + 'static {
         let sync = self.sync.clone();
-        async move {
-            {
-                let now = sync.durable.borrow();
-                if now.seq >= seq {
-                    return now.failed.clone().map_or(Ok(()), Err);
-                }
-            }
-            let mut rx = sync.durable.subscribe();
-            match rx.wait_for(|d| d.seq >= seq).await {
-                Ok(d) => d.failed.clone().map_or(Ok(()), Err),
-                Err(_) => Err(StorageError::Closed),
-            }
-        }
+        async move { sync.wait(seq).await }
     }
 
     /// Flushes, then resolves once every write made so far is durable. The
@@ -663,6 +678,27 @@ impl ObjectStore {
             None => false,
             Some(Ok(())) => state.is_clean() && state.inflight.is_empty(),
             Some(Err(_)) => true,
+        }
+    }
+}
+
+impl Drop for ObjectStore {
+    /// Hands the view's own committed values to the worker's cache, so the
+    /// object's next instance finds them there; skips keys a batch not yet
+    /// applied (or still buffered) writes again, whose value the cache must
+    /// not get before the engine does.
+    fn drop(&mut self) {
+        let mut state = std::mem::take(self.state.get_mut());
+        self.prune(&mut state);
+        let (Some(cache), Number::Some(p)) = (&self.cache, self.number.get()) else {
+            return;
+        };
+        for (k, v) in std::mem::take(&mut state.own) {
+            let newer = state.dirty.contains_key(&k)
+                || state.inflight.iter().any(|(_, w)| w.contains_key(&k));
+            if !newer {
+                cache.insert(p.key(&k), v);
+            }
         }
     }
 }
