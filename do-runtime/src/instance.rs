@@ -160,7 +160,11 @@ impl ObjectTask {
         worker: &WorkerLocal,
     ) -> Self {
         let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
-        let store = Rc::new(worker.store.object_cached(prefix, worker.cache.clone()));
+        let store = Rc::new(worker.store.object_on_thread(
+            prefix,
+            worker.cache.clone(),
+            worker.releases.clone(),
+        ));
         if let Some(name) = id.name() {
             store.set_name(name);
         }

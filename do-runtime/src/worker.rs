@@ -94,6 +94,9 @@ pub(crate) struct WorkerLocal {
     pub shared: Arc<Shared>,
     pub store: do_storage::Store,
     pub cache: ValueCache,
+    /// Replies of this worker's objects held until their writes are
+    /// durable; released here, by a task on the worker.
+    pub releases: do_storage::Releases,
     pub objects: Objects,
     /// Replies of this worker's objects waiting for their writes to be
     /// durable; the worker spins while there are some (see `spin`).
@@ -151,6 +154,8 @@ async fn route(
     // The store is held for the worker's life; the runtime takes its own
     // copy out at stop.
     let Some(store) = shared.store() else { return };
+    let releases = do_storage::Releases::new(&store);
+    tokio::task::spawn_local(releases.clone().run());
     let local = WorkerLocal {
         shared: shared.clone(),
         store,
@@ -163,6 +168,7 @@ async fn route(
                 .cloned()
                 .unwrap_or_default(),
         ),
+        releases,
         objects: Objects::default(),
         awaiting,
     };

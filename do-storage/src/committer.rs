@@ -15,6 +15,7 @@ use fjall::{Database, Keyspace, PersistMode, Slice};
 
 use crate::error::{Result, StorageError};
 use crate::queue::Queue;
+use crate::releases::GroupSignal;
 
 /// The most batches one commit group takes, so acknowledgements are not held
 /// back without bound under a flood.
@@ -125,6 +126,7 @@ impl ObjectSync {
 
 pub(crate) struct Committer {
     queue: Arc<Queue<Job>>,
+    signal: Arc<GroupSignal>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Counters>,
 }
@@ -180,6 +182,8 @@ impl Committer {
     ) -> Result<Committer> {
         let queue = Arc::new(Queue::new());
         let rx = queue.clone();
+        let signal = Arc::new(GroupSignal::default());
+        let fire = signal.clone();
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
@@ -191,6 +195,7 @@ impl Committer {
                     numbering,
                     &rx,
                     &counters,
+                    &fire,
                     Timing {
                         delay: persist_delay,
                         spin,
@@ -203,6 +208,7 @@ impl Committer {
             })?;
         Ok(Committer {
             queue,
+            signal,
             thread: Mutex::new(Some(thread)),
             stats,
         })
@@ -210,6 +216,11 @@ impl Committer {
 
     pub fn stats(&self) -> CommitStats {
         self.stats.snapshot()
+    }
+
+    /// Fired after each group's watermarks moved.
+    pub fn signal(&self) -> &GroupSignal {
+        &self.signal
     }
 
     /// Hands a batch over; on failure gives it back, so its releases can be told.
@@ -284,11 +295,13 @@ fn run(
     mut numbering: Numbering,
     queue: &Queue<Job>,
     stats: &Counters,
+    signal: &GroupSignal,
     timing: Timing,
     hook: Option<&crate::store::CommitHook>,
 ) {
     let mut commit = |group: &mut Group| {
         commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
+        signal.fire();
     };
     let mut group = Group::default();
     let mut incoming = Vec::new();
@@ -355,24 +368,26 @@ fn commit_group(
     let mut batch = db.batch();
     let (mut writes, mut bytes) = (0u64, 0u64);
     let data = &spaces.data;
-    for commit in group.iter() {
-        for (key, value) in &commit.ops {
+    for commit in group.iter_mut() {
+        // Moved into the batch, not cloned: the commit thread then frees
+        // nothing of them but their vectors.
+        for (key, value) in commit.ops.drain(..) {
             writes += 1;
             bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
             match value {
-                Some(v) => batch.insert(data, key.clone(), v.clone()),
-                None => batch.remove(data, key.clone()),
+                Some(v) => batch.insert(data, key, v),
+                None => batch.remove(data, key),
             }
         }
-        for (space, key, value) in &commit.extra {
+        for (space, key, value) in commit.extra.drain(..) {
             let keyspace = match space {
                 crate::alarm::Space::Index => &spaces.alarms,
                 crate::alarm::Space::ByObject => &spaces.alarm_of,
                 crate::alarm::Space::Known => &spaces.known,
             };
             match value {
-                Some(v) => batch.insert(keyspace, key.clone(), v.clone()),
-                None => batch.remove(keyspace, key.clone()),
+                Some(v) => batch.insert(keyspace, key, v),
+                None => batch.remove(keyspace, key),
             }
         }
     }

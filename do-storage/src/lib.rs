@@ -38,6 +38,7 @@ mod list;
 mod numbers;
 mod object;
 mod queue;
+mod releases;
 mod store;
 mod txn;
 
@@ -49,5 +50,6 @@ pub use fjall::Slice;
 pub use list::ListOptions;
 pub use numbers::DataPrefix;
 pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
+pub use releases::Releases;
 pub use store::{CommitGroup, CommitHook, KnownObject, Store, StoreOptions};
 pub use txn::{Txn, TxnOutcome};

@@ -17,6 +17,7 @@ use crate::error::{Result, StorageError};
 use crate::limits;
 use crate::list::{self, KeyRange, ListOptions};
 use crate::numbers::DataPrefix;
+use crate::releases::Releases;
 use crate::store::Store;
 
 /// Bytes of the namespace part of an [`ObjectPrefix`].
@@ -101,6 +102,9 @@ pub struct ObjectStore {
     prefix: ObjectPrefix,
     sync: Arc<ObjectSync>,
     cache: Option<ValueCache>,
+    /// Where replies waiting for this view's writes are held, when not on
+    /// the commit thread.
+    releases: Option<Releases>,
     /// Where the object's data keys live, once looked up.
     number: Cell<Number>,
     state: RefCell<State>,
@@ -177,12 +181,18 @@ impl State {
 }
 
 impl ObjectStore {
-    pub(crate) fn new(store: Store, prefix: ObjectPrefix, cache: Option<ValueCache>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        prefix: ObjectPrefix,
+        cache: Option<ValueCache>,
+        releases: Option<Releases>,
+    ) -> Self {
         ObjectStore {
             store,
             prefix,
             sync: ObjectSync::new(),
             cache,
+            releases,
             number: Cell::new(Number::Unread),
             state: RefCell::new(State::default()),
         }
@@ -560,12 +570,19 @@ impl ObjectStore {
             state.last_confirmed = seq;
         }
         state.inflight.push_back((seq, writes));
+        let waiting = std::mem::take(&mut state.dirty_releases);
+        // Held on this thread when it keeps its own; sent with the batch
+        // to the commit thread otherwise.
+        let (held, sent) = match &self.releases {
+            Some(_) => (waiting, Vec::new()),
+            None => (Vec::new(), waiting),
+        };
         let commit = Commit {
             ops,
             extra,
             seq,
             sync: self.sync.clone(),
-            releases: std::mem::take(&mut state.dirty_releases),
+            releases: sent,
             registers: register.map(|(number, _)| Box::new((self.prefix, number))),
         };
         drop(state);
@@ -573,10 +590,15 @@ impl ObjectStore {
             // Nobody will commit this batch: fail whoever waits for it.
             let e = StorageError::Closed;
             self.sync.settle(seq, Some(&e));
-            for release in commit.releases {
+            for release in commit.releases.into_iter().chain(held) {
                 release(Err(e.clone()));
             }
             return Err(e);
+        }
+        if let Some(releases) = &self.releases {
+            for release in held {
+                releases.push(self.sync.clone(), seq, release);
+            }
         }
         Ok(seq)
     }
@@ -644,9 +666,10 @@ impl ObjectStore {
     }
 
     fn release_after(&self, seq: u64, release: Release) {
-        match self.sync.outcome(seq) {
-            Some(outcome) => release(outcome),
-            None => self.store.release(self.sync.clone(), seq, release),
+        match (self.sync.outcome(seq), &self.releases) {
+            (Some(outcome), _) => release(outcome),
+            (None, Some(releases)) => releases.push(self.sync.clone(), seq, release),
+            (None, None) => self.store.release(self.sync.clone(), seq, release),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::committer::{Commit, Committer, Release};
 use crate::error::{Result, StorageError};
 use crate::numbers::{DataPrefix, Numbers};
 use crate::object::{ObjectPrefix, ObjectStore};
+use crate::releases::Releases;
 
 /// Tuning knobs of a [`Store`].
 #[derive(Debug, Clone)]
@@ -306,13 +307,38 @@ impl Store {
     /// object that has stored nothing remembers that, and does not see what
     /// another view of the same object writes after it looked.
     pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix, None)
+        ObjectStore::new(self.clone(), prefix, None, None)
     }
 
     /// Like [`Store::object`], reading through `cache` (the calling thread's).
     /// A cache serves one store: keys of objects in two stores may look alike.
     pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix, Some(cache))
+        ObjectStore::new(self.clone(), prefix, Some(cache), None)
+    }
+
+    /// Like [`Store::object_cached`], holding the replies that wait for the
+    /// view's writes in `releases` (the calling thread's, whose
+    /// [`Releases::run`] must be running there) rather than on the commit
+    /// thread.
+    pub fn object_on_thread(
+        &self,
+        prefix: ObjectPrefix,
+        cache: ValueCache,
+        releases: Releases,
+    ) -> ObjectStore {
+        // Another store's releases would wait for the wrong commit thread.
+        let releases = releases.serve(self).then_some(releases);
+        ObjectStore::new(self.clone(), prefix, Some(cache), releases)
+    }
+
+    /// Whether both are handles of one open store.
+    pub(crate) fn same(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Fired by the commit thread after each group.
+    pub(crate) fn group_signal(&self) -> &crate::releases::GroupSignal {
+        self.inner.committer.signal()
     }
 
     /// The number of the namespace called `class` in this store, assigned
