@@ -830,6 +830,40 @@ mod tests {
         listed(&store.object(prefix), options)
     }
 
+    /// Waits (polling) until every batch `object` handed over is applied.
+    fn wait_applied(object: &ObjectStore) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !object.is_settled() {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_rewritten_key_is_read_from_the_view_not_the_cache_and_handed_to_it_at_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let cache = crate::ValueCache::new(1 << 20);
+        let prefix = ObjectPrefix::new(1, [9; 16]);
+        let object = store.object_cached(prefix, cache.clone());
+        for n in 1..=3u8 {
+            object.put("k", vec![n], true).expect("put");
+            object.flush().expect("flush");
+            wait_applied(&object);
+            assert_eq!(object.get("k").expect("get").as_deref(), Some(&[n][..]));
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.entries, 0, "the view holds the value, the cache not");
+        assert_eq!(stats.misses, 0, "every read answered from memory");
+        assert_eq!(stats.hits, 3, "…and counted as a hit");
+        drop(object);
+        assert_eq!(cache.stats().entries, 1, "handed over at drop");
+        // The next view of the object reads the last value from the cache.
+        let again = store.object_cached(prefix, cache.clone());
+        assert_eq!(again.get("k").expect("get").as_deref(), Some(&[3u8][..]));
+        assert_eq!(cache.stats().misses, 0);
+    }
+
     #[test]
     fn listing_committed_keys_honours_every_option_and_sees_no_other_object() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -204,3 +204,79 @@ impl Drop for Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ObjectPrefix, StoreOptions, ValueCache};
+    use std::time::{Duration, Instant};
+
+    fn slow_store(dir: &std::path::Path) -> Store {
+        let options = StoreOptions {
+            persist_delay: Duration::from_millis(50),
+            ..StoreOptions::default()
+        };
+        Store::open(dir, options).expect("store")
+    }
+
+    /// A view's write, a reply held for it, and where the reply lands.
+    fn held_reply(
+        store: &Store,
+        releases: &Releases,
+    ) -> std::sync::mpsc::Receiver<crate::Result<()>> {
+        let object = store.object_on_thread(
+            ObjectPrefix::new(1, [3; 16]),
+            ValueCache::new(1 << 20),
+            releases.clone(),
+        );
+        object.put("k", b"v".to_vec(), true).expect("put");
+        let (tx, rx) = std::sync::mpsc::channel();
+        object.release_when_durable(Box::new(move |durable| {
+            let _ = tx.send(durable);
+        }));
+        object.flush().expect("flush");
+        rx
+    }
+
+    #[test]
+    fn a_held_reply_is_released_on_its_thread_only_once_its_write_is_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = slow_store(dir.path());
+        let releases = Releases::new(&store);
+        let rx = held_reply(&store, &releases);
+        assert_eq!(releases.len(), 1, "held here, not on the commit thread");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("tokio");
+        let local = tokio::task::LocalSet::new();
+        let started = Instant::now();
+        let outcome = local.block_on(&rt, async {
+            tokio::task::spawn_local(releases.clone().run());
+            loop {
+                if let Ok(outcome) = rx.try_recv() {
+                    break outcome;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert!(outcome.is_ok());
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "released before the (delayed) fsync"
+        );
+        assert!(releases.is_empty());
+    }
+
+    #[test]
+    fn replies_still_held_when_the_thread_drops_them_go_to_the_commit_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = slow_store(dir.path());
+        let releases = Releases::new(&store);
+        let rx = held_reply(&store, &releases);
+        // No task ever runs them: dropping the last handle hands them over.
+        drop(releases);
+        let outcome = rx.recv_timeout(Duration::from_secs(20)).expect("released");
+        assert!(outcome.is_ok());
+    }
+}
