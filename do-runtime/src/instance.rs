@@ -426,8 +426,8 @@ impl ObjectTask {
                 }
                 // Writes of this turn are handed over when the turn ends (see
                 // `poll`), so all calls finishing in one turn share one batch;
-                // the commit thread sends the reply right after the fsync
-                // that covers it.
+                // this worker's release task sends the reply once the commit
+                // thread reports the fsync that covers it.
                 let held = Held::new(&self.awaiting);
                 self.store.release_when_durable(Box::new(move |durable| {
                     drop(held);

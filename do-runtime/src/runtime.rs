@@ -424,10 +424,10 @@ impl RuntimeBuilder {
     /// Reads that hit it do no I/O. Default: 64 MiB; 0 turns it off.
     ///
     /// Beside it, each live object keeps the committed values of up to 8
-    /// keys it wrote (each at most 1 KiB, so at most 8 KiB an object) and
-    /// hands them to the cache when it is evicted: a counter rewriting one
-    /// key then costs the shared cache nothing per call. This is off too
-    /// when the cache is.
+    /// keys it wrote (each at most 1 KiB, so at most 8 KiB an object; a
+    /// value that grows larger moves to the cache), forgotten when it is
+    /// evicted: a counter rewriting one key then costs the shared cache
+    /// nothing per call. This is off too when the cache is.
     pub fn value_cache_bytes(mut self, bytes: usize) -> Self {
         self.value_cache_bytes = bytes;
         self

@@ -60,6 +60,12 @@ pub(crate) struct ObjectSync {
     pub applied: AtomicU64,
     /// The last batch known durable (or failed).
     durable: AtomicU64,
+    /// The last batch known durable before the first failure: batches up
+    /// to it succeeded, whenever their replies are released.
+    good: AtomicU64,
+    /// Replies held on the object's thread (see `Releases`) not yet
+    /// released: later replies queue behind them, to leave in order.
+    pub held: AtomicUsize,
     /// The first failure: every batch from then on reports it.
     failed: OnceLock<StorageError>,
     /// Futures in [`ObjectSync::wait`] now.
@@ -70,14 +76,21 @@ pub(crate) struct ObjectSync {
 impl ObjectSync {
     /// `Some(outcome)` once batch `seq` is durable or has failed.
     pub fn outcome(&self, seq: u64) -> Option<Result<()>> {
-        (self.durable.load(Ordering::SeqCst) >= seq)
-            .then(|| self.failed.get().cloned().map_or(Ok(()), Err))
+        if self.durable.load(Ordering::SeqCst) < seq {
+            return None;
+        }
+        if seq <= self.good.load(Ordering::SeqCst) {
+            return Some(Ok(()));
+        }
+        Some(self.failed.get().cloned().map_or(Ok(()), Err))
     }
 
     pub fn new() -> Arc<Self> {
         Arc::new(ObjectSync {
             applied: AtomicU64::new(0),
             durable: AtomicU64::new(0),
+            good: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
             failed: OnceLock::new(),
             waiters: AtomicUsize::new(0),
             notify: tokio::sync::Notify::new(),
@@ -87,10 +100,17 @@ impl ObjectSync {
     /// Batches up to `seq` are durable, or (with `failed`) failed: records
     /// it, then wakes the futures waiting, if any.
     pub fn settle(&self, seq: u64, failed: Option<&StorageError>) {
-        if let Some(e) = failed {
+        match failed {
             // Only the first failure sticks; it is set before the watermark
             // moves, so whoever sees the watermark sees the failure.
-            let _ = self.failed.set(e.clone());
+            Some(e) => {
+                let _ = self.failed.set(e.clone());
+            }
+            // Once one batch failed, later ones report it too.
+            None if self.failed.get().is_none() => {
+                self.good.fetch_max(seq, Ordering::SeqCst);
+            }
+            None => {}
         }
         self.durable.fetch_max(seq, Ordering::SeqCst);
         // SeqCst on both sides: either the waiter's check saw the new
@@ -235,6 +255,10 @@ impl Committer {
 
     /// Runs `release` once batch `seq` of `sync`'s object is durable.
     pub fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
+        if let Some(outcome) = sync.outcome(seq) {
+            release(outcome);
+            return;
+        }
         if let Err(Job::Release { release, .. }) =
             self.queue.push(Job::Release { sync, seq, release })
         {
@@ -303,6 +327,29 @@ fn run(
         commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
         signal.fire();
     };
+    // Should this thread ever panic (a bug), later writes fail with
+    // `Closed` rather than wait for it forever.
+    struct CloseOnUnwind<'a>(&'a Queue<Job>);
+    impl Drop for CloseOnUnwind<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.close();
+                let mut left = Vec::new();
+                self.0.take(&mut left);
+                for job in left {
+                    let (sync, seq, releases) = match job {
+                        Job::Commit(c) => (c.sync, c.seq, c.releases),
+                        Job::Release { sync, seq, release } => (sync, seq, vec![release]),
+                    };
+                    sync.settle(seq, Some(&StorageError::Closed));
+                    for release in releases {
+                        release(Err(StorageError::Closed));
+                    }
+                }
+            }
+        }
+    }
+    let _close = CloseOnUnwind(queue);
     let mut group = Group::default();
     let mut incoming = Vec::new();
     let mut spin = std::time::Duration::ZERO;
@@ -467,5 +514,26 @@ fn commit_group(
         if std::panic::catch_unwind(run).is_err() {
             tracing::error!(target: "do_storage::commit", "the commit hook panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_durable_before_a_failure_stays_ok_and_later_ones_report_the_failure() {
+        let sync = ObjectSync::new();
+        assert!(sync.outcome(1).is_none(), "nothing durable yet");
+        sync.settle(5, None);
+        sync.settle(6, Some(&StorageError::Closed));
+        sync.settle(7, None);
+        assert_eq!(sync.outcome(5), Some(Ok(())), "durable before the failure");
+        assert!(matches!(sync.outcome(6), Some(Err(StorageError::Closed))));
+        assert!(
+            matches!(sync.outcome(7), Some(Err(StorageError::Closed))),
+            "the failure sticks"
+        );
+        assert!(sync.outcome(8).is_none());
     }
 }

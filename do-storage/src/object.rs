@@ -169,8 +169,9 @@ struct State {
     /// (each at most [`OWN_VALUE_BYTES`]), kept here rather than in the
     /// worker's cache: an object that rewrites the same few keys (a counter)
     /// then costs the cache nothing per write. While a key is here the
-    /// cache does not hold it; the view hands these values to the cache
-    /// when it is dropped. Only kept while the cache is enabled.
+    /// cache does not hold it; they are dropped with the view (a view that
+    /// outlived its object's eviction must not write old values into the
+    /// cache over a newer view's). Only kept while the cache is enabled.
     own: Vec<(Vec<u8>, Option<Slice>)>,
 }
 
@@ -240,14 +241,15 @@ impl ObjectStore {
                 && let Number::Some(p) = self.number.get()
             {
                 for (k, v) in writes {
-                    if let Some(slot) = state.own.iter_mut().find(|(own, _)| *own == k) {
-                        slot.1 = v;
-                        continue;
-                    }
-                    if state.own.len() < OWN_KEYS
-                        && v.as_ref().is_none_or(|v| v.len() <= OWN_VALUE_BYTES)
-                        && cache.is_enabled()
-                    {
+                    let small = v.as_ref().is_none_or(|v| v.len() <= OWN_VALUE_BYTES);
+                    if let Some(at) = state.own.iter().position(|(own, _)| *own == k) {
+                        if small {
+                            state.own[at].1 = v;
+                            continue;
+                        }
+                        // Grown too large to keep here: to the cache path.
+                        state.own.swap_remove(at);
+                    } else if state.own.len() < OWN_KEYS && small && cache.is_enabled() {
                         p.with_key(&k, |full| cache.remove(full));
                         state.own.push((k, v));
                         continue;
@@ -645,6 +647,10 @@ impl ObjectStore {
         }
         let seq = state.last_confirmed;
         drop(state);
+        // Behind a reply still held on this thread: wait, to leave in order.
+        if self.releases.is_some() && self.sync.held.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
         self.sync.outcome(seq)
     }
 
@@ -666,7 +672,12 @@ impl ObjectStore {
     }
 
     fn release_after(&self, seq: u64, release: Release) {
+        let behind = self.sync.held.load(Ordering::Relaxed) > 0;
         match (self.sync.outcome(seq), &self.releases) {
+            // Behind a reply still held here: after it, to leave in order.
+            (Some(_), Some(releases)) if behind => {
+                releases.push(self.sync.clone(), seq, release);
+            }
             (Some(outcome), _) => release(outcome),
             (None, Some(releases)) => releases.push(self.sync.clone(), seq, release),
             (None, None) => self.store.release(self.sync.clone(), seq, release),
@@ -701,27 +712,6 @@ impl ObjectStore {
             None => false,
             Some(Ok(())) => state.is_clean() && state.inflight.is_empty(),
             Some(Err(_)) => true,
-        }
-    }
-}
-
-impl Drop for ObjectStore {
-    /// Hands the view's own committed values to the worker's cache, so the
-    /// object's next instance finds them there; skips keys a batch not yet
-    /// applied (or still buffered) writes again, whose value the cache must
-    /// not get before the engine does.
-    fn drop(&mut self) {
-        let mut state = std::mem::take(self.state.get_mut());
-        self.prune(&mut state);
-        let (Some(cache), Number::Some(p)) = (&self.cache, self.number.get()) else {
-            return;
-        };
-        for (k, v) in std::mem::take(&mut state.own) {
-            let newer = state.dirty.contains_key(&k)
-                || state.inflight.iter().any(|(_, w)| w.contains_key(&k));
-            if !newer {
-                cache.insert(p.key(&k), v);
-            }
         }
     }
 }
@@ -840,7 +830,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rewritten_key_is_read_from_the_view_not_the_cache_and_handed_to_it_at_drop() {
+    fn a_rewritten_key_is_read_from_the_view_not_the_cache_and_a_large_one_moves_to_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
         let cache = crate::ValueCache::new(1 << 20);
@@ -856,12 +846,17 @@ mod tests {
         assert_eq!(stats.entries, 0, "the view holds the value, the cache not");
         assert_eq!(stats.misses, 0, "every read answered from memory");
         assert_eq!(stats.hits, 3, "…and counted as a hit");
+        // Grown past what the view keeps: the value moves to the cache.
+        let big = vec![7u8; 4096];
+        object.put("k", big.clone(), true).expect("put");
+        object.flush().expect("flush");
+        wait_applied(&object);
+        assert_eq!(object.get("k").expect("get").as_deref(), Some(&big[..]));
+        assert_eq!(cache.stats().entries, 1, "now in the cache");
         drop(object);
-        assert_eq!(cache.stats().entries, 1, "handed over at drop");
-        // The next view of the object reads the last value from the cache.
+        // The next view of the object reads the last value, never an older one.
         let again = store.object_cached(prefix, cache.clone());
-        assert_eq!(again.get("k").expect("get").as_deref(), Some(&[3u8][..]));
-        assert_eq!(cache.stats().misses, 0);
+        assert_eq!(again.get("k").expect("get").as_deref(), Some(&big[..]));
     }
 
     #[test]

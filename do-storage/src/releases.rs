@@ -124,6 +124,7 @@ impl Releases {
 
     /// Holds `release` until batch `seq` of `sync`'s object is durable.
     pub(crate) fn push(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
+        sync.held.fetch_add(1, Ordering::Relaxed);
         self.inner
             .pending
             .borrow_mut()
@@ -154,7 +155,10 @@ impl Releases {
                     None => return,
                 };
                 match outcome {
-                    Some(outcome) => pending.pop_front().map(|(_, _, r)| (r, outcome)),
+                    Some(outcome) => pending.pop_front().map(|(sync, _, r)| {
+                        sync.held.fetch_sub(1, Ordering::Relaxed);
+                        (r, outcome)
+                    }),
                     None => return,
                 }
             };
@@ -200,6 +204,8 @@ impl Releases {
 impl Drop for Inner {
     fn drop(&mut self) {
         for (sync, seq, release) in self.pending.get_mut().drain(..) {
+            sync.held.fetch_sub(1, Ordering::Relaxed);
+            // Released at once if settled, else by the commit thread.
             self.store.release(sync, seq, release);
         }
     }
