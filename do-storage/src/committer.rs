@@ -68,9 +68,8 @@ pub(crate) struct ObjectSync {
     pub held: AtomicUsize,
     /// The first failure: every batch from then on reports it.
     failed: OnceLock<StorageError>,
-    /// Futures in [`ObjectSync::wait`] now.
-    waiters: AtomicUsize,
-    notify: tokio::sync::Notify,
+    /// Wakes the futures in [`ObjectSync::wait`], if any.
+    signal: GroupSignal,
 }
 
 impl ObjectSync {
@@ -92,8 +91,7 @@ impl ObjectSync {
             good: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             failed: OnceLock::new(),
-            waiters: AtomicUsize::new(0),
-            notify: tokio::sync::Notify::new(),
+            signal: GroupSignal::default(),
         })
     }
 
@@ -113,11 +111,7 @@ impl ObjectSync {
             None => {}
         }
         self.durable.fetch_max(seq, Ordering::SeqCst);
-        // SeqCst on both sides: either the waiter's check saw the new
-        // watermark, or this load sees the waiter.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.notify.notify_waiters();
-        }
+        self.signal.fire();
     }
 
     /// Resolves once batch `seq` is durable or has failed.
@@ -125,22 +119,8 @@ impl ObjectSync {
         if let Some(outcome) = self.outcome(seq) {
             return outcome;
         }
-        struct Registered<'a>(&'a AtomicUsize);
-        impl Drop for Registered<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let _registered = Registered(&self.waiters);
-        loop {
-            // Created before the check, so a wake between the two is kept.
-            let notified = self.notify.notified();
-            if let Some(outcome) = self.outcome(seq) {
-                return outcome;
-            }
-            notified.await;
-        }
+        self.signal.until(|| self.outcome(seq).is_some()).await;
+        self.outcome(seq).unwrap_or(Err(StorageError::Closed))
     }
 }
 

@@ -65,9 +65,10 @@ struct Inner {
     idle: RefCell<Option<Waker>>,
 }
 
-/// What the commit thread signals after each group: every thread waiting
-/// for a watermark to move.
-#[derive(Default)]
+/// What the commit thread signals after moving watermarks (after each group
+/// for the worker threads, after each batch for an object's `sync()`): wakes
+/// every future waiting for a watermark to move, when there is any.
+#[derive(Debug, Default)]
 pub(crate) struct GroupSignal {
     waiters: AtomicUsize,
     notify: tokio::sync::Notify,
@@ -83,8 +84,8 @@ impl GroupSignal {
         }
     }
 
-    /// Resolves once `ready()` holds, checking after each group.
-    async fn until(&self, mut ready: impl FnMut() -> bool) {
+    /// Resolves once `ready()` holds, checking after each firing.
+    pub(crate) async fn until(&self, mut ready: impl FnMut() -> bool) {
         struct Registered<'a>(&'a AtomicUsize);
         impl Drop for Registered<'_> {
             fn drop(&mut self) {
