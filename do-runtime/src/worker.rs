@@ -233,10 +233,14 @@ impl Router {
                 &self.local,
             );
             self.local.objects.borrow_mut().insert(key, mailbox.clone());
-            tokio::task::spawn_local(task);
+            task.spawn();
             mailbox
         });
-        mailbox.push(envelope);
+        // A sleeping object's turn runs here; a busy or new one's task
+        // takes the call from its mailbox.
+        if let Err(envelope) = mailbox.deliver_inline(envelope) {
+            mailbox.push(envelope);
+        }
     }
 }
 

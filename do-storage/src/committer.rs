@@ -358,6 +358,10 @@ struct Group {
     commits: Vec<Commit>,
     /// Releases waiting for a batch of this group (or of an earlier one).
     waiting: Vec<Release>,
+    /// The group's data writes, gathered to be sorted; kept between groups
+    /// (freeing a buffer this large every group made the allocator
+    /// consolidate its free lists).
+    ops: Vec<(Slice, Option<Slice>)>,
 }
 
 impl Group {
@@ -385,6 +389,7 @@ fn commit_group(
     let Group {
         commits: group,
         waiting,
+        ops,
     } = group;
     if group.is_empty() {
         for release in waiting.drain(..) {
@@ -398,14 +403,7 @@ fn commit_group(
     for commit in group.iter_mut() {
         // Moved into the batch, not cloned: the commit thread then frees
         // nothing of them but their vectors.
-        for (key, value) in commit.ops.drain(..) {
-            writes += 1;
-            bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
-            match value {
-                Some(v) => batch.insert(data, key, v),
-                None => batch.remove(data, key),
-            }
-        }
+        ops.append(&mut commit.ops);
         for (space, key, value) in commit.extra.drain(..) {
             let keyspace = match space {
                 crate::alarm::Space::Index => &spaces.alarms,
@@ -416,6 +414,21 @@ fn commit_group(
                 Some(v) => batch.insert(keyspace, key, v),
                 None => batch.remove(keyspace, key),
             }
+        }
+    }
+    // In key order: fjall inserts a batch into its memtable (a skiplist)
+    // item by item, and neighbouring keys share most of their search path,
+    // which then stays in the CPU's cache instead of being fetched from
+    // memory anew for every write of the group. Stable: a key written twice
+    // in the group (two batches of one object) keeps its order, so the
+    // later write still wins.
+    ops.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, value) in ops.drain(..) {
+        writes += 1;
+        bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
+        match value {
+            Some(v) => batch.insert(data, key, v),
+            None => batch.remove(data, key),
         }
     }
     let next = group

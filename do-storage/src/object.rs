@@ -172,7 +172,9 @@ struct State {
     /// cache does not hold it; they are dropped with the view (a view that
     /// outlived its object's eviction must not write old values into the
     /// cache over a newer view's). Only kept while the cache is enabled.
-    own: Vec<(Vec<u8>, Option<Slice>)>,
+    /// Keys are `Slice`s, which hold short keys inline: finding one reads
+    /// no other memory than this vector's.
+    own: Vec<(Slice, Option<Slice>)>,
 }
 
 impl State {
@@ -242,7 +244,7 @@ impl ObjectStore {
             {
                 for (k, v) in writes {
                     let small = v.as_ref().is_none_or(|v| v.len() <= OWN_VALUE_BYTES);
-                    if let Some(at) = state.own.iter().position(|(own, _)| *own == k) {
+                    if let Some(at) = state.own.iter().position(|(own, _)| **own == *k) {
                         if small {
                             state.own[at].1 = v;
                             continue;
@@ -251,7 +253,7 @@ impl ObjectStore {
                         state.own.swap_remove(at);
                     } else if state.own.len() < OWN_KEYS && small && cache.is_enabled() {
                         p.with_key(&k, |full| cache.remove(full));
-                        state.own.push((k, v));
+                        state.own.push((Slice::from(k), v));
                         continue;
                     }
                     let absent = p.with_key(&k, |full| cache.update(full, v));
@@ -274,7 +276,7 @@ impl ObjectStore {
                 return Ok(v.clone());
             }
         }
-        if let Some((_, v)) = state.own.iter().find(|(own, _)| own == key) {
+        if let Some((_, v)) = state.own.iter().find(|(own, _)| **own == *key) {
             if let Some(cache) = &self.cache {
                 cache.count_hit();
             }
@@ -547,7 +549,7 @@ impl ObjectStore {
         let ops = match prefix {
             Some(p) => writes
                 .iter()
-                .map(|(k, v)| (Slice::from(p.key(k)), v.clone()))
+                .map(|(k, v)| (p.with_key(k, |full| Slice::from(full)), v.clone()))
                 .collect(),
             None => Vec::new(),
         };
