@@ -117,6 +117,23 @@ impl Mailbox {
         }
     }
 
+    /// Reads what delivering a call to this object reads first: its
+    /// mailbox, its task's state and its storage (see the router's warm-up).
+    /// The value means nothing; it only keeps the reads from being
+    /// optimised away.
+    pub fn warm_up(&self) -> u64 {
+        let slot = &self.slot;
+        let mut sum = (slot.queue.borrow().len() + slot.busy.get()) as u64;
+        if let Some(task) = slot.task.get().and_then(Weak::upgrade)
+            && let Ok(task) = task.try_borrow()
+        {
+            sum += u64::from(task.gate.is_open())
+                + task.handle.generation.load(Ordering::Relaxed)
+                + task.store.warm_up();
+        }
+        sum
+    }
+
     /// Delivers `envelope` and runs the object's turn right here, on the
     /// router's turn, when its task sleeps waiting for mail (nothing queued,
     /// its waker parked, nothing else driving it); hands it back otherwise.
