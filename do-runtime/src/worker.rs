@@ -2,7 +2,7 @@
 //! the objects pinned to it, evicts idle ones, and drains on shutdown.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -179,74 +179,13 @@ async fn route(
         index,
         local,
         rx: RefCell::new(rx),
-        taken: RefCell::new(VecDeque::with_capacity(RECEIVE_BATCH)),
     });
     let _here = Here::enter(router.clone());
-    let mut buffer = Vec::with_capacity(RECEIVE_BATCH);
-    loop {
-        // The receiver is borrowed only inside each poll, so that a task of
-        // this worker can check that nothing is queued (see `deliver_here`).
-        let received = std::future::poll_fn(|cx| {
-            router
-                .rx
-                .borrow_mut()
-                .poll_recv_many(cx, &mut buffer, RECEIVE_BATCH)
-        })
-        .await;
-        if received == 0 {
-            break;
-        }
-        router.warm_up(&buffer);
-        router.taken.borrow_mut().extend(buffer.drain(..));
-        if router.handle_taken() {
-            break;
-        }
-    }
-}
-
-/// How many messages the router takes off its channel at a time.
-const RECEIVE_BATCH: usize = 32;
-
-impl Router {
-    /// Reads, for each call of `batch`, the memory its delivery reads
-    /// first: its stub, its entry in the object map, its mailbox and its
-    /// object's storage. Each call's chain of reads depends on itself only,
-    /// so the CPU overlaps the cache misses of several calls here, where
-    /// delivering them one after another would wait for each miss in turn
-    /// (across 10 000 objects, nearly every one misses).
-    fn warm_up(&self, batch: &[WorkerMsg]) {
-        let Ok(objects) = self.local.objects.try_borrow() else {
-            return;
-        };
-        for msg in batch {
-            if let WorkerMsg::Deliver(envelope) = msg
-                && let Some(mailbox) = objects.get(&(envelope.class, envelope.id().base()))
-            {
-                std::hint::black_box(mailbox.warm_up());
-            }
-        }
-    }
-
-    /// Handles the messages taken off the channel, in order. Returns
-    /// whether the worker is to stop.
-    fn handle_taken(&self) -> bool {
-        loop {
-            let Some(msg) = self.taken.borrow_mut().pop_front() else {
-                return false;
-            };
-            if self.handle(msg) {
-                self.taken.borrow_mut().clear();
-                return true;
-            }
-        }
-    }
-
-    /// Handles one message; returns whether the worker is to stop.
-    fn handle(&self, msg: WorkerMsg) -> bool {
-        let router = self;
+    // The receiver is borrowed only inside each poll, so that a task of
+    // this worker can check that nothing is queued (see `deliver_here`).
+    while let Some(msg) = std::future::poll_fn(|cx| router.rx.borrow_mut().poll_recv(cx)).await {
         // Every arm acts on its message without awaiting: `deliver_here`
-        // relies on an empty channel and no message taken and not handled
-        // meaning every message is handed over.
+        // relies on an empty channel meaning every message is handed over.
         match msg {
             WorkerMsg::Deliver(envelope) => router.deliver(envelope),
             WorkerMsg::Evict { class, base, done } => {
@@ -265,9 +204,8 @@ impl Router {
             WorkerMsg::Ping(done) => {
                 let _ = done.send(());
             }
-            WorkerMsg::Stop => return true,
+            WorkerMsg::Stop => break,
         }
-        false
     }
 }
 
@@ -276,8 +214,6 @@ struct Router {
     index: usize,
     local: WorkerLocal,
     rx: RefCell<mpsc::UnboundedReceiver<WorkerMsg>>,
-    /// Messages taken off the channel and not yet handled, oldest first.
-    taken: RefCell<VecDeque<WorkerMsg>>,
 }
 
 impl Router {
@@ -297,14 +233,10 @@ impl Router {
                 &self.local,
             );
             self.local.objects.borrow_mut().insert(key, mailbox.clone());
-            task.spawn();
+            tokio::task::spawn_local(task);
             mailbox
         });
-        // A sleeping object's turn runs here; a busy or new one's task
-        // takes the call from its mailbox.
-        if let Err(envelope) = mailbox.deliver_inline(envelope) {
-            mailbox.push(envelope);
-        }
+        mailbox.push(envelope);
     }
 }
 
@@ -359,12 +291,7 @@ pub(crate) fn deliver_here(
     let Some(router) = router else {
         return Err(envelope);
     };
-    if !router.rx.try_borrow().is_ok_and(|rx| rx.is_empty())
-        || !router
-            .taken
-            .try_borrow()
-            .is_ok_and(|taken| taken.is_empty())
-    {
+    if !router.rx.try_borrow().is_ok_and(|rx| rx.is_empty()) {
         return Err(envelope);
     }
     let key = (envelope.class, envelope.id().base());

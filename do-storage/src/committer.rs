@@ -21,6 +21,9 @@ use crate::releases::GroupSignal;
 /// back without bound under a flood.
 const MAX_GROUP: usize = 4096;
 
+/// How many writes' room the commit thread keeps between groups.
+const OPS_KEPT: usize = 16 * 1024;
+
 /// Runs once the writes it waits for are durable (or failed): how a
 /// method's reply leaves from the commit thread without another hand-off.
 pub type Release = Box<dyn FnOnce(Result<()>) + Send>;
@@ -431,6 +434,8 @@ fn commit_group(
             None => batch.remove(data, key),
         }
     }
+    // Not the room of the largest group ever seen, for good.
+    ops.shrink_to(OPS_KEPT);
     let next = group
         .iter()
         .filter_map(|c| c.registers.as_ref().map(|r| r.1.saturating_add(1)))
