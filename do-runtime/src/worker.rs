@@ -135,7 +135,7 @@ pub(crate) fn spawn(
             rt.block_on(
                 crate::spin::flagged(
                     shared.worker_spin(),
-                    move || quiet.quiet(),
+                    move || quiet.worker_may_spin(),
                     local.run_until(route(index, rx, shared, awaiting.clone())),
                 )
                 .awaiting(awaiting, crate::spin::AWAITED_CAP),

@@ -375,9 +375,10 @@ async fn serve_connection(
 /// frames read brings two calls or more, and stops being after
 /// [`Pipelining::CALM`] bursts in a row of one call at most, or after
 /// [`Pipelining::SILENCE`] with nothing read and nothing in flight. While
-/// it is, the runtime counts it as load (workers and callers do not spin,
-/// which would take a core from the client) and the connection waits a
-/// moment for more replies before writing.
+/// it is, the runtime counts it as load for its callers (they do not spin,
+/// which would hold the connection's thread), its idle workers spin for the
+/// next burst instead of sleeping, and the connection waits a moment for
+/// more replies before writing.
 struct Pipelining {
     shared: Arc<Shared>,
     on: bool,
@@ -590,6 +591,10 @@ mod tests {
         connection.observe(2);
         assert!(connection.on() && counted() == 1);
         assert!(!shared.quiet(), "a pipelining client is load");
+        assert!(
+            shared.worker_may_spin(),
+            "workers spin through the gaps between a pipelining client's bursts"
+        );
 
         // A burst with more in flight starts the count of calm ones over.
         for _ in 0..Pipelining::CALM - 1 {
@@ -603,6 +608,7 @@ mod tests {
         connection.observe(1);
         assert!(!connection.on() && counted() == 0);
         assert!(shared.quiet());
+        assert!(shared.worker_may_spin(), "a quiet runtime's workers spin");
 
         // A client that falls silent is no longer load.
         connection.observe(8);
