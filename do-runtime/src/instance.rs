@@ -3,12 +3,12 @@
 //! the instance when a method panics, and leaves when evicted.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -55,6 +55,19 @@ struct Slot {
     seen: Cell<(u64, Instant)>,
     /// `Some` once eviction was asked for, with whoever waits for it.
     eviction: RefCell<Option<Vec<oneshot::Sender<bool>>>>,
+    /// The task's state, which the router may drive itself (see
+    /// [`Mailbox::deliver_inline`]). Weak: the task owns it.
+    task: OnceCell<Weak<RefCell<ObjectTask>>>,
+    /// Set while the router drives the task (see [`Mailbox::deliver_inline`]):
+    /// a park then only says so here, in `parked_inline`, and the router puts
+    /// back the waker it took, instead of cloning the task's waker anew (a
+    /// clone writes the task's reference count, in memory no other part of
+    /// the call touches).
+    inline: Cell<bool>,
+    parked_inline: Cell<bool>,
+    /// Set while writes of a turn run on the router's turn wait for the
+    /// router to hand them over (see [`Mailbox::flush_deferred`]).
+    deferred: Cell<bool>,
 }
 
 impl Default for Mailbox {
@@ -67,6 +80,10 @@ impl Default for Mailbox {
                 activity: Cell::new(0),
                 seen: Cell::new((0, Instant::now())),
                 eviction: RefCell::default(),
+                task: OnceCell::new(),
+                inline: Cell::new(false),
+                parked_inline: Cell::new(false),
+                deferred: Cell::new(false),
             }),
         }
     }
@@ -93,7 +110,120 @@ impl Mailbox {
     }
 
     fn park(&self, waker: &Waker) {
-        *self.slot.waker.borrow_mut() = Some(waker.clone());
+        if self.slot.inline.get() {
+            self.slot.parked_inline.set(true);
+            return;
+        }
+        let mut parked = self.slot.waker.borrow_mut();
+        match &*parked {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *parked = Some(waker.clone()),
+        }
+    }
+
+    /// Reads what delivering a call to this object reads first: its
+    /// mailbox, its task's state and its storage (see the router's warm-up).
+    /// The value means nothing; it only keeps the reads from being
+    /// optimised away.
+    pub fn warm_up(&self) -> u64 {
+        let slot = &self.slot;
+        let mut sum = (slot.queue.borrow().len() + slot.busy.get()) as u64;
+        if let Some(task) = slot.task.get().and_then(Weak::upgrade)
+            && let Ok(task) = task.try_borrow()
+        {
+            sum += u64::from(task.gate.is_open())
+                + task.handle.generation.load(Ordering::Relaxed)
+                + task.store.warm_up();
+        }
+        sum
+    }
+
+    /// Delivers `envelope` and runs the object's turn right here, on the
+    /// router's turn, when its task sleeps waiting for mail (nothing queued,
+    /// its waker parked, nothing else driving it); hands it back otherwise.
+    ///
+    /// This is what the task's next poll would do, without waking the task
+    /// and having the worker's `LocalSet` schedule and poll it: most calls
+    /// of a busy worker go to objects whose tasks sleep. The turn runs with
+    /// the task's own waker, so whatever it leaves pending (a call that
+    /// awaits, a closed gate) wakes the task as before, and eviction is
+    /// left to the task, which alone can end itself.
+    ///
+    /// The turn's writes are not handed to the commit thread here: `Ok(true)`
+    /// says the router must call [`flush_deferred`](Self::flush_deferred)
+    /// once it has handed over the messages it took, so that the calls one
+    /// object gets in one batch of messages share one write batch, as they
+    /// do when its task takes them from its queue in one turn.
+    ///
+    /// Only the router calls this, from the top of its loop: never from an
+    /// object's own turn, where a call to another object of the worker
+    /// would nest that object's turn inside it.
+    pub fn deliver_inline(&self, envelope: Envelope) -> Result<bool, Envelope> {
+        let slot = &self.slot;
+        if slot.waker.borrow().is_none() || !slot.queue.borrow().is_empty() {
+            return Err(envelope);
+        }
+        let Some(task) = slot.task.get().and_then(Weak::upgrade) else {
+            return Err(envelope);
+        };
+        let Ok(mut task) = task.try_borrow_mut() else {
+            return Err(envelope);
+        };
+        let Some(waker) = slot.waker.borrow_mut().take() else {
+            return Err(envelope);
+        };
+        slot.queue.borrow_mut().push_back(envelope);
+        slot.inline.set(true);
+        // The object's code catches its own panics; one here would be the
+        // runtime's bug, and must not take the router down with it.
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            task.step(&mut Context::from_waker(&waker), false)
+        }));
+        slot.inline.set(false);
+        let parked = slot.parked_inline.replace(false);
+        match stepped {
+            Ok(_) if parked => *slot.waker.borrow_mut() = Some(waker),
+            // Not parked: the turn left the task woken (its budget spent,
+            // eviction asked for) or waiting on its gate, with wakers of
+            // its own.
+            Ok(_) => {}
+            Err(panic) => {
+                tracing::error!(
+                    target: "do_runtime::lifecycle",
+                    "an object's turn panicked outside its methods: {}",
+                    panic_message(&*panic)
+                );
+                // Whatever the turn left half done, the task's own poll
+                // takes it from here.
+                waker.wake();
+            }
+        }
+        let flush = task.store.has_unflushed() && !slot.deferred.replace(true);
+        Ok(flush)
+    }
+
+    /// Hands the writes of turns run by [`deliver_inline`](Self::deliver_inline)
+    /// to the commit thread, as the end of the task's own turn would.
+    pub fn flush_deferred(&self) {
+        let slot = &self.slot;
+        slot.deferred.set(false);
+        let Some(task) = slot.task.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        match task.try_borrow() {
+            // A failed hand-over fails the waiting calls through their releases.
+            Ok(task) if task.store.has_unflushed() => {
+                let _ = task.store.flush();
+            }
+            Ok(_) => {}
+            // Never on the router's turn; should it ever be, the task's
+            // own turn flushes at its end.
+            Err(_) => {
+                if let Some(waker) = slot.waker.borrow_mut().take() {
+                    waker.wake();
+                }
+            }
+        }
     }
 
     /// Whether nothing is queued or running.
@@ -184,6 +314,44 @@ impl ObjectTask {
             running: FuturesUnordered::new(),
             retry: None,
         }
+    }
+
+    /// Spawns the object's task on the worker's `LocalSet`.
+    pub fn spawn(self) {
+        let task = Rc::new(RefCell::new(self));
+        let _ = task.borrow().mailbox.slot.task.set(Rc::downgrade(&task));
+        tokio::task::spawn_local(Runner(task));
+    }
+
+    /// One turn: delivers what is queued and runs what is ready. In the
+    /// task's own poll (`evict`) it then hands the writes to the commit
+    /// thread as one batch and leaves if eviction was asked for and the
+    /// object is idle (`Ready` once it left); on the router's turn the
+    /// router hands the writes over.
+    fn step(&mut self, cx: &mut Context<'_>, evict: bool) -> Poll<()> {
+        // WebSocket sends made by the object's code wait for its writes.
+        let store = self.store.clone();
+        crate::websocket::gate::with(&store, || self.turn(cx));
+        if !evict {
+            // On the router's turn: the router hands the writes over once
+            // it has delivered the messages it took (`flush_deferred`).
+            // Eviction ends the task: let it see the request.
+            if self.mailbox.slot.eviction.borrow().is_some() {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+        // End of the task's own turn: everything written in it (and in
+        // turns run on the router's turn since the last hand-over) goes to
+        // disk as one batch. A failed hand-over fails the waiting calls
+        // through their releases.
+        if self.store.has_unflushed() {
+            let _ = self.store.flush();
+        }
+        if self.try_evict(cx) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     fn ctx(&self) -> Ctx {
@@ -541,23 +709,23 @@ impl ObjectTask {
     }
 }
 
-impl Future for ObjectTask {
+/// An object's task as spawned: it owns the object's state, which the
+/// router also drives while the task sleeps (see [`Mailbox::deliver_inline`]).
+struct Runner(Rc<RefCell<ObjectTask>>);
+
+impl Future for Runner {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        // WebSocket sends made by the object's code wait for its writes.
-        let store = this.store.clone();
-        crate::websocket::gate::with(&store, || this.turn(cx));
-        // End of the turn: everything written in it goes to disk as one batch.
-        // A failed hand-over fails the waiting calls through their releases.
-        if this.store.has_unflushed() {
-            let _ = this.store.flush();
+        match self.0.try_borrow_mut() {
+            Ok(mut task) => task.step(cx, true),
+            // Never while the router drives it (that happens on the router's
+            // own turn); should it ever, try again on the next.
+            Err(_) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
-        if this.try_evict(cx) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
     }
 }
 

@@ -2,7 +2,7 @@
 //! the objects pinned to it, evicts idle ones, and drains on shutdown.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -179,13 +179,94 @@ async fn route(
         index,
         local,
         rx: RefCell::new(rx),
+        taken: RefCell::new(VecDeque::with_capacity(RECEIVE_BATCH)),
+        deferred: RefCell::new(Vec::with_capacity(RECEIVE_BATCH)),
     });
     let _here = Here::enter(router.clone());
-    // The receiver is borrowed only inside each poll, so that a task of
-    // this worker can check that nothing is queued (see `deliver_here`).
-    while let Some(msg) = std::future::poll_fn(|cx| router.rx.borrow_mut().poll_recv(cx)).await {
+    let mut buffer = Vec::with_capacity(RECEIVE_BATCH);
+    let mut since_yield = 0;
+    loop {
+        // The receiver is borrowed only inside each poll, so that a task of
+        // this worker can check that nothing is queued (see `deliver_here`).
+        let received = std::future::poll_fn(|cx| {
+            router
+                .rx
+                .borrow_mut()
+                .poll_recv_many(cx, &mut buffer, RECEIVE_BATCH)
+        })
+        .await;
+        if received == 0 {
+            break;
+        }
+        router.warm_up(&buffer);
+        router.taken.borrow_mut().extend(buffer.drain(..));
+        let stop = router.handle_taken();
+        // The writes of the turns run here go to disk now, one batch per
+        // object however many of its calls the batch of messages held.
+        router.flush_deferred();
+        if stop {
+            break;
+        }
+        // Turns run on the router's own task: let the worker's other tasks
+        // (the objects' own, the releases of replies) run now and then.
+        since_yield += received;
+        if since_yield >= YIELD_EVERY {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// How many messages the router hands over between yields to the worker's
+/// other tasks.
+const YIELD_EVERY: usize = 128;
+
+/// How many messages the router takes off its channel at a time.
+const RECEIVE_BATCH: usize = 32;
+
+impl Router {
+    /// Reads, for each call of `batch`, the memory its delivery reads
+    /// first: its stub, its entry in the object map, its mailbox and its
+    /// object's storage. Each call's chain of reads depends on itself only,
+    /// so the CPU overlaps the cache misses of several calls here, where
+    /// delivering them one after another would wait for each miss in turn
+    /// (across 10 000 objects, nearly every one misses).
+    fn warm_up(&self, batch: &[WorkerMsg]) {
+        let Ok(objects) = self.local.objects.try_borrow() else {
+            return;
+        };
+        for msg in batch {
+            if let WorkerMsg::Deliver(envelope) = msg
+                && let Some(mailbox) = objects.get(&(envelope.class, envelope.id().base()))
+            {
+                std::hint::black_box(mailbox.warm_up());
+            }
+        }
+    }
+
+    /// Handles the messages taken off the channel, in order. Returns
+    /// whether the worker is to stop.
+    fn handle_taken(&self) -> bool {
+        loop {
+            let Some(msg) = self.taken.borrow_mut().pop_front() else {
+                return false;
+            };
+            if self.handle(msg) {
+                // Dropped outside the borrow: a dropped call answers its
+                // caller, whose code may look at this queue.
+                let rest = std::mem::take(&mut *self.taken.borrow_mut());
+                drop(rest);
+                return true;
+            }
+        }
+    }
+
+    /// Handles one message; returns whether the worker is to stop.
+    fn handle(&self, msg: WorkerMsg) -> bool {
+        let router = self;
         // Every arm acts on its message without awaiting: `deliver_here`
-        // relies on an empty channel meaning every message is handed over.
+        // relies on an empty channel and no message taken and not handled
+        // meaning every message is handed over.
         match msg {
             WorkerMsg::Deliver(envelope) => router.deliver(envelope),
             WorkerMsg::Evict { class, base, done } => {
@@ -204,8 +285,9 @@ async fn route(
             WorkerMsg::Ping(done) => {
                 let _ = done.send(());
             }
-            WorkerMsg::Stop => break,
+            WorkerMsg::Stop => return true,
         }
+        false
     }
 }
 
@@ -214,6 +296,11 @@ struct Router {
     index: usize,
     local: WorkerLocal,
     rx: RefCell<mpsc::UnboundedReceiver<WorkerMsg>>,
+    /// Messages taken off the channel and not yet handled, oldest first.
+    taken: RefCell<VecDeque<WorkerMsg>>,
+    /// Objects whose turns ran on the router's turn and left writes to
+    /// hand to the commit thread once the messages taken are handled.
+    deferred: RefCell<Vec<Mailbox>>,
 }
 
 impl Router {
@@ -233,10 +320,32 @@ impl Router {
                 &self.local,
             );
             self.local.objects.borrow_mut().insert(key, mailbox.clone());
-            tokio::task::spawn_local(task);
+            task.spawn();
             mailbox
         });
-        mailbox.push(envelope);
+        // A sleeping object's turn runs here; a busy or new one's task
+        // takes the call from its mailbox.
+        match mailbox.deliver_inline(envelope) {
+            Ok(true) => self.deferred.borrow_mut().push(mailbox),
+            Ok(false) => {}
+            Err(envelope) => mailbox.push(envelope),
+        }
+    }
+
+    /// Hands the writes of the turns run on the router's turn to the commit
+    /// thread.
+    fn flush_deferred(&self) {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        for mailbox in &deferred {
+            mailbox.flush_deferred();
+        }
+        // The list's room is kept for the next batch.
+        let mut kept = deferred;
+        kept.clear();
+        let mut slot = self.deferred.borrow_mut();
+        if slot.capacity() < kept.capacity() {
+            *slot = kept;
+        }
     }
 }
 
@@ -291,7 +400,12 @@ pub(crate) fn deliver_here(
     let Some(router) = router else {
         return Err(envelope);
     };
-    if !router.rx.try_borrow().is_ok_and(|rx| rx.is_empty()) {
+    if !router.rx.try_borrow().is_ok_and(|rx| rx.is_empty())
+        || !router
+            .taken
+            .try_borrow()
+            .is_ok_and(|taken| taken.is_empty())
+    {
         return Err(envelope);
     }
     let key = (envelope.class, envelope.id().base());

@@ -502,6 +502,23 @@ impl ObjectStore {
         view
     }
 
+    /// Reads what the next call's storage work reads first (its batches in
+    /// flight, the values it keeps, its durable watermark), so that a
+    /// thread about to run many objects' calls can fetch their memory
+    /// together. The value means nothing.
+    #[doc(hidden)]
+    pub fn warm_up(&self) -> u64 {
+        let Ok(state) = self.state.try_borrow() else {
+            return 0;
+        };
+        let first_inflight = state
+            .inflight
+            .front()
+            .map_or(0, |(seq, w)| seq + w.len() as u64);
+        let first_own = state.own.first().map_or(0, |(k, _)| k.len() as u64);
+        self.sync.applied.load(Ordering::Relaxed) + first_inflight + first_own
+    }
+
     /// Whether writes are buffered that were not yet handed to the commit thread.
     pub fn has_unflushed(&self) -> bool {
         !self.state.borrow().is_clean()
