@@ -361,10 +361,10 @@ struct Group {
     commits: Vec<Commit>,
     /// Releases waiting for a batch of this group (or of an earlier one).
     waiting: Vec<Release>,
-    /// The group's data writes, gathered to be sorted; kept between groups
-    /// (freeing a buffer this large every group made the allocator
-    /// consolidate its free lists).
-    ops: Vec<(Slice, Option<Slice>)>,
+    /// The group's data writes, each with its place in the group, gathered
+    /// to be sorted; kept between groups (freeing a buffer this large every
+    /// group made the allocator consolidate its free lists).
+    ops: Vec<(Slice, Option<Slice>, u32)>,
 }
 
 impl Group {
@@ -400,13 +400,23 @@ fn commit_group(
         }
         return;
     }
-    let mut batch = db.batch();
+    // Sized up front: growing it would free ever larger buffers, and each
+    // large allocation makes the allocator consolidate its free lists.
+    let items: usize = group.iter().map(|c| c.ops.len() + c.extra.len()).sum();
+    let mut batch = fjall::OwnedWriteBatch::with_capacity(db.clone(), items + 1);
     let (mut writes, mut bytes) = (0u64, 0u64);
     let data = &spaces.data;
     for commit in group.iter_mut() {
         // Moved into the batch, not cloned: the commit thread then frees
         // nothing of them but their vectors.
-        ops.append(&mut commit.ops);
+        let placed = ops.len() as u32;
+        ops.extend(
+            commit
+                .ops
+                .drain(..)
+                .zip(placed..)
+                .map(|((key, value), place)| (key, value, place)),
+        );
         for (space, key, value) in commit.extra.drain(..) {
             let keyspace = match space {
                 crate::alarm::Space::Index => &spaces.alarms,
@@ -422,11 +432,12 @@ fn commit_group(
     // In key order: fjall inserts a batch into its memtable (a skiplist)
     // item by item, and neighbouring keys share most of their search path,
     // which then stays in the CPU's cache instead of being fetched from
-    // memory anew for every write of the group. Stable: a key written twice
-    // in the group (two batches of one object) keeps its order, so the
-    // later write still wins.
-    ops.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, value) in ops.drain(..) {
+    // memory anew for every write of the group. A key written twice in the
+    // group (two batches of one object) keeps its order, so the later write
+    // still wins: ties go by place. (An unstable sort: a stable one
+    // allocates a scratch buffer as large as the group every time.)
+    ops.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    for (key, value, _) in ops.drain(..) {
         writes += 1;
         bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
         match value {
@@ -518,6 +529,50 @@ fn commit_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ObjectPrefix, Store, StoreOptions};
+
+    #[test]
+    fn a_key_written_by_two_batches_of_one_group_keeps_the_later_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The first group's fsync takes 50 ms: everything flushed meanwhile
+        // forms the second group.
+        let options = StoreOptions {
+            persist_delay: std::time::Duration::from_millis(50),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).expect("store");
+        let a = store.object(ObjectPrefix::new(1, [1; 16]));
+        let b = store.object(ObjectPrefix::new(1, [2; 16]));
+        a.put("k", b"first group".to_vec(), true).expect("put");
+        a.flush().expect("flush");
+        // Enough keys around `k` that the sort is not a plain insertion sort.
+        for i in 0..64 {
+            b.put(&format!("k{i:02}"), vec![i], true).expect("put");
+        }
+        b.flush().expect("flush");
+        for value in ["second", "third", "last"] {
+            a.put("k", value.as_bytes().to_vec(), true).expect("put");
+            a.flush().expect("flush");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !(a.is_settled() && b.is_settled()) {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stats = store.commit_stats();
+        assert_eq!(stats.batches, 5);
+        assert_eq!(stats.groups, 2, "a's last three batches shared a group");
+        drop((a, b));
+        // Read back from the engine, not from a view's own values.
+        let fresh = store.object(ObjectPrefix::new(1, [1; 16]));
+        let value = fresh.get("k").expect("get").expect("present");
+        assert_eq!(&value[..], b"last");
+        let b = store.object(ObjectPrefix::new(1, [2; 16]));
+        for i in 0..64u8 {
+            let value = b.get(&format!("k{i:02}")).expect("get").expect("present");
+            assert_eq!(&value[..], &[i]);
+        }
+    }
 
     #[test]
     fn a_batch_durable_before_a_failure_stays_ok_and_later_ones_report_the_failure() {
