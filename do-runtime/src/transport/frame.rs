@@ -17,7 +17,6 @@ pub enum ClientFrame {
     /// The handshake: the protocol version and the shared secret, if any.
     Hello {
         version: u32,
-        #[serde(with = "serde_bytes")]
         token: Option<Vec<u8>>,
     },
     /// A call through remote stub `stub` (numbered by the client).
@@ -25,10 +24,8 @@ pub enum ClientFrame {
         call: u64,
         stub: u64,
         class: u32,
-        #[serde(with = "serde_bytes")]
         id: Vec<u8>,
         method: u32,
-        #[serde(with = "serde_bytes")]
         args: Vec<u8>,
         /// The caller's trace id (0: none), which the server's spans join.
         trace: u128,
@@ -40,7 +37,6 @@ pub enum ClientFrame {
     ListIds {
         call: u64,
         class: u32,
-        #[serde(with = "serde_bytes")]
         after: Option<Vec<u8>>,
         limit: u32,
     },
@@ -59,7 +55,6 @@ pub enum ServerFrame {
     /// The reply to call `call`.
     Reply {
         call: u64,
-        #[serde(with = "result_bytes")]
         result: Result<Vec<u8>, Error>,
     },
 }
@@ -71,34 +66,7 @@ pub struct NamespaceInfo {
     pub class: String,
     pub schema: String,
     /// The key ids of this namespace are made and checked with.
-    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
-}
-
-/// A reply's bytes as one byte string, not a sequence of single bytes: the
-/// same postcard encoding (a length, then the bytes), copied in one go
-/// instead of byte by byte.
-mod result_bytes {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_bytes::{ByteBuf, Bytes};
-
-    use crate::error::Error;
-
-    pub fn serialize<S: Serializer>(
-        result: &Result<Vec<u8>, Error>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match result {
-            Ok(bytes) => Ok::<_, &Error>(Bytes::new(bytes)).serialize(serializer),
-            Err(e) => Err::<&Bytes, _>(e).serialize(serializer),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Result<Vec<u8>, Error>, D::Error> {
-        Ok(Result::<ByteBuf, Error>::deserialize(deserializer)?.map(ByteBuf::into_vec))
-    }
 }
 
 /// Why a frame could not be read.
@@ -272,82 +240,6 @@ mod tests {
             out.push(b);
         }
         out
-    }
-
-    /// The frames as they were before byte strings were encoded as such:
-    /// the wire format must not have changed (same protocol version).
-    #[derive(Serialize)]
-    enum PlainClient {
-        Hello {
-            version: u32,
-            token: Option<Vec<u8>>,
-        },
-        Call {
-            call: u64,
-            stub: u64,
-            class: u32,
-            id: Vec<u8>,
-            method: u32,
-            args: Vec<u8>,
-            trace: u128,
-        },
-    }
-
-    #[derive(Serialize)]
-    enum PlainServer {
-        #[allow(dead_code)] // only its place among the variants matters
-        Welcome,
-        #[allow(dead_code)]
-        Refused,
-        Reply {
-            call: u64,
-            result: Result<Vec<u8>, Error>,
-        },
-    }
-
-    #[test]
-    fn byte_strings_encode_as_the_sequences_they_replaced() {
-        let hello = ClientFrame::Hello {
-            version: 2,
-            token: Some(b"s3cret".to_vec()),
-        };
-        let hello_plain = PlainClient::Hello {
-            version: 2,
-            token: Some(b"s3cret".to_vec()),
-        };
-        assert_eq!(plain(&hello), plain(&hello_plain));
-        let args: Vec<u8> = (0..=255).collect();
-        let call = ClientFrame::Call {
-            call: 1,
-            stub: 2,
-            class: 3,
-            id: vec![4; 32],
-            method: 5,
-            args: args.clone(),
-            trace: 8,
-        };
-        let call_plain = PlainClient::Call {
-            call: 1,
-            stub: 2,
-            class: 3,
-            id: vec![4; 32],
-            method: 5,
-            args,
-            trace: 8,
-        };
-        assert_eq!(plain(&call), plain(&call_plain));
-        for result in [Ok(vec![9; 300]), Err(Error::Overloaded("full".into()))] {
-            let reply = ServerFrame::Reply {
-                call: 7,
-                result: result.clone(),
-            };
-            let reply_plain = PlainServer::Reply { call: 7, result };
-            assert_eq!(plain(&reply), plain(&reply_plain));
-        }
-    }
-
-    fn plain<T: Serialize>(frame: &T) -> Vec<u8> {
-        postcard::to_stdvec(frame).unwrap()
     }
 
     #[test]
