@@ -85,6 +85,24 @@ fn spin_while(
     }
 }
 
+/// Lets the event loop's other tasks run once, then goes on. Unlike
+/// `tokio::task::yield_now`, whose wake tokio defers until the event loop
+/// runs next, this wakes itself at once: a [`Flagged`] loop sees that wake
+/// and hands back to the event loop, instead of spinning for a wake that
+/// would come only after its spin.
+pub(crate) async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// Wraps `future` (a worker's event loop) so that it spins for up to
 /// `budget` before it lets its thread sleep, whenever `quiet()` says so.
 pub(crate) fn flagged<F: Future, Q: Fn() -> bool>(
@@ -113,24 +131,40 @@ pub(crate) struct Flagged<F, Q> {
     quiet: Q,
     /// Work this loop waits for from other threads and will surely be woken
     /// for (replies held until their writes are durable): while there is
-    /// some, the spin outlasts its budget.
-    awaiting: Option<(Arc<AtomicUsize>, Duration)>,
+    /// some, and the predicate holds, the spin outlasts its budget.
+    awaiting: Option<Awaited>,
     /// The event loop's waker and our wrapper of it, made once per change.
     waker: Option<(Waker, Waker)>,
 }
 
 impl<F, Q> Flagged<F, Q> {
     /// Spins past the budget (for up to `cap`, see [`AWAITED_CAP`]) while
-    /// `count` is above zero.
+    /// `count` is above zero and `worth()` holds.
     ///
     /// A worker counts the replies it holds for the output gate: the commit
     /// thread sends them once the fsync ends, and the callers' next calls
     /// follow soon after. Spinning through the fsync catches those calls
     /// without waking the worker.
-    pub(crate) fn awaiting(mut self, count: Arc<AtomicUsize>, cap: Duration) -> Self {
-        self.awaiting = Some((count, cap));
+    pub(crate) fn awaiting(
+        mut self,
+        count: Arc<AtomicUsize>,
+        cap: Duration,
+        worth: impl Fn() -> bool + 'static,
+    ) -> Self {
+        self.awaiting = Some(Awaited {
+            count,
+            cap,
+            worth: Box::new(worth),
+        });
         self
     }
+}
+
+/// See [`Flagged::awaiting`].
+struct Awaited {
+    count: Arc<AtomicUsize>,
+    cap: Duration,
+    worth: Box<dyn Fn() -> bool>,
 }
 
 struct FlagWaker {
@@ -193,16 +227,13 @@ impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
             {
                 return Poll::Pending;
             }
-            let (awaiting, cap) = match &this.awaiting {
-                Some((count, cap)) => (Some(&**count), *cap),
-                None => (None, Duration::ZERO),
-            };
-            let quiet = &this.quiet;
+            let awaiting = this.awaiting.as_ref();
+            let cap = awaiting.map_or(Duration::ZERO, |a| a.cap);
             let woken = spin_while(
                 this.budget,
                 cap,
                 // Load that arrives meanwhile ends the extension.
-                || awaiting.is_some_and(|a| a.load(Ordering::Relaxed) > 0) && quiet(),
+                || awaiting.is_some_and(|a| a.count.load(Ordering::Relaxed) > 0 && (a.worth)()),
                 || this.state.load(Ordering::Acquire) == WOKEN,
             );
             // Stop spinning, unless a wake slipped in just now.
@@ -258,6 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn a_yield_hands_back_to_the_event_loop_at_once_instead_of_spinning() {
+        // Inside a tokio runtime, where `tokio::task::yield_now` would defer
+        // its wake past the spin: with a 30 s budget, the poll must return
+        // at once with the event loop's waker called.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio");
+        rt.block_on(async {
+            let (counting, waker) = counting();
+            let mut cx = Context::from_waker(&waker);
+            let mut future = flagged(Duration::from_secs(30), || true, yield_once());
+            let started = Instant::now();
+            assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
+            assert!(started.elapsed() < Duration::from_secs(10), "it spun");
+            assert_eq!(counting.0.load(Ordering::SeqCst), 1, "the loop is woken");
+            assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
+        });
+    }
+
+    #[test]
     fn a_wake_during_the_spin_is_caught_without_waking_the_event_loop() {
         // One poll by hand with a 30 s budget: the wake lands in the spin,
         // so that single poll finishes the future, and the event loop's
@@ -288,7 +339,7 @@ mod tests {
             || true,
             woken_after(Duration::from_millis(20)),
         )
-        .awaiting(awaiting.clone(), Duration::from_secs(30));
+        .awaiting(awaiting.clone(), Duration::from_secs(30), || true);
         assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
         assert_eq!(counting.0.load(Ordering::SeqCst), 0);
 
@@ -299,7 +350,7 @@ mod tests {
             || true,
             woken_after(Duration::from_secs(5)),
         )
-        .awaiting(awaiting, Duration::from_secs(30));
+        .awaiting(awaiting, Duration::from_secs(30), || true);
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
     }
 

@@ -131,6 +131,7 @@ pub(crate) fn spawn(
             };
             let local = LocalSet::new();
             let quiet = shared.clone();
+            let loaded = shared.clone();
             let awaiting = Arc::new(AtomicUsize::new(0));
             rt.block_on(
                 crate::spin::flagged(
@@ -138,7 +139,9 @@ pub(crate) fn spawn(
                     move || quiet.worker_may_spin(),
                     local.run_until(route(index, rx, shared, awaiting.clone())),
                 )
-                .awaiting(awaiting, crate::spin::AWAITED_CAP),
+                // Through an fsync only while the runtime is quiet: a
+                // pipelining client's bursts do not come with the fsyncs.
+                .awaiting(awaiting, crate::spin::AWAITED_CAP, move || loaded.quiet()),
             );
         })
 }
@@ -188,13 +191,20 @@ async fn route(
     loop {
         // The receiver is borrowed only inside each poll, so that a task of
         // this worker can check that nothing is queued (see `deliver_here`).
+        let mut waited = false;
         let received = std::future::poll_fn(|cx| {
-            router
+            let polled = router
                 .rx
                 .borrow_mut()
-                .poll_recv_many(cx, &mut buffer, RECEIVE_BATCH)
+                .poll_recv_many(cx, &mut buffer, RECEIVE_BATCH);
+            waited |= polled.is_pending();
+            polled
         })
         .await;
+        if waited {
+            // The channel ran dry: the worker's other tasks had their turn.
+            since_yield = 0;
+        }
         if received == 0 {
             break;
         }
@@ -212,7 +222,7 @@ async fn route(
         since_yield += received;
         if since_yield >= YIELD_EVERY {
             since_yield = 0;
-            tokio::task::yield_now().await;
+            crate::spin::yield_once().await;
         }
     }
 }
@@ -335,17 +345,16 @@ impl Router {
     /// Hands the writes of the turns run on the router's turn to the commit
     /// thread.
     fn flush_deferred(&self) {
-        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
-        for mailbox in &deferred {
+        let mut deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        // Hands writes over, runs no object code: nothing is added meanwhile.
+        for mailbox in deferred.drain(..) {
             mailbox.flush_deferred();
         }
         // The list's room is kept for the next batch.
-        let mut kept = deferred;
-        kept.clear();
         let mut slot = self.deferred.borrow_mut();
-        if slot.capacity() < kept.capacity() {
-            *slot = kept;
-        }
+        debug_assert!(slot.is_empty());
+        std::mem::swap(&mut *slot, &mut deferred);
+        slot.append(&mut deferred);
     }
 }
 

@@ -364,7 +364,7 @@ struct Group {
     /// The group's data writes, each with its place in the group, gathered
     /// to be sorted; kept between groups (freeing a buffer this large every
     /// group made the allocator consolidate its free lists).
-    ops: Vec<(Slice, Option<Slice>, u32)>,
+    ops: Vec<(Slice, Option<Slice>, usize)>,
 }
 
 impl Group {
@@ -409,7 +409,7 @@ fn commit_group(
     for commit in group.iter_mut() {
         // Moved into the batch, not cloned: the commit thread then frees
         // nothing of them but their vectors.
-        let placed = ops.len() as u32;
+        let placed = ops.len();
         ops.extend(
             commit
                 .ops
@@ -532,12 +532,21 @@ mod tests {
     use crate::{ObjectPrefix, Store, StoreOptions};
 
     #[test]
-    fn a_key_written_by_two_batches_of_one_group_keeps_the_later_write() {
+    fn a_key_written_by_three_batches_of_one_group_keeps_the_last_write() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // The first group's fsync takes 50 ms: everything flushed meanwhile
-        // forms the second group.
+        // The first group's hook holds the commit thread until everything
+        // else is queued: that all forms the second group.
+        let (queued, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Mutex::new(wait);
+        let first = std::sync::atomic::AtomicBool::new(true);
         let options = StoreOptions {
-            persist_delay: std::time::Duration::from_millis(50),
+            on_commit: Some(crate::CommitHook(Arc::new(move |_| {
+                if first.swap(false, Ordering::SeqCst)
+                    && let Ok(wait) = wait.lock()
+                {
+                    let _ = wait.recv_timeout(std::time::Duration::from_secs(20));
+                }
+            }))),
             ..StoreOptions::default()
         };
         let store = Store::open(dir.path(), options).expect("store");
@@ -545,6 +554,9 @@ mod tests {
         let b = store.object(ObjectPrefix::new(1, [2; 16]));
         a.put("k", b"first group".to_vec(), true).expect("put");
         a.flush().expect("flush");
+        while store.commit_stats().groups == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         // Enough keys around `k` that the sort is not a plain insertion sort.
         for i in 0..64 {
             b.put(&format!("k{i:02}"), vec![i], true).expect("put");
@@ -554,6 +566,7 @@ mod tests {
             a.put("k", value.as_bytes().to_vec(), true).expect("put");
             a.flush().expect("flush");
         }
+        queued.send(()).expect("the hook waits");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !(a.is_settled() && b.is_settled()) {
             assert!(std::time::Instant::now() < deadline, "never settled");
@@ -561,7 +574,7 @@ mod tests {
         }
         let stats = store.commit_stats();
         assert_eq!(stats.batches, 5);
-        assert_eq!(stats.groups, 2, "a's last three batches shared a group");
+        assert_eq!(stats.groups, 2, "a's last three batches share a group");
         drop((a, b));
         // Read back from the engine, not from a view's own values.
         let fresh = store.object(ObjectPrefix::new(1, [1; 16]));
