@@ -211,16 +211,21 @@ async fn route(
         router.warm_up(&buffer);
         router.taken.borrow_mut().extend(buffer.drain(..));
         let stop = router.handle_taken();
-        // The writes of the turns run here go to disk now, one batch per
-        // object however many of its calls the batch of messages held.
-        router.flush_deferred();
-        if stop {
-            break;
-        }
         // Turns run on the router's own task: let the worker's other tasks
         // (the objects' own, the releases of replies) run now and then.
         since_yield += received;
-        if since_yield >= YIELD_EVERY {
+        let yielding = since_yield >= YIELD_EVERY;
+        // The writes of the turns run here go to disk before the router
+        // waits or yields (so never later than the end of its turn), as one
+        // batch per object for all its calls handed over until then: as
+        // many as its task would have found queued, had it been woken.
+        if stop || yielding || router.rx.borrow().is_empty() {
+            router.flush_deferred();
+        }
+        if stop {
+            break;
+        }
+        if yielding {
             since_yield = 0;
             crate::spin::yield_once().await;
         }
