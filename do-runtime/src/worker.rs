@@ -257,7 +257,7 @@ async fn route(
 const YIELD_EVERY: usize = 128;
 
 /// How many messages the router takes off its channel at a time.
-const RECEIVE_BATCH: usize = 32;
+const RECEIVE_BATCH: usize = 64;
 
 impl Router {
     /// Reads, for each call of `batch`, the memory its delivery reads
