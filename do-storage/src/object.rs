@@ -70,7 +70,7 @@ impl ObjectPrefix {
     }
 }
 
-type Writes = BTreeMap<Vec<u8>, Option<Slice>>;
+type Writes = BTreeMap<Slice, Option<Slice>>;
 
 /// How many keys a view keeps the committed values of itself, and how large
 /// a value may be to be kept so (see `State::own`).
@@ -301,10 +301,10 @@ impl ObjectStore {
     }
 
     /// Buffers one write (`None`: delete) and logs it for open transactions.
-    fn write(&self, state: &mut State, key: Vec<u8>, value: Option<Slice>, confirm: bool) {
+    fn write(&self, state: &mut State, key: Slice, value: Option<Slice>, confirm: bool) {
         state.write_counter += 1;
         if state.open_txns > 0 {
-            state.write_log.push((state.write_counter, key.clone()));
+            state.write_log.push((state.write_counter, key.to_vec()));
         }
         state.dirty_confirmed |= confirm;
         state.dirty.insert(key, value);
@@ -337,7 +337,7 @@ impl ObjectStore {
         let mut state = self.state.borrow_mut();
         self.write(
             &mut state,
-            key.as_bytes().to_vec(),
+            Slice::from(key.as_bytes()),
             Some(Slice::from(value)),
             confirm,
         );
@@ -354,7 +354,7 @@ impl ObjectStore {
         for (key, value) in entries {
             self.write(
                 &mut state,
-                key.into_bytes(),
+                Slice::from(key.as_bytes()),
                 Some(Slice::from(value)),
                 confirm,
             );
@@ -380,7 +380,7 @@ impl ObjectStore {
         let count = existing.len();
         let mut state = self.state.borrow_mut();
         for key in existing {
-            self.write(&mut state, key, None, confirm);
+            self.write(&mut state, Slice::from(key), None, confirm);
         }
         Ok(count)
     }
@@ -395,7 +395,7 @@ impl ObjectStore {
         }
         let mut state = self.state.borrow_mut();
         for (key, _) in keys {
-            self.write(&mut state, key.into_bytes(), None, confirm);
+            self.write(&mut state, Slice::from(key.as_bytes()), None, confirm);
         }
         Ok(count)
     }
@@ -451,9 +451,19 @@ impl ObjectStore {
         let Some(prefix) = self.data_prefix()? else {
             let none = std::iter::empty::<Result<(Vec<u8>, Slice)>>();
             return if reverse {
-                list::merge(overlay.into_iter().rev(), none, true, limit)
+                list::merge(
+                    overlay.into_iter().map(|(k, v)| (k.to_vec(), v)).rev(),
+                    none,
+                    true,
+                    limit,
+                )
             } else {
-                list::merge(overlay.into_iter(), none, false, limit)
+                list::merge(
+                    overlay.into_iter().map(|(k, v)| (k.to_vec(), v)),
+                    none,
+                    false,
+                    limit,
+                )
             };
         };
         let engine = self.store.data().range(full_range(prefix, &range));
@@ -472,13 +482,18 @@ impl ObjectStore {
         };
         if reverse {
             list::merge(
-                overlay.into_iter().rev(),
+                overlay.into_iter().map(|(k, v)| (k.to_vec(), v)).rev(),
                 engine.rev().map(strip),
                 true,
                 limit,
             )
         } else {
-            list::merge(overlay.into_iter(), engine.map(strip), false, limit)
+            list::merge(
+                overlay.into_iter().map(|(k, v)| (k.to_vec(), v)),
+                engine.map(strip),
+                false,
+                limit,
+            )
         }
     }
 

@@ -102,7 +102,7 @@ impl Txn {
         limits::check_entry(key, &value)?;
         self.writes
             .borrow_mut()
-            .insert(key.as_bytes().to_vec(), Some(Slice::from(value)));
+            .insert(Slice::from(key.as_bytes()), Some(Slice::from(value)));
         Ok(())
     }
 
@@ -114,7 +114,7 @@ impl Txn {
             .try_for_each(|(k, v)| limits::check_entry(k, v))?;
         let mut writes = self.writes.borrow_mut();
         for (k, v) in entries {
-            writes.insert(k.into_bytes(), Some(Slice::from(v)));
+            writes.insert(Slice::from(k.as_bytes()), Some(Slice::from(v)));
         }
         Ok(())
     }
@@ -137,7 +137,7 @@ impl Txn {
         let count = existing.len();
         let mut writes = self.writes.borrow_mut();
         for key in existing {
-            writes.insert(key, None);
+            writes.insert(Slice::from(key), None);
         }
         Ok(count)
     }
@@ -152,7 +152,7 @@ impl Txn {
             .borrow()
             .iter()
             .filter(|(k, _)| range.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_vec(), v.clone()))
             .collect();
         // Each local delete can hide one stored entry: ask for that many more.
         let mut wider = options.clone();
