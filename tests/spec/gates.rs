@@ -43,3 +43,25 @@ async fn every_increment_sees_the_one_before_it() {
         assert_eq!(call.await.unwrap(), i as i64 + 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_to_one_object_are_coalesced_into_shared_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let stub = rt.namespace::<Tally>().get_by_name("coalesced");
+    // The object exists (and its task sleeps) before the burst.
+    stub.increment().await.unwrap();
+    let before = rt.stats().storage.batches;
+    // 1 000 calls put on the worker's channel at once: the worker hands
+    // each one over on its own turn, and must still give the object's
+    // writes one batch per window of calls, not one per call.
+    let calls: Vec<_> = (0..1_000).map(|_| stub.increment()).collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap(), i as i64 + 2);
+    }
+    let batches = rt.stats().storage.batches - before;
+    assert!(
+        batches <= 500,
+        "1 000 pipelined writes took {batches} batches: not coalesced"
+    );
+}
