@@ -151,9 +151,9 @@ impl Mailbox {
     ///
     /// The turn's writes are not handed to the commit thread here: `Ok(true)`
     /// says the router must call [`flush_deferred`](Self::flush_deferred)
-    /// once it has handed over the messages it took, so that the calls one
-    /// object gets in one batch of messages share one write batch, as they
-    /// do when its task takes them from its queue in one turn.
+    /// before it waits or yields, so that the calls one object gets until
+    /// then share one write batch, as they do when its task takes them from
+    /// its queue in one turn.
     ///
     /// Only the router calls this, from the top of its loop: never from an
     /// object's own turn, where a call to another object of the worker

@@ -334,7 +334,7 @@ struct Router {
     /// Messages taken off the channel and not yet handled, oldest first.
     taken: RefCell<VecDeque<WorkerMsg>>,
     /// Objects whose turns ran on the router's turn and left writes to
-    /// hand to the commit thread once the messages taken are handled.
+    /// hand to the commit thread before the router waits or yields.
     deferred: RefCell<Vec<Mailbox>>,
 }
 
