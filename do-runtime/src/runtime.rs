@@ -183,6 +183,11 @@ pub(crate) struct Shared {
     next_task: AtomicUsize,
 }
 
+/// The most calls in flight with which a served client's pipelining still
+/// lets idle workers spin (see `Shared::worker_may_spin`): a few clients'
+/// windows of calls.
+const PIPELINING_SPIN_CALLS: u64 = 1024;
+
 /// Figures kept with plain atomics, for [`Runtime::stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -808,9 +813,14 @@ impl Shared {
     /// saturated: a worker that sleeps pays a thread wake-up for every
     /// burst. Spinning through the gap took remote calls with 64 in flight
     /// from 0.26–0.32 to 0.34–0.44 M/s on two cores (the callers still do not
-    /// spin: a spinning caller holds the connection's own thread).
+    /// spin: a spinning caller holds the connection's own thread). Not with
+    /// more than [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the
+    /// runtime is loaded beyond that client's bursts, and a spinning worker
+    /// would take a core from whoever makes the rest.
     pub(crate) fn worker_may_spin(&self) -> bool {
-        self.counters.pipelining.load(Ordering::Relaxed) > 0 || self.quiet()
+        self.quiet()
+            || self.counters.pipelining.load(Ordering::Relaxed) > 0
+                && self.counters.in_flight.0.load(Ordering::Relaxed) <= PIPELINING_SPIN_CALLS
     }
 
     /// Pushes the figures the hot path does not (queued calls, cache

@@ -595,6 +595,12 @@ mod tests {
             shared.worker_may_spin(),
             "workers spin through the gaps between a pipelining client's bursts"
         );
+        // Unless the runtime is loaded far beyond that client's window.
+        let in_flight = &shared.counters.in_flight.0;
+        in_flight.fetch_add(10_000, Ordering::Relaxed);
+        assert!(!shared.worker_may_spin(), "10 000 calls in flight: no spin");
+        in_flight.fetch_sub(10_000, Ordering::Relaxed);
+        assert!(shared.worker_may_spin());
 
         // A burst with more in flight starts the count of calm ones over.
         for _ in 0..Pipelining::CALM - 1 {
