@@ -167,7 +167,7 @@ pub(crate) fn successor(bytes: &[u8]) -> Option<Vec<u8>> {
 /// Merges buffered writes (newer, `None` = deleted) with engine entries, both
 /// sorted in the requested direction, until `limit` live entries are found.
 pub(crate) fn merge(
-    overlay: impl Iterator<Item = (Vec<u8>, Option<Slice>)>,
+    overlay: impl Iterator<Item = (Slice, Option<Slice>)>,
     engine: impl Iterator<Item = Result<(Vec<u8>, Slice)>>,
     reverse: bool,
     limit: usize,
@@ -182,27 +182,23 @@ pub(crate) fn merge(
             (None, Some(_)) => Ordering::Greater,
             (Some(_), Some(Err(_))) => Ordering::Greater,
             (Some((a, _)), Some(Ok((b, _)))) => {
-                let o = a.cmp(b);
+                let o = a[..].cmp(&b[..]);
                 if reverse { o.reverse() } else { o }
             }
         };
-        let (key, value) = match order {
-            Ordering::Less => overlay.next(),
-            Ordering::Equal => {
-                engine.next();
-                overlay.next()
+        if order == Ordering::Greater {
+            if let Some(entry) = engine.next() {
+                let (key, value) = entry?;
+                out.push((into_string(key)?, value));
             }
-            Ordering::Greater => match engine.next() {
-                Some(entry) => {
-                    let (k, v) = entry?;
-                    Some((k, Some(v)))
-                }
-                None => None,
-            },
+            continue;
         }
-        .unwrap_or_default();
-        if let Some(value) = value {
-            out.push((into_string(key)?, value));
+        if order == Ordering::Equal {
+            // The buffered write hides the stored entry.
+            engine.next();
+        }
+        if let Some((key, Some(value))) = overlay.next() {
+            out.push((key_string(&key)?, value));
         }
     }
     Ok(out)

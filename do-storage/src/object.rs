@@ -253,7 +253,7 @@ impl ObjectStore {
                         state.own.swap_remove(at);
                     } else if state.own.len() < OWN_KEYS && small && cache.is_enabled() {
                         p.with_key(&k, |full| cache.remove(full));
-                        state.own.push((Slice::from(k), v));
+                        state.own.push((k, v));
                         continue;
                     }
                     let absent = p.with_key(&k, |full| cache.update(full, v));
@@ -451,19 +451,9 @@ impl ObjectStore {
         let Some(prefix) = self.data_prefix()? else {
             let none = std::iter::empty::<Result<(Vec<u8>, Slice)>>();
             return if reverse {
-                list::merge(
-                    overlay.into_iter().map(|(k, v)| (k.to_vec(), v)).rev(),
-                    none,
-                    true,
-                    limit,
-                )
+                list::merge(overlay.into_iter().rev(), none, true, limit)
             } else {
-                list::merge(
-                    overlay.into_iter().map(|(k, v)| (k.to_vec(), v)),
-                    none,
-                    false,
-                    limit,
-                )
+                list::merge(overlay.into_iter(), none, false, limit)
             };
         };
         let engine = self.store.data().range(full_range(prefix, &range));
@@ -482,18 +472,13 @@ impl ObjectStore {
         };
         if reverse {
             list::merge(
-                overlay.into_iter().map(|(k, v)| (k.to_vec(), v)).rev(),
+                overlay.into_iter().rev(),
                 engine.rev().map(strip),
                 true,
                 limit,
             )
         } else {
-            list::merge(
-                overlay.into_iter().map(|(k, v)| (k.to_vec(), v)),
-                engine.map(strip),
-                false,
-                limit,
-            )
+            list::merge(overlay.into_iter(), engine.map(strip), false, limit)
         }
     }
 

@@ -147,12 +147,12 @@ impl Txn {
         let range = options.bounds()?;
         self.ranges.borrow_mut().push(range.clone());
         let limit = options.limit.unwrap_or(usize::MAX);
-        let local: Vec<(Vec<u8>, Option<Slice>)> = self
+        let local: Vec<(Slice, Option<Slice>)> = self
             .writes
             .borrow()
             .iter()
             .filter(|(k, _)| range.contains(k))
-            .map(|(k, v)| (k.to_vec(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // Each local delete can hide one stored entry: ask for that many more.
         let mut wider = options.clone();
