@@ -26,6 +26,22 @@ struct Inner<T> {
     closed: bool,
 }
 
+impl<T> Inner<T> {
+    /// Moves every item to the end of `into` (swapping buffers when `into`
+    /// is empty); whether there was any.
+    fn move_to(&mut self, into: &mut Vec<T>) -> bool {
+        if self.items.is_empty() {
+            return false;
+        }
+        if into.is_empty() {
+            std::mem::swap(&mut self.items, into);
+        } else {
+            into.append(&mut self.items);
+        }
+        true
+    }
+}
+
 impl<T> Queue<T> {
     pub fn new() -> Self {
         Queue {
@@ -74,16 +90,7 @@ impl<T> Queue<T> {
     /// in exchange when it is empty, so neither side reallocates); returns
     /// whether anything came.
     pub fn take(&self, into: &mut Vec<T>) -> bool {
-        let mut inner = self.lock();
-        if inner.items.is_empty() {
-            return false;
-        }
-        if into.is_empty() {
-            std::mem::swap(&mut inner.items, into);
-        } else {
-            into.append(&mut inner.items);
-        }
-        true
+        self.lock().move_to(into)
     }
 
     /// Waits until something is queued and moves it to `into`: polls for up
@@ -107,12 +114,7 @@ impl<T> Queue<T> {
         }
         let mut inner = self.lock();
         loop {
-            if !inner.items.is_empty() {
-                if into.is_empty() {
-                    std::mem::swap(&mut inner.items, into);
-                } else {
-                    into.append(&mut inner.items);
-                }
+            if inner.move_to(into) {
                 return true;
             }
             if inner.closed {
