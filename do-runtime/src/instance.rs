@@ -324,18 +324,18 @@ impl ObjectTask {
     }
 
     /// One turn: delivers what is queued and runs what is ready. In the
-    /// task's own poll (`evict`) it then hands the writes to the commit
+    /// task's own poll (`own_poll`) it then hands the writes to the commit
     /// thread as one batch and leaves if eviction was asked for and the
     /// object is idle (`Ready` once it left); on the router's turn the
     /// router hands the writes over.
-    fn step(&mut self, cx: &mut Context<'_>, evict: bool) -> Poll<()> {
+    fn step(&mut self, cx: &mut Context<'_>, own_poll: bool) -> Poll<()> {
         // WebSocket sends made by the object's code wait for its writes.
         let store = self.store.clone();
         crate::websocket::gate::with(&store, || self.turn(cx));
-        if !evict {
-            // On the router's turn: the router hands the writes over once
-            // it has delivered the messages it took (`flush_deferred`).
-            // Eviction ends the task: let it see the request.
+        if !own_poll {
+            // On the router's turn: the router hands the writes over before
+            // it waits or yields (`flush_deferred`). Eviction ends the task:
+            // let it see the request.
             if self.mailbox.slot.eviction.borrow().is_some() {
                 cx.waker().wake_by_ref();
             }

@@ -457,8 +457,9 @@ impl RuntimeBuilder {
     /// pipelines calls (its bursts come one round trip apart, and the worker
     /// would sleep through each gap): under other load work arrives in
     /// batches anyway, and a spinning worker would take a core from the
-    /// threads producing it. Spinning uses the core for at most this long after each burst of
-    /// work, and yields it to any other runnable thread between polls.
+    /// threads producing it. Spinning uses the core for at most this long
+    /// after each burst of work, and yields it to any other runnable thread
+    /// between polls.
     /// While a worker holds replies for the output gate (their writes are
     /// being fsynced), the budget counts from when the last of them left
     /// (at most 2 ms in all), so the callers' next calls find it awake. The
@@ -812,7 +813,7 @@ impl Shared {
     /// its connection, with the worker idle in between and the machine not
     /// saturated: a worker that sleeps pays a thread wake-up for every
     /// burst. Spinning through the gap took remote calls with 64 in flight
-    /// from 0.26–0.32 to 0.34–0.44 M/s on two cores (the callers still do not
+    /// from 276–301 to 332–467 k/s on two cores (the callers still do not
     /// spin: a spinning caller holds the connection's own thread). Not with
     /// more than [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the
     /// runtime is loaded beyond that client's bursts, and a spinning worker
