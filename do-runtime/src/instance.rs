@@ -410,6 +410,7 @@ impl ObjectTask {
                 let future = run(self.ctx());
                 self.start(
                     None,
+                    None,
                     Box::pin(async move {
                         future.await;
                         Ok(Vec::new())
@@ -443,6 +444,7 @@ impl ObjectTask {
             self.mailbox.push_front(envelope);
             return;
         }
+        let relay = envelope.relay;
         let Kind::Call {
             method,
             args,
@@ -465,7 +467,7 @@ impl ObjectTask {
                 system,
             })
         })) {
-            Ok(Ok(call)) => self.start(Some(reply), call, watch, cx),
+            Ok(Ok(call)) => self.start(Some(reply), relay, call, watch, cx),
             Ok(Err(e)) => {
                 watch.fail(&e);
                 let _ = reply.send(Err(e));
@@ -555,12 +557,18 @@ impl ObjectTask {
     fn start(
         &mut self,
         reply: Option<oneshot::Sender<Reply>>,
+        relay: Option<crate::relay::RelayId>,
         call: LocalBoxFuture<'static, Reply>,
         watch: HandleWatch,
         cx: &mut Context<'_>,
     ) {
         self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
-        let mut running = Running { reply, call, watch };
+        let mut running = Running {
+            reply,
+            relay,
+            call,
+            watch,
+        };
         // Polled with the object task's waker: a wake registered now wakes
         // the task, whose next turn polls the set, where the call goes next.
         // (The set polls a call it was just given once more at once: the
@@ -573,7 +581,12 @@ impl ObjectTask {
 
     fn finish(
         &mut self,
-        (reply, outcome, watch): (Option<oneshot::Sender<Reply>>, Outcome, HandleWatch),
+        (reply, relay, outcome, watch): (
+            Option<oneshot::Sender<Reply>>,
+            Option<crate::relay::RelayId>,
+            Outcome,
+            HandleWatch,
+        ),
     ) {
         match &outcome {
             Outcome::Done(result) => watch.finish(result),
@@ -599,7 +612,7 @@ impl ObjectTask {
                 let held = Held::new(&self.awaiting);
                 self.store.release_when_durable(Box::new(move |durable| {
                     drop(held);
-                    let _ = reply.send(after_durable(durable, result));
+                    crate::relay::deliver(reply, relay, after_durable(durable, result));
                 }));
             }
             Outcome::Panicked(message) => {
@@ -805,12 +818,18 @@ impl HandleWatch {
 /// One call in progress; a panic while polling it becomes its outcome.
 struct Running {
     reply: Option<oneshot::Sender<Reply>>,
+    relay: Option<crate::relay::RelayId>,
     call: LocalBoxFuture<'static, Reply>,
     watch: HandleWatch,
 }
 
 impl Future for Running {
-    type Output = (Option<oneshot::Sender<Reply>>, Outcome, HandleWatch);
+    type Output = (
+        Option<oneshot::Sender<Reply>>,
+        Option<crate::relay::RelayId>,
+        Outcome,
+        HandleWatch,
+    );
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -827,7 +846,7 @@ impl Future for Running {
             Err(panic) => Outcome::Panicked(panic_message(&*panic)),
         };
         let watch = std::mem::replace(&mut this.watch, HandleWatch::none());
-        Poll::Ready((this.reply.take(), outcome, watch))
+        Poll::Ready((this.reply.take(), this.relay.take(), outcome, watch))
     }
 }
 

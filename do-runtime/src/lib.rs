@@ -149,6 +149,7 @@ mod listing;
 mod namespace;
 mod object;
 mod registry;
+mod relay;
 mod runtime;
 mod spin;
 mod storage;

@@ -290,6 +290,7 @@ where
         });
     let envelope = Envelope {
         class: class.index,
+        relay: None,
         kind: Kind::Run {
             id: id.clone(),
             handle: shared.registry().handle(class.index, id.base()),

@@ -88,6 +88,10 @@ pub struct Stats {
     pub cache_hits: u64,
     /// Reads that went to the storage engine.
     pub cache_misses: u64,
+    /// Replies released together (by the fsync that covered their writes)
+    /// and handed to a task on their caller's tokio runtime to send, instead
+    /// of each waking its caller from a worker's thread.
+    pub relayed_replies: u64,
 }
 
 impl Stats {
@@ -208,6 +212,8 @@ pub(crate) struct Counters {
     /// The cache figures last added to the metrics.
     pub exported_hits: std::sync::atomic::AtomicU64,
     pub exported_misses: std::sync::atomic::AtomicU64,
+    /// Replies handed to callers' relays (see `relay`).
+    pub relayed_replies: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -284,6 +290,7 @@ impl Runtime {
             failed_calls: counters.failed_calls.sum(),
             cache_hits,
             cache_misses,
+            relayed_replies: counters.relayed_replies.load(Ordering::Relaxed),
         }
     }
 

@@ -366,6 +366,7 @@ impl StubShared {
         let (reply, rx) = oneshot::channel();
         let envelope = Envelope {
             class: self.class.index,
+            relay: crate::relay::for_caller(),
             kind: Kind::Call {
                 method,
                 args,

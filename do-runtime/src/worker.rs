@@ -24,6 +24,9 @@ use crate::stub::{Reply, StubShared};
 /// One message for an object.
 pub(crate) struct Envelope {
     pub class: u32,
+    /// Where a call's reply goes when released under load (see `relay`).
+    /// Here, not in the call, so the envelope keeps to 128 bytes.
+    pub relay: Option<crate::relay::RelayId>,
     pub kind: Kind,
 }
 
@@ -178,7 +181,16 @@ async fn route(
     // copy out at stop.
     let Some(store) = shared.store() else { return };
     let releases = do_storage::Releases::new(&store);
-    tokio::task::spawn_local(releases.clone().run());
+    let counters = shared.clone();
+    tokio::task::spawn_local(releases.clone().run_in_bursts(move |release| {
+        let relayed = crate::relay::burst(release);
+        if relayed > 0 {
+            counters
+                .counters
+                .relayed_replies
+                .fetch_add(relayed, std::sync::atomic::Ordering::Relaxed);
+        }
+    }));
     let local = WorkerLocal {
         shared: shared.clone(),
         store,

@@ -182,9 +182,17 @@ impl Releases {
     /// Releases replies as their writes become durable, for as long as it
     /// runs: spawn it on the thread's `LocalSet`.
     pub async fn run(self) {
+        self.run_in_bursts(|release| release()).await
+    }
+
+    /// [`Releases::run`], with each burst of releases (all the replies due
+    /// when the task wakes) run inside `burst`, which must call the function
+    /// it is given once: so the thread can do its part of the sending at
+    /// the burst's end.
+    pub async fn run_in_bursts(self, burst: impl Fn(&dyn Fn())) {
         let signal = self.inner.store.group_signal();
         loop {
-            self.release_due();
+            burst(&|| self.release_due());
             if self.is_empty() {
                 poll_fn(|cx| {
                     if self.is_empty() {

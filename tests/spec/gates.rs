@@ -1,6 +1,6 @@
 //! St5–St7: input gate (atomic read-modify-write), coalescing, durability.
 
-use do_tests::{Tally, runtime};
+use do_tests::{Tally, builder, runtime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_read_modify_write_increments_lose_nothing() {
@@ -42,6 +42,39 @@ async fn every_increment_sees_the_one_before_it() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap(), i as i64 + 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_released_by_one_fsync_reach_their_callers_through_their_runtimes_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow fsyncs: many replies wait for each, and are released together.
+    let rt = builder()
+        .data_dir(dir.path())
+        .__persist_delay(std::time::Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let ns = rt.namespace::<Tally>();
+    // 200 callers on this multi-threaded runtime, each writing its own
+    // object 10 times: every reply must arrive, with the right count.
+    let callers: Vec<_> = (0..200)
+        .map(|i| {
+            let stub = ns.get_by_name(&format!("relayed-{i}"));
+            tokio::spawn(async move {
+                for n in 1..=10 {
+                    assert_eq!(stub.increment().await.unwrap(), n);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let relayed = rt.stats().relayed_replies;
+    assert!(
+        relayed > 0,
+        "no reply went through a relay, though hundreds waited for each fsync"
+    );
+    assert!(relayed <= 2_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
