@@ -568,7 +568,7 @@ impl ObjectStore {
                 .iter()
                 .map(|(k, v)| (p.with_key(k, |full| Slice::from(full)), v.clone()))
                 .collect(),
-            None => Vec::new(),
+            None => crate::committer::Ops::default(),
         };
         let stale = std::mem::take(&mut state.alarm_stale);
         let mut extra = match state.alarm_dirty.take() {
