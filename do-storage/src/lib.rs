@@ -41,6 +41,7 @@ mod queue;
 mod releases;
 mod store;
 mod txn;
+mod writes;
 
 pub use alarm::{Alarm, DueAlarm};
 pub use cache::{CacheCounters, CacheStats, ValueCache};

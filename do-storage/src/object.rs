@@ -70,7 +70,10 @@ impl ObjectPrefix {
     }
 }
 
-type Writes = BTreeMap<Slice, Option<Slice>>;
+use crate::writes::Writes;
+
+/// A merged view of buffered writes, or a transaction's own.
+type WriteMap = BTreeMap<Slice, Option<Slice>>;
 
 /// How many keys a view keeps the committed values of itself, and how large
 /// a value may be to be kept so (see `State::own`).
@@ -483,17 +486,17 @@ impl ObjectStore {
     }
 
     /// Buffered writes (in flight and dirty, newest winning) within `range`.
-    fn overlay_in(&self, range: &KeyRange) -> Writes {
+    fn overlay_in(&self, range: &KeyRange) -> WriteMap {
         let mut state = self.state.borrow_mut();
         self.prune(&mut state);
-        let mut view = Writes::new();
+        let mut view = WriteMap::new();
         let bounds = (
             range.lo.as_ref().map(Vec::as_slice),
             range.hi.as_ref().map(Vec::as_slice),
         );
         let layers = state.inflight.iter().map(|(_, w)| w).chain([&state.dirty]);
         for writes in layers {
-            for (k, v) in writes.range::<[u8], _>(bounds) {
+            for (k, v) in writes.range(bounds) {
                 if range.contains(k) {
                     view.insert(k.clone(), v.clone());
                 }
@@ -816,7 +819,7 @@ impl ObjectStore {
     }
 
     /// Buffers a committed transaction's writes, all in one step.
-    pub(crate) fn txn_apply(&self, writes: Writes) {
+    pub(crate) fn txn_apply(&self, writes: WriteMap) {
         let mut state = self.state.borrow_mut();
         for (key, value) in writes {
             self.write(&mut state, key, value, true);
@@ -824,7 +827,7 @@ impl ObjectStore {
     }
 }
 
-pub(crate) type TxnWrites = Writes;
+pub(crate) type TxnWrites = WriteMap;
 
 #[cfg(test)]
 mod tests {
