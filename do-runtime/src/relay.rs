@@ -9,14 +9,25 @@
 //! times a second each (the raw fjall baseline's: ~450), and each worker
 //! was switched out ~3 500 times a second.
 //!
-//! So each thread of a multi-threaded tokio runtime that calls objects gets
-//! a relay: a task on its runtime, and a queue. A call carries its thread's
-//! relay id. A worker's release task collects the replies of one burst by
+//! So each thread of a multi-threaded tokio runtime whose tasks call
+//! objects gets a relay: a task on its runtime, and a queue. A call carries
+//! its thread's relay id. A worker's release task collects the replies of one burst by
 //! relay and, at the burst's end, hands each relay its share under one lock
 //! and wakes it once; the relay sends them from inside the runtime, where a
 //! wake is a push on a local queue. A relay given fewer than [`SMALL`]
 //! replies (and holding none) gets none: the worker sends them itself, so a
 //! lone call's reply takes no extra hop.
+//!
+//! Every reply still leaves only once the writes it may reflect are
+//! durable: a relay only carries replies already released. Replies given to
+//! one relay leave in the order they were released; a later reply of the
+//! same object that goes directly (one with nothing to wait for, or one of
+//! a small burst) may overtake replies still queued in a relay. (Replies to
+//! callers on different threads never had an order on arrival.)
+//!
+//! A relay that takes nothing for [`STALL`] after being woken has its
+//! replies sent by the worker: a runtime whose threads are all blocked
+//! never runs the relay's task, and those replies then arrive that late.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -44,6 +55,9 @@ const STALL: Duration = Duration::from_millis(50);
 /// Relays kept by a worker beyond which it forgets the closed ones.
 const KEPT: usize = 64;
 
+/// Replies a worker keeps room for per relay between bursts.
+const SHRUNK: usize = 1024;
+
 /// Which relay a call's reply may go through.
 /// (4 bytes: it fits a call's envelope without growing it.)
 pub(crate) type RelayId = NonZeroU32;
@@ -68,8 +82,8 @@ struct Padded<T>(T);
 
 struct Queue {
     replies: Replies,
-    /// False once the task ended (its runtime shut down, or its thread
-    /// exited): replies are then sent by whoever has them.
+    /// False once the task ended (its runtime shut down, or the caller's
+    /// thread exited): replies are then sent by whoever has them.
     open: bool,
 }
 
@@ -89,6 +103,11 @@ impl Drop for Mine {
 struct Outbox {
     in_burst: bool,
     relays: HashMap<RelayId, Pending, foldhash::fast::RandomState>,
+    /// The relays given replies in this burst.
+    touched: Vec<RelayId>,
+    /// How many relays are kept before the closed ones are forgotten (at
+    /// least [`KEPT`]; doubled while that many are open).
+    limit: usize,
 }
 
 struct Pending {
@@ -117,7 +136,11 @@ fn relays() -> MutexGuard<'static, HashMap<RelayId, Weak<Relay>>> {
 /// Other threads get none: on a current-thread runtime the task would run
 /// only while its thread polls, and outside tokio there is nowhere to run it.
 pub(crate) fn for_caller() -> Option<RelayId> {
-    MINE.with(|mine| {
+    // Only a task's calls: a thread blocking on a future (`block_on`) is
+    // woken from outside its runtime anyway, so a relay would only add a
+    // hop. (Unavailable while the thread's locals are being torn down.)
+    tokio::task::try_id()?;
+    MINE.try_with(|mine| {
         let mut mine = mine.try_borrow_mut().ok()?;
         if let Some(Mine(relay)) = &*mine
             && relay.open.0.load(Ordering::Acquire)
@@ -152,18 +175,29 @@ pub(crate) fn for_caller() -> Option<RelayId> {
         *mine = Some(Mine(relay));
         Some(id)
     })
+    .ok()
+    .flatten()
 }
 
 /// Sends `reply` on `to`: through relay `via` during a release burst on
 /// this thread (see [`burst`]), at once otherwise.
 pub(crate) fn deliver(to: oneshot::Sender<Reply>, via: Option<RelayId>, reply: Reply) {
     let back = match via {
-        Some(id) => OUTBOX.with(|outbox| keep(outbox, id, to, reply)),
-        None => Err((to, reply)),
+        // In a burst, the thread's locals are alive: `with` cannot fail.
+        Some(id) if in_burst() => OUTBOX.with(|outbox| keep(outbox, id, to, reply)),
+        _ => Err((to, reply)),
     };
     if let Err((to, reply)) = back {
         let _ = to.send(reply);
     }
+}
+
+/// Whether this thread is in a release burst (not while its locals are
+/// being torn down: a release may run from a destructor then).
+fn in_burst() -> bool {
+    OUTBOX
+        .try_with(|outbox| outbox.try_borrow().is_ok_and(|o| o.in_burst))
+        .unwrap_or(false)
 }
 
 /// Keeps a reply for relay `id` until the burst ends; hands it back when
@@ -181,16 +215,27 @@ fn keep(
     if !outbox.in_burst {
         return Err((to, reply));
     }
-    let pending = match outbox.relays.entry(id) {
+    let Outbox {
+        relays: kept,
+        touched,
+        ..
+    } = &mut *outbox;
+    let pending = match kept.entry(id) {
         Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => match relays().get(&id).and_then(Weak::upgrade) {
-            Some(relay) => e.insert(Pending {
-                relay,
-                replies: Vec::new(),
-            }),
-            None => return Err((to, reply)),
-        },
+        Entry::Vacant(e) => {
+            let found = relays().get(&id).and_then(Weak::upgrade);
+            match found {
+                Some(relay) => e.insert(Pending {
+                    relay,
+                    replies: Vec::new(),
+                }),
+                None => return Err((to, reply)),
+            }
+        }
     };
+    if pending.replies.is_empty() {
+        touched.push(id);
+    }
     pending.replies.push((to, reply));
     Ok(())
 }
@@ -227,32 +272,39 @@ fn end_burst() -> u64 {
         let Ok(mut outbox) = outbox.try_borrow_mut() else {
             return;
         };
+        let outbox = &mut *outbox;
         outbox.in_burst = false;
         let mut closed = false;
-        for pending in outbox.relays.values_mut() {
-            if pending.replies.is_empty() {
+        for id in outbox.touched.drain(..) {
+            let Some(pending) = outbox.relays.get_mut(&id) else {
                 continue;
-            }
+            };
             let relay = &pending.relay;
             let mut queue = relay.lock();
             if !queue.open || (queue.replies.is_empty() && pending.replies.len() < SMALL) {
                 closed |= !queue.open;
                 drop(queue);
                 send(pending.replies.drain(..));
-                continue;
+            } else {
+                relayed += pending.replies.len() as u64;
+                queue.replies.append(&mut pending.replies);
+                // Read under the lock the task takes batches under.
+                let taken = relay.taken.load(Ordering::Acquire);
+                drop(queue);
+                relay.wake.notify_one();
+                woken.push((relay.clone(), taken));
             }
-            relayed += pending.replies.len() as u64;
-            queue.replies.append(&mut pending.replies);
-            // Read under the lock the task takes batches under.
-            let taken = relay.taken.load(Ordering::Acquire);
-            drop(queue);
-            relay.wake.notify_one();
-            woken.push((relay.clone(), taken));
+            // Not the room of the largest burst ever seen, for good.
+            pending.replies.shrink_to(SHRUNK);
         }
-        if closed || outbox.relays.len() > KEPT {
+        outbox.limit = outbox.limit.max(KEPT);
+        if closed || outbox.relays.len() > outbox.limit {
             outbox
                 .relays
                 .retain(|_, p| p.relay.open.0.load(Ordering::Acquire));
+            if outbox.relays.len() > outbox.limit / 2 {
+                outbox.limit = outbox.relays.len() * 2;
+            }
         }
     });
     if !woken.is_empty() {
@@ -343,6 +395,13 @@ mod tests {
             .expect("the relay is open")
     }
 
+    /// The relay of the runtime's thread that ran a task of `rt`.
+    fn relay_of(rt: &tokio::runtime::Runtime) -> RelayId {
+        rt.block_on(async { tokio::spawn(async { for_caller() }).await })
+            .expect("the task")
+            .expect("a relay for a task on a multi-threaded runtime")
+    }
+
     fn multi_thread(threads: usize) -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -394,11 +453,12 @@ mod tests {
 
     #[test]
     fn many_replies_of_a_burst_go_through_the_callers_relay_and_a_few_leave_at_once() {
-        let rt = multi_thread(2);
-        rt.block_on(async {
-            let id = for_caller().expect("a relay on a multi-threaded runtime");
-            assert_eq!(for_caller(), Some(id), "one relay per thread");
-            // A few: sent by the worker itself, before its burst ends.
+        // One thread: every task of the runtime runs on it.
+        let rt = multi_thread(1);
+        let id = relay_of(&rt);
+        assert_eq!(relay_of(&rt), id, "one relay per thread");
+        let task = rt.spawn(async move {
+            // A few: sent by the worker itself, when its burst ends.
             let (release, mut few) = replies(SMALL - 1, Some(id));
             assert_eq!(burst_on_worker(Duration::ZERO, release), 0);
             for (i, rx) in few.iter_mut().enumerate() {
@@ -413,12 +473,13 @@ mod tests {
             }
             assert_eq!(relay(id).taken.load(Ordering::Acquire), 1);
         });
+        rt.block_on(task).expect("the caller's task");
     }
 
     #[test]
     fn a_reply_released_outside_a_burst_or_without_a_relay_leaves_at_once() {
         let rt = multi_thread(1);
-        let id = rt.block_on(async { for_caller() }).expect("a relay");
+        let id = relay_of(&rt);
         let (release, mut outside) = replies(SMALL * 2, Some(id));
         release();
         let (release, mut without) = replies(SMALL * 2, None);
@@ -427,22 +488,44 @@ mod tests {
             assert!(rx.try_recv().is_ok());
         }
         assert_eq!(relay(id).taken.load(Ordering::Acquire), 0);
-        // Outside tokio, or on a current-thread runtime: no relay.
+        // Outside a task, outside tokio, or on a current-thread runtime: no
+        // relay.
+        assert_eq!(rt.block_on(async { for_caller() }), None);
         std::thread::spawn(|| assert_eq!(for_caller(), None))
             .join()
             .expect("thread");
         let current = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("tokio");
-        std::thread::spawn(move || assert_eq!(current.block_on(async { for_caller() }), None))
+        let in_task = async { tokio::spawn(async { for_caller() }).await };
+        std::thread::spawn(move || assert!(matches!(current.block_on(in_task), Ok(None))))
             .join()
             .expect("thread");
     }
 
     #[test]
-    fn a_relay_whose_runtime_shut_down_is_not_used_and_the_thread_gets_a_new_one() {
+    fn replies_kept_by_a_burst_that_panics_still_leave() {
         let rt = multi_thread(1);
-        let id = rt.block_on(async { for_caller() }).expect("a relay");
+        let id = relay_of(&rt);
+        let (release, sent) = replies(SMALL * 2, Some(id));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            burst_on_worker(Duration::ZERO, move || {
+                release();
+                panic!("a release panicked");
+            })
+        }));
+        assert!(panicked.is_err());
+        rt.block_on(async {
+            for (i, rx) in sent.into_iter().enumerate() {
+                assert_eq!(rx.await.expect("sent"), Ok(vec![i as u8]));
+            }
+        });
+    }
+
+    #[test]
+    fn a_relay_whose_runtime_shut_down_is_closed_and_not_used() {
+        let rt = multi_thread(1);
+        let id = relay_of(&rt);
         // Shutting the runtime down drops the relay's task, which closes it.
         drop(rt);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -455,9 +538,6 @@ mod tests {
         for rx in &mut sent {
             assert!(rx.try_recv().is_ok(), "sent by the worker at once");
         }
-        let rt = multi_thread(1);
-        let new = rt.block_on(async { for_caller() }).expect("a new relay");
-        assert_ne!(new, id);
     }
 
     #[test]
@@ -465,16 +545,12 @@ mod tests {
         let rt = multi_thread(1);
         let (started, running) = std::sync::mpsc::channel();
         let (unblock, blocked) = std::sync::mpsc::channel::<()>();
-        let id = rt
-            .block_on(async move {
-                // The runtime's only thread blocks: the relay's task cannot run.
-                tokio::spawn(async move {
-                    let _ = started.send(());
-                    let _ = blocked.recv();
-                });
-                for_caller()
-            })
-            .expect("a relay");
+        let id = relay_of(&rt);
+        // The runtime's only thread blocks: the relay's task cannot run.
+        rt.spawn(async move {
+            let _ = started.send(());
+            let _ = blocked.recv();
+        });
         running.recv().expect("the blocking task started");
         let (release, mut sent) = replies(SMALL * 2, Some(id));
         std::thread::spawn(move || {

@@ -90,7 +90,9 @@ pub struct Stats {
     pub cache_misses: u64,
     /// Replies released together (by the fsync that covered their writes)
     /// and handed to a task on their caller's tokio runtime to send, instead
-    /// of each waking its caller from a worker's thread.
+    /// of each waking its caller from a worker's thread. (Counted when
+    /// handed over: a few may still have been sent by the worker, if that
+    /// runtime shut down or did not run the task in time.)
     pub relayed_replies: u64,
 }
 

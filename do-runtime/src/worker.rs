@@ -30,6 +30,10 @@ pub(crate) struct Envelope {
     pub kind: Kind,
 }
 
+// Two cache lines: each call's envelope is written by its caller's thread
+// and read by the worker's.
+const _: () = assert!(std::mem::size_of::<Envelope>() <= 128);
+
 impl Envelope {
     /// The object the message is for.
     pub fn id(&self) -> &DurableObjectId {

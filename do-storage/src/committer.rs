@@ -289,6 +289,8 @@ impl Committer {
     }
 
     /// Hands a batch over; on failure gives it back, so its releases can be told.
+    // The commit comes back only when the store has closed: rare.
+    #[allow(clippy::result_large_err)]
     pub fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
         self.queue
             .push(Job::Commit(commit))

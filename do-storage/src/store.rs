@@ -421,6 +421,8 @@ impl Store {
         &self.inner.known
     }
 
+    // The commit comes back only when the store has closed: rare.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
         self.inner.committer.submit(commit)
     }

@@ -38,7 +38,7 @@ impl<A: Iterator, B: Iterator<Item = A::Item>> Iterator for Either<A, B> {
 
 impl Writes {
     pub fn is_empty(&self) -> bool {
-        matches!(self, Writes::Empty)
+        self.len() == 0
     }
 
     pub fn len(&self) -> usize {
@@ -130,6 +130,8 @@ impl IntoIterator for Writes {
 mod tests {
     use super::*;
 
+    type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
     fn s(text: &str) -> Slice {
         Slice::from(text.as_bytes())
     }
@@ -168,7 +170,7 @@ mod tests {
             for key in ["a", "b", "c", "k", "z"] {
                 assert_eq!(ours.get(key.as_bytes()), reference.get(key.as_bytes()));
             }
-            let bounds: [(Bound<&[u8]>, Bound<&[u8]>); 4] = [
+            let bounds: [Bounds; 4] = [
                 (Bound::Unbounded, Bound::Unbounded),
                 (Bound::Included(b"b"), Bound::Unbounded),
                 (Bound::Excluded(b"a"), Bound::Excluded(b"k")),
