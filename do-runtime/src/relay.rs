@@ -156,22 +156,9 @@ pub(crate) fn for_caller() -> Option<RelayId> {
         ) {
             return None;
         }
-        let id = NEXT_ID
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
-            .ok()
-            .and_then(RelayId::new)?;
-        let relay = Arc::new(Relay {
-            id,
-            open: Padded(AtomicBool::new(true)),
-            queue: Padded(Mutex::new(Queue {
-                replies: Vec::new(),
-                open: true,
-            })),
-            wake: Notify::new(),
-            taken: AtomicU64::new(0),
-        });
-        relays().insert(id, Arc::downgrade(&relay));
+        let relay = Relay::open()?;
         handle.spawn(run(relay.clone()));
+        let id = relay.id;
         *mine = Some(Mine(relay));
         Some(id)
     })
@@ -320,6 +307,27 @@ fn send(replies: impl Iterator<Item = (oneshot::Sender<Reply>, Reply)>) {
 }
 
 impl Relay {
+    /// A new open relay, registered (its task is the caller's to spawn);
+    /// none once every id is spent.
+    fn open() -> Option<Arc<Relay>> {
+        let id = NEXT_ID
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .ok()
+            .and_then(RelayId::new)?;
+        let relay = Arc::new(Relay {
+            id,
+            open: Padded(AtomicBool::new(true)),
+            queue: Padded(Mutex::new(Queue {
+                replies: Vec::new(),
+                open: true,
+            })),
+            wake: Notify::new(),
+            taken: AtomicU64::new(0),
+        });
+        relays().insert(id, Arc::downgrade(&relay));
+        Some(relay)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding it leaves the queue whole: keep using it.
         self.queue.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -501,6 +509,46 @@ mod tests {
         std::thread::spawn(move || assert!(matches!(current.block_on(in_task), Ok(None))))
             .join()
             .expect("thread");
+    }
+
+    #[test]
+    fn a_worker_forgets_the_relays_it_finds_closed_and_keeps_only_so_many() {
+        // Relays made here, without tasks: a burst's few replies each go
+        // directly, but the worker keeps every relay it looked up.
+        let relays: Vec<_> = (0..KEPT + 8)
+            .map(|_| Relay::open().expect("an id"))
+            .collect();
+        let ids: Vec<_> = relays.iter().map(|r| r.id).collect();
+        let kept = || OUTBOX.with(|o| o.borrow().relays.len());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let answered = RefCell::new(Vec::new());
+            let give = |ids: &[RelayId]| {
+                let relayed = burst(&|| {
+                    for id in ids {
+                        let (to, rx) = oneshot::channel();
+                        deliver(to, Some(*id), Ok(Vec::new()));
+                        answered.borrow_mut().push(rx);
+                    }
+                });
+                assert_eq!(relayed, 0, "one reply per relay goes directly");
+            };
+            give(&ids);
+            assert_eq!(kept(), KEPT + 8, "open relays are kept");
+            // All but two close; one reply to a closed relay makes the
+            // worker forget every closed one.
+            for relay in &relays[2..] {
+                relay.close();
+            }
+            give(&ids[..3]);
+            assert_eq!(kept(), 2);
+            for mut rx in answered.into_inner() {
+                assert!(rx.try_recv().is_ok(), "every reply left");
+            }
+        });
     }
 
     #[test]
