@@ -421,6 +421,18 @@ mod tests {
     /// `LocalSet` on a current-thread runtime), which then lives on for
     /// `linger`; says how many replies it handed to relays.
     fn burst_on_worker(linger: Duration, release: impl FnOnce() + Send + 'static) -> u64 {
+        burst_on_worker_then(release, move |relayed| async move {
+            tokio::time::sleep(linger).await;
+            relayed
+        })
+    }
+
+    /// [`burst_on_worker`], then `then` (given how many replies went to
+    /// relays) on the worker's thread.
+    fn burst_on_worker_then<T: Send + 'static, F: Future<Output = T>>(
+        release: impl FnOnce() + Send + 'static,
+        then: impl FnOnce(u64) -> F + Send + 'static,
+    ) -> T {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -434,8 +446,7 @@ mod tests {
                         release();
                     }
                 });
-                tokio::time::sleep(linger).await;
-                relayed
+                then(relayed).await
             })
         })
         .join()
@@ -601,30 +612,15 @@ mod tests {
         });
         running.recv().expect("the blocking task started");
         let (release, mut sent) = replies(SMALL * 2, Some(id));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .expect("tokio");
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
-                let release = Cell::new(Some(release));
-                burst(&|| {
-                    if let Some(release) = release.take() {
-                        release();
-                    }
-                });
-                for rx in &mut sent {
-                    assert!(rx.try_recv().is_err(), "held for the relay");
-                }
-                for rx in sent {
-                    let sent = tokio::time::timeout(Duration::from_secs(10), rx).await;
-                    assert!(matches!(sent, Ok(Ok(Ok(_)))), "sent after the stall");
-                }
-            });
-        })
-        .join()
-        .expect("the worker's thread");
+        burst_on_worker_then(release, |_| async move {
+            for rx in &mut sent {
+                assert!(rx.try_recv().is_err(), "held for the relay");
+            }
+            for rx in sent {
+                let sent = tokio::time::timeout(Duration::from_secs(10), rx).await;
+                assert!(matches!(sent, Ok(Ok(Ok(_)))), "sent after the stall");
+            }
+        });
         assert_eq!(relay(id).taken.load(Ordering::Acquire), 0);
         let _ = unblock.send(());
     }
