@@ -131,8 +131,9 @@ fn relays() -> MutexGuard<'static, HashMap<RelayId, Weak<Relay>>> {
     RELAYS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The relay for a call made on this thread: `Some` on a thread of a
-/// multi-threaded tokio runtime (made, with its task, at the first call).
+/// The relay for a call made on this thread: `Some` for a task's call on a
+/// thread of a multi-threaded tokio runtime (made, with its task, at the
+/// thread's first such call).
 /// Other threads get none: on a current-thread runtime the task would run
 /// only while its thread polls, and outside tokio there is nowhere to run it.
 pub(crate) fn for_caller() -> Option<RelayId> {
