@@ -115,8 +115,19 @@ struct Pending {
     replies: Replies,
 }
 
+/// What a thread's calls go by.
+enum Caller {
+    /// Not yet known (no call from a task yet, or its relay closed).
+    Unknown,
+    /// A task of a current-thread runtime (a worker's, say): never a relay.
+    /// Known once, so such a thread's calls do not look up their runtime
+    /// every time.
+    Never,
+    Relayed(Mine),
+}
+
 thread_local! {
-    static MINE: RefCell<Option<Mine>> = const { RefCell::new(None) };
+    static MINE: RefCell<Caller> = const { RefCell::new(Caller::Unknown) };
     static OUTBOX: RefCell<Outbox> = RefCell::default();
 }
 
@@ -143,24 +154,26 @@ pub(crate) fn for_caller() -> Option<RelayId> {
     tokio::task::try_id()?;
     MINE.try_with(|mine| {
         let mut mine = mine.try_borrow_mut().ok()?;
-        if let Some(Mine(relay)) = &*mine
-            && relay.open.0.load(Ordering::Acquire)
-        {
-            return Some(relay.id);
+        match &*mine {
+            Caller::Never => return None,
+            Caller::Relayed(Mine(relay)) if relay.open.0.load(Ordering::Acquire) => {
+                return Some(relay.id);
+            }
+            // None yet, or its runtime shut down: a new one on the current.
+            _ => *mine = Caller::Unknown,
         }
-        // None yet, or its runtime shut down: a new one on the current.
-        *mine = None;
         let handle = tokio::runtime::Handle::try_current().ok()?;
         if !matches!(
             handle.runtime_flavor(),
             tokio::runtime::RuntimeFlavor::MultiThread
         ) {
+            *mine = Caller::Never;
             return None;
         }
         let relay = Relay::open()?;
         handle.spawn(run(relay.clone()));
         let id = relay.id;
-        *mine = Some(Mine(relay));
+        *mine = Caller::Relayed(Mine(relay));
         Some(id)
     })
     .ok()
@@ -188,8 +201,8 @@ fn in_burst() -> bool {
         .unwrap_or(false)
 }
 
-/// Keeps a reply for relay `id` until the burst ends; hands it back when
-/// there is no burst or no such relay.
+/// Keeps a reply for relay `id` until the burst ends (called in one); hands
+/// it back when there is no such relay.
 #[allow(clippy::result_large_err)]
 fn keep(
     outbox: &RefCell<Outbox>,
@@ -200,9 +213,6 @@ fn keep(
     let Ok(mut outbox) = outbox.try_borrow_mut() else {
         return Err((to, reply));
     };
-    if !outbox.in_burst {
-        return Err((to, reply));
-    }
     let Outbox {
         relays: kept,
         touched,

@@ -185,11 +185,11 @@ async fn route(
     // copy out at stop.
     let Some(store) = shared.store() else { return };
     let releases = do_storage::Releases::new(&store);
-    let counters = shared.clone();
+    let runtime = shared.clone();
     tokio::task::spawn_local(releases.clone().run_in_bursts(move |release| {
         let relayed = crate::relay::burst(release);
         if relayed > 0 {
-            counters
+            runtime
                 .counters
                 .relayed_replies
                 .fetch_add(relayed, std::sync::atomic::Ordering::Relaxed);
