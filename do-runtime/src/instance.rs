@@ -27,6 +27,7 @@ use crate::gate::Gate;
 use crate::id::DurableObjectId;
 use crate::object::AnyObject;
 use crate::registry::ObjectHandle;
+use crate::reply::ReplyTo;
 use crate::runtime::{Class, Shared};
 use crate::storage::Storage;
 use crate::stub::Reply;
@@ -458,7 +459,7 @@ impl ObjectTask {
             return;
         };
         self.handle.release(slot);
-        let watch = self.watch(method, trace, &span);
+        let watch = self.watch(method, trace.get(), &span);
         match catch_unwind(AssertUnwindSafe(|| {
             instance.dispatch(crate::private::Incoming {
                 method,
@@ -470,14 +471,14 @@ impl ObjectTask {
             Ok(Ok(call)) => self.start(Some(reply), relay, call, watch, cx),
             Ok(Err(e)) => {
                 watch.fail(&e);
-                let _ = reply.send(Err(e));
+                reply.send(Err(e));
             }
             Err(panic) => {
                 // Reset first, so the caller sees its stub broken at once.
                 self.reset();
                 let e = Error::Panicked(panic_message(&*panic));
                 watch.fail(&e);
-                let _ = reply.send(Err(e));
+                reply.send(Err(e));
             }
         }
     }
@@ -486,7 +487,7 @@ impl ObjectTask {
     fn refuse(&self, kind: Kind, e: Error) {
         if let Kind::Call { reply, slot, .. } = kind {
             self.handle.release(slot);
-            let _ = reply.send(Err(e));
+            reply.send(Err(e));
         }
     }
 
@@ -556,7 +557,7 @@ impl ObjectTask {
     /// first poll, and skip the set of running calls altogether).
     fn start(
         &mut self,
-        reply: Option<oneshot::Sender<Reply>>,
+        reply: Option<ReplyTo>,
         relay: Option<crate::relay::RelayId>,
         call: LocalBoxFuture<'static, Reply>,
         watch: HandleWatch,
@@ -582,7 +583,7 @@ impl ObjectTask {
     fn finish(
         &mut self,
         (reply, relay, outcome, watch): (
-            Option<oneshot::Sender<Reply>>,
+            Option<ReplyTo>,
             Option<crate::relay::RelayId>,
             Outcome,
             HandleWatch,
@@ -602,7 +603,7 @@ impl ObjectTask {
                 // reflect is durable. With nothing of the object's waiting
                 // for the disk, that is now (and no release is boxed).
                 if let Some(durable) = self.store.durable_now() {
-                    let _ = reply.send(after_durable(durable, result));
+                    reply.send(after_durable(durable, result));
                     return;
                 }
                 // Writes of this turn are handed over when the turn ends (see
@@ -619,7 +620,7 @@ impl ObjectTask {
                 // Reset first, so the caller sees its stub broken at once.
                 self.reset();
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(Error::Panicked(message)));
+                    reply.send(Err(Error::Panicked(message)));
                 }
             }
         }
@@ -817,7 +818,7 @@ impl HandleWatch {
 
 /// One call in progress; a panic while polling it becomes its outcome.
 struct Running {
-    reply: Option<oneshot::Sender<Reply>>,
+    reply: Option<ReplyTo>,
     relay: Option<crate::relay::RelayId>,
     call: LocalBoxFuture<'static, Reply>,
     watch: HandleWatch,
@@ -825,7 +826,7 @@ struct Running {
 
 impl Future for Running {
     type Output = (
-        Option<oneshot::Sender<Reply>>,
+        Option<ReplyTo>,
         Option<crate::relay::RelayId>,
         Outcome,
         HandleWatch,

@@ -150,6 +150,7 @@ mod namespace;
 mod object;
 mod registry;
 mod relay;
+mod reply;
 mod runtime;
 mod spin;
 mod storage;

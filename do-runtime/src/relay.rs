@@ -37,8 +37,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
+use crate::reply::ReplyTo;
 use crate::stub::Reply;
 
 /// A burst that gives a relay fewer replies than this (while it holds none)
@@ -62,7 +63,7 @@ const SHRUNK: usize = 1024;
 /// (4 bytes: it fits a call's envelope without growing it.)
 pub(crate) type RelayId = NonZeroU32;
 
-type Replies = Vec<(oneshot::Sender<Reply>, Reply)>;
+type Replies = Vec<(ReplyTo, Reply)>;
 
 /// One caller thread's relay: replies queued for its task.
 pub(crate) struct Relay {
@@ -182,14 +183,14 @@ pub(crate) fn for_caller() -> Option<RelayId> {
 
 /// Sends `reply` on `to`: through relay `via` during a release burst on
 /// this thread (see [`burst`]), at once otherwise.
-pub(crate) fn deliver(to: oneshot::Sender<Reply>, via: Option<RelayId>, reply: Reply) {
+pub(crate) fn deliver(to: ReplyTo, via: Option<RelayId>, reply: Reply) {
     let back = match via {
         // In a burst, the thread's locals are alive: `with` cannot fail.
         Some(id) if in_burst() => OUTBOX.with(|outbox| keep(outbox, id, to, reply)),
         _ => Err((to, reply)),
     };
     if let Err((to, reply)) = back {
-        let _ = to.send(reply);
+        to.send(reply);
     }
 }
 
@@ -207,9 +208,9 @@ fn in_burst() -> bool {
 fn keep(
     outbox: &RefCell<Outbox>,
     id: RelayId,
-    to: oneshot::Sender<Reply>,
+    to: ReplyTo,
     reply: Reply,
-) -> Result<(), (oneshot::Sender<Reply>, Reply)> {
+) -> Result<(), (ReplyTo, Reply)> {
     let Ok(mut outbox) = outbox.try_borrow_mut() else {
         return Err((to, reply));
     };
@@ -311,9 +312,9 @@ fn end_burst() -> u64 {
     relayed
 }
 
-fn send(replies: impl Iterator<Item = (oneshot::Sender<Reply>, Reply)>) {
+fn send(replies: impl Iterator<Item = (ReplyTo, Reply)>) {
     for (to, reply) in replies {
-        let _ = to.send(reply);
+        to.send(reply);
     }
 }
 
@@ -406,6 +407,7 @@ mod tests {
     use super::*;
     use std::cell::Cell;
     use std::time::Instant;
+    use tokio::sync::oneshot;
 
     fn relay(id: RelayId) -> Arc<Relay> {
         relays()
@@ -475,7 +477,7 @@ mod tests {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| oneshot::channel()).unzip();
         let release = move || {
             for (i, to) in senders.into_iter().enumerate() {
-                deliver(to, via, Ok(vec![i as u8]));
+                deliver(to.into(), via, Ok(vec![i as u8]));
             }
         };
         (release, receivers)
@@ -552,7 +554,7 @@ mod tests {
                 let relayed = burst(&|| {
                     for id in ids {
                         let (to, rx) = oneshot::channel();
-                        deliver(to, Some(*id), Ok(Vec::new()));
+                        deliver(to.into(), Some(*id), Ok(Vec::new()));
                         answered.borrow_mut().push(rx);
                     }
                 });

@@ -15,6 +15,7 @@ use crate::id::DurableObjectId;
 use crate::object::DurableObject;
 use crate::private::Client;
 use crate::registry::ObjectHandle;
+use crate::reply::ReplyTo;
 use crate::runtime::{Class, Shared};
 use crate::telemetry::Outcome;
 use crate::trace::{ShortId, TraceId};
@@ -298,6 +299,47 @@ impl RawStub {
         self.waiting(sent, decode, fail, watch)
     }
 
+    /// Sends one call whose reply goes where `reply_to` says, given the
+    /// call's caller-side record (a served connection's call: see
+    /// `transport::sink`). A call refused at once is answered there too.
+    pub(crate) fn call_with(
+        &self,
+        trace: Option<u128>,
+        method: u32,
+        args: Vec<u8>,
+        reply_to: impl FnOnce(Tracked) -> ReplyTo,
+    ) {
+        let watch = Watch::start(&self.target, method, trace);
+        let (trace, span) = (watch.trace, watch.span.clone());
+        let Target::Local(s) = &self.target else {
+            let tracked = Tracked {
+                target: self.target.clone(),
+                watch,
+                counted: false,
+            };
+            reply_to(tracked).send(Err(Error::Unsupported(
+                "a served connection calls local objects only".into(),
+            )));
+            return;
+        };
+        // Counted as a `Call` is (see `waiting`).
+        let counted = s.runtime.spinning();
+        if counted {
+            s.runtime
+                .counters
+                .in_flight
+                .0
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let tracked = Tracked {
+            target: self.target.clone(),
+            watch,
+            counted,
+        };
+        // Failures are answered through the reply.
+        let _ = s.send_to(method, args, false, trace, span, reply_to(tracked));
+    }
+
     fn waiting<O>(
         &self,
         sent: Result<oneshot::Receiver<Reply>, Error>,
@@ -338,7 +380,8 @@ impl RawStub {
 }
 
 impl StubShared {
-    /// Checks, admits and hands one call to the object's worker.
+    /// Checks, admits and hands one call to the object's worker; returns
+    /// where its reply will arrive.
     fn send(
         self: &Arc<Self>,
         method: u32,
@@ -346,27 +389,68 @@ impl StubShared {
         system: bool,
         watch: &Watch,
     ) -> Result<oneshot::Receiver<Reply>, Error> {
+        let (reply, rx) = oneshot::channel();
+        let span = watch.span.clone();
+        self.send_to(
+            method,
+            args,
+            system,
+            watch.trace,
+            span,
+            ReplyTo::Caller(reply),
+        )?;
+        Ok(rx)
+    }
+
+    /// Checks, admits and hands one call to the object's worker, its reply
+    /// to go to `reply`. A call refused here is answered through `reply`
+    /// too when that is a served connection's (a caller in this process
+    /// gets the error returned instead).
+    fn send_to(
+        self: &Arc<Self>,
+        method: u32,
+        args: Vec<u8>,
+        system: bool,
+        trace: u128,
+        span: tracing::Span,
+        reply: ReplyTo,
+    ) -> Result<(), Error> {
+        let refuse = |reply: ReplyTo, e: Error| {
+            if !reply.is_caller() {
+                reply.send(Err(e.clone()));
+            }
+            e
+        };
         if self.check_broken() {
-            return Err(Error::Disconnected(
-                "the stub is broken; get a new stub from the namespace".into(),
-            ));
+            let e =
+                Error::Disconnected("the stub is broken; get a new stub from the namespace".into());
+            return Err(refuse(reply, e));
         }
         if self.runtime.is_closing() {
-            return Err(Error::Disconnected("the runtime is shutting down".into()));
+            let e = Error::Disconnected("the runtime is shutting down".into());
+            return Err(refuse(reply, e));
         }
         if self.id.namespace_tag() != self.class.key.tag() {
-            return Err(Error::WrongNamespace {
+            let e = Error::WrongNamespace {
                 class: self.class.name.clone(),
-            });
+            };
+            return Err(refuse(reply, e));
         }
-        let slot = self
-            .handle
-            .admit(args.len(), &self.runtime.queue_limits())
-            .map_err(|why| Error::Overloaded(format!("{} {}: {why}", self.class.name, self.id)))?;
-        let (reply, rx) = oneshot::channel();
+        let slot = match self.handle.admit(args.len(), &self.runtime.queue_limits()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                let e = Error::Overloaded(format!("{} {}: {why}", self.class.name, self.id));
+                return Err(refuse(reply, e));
+            }
+        };
         let envelope = Envelope {
             class: self.class.index,
-            relay: crate::relay::for_caller(),
+            // A served connection's replies gather in its own sink.
+            relay: if reply.is_caller() {
+                crate::relay::for_caller()
+            } else {
+                None
+            },
             kind: Kind::Call {
                 method,
                 args,
@@ -374,20 +458,51 @@ impl StubShared {
                 stub: self.clone(),
                 slot,
                 system,
-                trace: watch.trace,
-                span: watch.span.clone(),
+                trace: trace.into(),
+                span,
             },
         };
         // A caller on the object's own worker hands the call over directly.
         let envelope = match crate::worker::deliver_here(&self.runtime, self.worker, envelope) {
-            Ok(()) => return Ok(rx),
+            Ok(()) => return Ok(()),
             Err(envelope) => envelope,
         };
+        // Not sent: the envelope, and with it the reply, is dropped, which
+        // answers a served connection's call.
         if let Err(e) = self.runtime.send(self.worker, envelope) {
             self.mark_broken();
             return Err(e);
         }
-        Ok(rx)
+        Ok(())
+    }
+}
+
+/// The caller's side of a call whose reply does not come back through a
+/// [`Call`] but goes straight to a served connection (see
+/// `transport::sink`): records the call's outcome, and stops counting it in
+/// flight, when its reply is sent.
+pub(crate) struct Tracked {
+    target: Target,
+    watch: Watch,
+    /// Whether the call is counted in flight (see [`Spin`]).
+    counted: bool,
+}
+
+impl Tracked {
+    /// The call's reply is `reply`: recorded as a [`Call`] would record it.
+    pub(crate) fn finish(&mut self, reply: &Reply) {
+        if matches!(reply, Err(Error::Disconnected(_))) {
+            self.target.mark_broken();
+        }
+        if let (true, Target::Local(s)) = (self.counted, &self.target) {
+            s.runtime
+                .counters
+                .in_flight
+                .0
+                .fetch_sub(1, Ordering::Relaxed);
+            self.counted = false;
+        }
+        self.watch.finish(&self.target, reply);
     }
 }
 
@@ -441,7 +556,7 @@ struct LocalWatch {
 }
 
 impl Watch {
-    fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
+    pub(crate) fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
         let (span, local, fallible) = match target {
             Target::Local(s) if s.runtime.instrument() => {
                 let metrics = s.class.metrics.method(method);

@@ -19,7 +19,7 @@ use crate::id::DurableObjectId;
 use crate::instance::{Mailbox, ObjectTask};
 use crate::registry::ObjectHandle;
 use crate::runtime::Shared;
-use crate::stub::{Reply, StubShared};
+use crate::stub::StubShared;
 
 /// One message for an object.
 pub(crate) struct Envelope {
@@ -53,7 +53,7 @@ impl Envelope {
                 args, reply, stub, ..
             } => {
                 u64::from(args.first().copied().unwrap_or(0))
-                    + u64::from(reply.is_closed())
+                    + reply.warm_up()
                     + stub
                         .handle()
                         .generation
@@ -77,13 +77,13 @@ pub(crate) enum Kind {
     Call {
         method: u32,
         args: Vec<u8>,
-        reply: oneshot::Sender<Reply>,
+        reply: crate::reply::ReplyTo,
         stub: Arc<StubShared>,
         slot: crate::registry::QueueSlot,
         /// Sent by the runtime itself (a WebSocket event): may reach handlers.
         system: bool,
         /// The caller's trace (0: none) and span, which the object's span joins.
-        trace: u128,
+        trace: crate::trace::Packed,
         span: tracing::Span,
     },
     /// A closure run with the object's context, in order with its calls.
@@ -164,7 +164,12 @@ pub(crate) fn spawn(
                 crate::spin::flagged(
                     shared.worker_spin(),
                     move || quiet.worker_may_spin(),
-                    local.run_until(route(index, rx, shared, awaiting.clone())),
+                    crate::transport::sink::DeferWakes::new(local.run_until(route(
+                        index,
+                        rx,
+                        shared,
+                        awaiting.clone(),
+                    ))),
                 )
                 // Through an fsync only while the runtime is quiet: a
                 // pipelining client's bursts do not come with the fsyncs.

@@ -107,6 +107,41 @@ async fn errors_keep_their_types_across_the_network() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_breaks_a_remote_stub_as_it_breaks_a_local_one() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let recorders = client.namespace::<Recorder>().unwrap();
+    let stub = recorders.get_by_name("fragile");
+    // Sent in this order, all in flight at once.
+    let first = stub.record(1);
+    // Suspends (7 yields): running still, and then dropped, if the panic
+    // comes first.
+    let suspended = stub.record(7);
+    let boom = stub.boom("reset".into());
+    let behind = [stub.record(2), stub.record(3)];
+    assert_eq!(first.await, Ok(1));
+    let suspended = suspended.await;
+    assert!(
+        matches!(suspended, Ok(7) | Err(Error::Disconnected(_))),
+        "{suspended:?}"
+    );
+    assert_eq!(boom.await, Err(Error::Panicked("reset".into())));
+    for call in behind {
+        assert!(
+            matches!(call.await, Err(Error::Disconnected(_))),
+            "calls sent after the panic reach no instance"
+        );
+    }
+    assert!(stub.is_broken());
+    assert!(matches!(stub.record(4).await, Err(Error::Disconnected(_))));
+    // A new stub reaches the new instance, which starts afresh.
+    let fresh = recorders.get_by_name("fragile");
+    assert_eq!(fresh.record(5).await, Ok(5));
+    assert_eq!(fresh.log().await, Ok(vec![5]));
+}
+
 /// The same class name as `Counter`, defined differently.
 pub struct CounterV2;
 

@@ -78,17 +78,36 @@ pub enum FrameError {
     Malformed(String),
 }
 
-/// Appends one frame (length prefix and body) to `out`.
+/// Appends one frame (length prefix and body) to `out`. On error `out` is
+/// left as it was.
 pub fn encode<T: Serialize>(frame: &T, out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let taken = std::mem::take(out);
-    *out = postcard::to_extend(frame, taken)
-        .map_err(|e| Error::Codec(format!("cannot encode a frame: {e}")))?;
-    let len =
-        u32::try_from(out.len() - start - 4).map_err(|_| Error::Codec("frame too large".into()))?;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    Ok(())
+    let encoded = match postcard::to_extend(frame, Append(out)) {
+        Ok(_) => {
+            u32::try_from(out.len() - start - 4).map_err(|_| Error::Codec("frame too large".into()))
+        }
+        Err(e) => Err(Error::Codec(format!("cannot encode a frame: {e}"))),
+    };
+    match encoded {
+        Ok(len) => {
+            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Appends to a buffer that others' frames share.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// How much room each read gets.
@@ -240,6 +259,24 @@ mod tests {
             out.push(b);
         }
         out
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_encoded_leaves_the_shared_buffer_as_it_was() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let mut out = Vec::new();
+        encode(&ServerFrame::Refused { reason: "x".into() }, &mut out).unwrap();
+        let before = out.clone();
+        assert!(matches!(
+            encode(&Unencodable, &mut out),
+            Err(Error::Codec(_))
+        ));
+        assert_eq!(out, before, "frames already there are kept whole");
     }
 
     #[test]

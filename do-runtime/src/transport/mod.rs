@@ -5,3 +5,4 @@
 pub(crate) mod client;
 pub(crate) mod frame;
 pub(crate) mod server;
+pub(crate) mod sink;

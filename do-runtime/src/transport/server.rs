@@ -10,20 +10,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
+use crate::reply::ReplyTo;
 use crate::runtime::ConnectionGuard;
 use crate::runtime::{Runtime, Shared};
 use crate::stub::{RawStub, Reply};
 use crate::transport::frame::{
     self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
 };
+use crate::transport::sink::{FrameReply, ReplySink};
 
 /// The largest handshake frame accepted, whatever the frame limit.
 const HELLO_LIMIT: usize = 64 * 1024;
@@ -294,15 +294,24 @@ async fn serve_connection(
         shared,
         config,
         stubs: HashMap::new(),
-        pending: FuturesUnordered::new(),
+        sink: Arc::default(),
+        outstanding: 0,
     };
+    // Replies still to come are dropped, not kept, once the connection ends.
+    struct Closing(Arc<ReplySink>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _closing = Closing(connection.sink.clone());
     let mut pipelining = Pipelining::new(shared);
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
         // Frames already buffered (say, sent along with the hello) first,
         // as far as the in-flight bound allows.
         let mut calls = 0;
-        while connection.pending.len() < config.max_in_flight {
+        while connection.outstanding < config.max_in_flight {
             match reader
                 .next::<ClientFrame>(config.max_frame_bytes)
                 .map_err(|e| e.to_string())?
@@ -337,30 +346,28 @@ async fn serve_connection(
                 Some(now + config.frame_timeout)
             }
         };
-        let pending = &mut connection.pending;
+        let outstanding = connection.outstanding;
+        let sink = connection.sink.clone();
         // A pipelining client that falls silent with nothing in flight stops
         // counting as load after a moment.
-        let calm = pipelining.on() && pending.is_empty();
+        let calm = pipelining.on() && outstanding == 0;
         tokio::select! {
             // Lazy: no timer is made while the branch is off.
             () = async { tokio::time::sleep(Pipelining::SILENCE).await }, if calm => pipelining.calm_down(),
             () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 return Err(format!("a frame did not complete within {:?}", config.frame_timeout));
             }
-            Some((call, result)) = pending.next(), if !pending.is_empty() => {
-                push_reply(&mut out, call, result)?;
+            () = std::future::poll_fn(|cx| sink.poll_ready(cx)), if outstanding > 0 => {
+                connection.outstanding -= sink.take(&mut out);
                 // A pipelining client's other replies are likely moments
                 // away (its calls come in bursts): let them come, so that
                 // one write carries them all.
-                if pipelining.on() && !pending.is_empty() {
+                if pipelining.on() && connection.outstanding > 0 {
                     tokio::task::yield_now().await;
-                }
-                // Batch every reply that is ready into one write.
-                while let Some(Some((call, result))) = pending.next().now_or_never() {
-                    push_reply(&mut out, call, result)?;
+                    connection.outstanding -= sink.take(&mut out);
                 }
             }
-            read = rd.read_buf(reader.buffer()), if pending.len() < config.max_in_flight => {
+            read = rd.read_buf(reader.buffer()), if outstanding < config.max_in_flight => {
                 match read {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
@@ -441,31 +448,15 @@ impl Drop for Pipelining {
     }
 }
 
-/// A call's reply, tagged with the client's call number.
-struct PendingReply {
-    call: u64,
-    reply: crate::stub::Call<Reply>,
-}
-
-impl std::future::Future for PendingReply {
-    type Output = (u64, Reply);
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<(u64, Reply)> {
-        let call = self.call;
-        std::pin::Pin::new(&mut self.reply)
-            .poll(cx)
-            .map(|result| (call, result))
-    }
-}
-
 /// The state of one served connection.
 struct Connection<'a> {
     shared: &'a Arc<Shared>,
     config: &'a Config,
     stubs: HashMap<u64, RemoteCaller>,
-    pending: FuturesUnordered<PendingReply>,
+    /// Where the calls' replies are encoded as they are sent.
+    sink: Arc<ReplySink>,
+    /// Calls sent whose replies have not been taken from the sink.
+    outstanding: usize,
 }
 
 impl Connection<'_> {
@@ -507,10 +498,11 @@ impl Connection<'_> {
                     }
                 };
                 let trace = (trace != 0).then_some(trace);
-                let reply = caller
-                    .stub
-                    .call_traced(trace, method, Ok(args), reply_bytes, Err);
-                self.pending.push(PendingReply { call, reply });
+                let sink = &self.sink;
+                caller.stub.call_with(trace, method, args, |tracked| {
+                    ReplyTo::Frame(FrameReply::new(sink.clone(), call, tracked))
+                });
+                self.outstanding += 1;
                 Ok(())
             }
             ClientFrame::DropStub { stub } => {
@@ -550,10 +542,6 @@ struct RemoteCaller {
     class: u32,
     id: Vec<u8>,
     stub: RawStub,
-}
-
-fn reply_bytes(bytes: &[u8]) -> Reply {
-    Ok(bytes.to_vec())
 }
 
 fn push_reply(out: &mut Vec<u8>, call: u64, result: Reply) -> std::result::Result<(), String> {
