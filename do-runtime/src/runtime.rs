@@ -190,9 +190,13 @@ pub(crate) struct Shared {
 }
 
 /// The most calls in flight with which a served client's pipelining still
-/// lets idle workers spin (see `Shared::worker_may_spin`): a few clients'
+/// lets idle workers spin (see `Shared::worker_spin_now`): a few clients'
 /// windows of calls.
 const PIPELINING_SPIN_CALLS: u64 = 1024;
+
+/// How many times the worker spin an idle worker spins while a served
+/// client pipelines calls (see `Shared::worker_spin_now`).
+const PIPELINING_SPIN_FACTOR: u32 = 3;
 
 /// Figures kept with plain atomics, for [`Runtime::stats`].
 #[derive(Default)]
@@ -794,6 +798,7 @@ impl Shared {
         self.worker_io
     }
 
+    #[cfg(test)]
     pub(crate) fn worker_spin(&self) -> Duration {
         self.worker_spin
     }
@@ -815,22 +820,33 @@ impl Shared {
             && self.counters.pipelining.load(Ordering::Relaxed) == 0
     }
 
-    /// Whether an idle worker may spin for its next piece of work: when the
-    /// runtime is quiet, and also while a served client pipelines calls.
+    /// How long an idle worker may spin for its next piece of work: the
+    /// worker spin when the runtime is quiet, three times that while a
+    /// served client pipelines calls, and not at all otherwise.
     ///
     /// A pipelining client's calls come in bursts, one per round trip over
     /// its connection, with the worker idle in between and the machine not
     /// saturated: a worker that sleeps pays a thread wake-up for every
     /// burst. Spinning through the gap took remote calls with 64 in flight
     /// from 276–301 to 332–467 k/s on two cores (the callers still do not
-    /// spin: a spinning caller holds the connection's own thread). Not with
-    /// more than [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the
-    /// runtime is loaded beyond that client's bursts, and a spinning worker
-    /// would take a core from whoever makes the rest.
-    pub(crate) fn worker_may_spin(&self) -> bool {
-        self.quiet()
-            || self.counters.pipelining.load(Ordering::Relaxed) > 0
-                && self.counters.in_flight.0.load(Ordering::Relaxed) <= PIPELINING_SPIN_CALLS
+    /// spin: a spinning caller holds the connection's own thread). The gap
+    /// is a whole round trip, ~150 µs there: with 50 µs of spin the worker
+    /// mostly slept before the next burst came, and with 150 µs the rate
+    /// rose again, 307–337 to 423–453 k/s (300 µs: lower, the spin takes
+    /// the core the connection needs). Not with more than
+    /// [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the runtime
+    /// is loaded beyond that client's bursts, and a spinning worker would
+    /// take a core from whoever makes the rest.
+    pub(crate) fn worker_spin_now(&self) -> Duration {
+        if self.quiet() {
+            self.worker_spin
+        } else if self.counters.pipelining.load(Ordering::Relaxed) > 0
+            && self.counters.in_flight.0.load(Ordering::Relaxed) <= PIPELINING_SPIN_CALLS
+        {
+            self.worker_spin.saturating_mul(PIPELINING_SPIN_FACTOR)
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Pushes the figures the hot path does not (queued calls, cache

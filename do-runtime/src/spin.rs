@@ -104,31 +104,26 @@ pub(crate) async fn yield_once() {
 }
 
 /// Wraps `future` (a worker's event loop) so that it spins for up to
-/// `budget` before it lets its thread sleep, whenever `quiet()` says so.
-pub(crate) fn flagged<F: Future, Q: Fn() -> bool>(
-    budget: Duration,
-    quiet: Q,
-    future: F,
-) -> Flagged<F, Q> {
+/// `budget()` (asked each time: zero, no spin) before it lets its thread
+/// sleep.
+pub(crate) fn flagged<F: Future, B: Fn() -> Duration>(budget: B, future: F) -> Flagged<F, B> {
     Flagged {
         future: Box::pin(future),
         state: Arc::new(AtomicU8::new(IDLE)),
         budget,
-        quiet,
         awaiting: None,
         waker: None,
     }
 }
 
 /// A future that spins for its wakes before it returns `Pending`.
-pub(crate) struct Flagged<F, Q> {
+pub(crate) struct Flagged<F, B> {
     future: Pin<Box<F>>,
     state: Arc<AtomicU8>,
-    budget: Duration,
-    /// Whether spinning is worth a core now. Under load, work arrives in
-    /// batches while the thread sleeps, and a spinning thread takes the core
-    /// from the threads that produce the work.
-    quiet: Q,
+    /// How long a spin is worth a core now; zero, not at all. Under load,
+    /// work arrives in batches while the thread sleeps, and a spinning
+    /// thread takes the core from the threads that produce the work.
+    budget: B,
     /// Work this loop waits for from other threads and will surely be woken
     /// for (replies held until their writes are durable): while there is
     /// some, and the predicate holds, the spin outlasts its budget.
@@ -137,7 +132,7 @@ pub(crate) struct Flagged<F, Q> {
     waker: Option<(Waker, Waker)>,
 }
 
-impl<F, Q> Flagged<F, Q> {
+impl<F, B> Flagged<F, B> {
     /// Spins past the budget (for up to `cap`, see [`AWAITED_CAP`]) while
     /// `count` is above zero and `worth()` holds.
     ///
@@ -185,7 +180,7 @@ impl Wake for FlagWaker {
     }
 }
 
-impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
+impl<F: Future, B: Fn() -> Duration + Unpin> Future for Flagged<F, B> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -209,7 +204,7 @@ impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
         // event loop after ROUNDS caught wakes or this long, whichever
         // comes first (a spin through an fsync lasts longer than `budget`).
         let started = Instant::now();
-        let most = this.budget.saturating_mul(ROUNDS as u32);
+        let mut most = None;
         for _ in 0..ROUNDS {
             // Wakes seen so far are handled by this poll.
             this.state.store(IDLE, Ordering::Release);
@@ -218,8 +213,9 @@ impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
             }
             // Not spinning, or woken during the poll (the event loop was
             // woken too and polls again): wait for the event loop.
-            if this.budget.is_zero()
-                || !(this.quiet)()
+            let budget = (this.budget)();
+            let most = *most.get_or_insert(budget.saturating_mul(ROUNDS as u32));
+            if budget.is_zero()
                 || this
                     .state
                     .compare_exchange(IDLE, SPINNING, Ordering::AcqRel, Ordering::Acquire)
@@ -230,7 +226,7 @@ impl<F: Future, Q: Fn() -> bool + Unpin> Future for Flagged<F, Q> {
             let awaiting = this.awaiting.as_ref();
             let cap = awaiting.map_or(Duration::ZERO, |a| a.cap);
             let woken = spin_while(
-                this.budget,
+                budget,
                 cap,
                 // Load that arrives meanwhile ends the extension.
                 || awaiting.is_some_and(|a| a.count.load(Ordering::Relaxed) > 0 && (a.worth)()),
@@ -299,7 +295,7 @@ mod tests {
         rt.block_on(async {
             let (counting, waker) = counting();
             let mut cx = Context::from_waker(&waker);
-            let mut future = flagged(Duration::from_secs(30), || true, yield_once());
+            let mut future = flagged(|| Duration::from_secs(30), yield_once());
             let started = Instant::now();
             assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
             assert!(started.elapsed() < Duration::from_secs(10), "it spun");
@@ -316,8 +312,7 @@ mod tests {
         let (counting, waker) = counting();
         let mut cx = Context::from_waker(&waker);
         let mut future = flagged(
-            Duration::from_secs(30),
-            || true,
+            || Duration::from_secs(30),
             woken_after(Duration::from_millis(20)),
         );
         let started = Instant::now();
@@ -335,8 +330,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let awaiting = Arc::new(AtomicUsize::new(1));
         let mut future = flagged(
-            Duration::from_millis(5),
-            || true,
+            || Duration::from_millis(5),
             woken_after(Duration::from_millis(20)),
         )
         .awaiting(awaiting.clone(), Duration::from_secs(30), || true);
@@ -346,8 +340,7 @@ mod tests {
         // Nothing awaited: the same poll gives up after its budget.
         awaiting.store(0, Ordering::SeqCst);
         let mut future = flagged(
-            Duration::from_millis(5),
-            || true,
+            || Duration::from_millis(5),
             woken_after(Duration::from_secs(5)),
         )
         .awaiting(awaiting, Duration::from_secs(30), || true);
@@ -360,11 +353,7 @@ mod tests {
         // event loop's waker.
         let (counting, waker) = counting();
         let mut cx = Context::from_waker(&waker);
-        let mut future = flagged(
-            Duration::from_secs(30),
-            || false,
-            woken_after(Duration::from_millis(20)),
-        );
+        let mut future = flagged(|| Duration::ZERO, woken_after(Duration::from_millis(20)));
         let started = Instant::now();
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -405,8 +394,7 @@ mod tests {
         let started = Instant::now();
         // A spin budget no wake here takes as long to come as.
         rt.block_on(flagged(
-            Duration::from_secs(2),
-            || true,
+            || Duration::from_secs(2),
             local.run_until(async move {
                 tokio::task::spawn_local(async move {
                     while pings.recv().await.is_some() {
@@ -435,8 +423,7 @@ mod tests {
                 .build()
                 .expect("runtime");
             rt.block_on(flagged(
-                Duration::from_micros(10),
-                || true,
+                || Duration::from_micros(10),
                 woken_after(Duration::from_millis(50)),
             ));
             let _ = done.send(());

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -206,6 +206,30 @@ impl StubShared {
     pub(crate) fn handle(&self) -> &Arc<ObjectHandle> {
         &self.handle
     }
+
+    /// How long a caller may spin now for the reply to a call to this
+    /// object, if at all (see `spin_for_reply`).
+    fn reply_spin(&self) -> Option<Duration> {
+        let base = self.runtime.caller_spin();
+        // A worker's thread spins in its event loop instead (the object
+        // called may be its own); on a single-threaded runtime the spin
+        // would stall every other task.
+        // Cheapest checks first: under load every call's first poll gets
+        // here, and looking up the current tokio runtime clones its handle.
+        if base.is_zero()
+            || crate::spin::on_worker()
+            || !self.runtime.quiet()
+            || tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                matches!(
+                    h.runtime_flavor(),
+                    tokio::runtime::RuntimeFlavor::CurrentThread
+                )
+            })
+        {
+            return None;
+        }
+        Some(self.handle.caller_spin(base))
+    }
 }
 
 impl RawStub {
@@ -338,6 +362,23 @@ impl RawStub {
         };
         // Failures are answered through the reply.
         let _ = s.send_to(method, args, false, trace, span, reply_to(tracked));
+    }
+
+    /// How long a caller may spin now for the reply to a call through this
+    /// stub, if at all: what a [`Call`] does at its first poll, for callers
+    /// that wait for replies their own way (a served connection).
+    pub(crate) fn reply_spin(&self) -> Option<Duration> {
+        match &self.target {
+            Target::Local(s) => s.reply_spin(),
+            Target::Remote(_) => None,
+        }
+    }
+
+    /// A reply caught by spinning took `took`: teaches the next spin.
+    pub(crate) fn record_reply(&self, took: Duration) {
+        if let Target::Local(s) = &self.target {
+            s.handle.record_reply(took);
+        }
     }
 
     fn waiting<O>(
@@ -751,27 +792,12 @@ fn spin_for_reply(
     let Target::Local(s) = target else {
         return None;
     };
-    let base = s.runtime.caller_spin();
-    // A worker's thread spins in its event loop instead (the object called
-    // may be its own); on a single-threaded runtime the spin would stall
-    // every other task.
-    // Cheapest checks first: under load every call's first poll gets here,
-    // and looking up the current tokio runtime clones its handle.
-    if base.is_zero()
-        || crate::spin::on_worker()
-        || !s.runtime.quiet()
-        || tokio::runtime::Handle::try_current().is_ok_and(|h| {
-            matches!(
-                h.runtime_flavor(),
-                tokio::runtime::RuntimeFlavor::CurrentThread
-            )
-        })
-    {
+    let Some(budget) = s.reply_spin() else {
         return None;
-    }
+    };
     *spin = Spin::Decided(Some(Instant::now()));
     let mut received = None;
-    crate::spin::spin_until(s.handle.caller_spin(base), || match rx.try_recv() {
+    crate::spin::spin_until(budget, || match rx.try_recv() {
         // Calls arriving meanwhile end the spin: the core is theirs.
         Err(oneshot::error::TryRecvError::Empty) => !s.runtime.quiet(),
         Ok(reply) => {

@@ -162,8 +162,7 @@ pub(crate) fn spawn(
             let awaiting = Arc::new(AtomicUsize::new(0));
             rt.block_on(
                 crate::spin::flagged(
-                    shared.worker_spin(),
-                    move || quiet.worker_may_spin(),
+                    move || quiet.worker_spin_now(),
                     crate::transport::sink::DeferWakes::new(local.run_until(route(
                         index,
                         rx,

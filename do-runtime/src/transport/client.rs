@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::id::{DurableObjectId, NamespaceKey};
@@ -16,7 +19,7 @@ use crate::namespace::Namespace;
 use crate::object::DurableObject;
 use crate::stub::Reply;
 use crate::transport::frame::{
-    self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
+    self, CallRef, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
 };
 
 /// A connection to a runtime served over TCP (see
@@ -82,23 +85,56 @@ pub(crate) struct RemoteClass {
     pub key: NamespaceKey,
 }
 
-/// One connection: where stubs put frames, and the calls awaiting replies.
+/// One connection, as a stub or the client holds it. When the last holder
+/// lets go, the connection ends.
 #[derive(Clone)]
 struct Connection {
-    out: mpsc::UnboundedSender<Vec<u8>>,
     state: Arc<ConnState>,
+    _held: Arc<Held>,
 }
 
+/// Ends the connection when dropped (by its last holder).
+struct Held(Arc<ConnState>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.lock().dropped = true;
+        self.0.writer.wake();
+    }
+}
+
+impl Connection {
+    fn new(state: Arc<ConnState>) -> Self {
+        Connection {
+            _held: Arc::new(Held(state.clone())),
+            state,
+        }
+    }
+}
+
+/// What the stubs, the writer and the reader of one connection share.
 struct ConnState {
     calls: Mutex<Calls>,
-    next_call: AtomicU64,
     next_stub: AtomicU64,
+    /// The writer's task, woken when the first frame of a batch is queued.
+    writer: AtomicWaker,
 }
+
+/// Keyed by call numbers, which the client picks: no need for a hasher
+/// that resists chosen keys.
+type Waiting = HashMap<u64, oneshot::Sender<Reply>, foldhash::fast::FixedState>;
 
 struct Calls {
     /// Why the connection ended, once it has.
     closed: Option<String>,
-    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Every holder of the connection has let go.
+    dropped: bool,
+    next_call: u64,
+    waiting: Waiting,
+    /// Frames queued for the writer, encoded back to back: each call is
+    /// encoded here, under the lock it takes anyway, with no buffer or
+    /// channel message of its own.
+    out: Vec<u8>,
 }
 
 impl ConnState {
@@ -106,10 +142,13 @@ impl ConnState {
         Arc::new(ConnState {
             calls: Mutex::new(Calls {
                 closed: None,
-                waiting: HashMap::new(),
+                dropped: false,
+                next_call: 0,
+                waiting: Waiting::default(),
+                out: Vec::new(),
             }),
-            next_call: AtomicU64::new(0),
             next_stub: AtomicU64::new(0),
+            writer: AtomicWaker::new(),
         })
     }
 
@@ -121,11 +160,35 @@ impl ConnState {
         self.lock().closed.is_some()
     }
 
+    /// Queues one request: numbers it, encodes it with `frame(call)` and
+    /// keeps `reply` for its answer. Fails when the connection has ended.
+    fn queue<F: serde::Serialize>(
+        &self,
+        frame: impl FnOnce(u64) -> F,
+        reply: oneshot::Sender<Reply>,
+    ) -> Result<()> {
+        let mut calls = self.lock();
+        if let Some(reason) = &calls.closed {
+            return Err(Error::Disconnected(reason.clone()));
+        }
+        let call = calls.next_call;
+        let first = calls.out.is_empty();
+        frame::encode(&frame(call), &mut calls.out)?;
+        calls.next_call += 1;
+        calls.waiting.insert(call, reply);
+        drop(calls);
+        if first {
+            self.writer.wake();
+        }
+        Ok(())
+    }
+
     /// Ends the connection: every call still waiting fails now.
     fn close(&self, reason: String) {
         let waiting = {
             let mut calls = self.lock();
             calls.closed.get_or_insert(reason.clone());
+            calls.out = Vec::new();
             std::mem::take(&mut calls.waiting)
         };
         for (_, reply) in waiting {
@@ -189,12 +252,10 @@ impl ClientBuilder {
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (out, rx) = mpsc::unbounded_channel();
         let state = ConnState::new();
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(run_connection(
             state.clone(),
-            rx,
             stream,
             reader,
             settings.max_frame_bytes,
@@ -204,7 +265,7 @@ impl ClientBuilder {
                 settings,
                 welcome,
                 classes,
-                current: Mutex::new(Connection { out, state }),
+                current: Mutex::new(Connection::new(state)),
                 runtime,
             }),
         })
@@ -270,7 +331,6 @@ impl ClientShared {
     fn connection(&self) -> Connection {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.state.is_closed() {
-            let (out, rx) = mpsc::unbounded_channel();
             let state = ConnState::new();
             let settings = self.settings.clone();
             let welcome = self.welcome.clone();
@@ -281,12 +341,12 @@ impl ClientShared {
                         "the server restarted with different namespaces; reconnect with a client built for them".into(),
                     ),
                     Ok((stream, reader, _)) => {
-                        run_connection(task_state, rx, stream, reader, settings.max_frame_bytes).await;
+                        run_connection(task_state, stream, reader, settings.max_frame_bytes).await;
                     }
                     Err(e) => task_state.close(e.to_string()),
                 }
             });
-            *current = Connection { out, state };
+            *current = Connection::new(state);
         }
         current.clone()
     }
@@ -300,29 +360,18 @@ impl ClientShared {
         limit: usize,
     ) -> Result<Vec<crate::listing::WireEntry>> {
         let conn = self.connection();
-        let call = conn.state.next_call.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::new();
-        frame::encode(
-            &ClientFrame::ListIds {
+        let (reply, rx) = oneshot::channel();
+        let after = after.map(|a| a.to_vec());
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        conn.state.queue(
+            |call| ClientFrame::ListIds {
                 call,
                 class,
-                after: after.map(|a| a.to_vec()),
-                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                after,
+                limit,
             },
-            &mut frame,
+            reply,
         )?;
-        let (reply, rx) = oneshot::channel();
-        {
-            let mut calls = conn.state.lock();
-            if let Some(reason) = &calls.closed {
-                return Err(Error::Disconnected(reason.clone()));
-            }
-            calls.waiting.insert(call, reply);
-        }
-        if conn.out.send(frame).is_err() {
-            conn.state.lock().waiting.remove(&call);
-            return Err(Error::Disconnected("the connection has closed".into()));
-        }
         let bytes = rx
             .await
             .map_err(|_| Error::Disconnected("the connection has closed".into()))??;
@@ -404,33 +453,24 @@ impl RemoteStub {
                 "the stub is broken; get a new stub from the namespace".into(),
             ));
         }
-        let call = self.conn.state.next_call.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::with_capacity(args.len() + 64);
-        frame::encode(
-            &ClientFrame::Call {
+        let (reply, rx) = oneshot::channel();
+        let queued = self.conn.state.queue(
+            |call| CallRef {
                 call,
                 stub: self.number,
                 class: self.class,
-                id: self.id.as_bytes().to_vec(),
+                id: self.id.as_bytes(),
                 method,
-                args,
+                args: &args,
                 trace,
             },
-            &mut frame,
-        )?;
-        let (reply, rx) = oneshot::channel();
-        {
-            let mut calls = self.conn.state.lock();
-            if let Some(reason) = &calls.closed {
+            reply,
+        );
+        if let Err(e) = queued {
+            if matches!(e, Error::Disconnected(_)) {
                 self.mark_broken();
-                return Err(Error::Disconnected(reason.clone()));
             }
-            calls.waiting.insert(call, reply);
-        }
-        if self.conn.out.send(frame).is_err() {
-            self.conn.state.lock().waiting.remove(&call);
-            self.mark_broken();
-            return Err(Error::Disconnected("the connection has closed".into()));
+            return Err(e);
         }
         Ok(rx)
     }
@@ -438,9 +478,14 @@ impl RemoteStub {
 
 impl Drop for RemoteStub {
     fn drop(&mut self) {
-        let mut frame = Vec::new();
-        if frame::encode(&ClientFrame::DropStub { stub: self.number }, &mut frame).is_ok() {
-            let _ = self.conn.out.send(frame);
+        let mut calls = self.conn.state.lock();
+        if calls.closed.is_none() {
+            let first = calls.out.is_empty();
+            let dropped = ClientFrame::DropStub { stub: self.number };
+            if frame::encode(&dropped, &mut calls.out).is_ok() && first {
+                drop(calls);
+                self.conn.state.writer.wake();
+            }
         }
     }
 }
@@ -505,7 +550,7 @@ async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<N
 
 /// How many times the connection lets its callers run before writing, as
 /// long as each time brings more calls.
-const BATCH_YIELDS: usize = 8;
+const BATCH_YIELDS: usize = 3;
 
 /// Writes queued frames and hands replies to their callers until the
 /// connection breaks or every stub and the client are gone. Writing runs
@@ -513,13 +558,12 @@ const BATCH_YIELDS: usize = 8;
 /// can send the next calls while another reads replies.
 async fn run_connection(
     state: Arc<ConnState>,
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
     stream: TcpStream,
     reader: FrameReader,
     max_frame: usize,
 ) {
     let (rd, wr) = stream.into_split();
-    let mut writer = tokio::spawn(write_frames(state.clone(), rx, wr));
+    let mut writer = tokio::spawn(write_frames(state.clone(), wr));
     let reason = tokio::select! {
         reason = read_replies(&state, rd, reader, max_frame) => {
             // Stopped before the calls are failed: none is sent after.
@@ -533,37 +577,48 @@ async fn run_connection(
     state.close(reason);
 }
 
-/// Writes the stubs' frames, many in one write where they queue up; returns
-/// why it stopped.
-async fn write_frames(
-    state: Arc<ConnState>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-) -> String {
-    let mut wr = BufWriter::new(wr);
+/// Writes the stubs' frames, as many in one write as have queued up;
+/// returns why it stopped.
+async fn write_frames(state: Arc<ConnState>, mut wr: tokio::net::tcp::OwnedWriteHalf) -> String {
+    // Swapped with the queue each time: two buffers, reused.
+    let mut batch = Vec::new();
     loop {
-        let Some(frame) = rx.recv().await else {
+        // Wait for frames, or for the end.
+        let dropped = std::future::poll_fn(|cx| {
+            // Registered before looking, so a frame queued after the look
+            // wakes this task.
+            state.writer.register(cx.waker());
+            let calls = state.lock();
+            match (
+                calls.out.is_empty(),
+                calls.dropped || calls.closed.is_some(),
+            ) {
+                (false, _) => Poll::Ready(false),
+                (true, true) => Poll::Ready(true),
+                (true, false) => Poll::Pending,
+            }
+        })
+        .await;
+        if dropped {
             return "the client was dropped".to_owned();
-        };
+        }
         // Other calls in flight: their callers, woken by replies just
         // read, are likely about to send more. Let them, so that one write
         // carries them all (a yield costs little when nobody comes).
         if state.lock().waiting.len() > 1 {
             for _ in 0..BATCH_YIELDS {
-                let queued = rx.len();
+                let queued = state.lock().out.len();
                 tokio::task::yield_now().await;
-                if rx.len() == queued {
+                if state.lock().out.len() == queued {
                     break;
                 }
             }
         }
-        let mut result = wr.write_all(&frame).await;
-        while let (Ok(()), Ok(frame)) = (&result, rx.try_recv()) {
-            result = wr.write_all(&frame).await;
-        }
-        if let Err(e) = result.and(wr.flush().await) {
+        std::mem::swap(&mut batch, &mut state.lock().out);
+        if let Err(e) = wr.write_all(&batch).await {
             return format!("the connection to the server broke: {e}");
         }
+        batch.clear();
     }
 }
 
@@ -574,22 +629,37 @@ async fn read_replies(
     mut reader: FrameReader,
     max_frame: usize,
 ) -> String {
+    // The replies of one read, then their callers, taken under one lock.
+    let mut read = Vec::new();
+    let mut answered = Vec::new();
     loop {
         // Replies already buffered (read along with the handshake) first.
-        loop {
+        let broke = loop {
             match reader.next::<ServerFrame>(max_frame) {
-                Ok(Some(ServerFrame::Reply { call, result })) => {
-                    let waiting = state.lock().waiting.remove(&call);
-                    if let Some(reply) = waiting {
-                        let _ = reply.send(result);
-                    }
-                }
+                Ok(Some(ServerFrame::Reply { call, result })) => read.push((call, result)),
                 Ok(Some(other)) => {
-                    return format!("the server broke the protocol: unexpected {other:?}");
+                    break Some(format!(
+                        "the server broke the protocol: unexpected {other:?}"
+                    ));
                 }
-                Ok(None) => break,
-                Err(e) => return format!("the server broke the protocol: {e}"),
+                Ok(None) => break None,
+                Err(e) => break Some(format!("the server broke the protocol: {e}")),
             }
+        };
+        if !read.is_empty() {
+            let mut calls = state.lock();
+            for (call, result) in read.drain(..) {
+                if let Some(reply) = calls.waiting.remove(&call) {
+                    answered.push((reply, result));
+                }
+            }
+            drop(calls);
+            for (reply, result) in answered.drain(..) {
+                let _ = reply.send(result);
+            }
+        }
+        if let Some(reason) = broke {
+            return reason;
         }
         match rd.read_buf(reader.buffer()).await {
             Ok(0) => return "the server closed the connection".to_owned(),

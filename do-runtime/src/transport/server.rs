@@ -296,6 +296,7 @@ async fn serve_connection(
         stubs: HashMap::new(),
         sink: Arc::default(),
         outstanding: 0,
+        spin: None,
     };
     // Replies still to come are dropped, not kept, once the connection ends.
     struct Closing(Arc<ReplySink>);
@@ -332,6 +333,19 @@ async fn serve_connection(
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
             wr.flush().await.map_err(|e| e.to_string())?;
             out.clear();
+        }
+        // A lone call to a quiet runtime: spin for its reply, as a local
+        // caller does (see `RawStub::reply_spin`), rather than let this
+        // thread sleep and have the worker wake it microseconds later.
+        if let Some((budget, stub)) = connection.spin.take()
+            && connection.outstanding > 0
+        {
+            let since = std::time::Instant::now();
+            let sink = &connection.sink;
+            crate::spin::spin_until(budget, || sink.has_replies() || !shared.quiet());
+            if sink.has_replies() {
+                stub.record_reply(since.elapsed());
+            }
         }
         // A frame that has begun must complete in time.
         let deadline = match (reader.has_partial(), partial_since) {
@@ -457,6 +471,9 @@ struct Connection<'a> {
     sink: Arc<ReplySink>,
     /// Calls sent whose replies have not been taken from the sink.
     outstanding: usize,
+    /// A lone call in flight to a quiet runtime: how long to spin for its
+    /// reply, and the stub it went through.
+    spin: Option<(Duration, RawStub)>,
 }
 
 impl Connection<'_> {
@@ -503,6 +520,13 @@ impl Connection<'_> {
                     ReplyTo::Frame(FrameReply::new(sink.clone(), call, tracked))
                 });
                 self.outstanding += 1;
+                self.spin = match self.outstanding {
+                    1 => caller
+                        .stub
+                        .reply_spin()
+                        .map(|spin| (spin, caller.stub.clone())),
+                    _ => None,
+                };
                 Ok(())
             }
             ClientFrame::DropStub { stub } => {
@@ -579,16 +603,20 @@ mod tests {
         connection.observe(2);
         assert!(connection.on() && counted() == 1);
         assert!(!shared.quiet(), "a pipelining client is load");
-        assert!(
-            shared.worker_may_spin(),
+        assert_eq!(
+            shared.worker_spin_now(),
+            shared.worker_spin() * 3,
             "workers spin through the gaps between a pipelining client's bursts"
         );
         // Unless the runtime is loaded far beyond that client's window.
         let in_flight = &shared.counters.in_flight.0;
         in_flight.fetch_add(10_000, Ordering::Relaxed);
-        assert!(!shared.worker_may_spin(), "10 000 calls in flight: no spin");
+        assert!(
+            shared.worker_spin_now().is_zero(),
+            "10 000 calls in flight: no spin"
+        );
         in_flight.fetch_sub(10_000, Ordering::Relaxed);
-        assert!(shared.worker_may_spin());
+        assert_eq!(shared.worker_spin_now(), shared.worker_spin() * 3);
 
         // A burst with more in flight starts the count of calm ones over.
         for _ in 0..Pipelining::CALM - 1 {
@@ -602,7 +630,11 @@ mod tests {
         connection.observe(1);
         assert!(!connection.on() && counted() == 0);
         assert!(shared.quiet());
-        assert!(shared.worker_may_spin(), "a quiet runtime's workers spin");
+        assert_eq!(
+            shared.worker_spin_now(),
+            shared.worker_spin(),
+            "a quiet runtime's workers spin their usual budget"
+        );
 
         // A client that falls silent is no longer load.
         connection.observe(8);

@@ -67,6 +67,9 @@ impl ReplySink {
 
     /// Appends the replies waiting to `out`; returns how many there were.
     pub(crate) fn take(&self, out: &mut Vec<u8>) -> usize {
+        // The connection has what there is: the next reply need not wake
+        // it unless it waits again (and registers again).
+        drop(self.waker.take());
         let mut frames = self.lock();
         if out.is_empty() {
             // Swapped, not copied: `out` comes back empty, with its room.
@@ -77,12 +80,17 @@ impl ReplySink {
         std::mem::take(&mut frames.replies)
     }
 
+    /// Whether replies are waiting.
+    pub(crate) fn has_replies(&self) -> bool {
+        self.lock().replies > 0
+    }
+
     /// Ready once replies are waiting.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before looking, so a reply pushed after the look
         // wakes this task.
         self.waker.register(cx.waker());
-        if self.lock().replies > 0 {
+        if self.has_replies() {
             Poll::Ready(())
         } else {
             Poll::Pending
