@@ -792,9 +792,7 @@ fn spin_for_reply(
     let Target::Local(s) = target else {
         return None;
     };
-    let Some(budget) = s.reply_spin() else {
-        return None;
-    };
+    let budget = s.reply_spin()?;
     *spin = Spin::Decided(Some(Instant::now()));
     let mut received = None;
     crate::spin::spin_until(budget, || match rx.try_recv() {
