@@ -339,26 +339,15 @@ impl RawStub {
             let tracked = Tracked {
                 target: self.target.clone(),
                 watch,
-                counted: false,
             };
             reply_to(tracked).send(Err(Error::Unsupported(
                 "a served connection calls local objects only".into(),
             )));
             return;
         };
-        // Counted as a `Call` is (see `waiting`).
-        let counted = s.runtime.spinning();
-        if counted {
-            s.runtime
-                .counters
-                .in_flight
-                .0
-                .fetch_add(1, Ordering::Relaxed);
-        }
         let tracked = Tracked {
             target: self.target.clone(),
             watch,
-            counted,
         };
         // Failures are answered through the reply.
         let _ = s.send_to(method, args, false, trace, span, reply_to(tracked));
@@ -520,13 +509,11 @@ impl StubShared {
 
 /// The caller's side of a call whose reply does not come back through a
 /// [`Call`] but goes straight to a served connection (see
-/// `transport::sink`): records the call's outcome, and stops counting it in
-/// flight, when its reply is sent.
+/// `transport::sink`): records the call's outcome when its reply is sent.
+/// (The connection counts its calls in flight itself, a batch at a time.)
 pub(crate) struct Tracked {
     target: Target,
     watch: Watch,
-    /// Whether the call is counted in flight (see [`Spin`]).
-    counted: bool,
 }
 
 impl Tracked {
@@ -534,14 +521,6 @@ impl Tracked {
     pub(crate) fn finish(&mut self, reply: &Reply) {
         if matches!(reply, Err(Error::Disconnected(_))) {
             self.target.mark_broken();
-        }
-        if let (true, Target::Local(s)) = (self.counted, &self.target) {
-            s.runtime
-                .counters
-                .in_flight
-                .0
-                .fetch_sub(1, Ordering::Relaxed);
-            self.counted = false;
         }
         self.watch.finish(&self.target, reply);
     }

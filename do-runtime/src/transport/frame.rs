@@ -24,8 +24,10 @@ pub enum ClientFrame {
         call: u64,
         stub: u64,
         class: u32,
+        #[serde(deserialize_with = "bytes")]
         id: Vec<u8>,
         method: u32,
+        #[serde(deserialize_with = "bytes")]
         args: Vec<u8>,
         /// The caller's trace id (0: none), which the server's spans join.
         trace: u128,
@@ -84,8 +86,56 @@ pub enum ServerFrame {
     /// The reply to call `call`.
     Reply {
         call: u64,
+        #[serde(deserialize_with = "bytes_or_error")]
         result: Result<Vec<u8>, Error>,
     },
+}
+
+/// Decodes a byte string that was encoded as a `Vec<u8>`. In postcard a
+/// sequence of bytes and a byte string are the same on the wire (a length,
+/// then the bytes); read as the latter, it is one copy, not a push per byte.
+fn bytes<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Vec<u8>, D::Error> {
+    decoder.deserialize_bytes(BytesVisitor)
+}
+
+/// [`bytes`] for a reply's result.
+fn bytes_or_error<'de, D: serde::Deserializer<'de>>(
+    decoder: D,
+) -> Result<Result<Vec<u8>, Error>, D::Error> {
+    struct Bytes(Vec<u8>);
+    impl<'de> Deserialize<'de> for Bytes {
+        fn deserialize<D: serde::Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
+            bytes(decoder).map(Bytes)
+        }
+    }
+    Ok(Result::<Bytes, Error>::deserialize(decoder)?.map(|b| b.0))
+}
+
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a byte string")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(bytes.to_vec())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(bytes)
+    }
+
+    // Formats that hand byte strings over as sequences.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(byte) = seq.next_element()? {
+            bytes.push(byte);
+        }
+        Ok(bytes)
+    }
 }
 
 /// One namespace as the handshake describes it.

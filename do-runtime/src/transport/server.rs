@@ -293,9 +293,13 @@ async fn serve_connection(
     let mut connection = Connection {
         shared,
         config,
-        stubs: HashMap::new(),
+        stubs: HashMap::default(),
         sink: Arc::default(),
         outstanding: 0,
+        counted: Counted {
+            shared: shared.clone(),
+            calls: 0,
+        },
         spin: None,
     };
     // Replies still to come are dropped, not kept, once the connection ends.
@@ -328,6 +332,7 @@ async fn serve_connection(
         }
         if calls > 0 {
             pipelining.observe(calls);
+            connection.count_in_flight();
         }
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -372,13 +377,13 @@ async fn serve_connection(
                 return Err(format!("a frame did not complete within {:?}", config.frame_timeout));
             }
             () = std::future::poll_fn(|cx| sink.poll_ready(cx)), if outstanding > 0 => {
-                connection.outstanding -= sink.take(&mut out);
+                connection.took(sink.take(&mut out));
                 // A pipelining client's other replies are likely moments
                 // away (its calls come in bursts): let them come, so that
                 // one write carries them all.
                 if pipelining.on() && connection.outstanding > 0 {
                     tokio::task::yield_now().await;
-                    connection.outstanding -= sink.take(&mut out);
+                    connection.took(sink.take(&mut out));
                 }
             }
             read = rd.read_buf(reader.buffer()), if outstanding < config.max_in_flight => {
@@ -466,11 +471,14 @@ impl Drop for Pipelining {
 struct Connection<'a> {
     shared: &'a Arc<Shared>,
     config: &'a Config,
-    stubs: HashMap<u64, RemoteCaller>,
+    /// Keyed by numbers the client picks: a seeded hasher.
+    stubs: HashMap<u64, RemoteCaller, foldhash::fast::RandomState>,
     /// Where the calls' replies are encoded as they are sent.
     sink: Arc<ReplySink>,
     /// Calls sent whose replies have not been taken from the sink.
     outstanding: usize,
+    /// Those of them counted in flight.
+    counted: Counted,
     /// A lone call in flight to a quiet runtime: how long to spin for its
     /// reply, and the stub it went through.
     spin: Option<(Duration, RawStub)>,
@@ -558,6 +566,51 @@ impl Connection<'_> {
             }
             ClientFrame::Hello { .. } => Err("a second hello".into()),
         }
+    }
+}
+
+impl Connection<'_> {
+    /// Counts the calls sent since the last count in flight (see
+    /// `Shared::quiet`), all at once: per call, the connection's thread and
+    /// the worker's would pass the counter's cache line back and forth.
+    fn count_in_flight(&mut self) {
+        if self.shared.spinning() {
+            let more = self.outstanding - self.counted.calls;
+            self.counted.add(more);
+        }
+    }
+
+    /// `replies` replies were taken from the sink.
+    fn took(&mut self, replies: usize) {
+        self.outstanding -= replies;
+        let counted = self.counted.calls.min(self.outstanding);
+        self.counted.sub(self.counted.calls - counted);
+    }
+}
+
+/// Calls of a connection counted in flight; uncounted when it closes.
+struct Counted {
+    shared: Arc<Shared>,
+    calls: usize,
+}
+
+impl Counted {
+    fn add(&mut self, calls: usize) {
+        self.calls += calls;
+        let counter = &self.shared.counters.in_flight.0;
+        counter.fetch_add(calls as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sub(&mut self, calls: usize) {
+        self.calls -= calls;
+        let counter = &self.shared.counters.in_flight.0;
+        counter.fetch_sub(calls as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.sub(self.calls);
     }
 }
 
@@ -650,5 +703,41 @@ mod tests {
         drop(connection);
         assert_eq!(counted(), 0);
         assert!(shared.quiet());
+    }
+
+    #[test]
+    fn a_connections_calls_are_counted_in_flight_until_their_replies_are_taken_or_it_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = Runtime::builder()
+            .data_dir(dir.path())
+            .build()
+            .expect("runtime");
+        let shared = rt.shared();
+        let config = rt.server().config;
+        let in_flight = || shared.counters.in_flight.0.load(Ordering::Relaxed);
+        let mut connection = Connection {
+            shared: &shared,
+            config: &config,
+            stubs: HashMap::default(),
+            sink: Arc::default(),
+            outstanding: 0,
+            counted: Counted {
+                shared: shared.clone(),
+                calls: 0,
+            },
+            spin: None,
+        };
+        connection.outstanding = 5;
+        connection.count_in_flight();
+        assert_eq!(in_flight(), 5);
+        connection.took(3);
+        assert_eq!((connection.outstanding, in_flight()), (2, 2));
+        connection.outstanding += 4;
+        connection.count_in_flight();
+        assert_eq!(in_flight(), 6, "only the calls sent since are added");
+        connection.took(0);
+        assert_eq!(in_flight(), 6);
+        drop(connection);
+        assert_eq!(in_flight(), 0, "a closed connection's calls are no load");
     }
 }
