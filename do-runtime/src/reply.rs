@@ -7,8 +7,8 @@ use crate::stub::Reply;
 use crate::transport::sink::FrameReply;
 
 /// The way back for one call's reply. Sent exactly once; dropped unsent
-/// (the instance was reset, or the runtime shut down), the caller learns
-/// the call was lost: a local caller's channel closes, and a served
+/// (the instance was reset, the runtime shut down, or the call could not
+/// be handed to its worker), the caller learns the call was lost: a local caller's channel closes, and a served
 /// connection writes a disconnected error.
 pub(crate) enum ReplyTo {
     /// A caller in this process awaits the reply on a channel.

@@ -209,7 +209,9 @@ pub(crate) struct Counters {
     pub pipelining: AtomicUsize,
     pub calls: crate::telemetry::Sharded,
     pub failed_calls: crate::telemetry::Sharded,
-    /// Calls to this runtime's objects sent and not yet answered or dropped.
+    /// Calls to this runtime's objects sent and not yet answered or dropped
+    /// (a served connection counts its calls a batch at a time, until it
+    /// has taken their replies).
     /// One counter, not sharded: it is read before every spin, and a
     /// sharded sum costs a cache miss per shard.
     pub in_flight: crate::telemetry::Padded,

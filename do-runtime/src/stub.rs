@@ -335,22 +335,18 @@ impl RawStub {
     ) {
         let watch = Watch::start(&self.target, method, trace);
         let (trace, span) = (watch.trace, watch.span.clone());
+        let reply = reply_to(Tracked {
+            target: self.target.clone(),
+            watch,
+        });
         let Target::Local(s) = &self.target else {
-            let tracked = Tracked {
-                target: self.target.clone(),
-                watch,
-            };
-            reply_to(tracked).send(Err(Error::Unsupported(
+            reply.send(Err(Error::Unsupported(
                 "a served connection calls local objects only".into(),
             )));
             return;
         };
-        let tracked = Tracked {
-            target: self.target.clone(),
-            watch,
-        };
         // Failures are answered through the reply.
-        let _ = s.send_to(method, args, false, trace, span, reply_to(tracked));
+        let _ = s.send_to(method, args, false, trace, span, reply);
     }
 
     /// How long a caller may spin now for the reply to a call through this
@@ -576,7 +572,7 @@ struct LocalWatch {
 }
 
 impl Watch {
-    pub(crate) fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
+    fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
         let (span, local, fallible) = match target {
             Target::Local(s) if s.runtime.instrument() => {
                 let metrics = s.class.metrics.method(method);

@@ -44,7 +44,7 @@ impl Envelope {
     }
 
     /// Reads what delivering and answering the call reads first, in memory
-    /// its caller's thread wrote: its arguments, its reply channel, its
+    /// its caller's thread wrote: its arguments, its reply's way back, its
     /// object's generation (see the router's warm-up). The value means
     /// nothing.
     pub fn warm_up(&self) -> u64 {

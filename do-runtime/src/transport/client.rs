@@ -137,6 +137,16 @@ struct Calls {
     out: Vec<u8>,
 }
 
+impl Calls {
+    /// Encodes `frame` for the writer; whether it is the first since the
+    /// writer last took them (and the writer needs waking).
+    fn append<F: serde::Serialize>(&mut self, frame: &F) -> Result<bool> {
+        let first = self.out.is_empty();
+        frame::encode(frame, &mut self.out)?;
+        Ok(first)
+    }
+}
+
 impl ConnState {
     fn new() -> Arc<Self> {
         Arc::new(ConnState {
@@ -172,8 +182,7 @@ impl ConnState {
             return Err(Error::Disconnected(reason.clone()));
         }
         let call = calls.next_call;
-        let first = calls.out.is_empty();
-        frame::encode(&frame(call), &mut calls.out)?;
+        let first = calls.append(&frame(call))?;
         calls.next_call += 1;
         calls.waiting.insert(call, reply);
         drop(calls);
@@ -181,6 +190,15 @@ impl ConnState {
             self.writer.wake();
         }
         Ok(())
+    }
+
+    /// Queues a frame that expects no reply (if the connection is open).
+    fn tell<F: serde::Serialize>(&self, frame: &F) {
+        let mut calls = self.lock();
+        if calls.closed.is_none() && calls.append(frame).unwrap_or(false) {
+            drop(calls);
+            self.writer.wake();
+        }
     }
 
     /// Ends the connection: every call still waiting fails now.
@@ -427,8 +445,6 @@ impl RemoteStub {
         self.broken.store(true, Ordering::Release);
     }
 
-    /// Puts one call on the connection now (so calls keep their order) and
-    /// returns where its reply will arrive.
     pub fn class_name(&self) -> &str {
         &self.info.name
     }
@@ -437,6 +453,8 @@ impl RemoteStub {
         self.methods.iter().find(|m| m.id == method)
     }
 
+    /// Puts one call on the connection now (so calls keep their order) and
+    /// returns where its reply will arrive.
     pub fn send(
         &self,
         method: u32,
@@ -478,15 +496,8 @@ impl RemoteStub {
 
 impl Drop for RemoteStub {
     fn drop(&mut self) {
-        let mut calls = self.conn.state.lock();
-        if calls.closed.is_none() {
-            let first = calls.out.is_empty();
-            let dropped = ClientFrame::DropStub { stub: self.number };
-            if frame::encode(&dropped, &mut calls.out).is_ok() && first {
-                drop(calls);
-                self.conn.state.writer.wake();
-            }
-        }
+        let dropped = ClientFrame::DropStub { stub: self.number };
+        self.conn.state.tell(&dropped);
     }
 }
 
@@ -547,6 +558,9 @@ async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<N
             ))
         })?
 }
+
+/// The room a connection's buffers keep between bursts.
+pub(crate) const KEPT_ROOM: usize = 1 << 20;
 
 /// How many times the connection lets its callers run before writing, as
 /// long as each time brings more calls.
@@ -619,6 +633,8 @@ async fn write_frames(state: Arc<ConnState>, mut wr: tokio::net::tcp::OwnedWrite
             return format!("the connection to the server broke: {e}");
         }
         batch.clear();
+        // Not the room of the largest burst ever written, for good.
+        batch.shrink_to(KEPT_ROOM);
     }
 }
 

@@ -338,6 +338,8 @@ async fn serve_connection(
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
             wr.flush().await.map_err(|e| e.to_string())?;
             out.clear();
+            // Not the room of the largest burst ever written, for good.
+            out.shrink_to(crate::transport::client::KEPT_ROOM);
         }
         // A lone call to a quiet runtime: spin for its reply, as a local
         // caller does (see `RawStub::reply_spin`), rather than let this
@@ -622,7 +624,8 @@ struct RemoteCaller {
 }
 
 fn push_reply(out: &mut Vec<u8>, call: u64, result: Reply) -> std::result::Result<(), String> {
-    frame::encode(&ServerFrame::Reply { call, result }, out).map_err(|e| e.to_string())
+    frame::encode_reply(call, &result, out);
+    Ok(())
 }
 
 /// Constant-time comparison, so the time to refuse says nothing about the token.

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -18,16 +18,20 @@ use futures_util::task::AtomicWaker;
 
 use crate::error::Error;
 use crate::stub::{Reply, Tracked};
-use crate::transport::frame::{self, ServerFrame};
+use crate::transport::frame;
 
 /// The encoded replies of one served connection, waiting to be written.
 #[derive(Default)]
 pub(crate) struct ReplySink {
     frames: Mutex<Frames>,
+    /// How many replies `frames` holds, set under its lock: read without
+    /// it by a connection spinning for a reply.
+    waiting: AtomicUsize,
     /// The connection's task, woken when the first reply of a batch comes.
     waker: AtomicWaker,
-    /// Set when the connection has ended: later replies are dropped.
-    closed: AtomicBool,
+    /// The worker thread (its [`token`]) that will wake the connection
+    /// when its event loop's poll ends (see [`DeferWakes`]); 0: none.
+    promised: AtomicU64,
 }
 
 #[derive(Default)]
@@ -35,6 +39,8 @@ struct Frames {
     bytes: Vec<u8>,
     /// How many replies `bytes` holds.
     replies: usize,
+    /// The connection has ended: later replies are dropped.
+    closed: bool,
 }
 
 impl ReplySink {
@@ -42,25 +48,21 @@ impl ReplySink {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the reply to call `call`, and wakes the connection if it is the
-    /// first since the connection last took them: at once, or on a worker's
-    /// thread when its event loop has run what it can (see [`DeferWakes`]).
-    fn push(self: &Arc<Self>, call: u64, result: Reply) {
-        if self.closed.load(Ordering::Acquire) {
+    /// Adds the reply to call `call`, and sees that the connection is
+    /// woken: on a worker's thread, when its event loop has run what it
+    /// can (see [`DeferWakes`]); elsewhere at once, if it is the first
+    /// reply since the connection last took them.
+    fn push(self: &Arc<Self>, call: u64, result: &Reply) {
+        let mut frames = self.lock();
+        if frames.closed {
             return;
         }
-        let mut frames = self.lock();
         let first = frames.replies == 0;
-        let reply = ServerFrame::Reply { call, result };
-        if frame::encode(&reply, &mut frames.bytes).is_err() {
-            // Cannot happen with postcard and these types; the caller must
-            // hear something all the same.
-            let result = Err(Error::Codec("cannot encode the reply".into()));
-            let _ = frame::encode(&ServerFrame::Reply { call, result }, &mut frames.bytes);
-        }
+        frame::encode_reply(call, result, &mut frames.bytes);
         frames.replies += 1;
+        self.waiting.store(frames.replies, Ordering::Release);
         drop(frames);
-        if first && !defer_wake(self) {
+        if !defer_wake(self) && first {
             self.waker.wake();
         }
     }
@@ -77,12 +79,13 @@ impl ReplySink {
         } else {
             out.append(&mut frames.bytes);
         }
+        self.waiting.store(0, Ordering::Release);
         std::mem::take(&mut frames.replies)
     }
 
     /// Whether replies are waiting.
     pub(crate) fn has_replies(&self) -> bool {
-        self.lock().replies > 0
+        self.waiting.load(Ordering::Acquire) > 0
     }
 
     /// Ready once replies are waiting.
@@ -98,20 +101,23 @@ impl ReplySink {
     }
 
     /// The connection has ended: replies still to come are dropped, not
-    /// kept until the last of them.
+    /// kept until the last of them, and its task is let go.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         let mut frames = self.lock();
+        frames.closed = true;
         frames.bytes = Vec::new();
         frames.replies = 0;
+        self.waiting.store(0, Ordering::Release);
+        drop(frames);
+        drop(self.waker.take());
     }
 }
 
 /// The way back for one served call: its number on the connection, the
 /// caller-side record of the call, and the sink its reply frame goes to.
-/// Dropped unsent (the instance was reset, or the runtime shut down), it
-/// answers with a disconnected error, as a local caller's closed channel
-/// does.
+/// Dropped unsent (the instance was reset, the runtime shut down, or the
+/// call could not be handed to its worker), it answers with a disconnected
+/// error, as a local caller's closed channel does.
 pub(crate) struct FrameReply {
     sink: Arc<ReplySink>,
     call: u64,
@@ -129,19 +135,20 @@ impl FrameReply {
         })
     }
 
-    /// Records the call's outcome and adds its reply to the sink; once.
+    /// Adds the reply to the sink and records the call's outcome; once.
     pub(crate) fn answer(&mut self, reply: Reply) {
         if self.sent {
             return;
         }
+        // The frame first: nothing after it can lose the reply.
+        self.sink.push(self.call, &reply);
         self.sent = true;
         self.tracked.finish(&reply);
-        self.sink.push(self.call, reply);
     }
 
     /// See `Envelope::warm_up`.
     pub(crate) fn warm_up(&self) -> u64 {
-        self.call ^ u64::from(self.sink.closed.load(Ordering::Relaxed))
+        self.call ^ self.sink.promised.load(Ordering::Relaxed)
     }
 }
 
@@ -159,15 +166,24 @@ thread_local! {
     /// The sinks given replies during the current poll of this thread's
     /// [`DeferWakes`], if one is being polled.
     static DEFERRED: RefCell<Option<Vec<Arc<ReplySink>>>> = const { RefCell::new(None) };
+    /// This thread's mark in [`ReplySink::promised`].
+    static TOKEN: u64 = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Keeps `sink` to be woken when the current poll of this thread's
-/// [`DeferWakes`] ends; false when there is none.
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Promises to wake `sink`'s connection when the current poll of this
+/// thread's [`DeferWakes`] ends; false when there is none. Each worker
+/// that answers the connection in the meantime promises its own wake, so
+/// no worker's replies wait for another worker's poll to end.
 fn defer_wake(sink: &Arc<ReplySink>) -> bool {
     DEFERRED
         .try_with(|deferred| match deferred.try_borrow_mut().as_deref_mut() {
             Ok(Some(sinks)) => {
-                sinks.push(sink.clone());
+                let token = TOKEN.with(|t| *t);
+                if sink.promised.swap(token, Ordering::AcqRel) != token {
+                    sinks.push(sink.clone());
+                }
                 true
             }
             _ => false,
@@ -206,7 +222,15 @@ impl<F: Future> Future for DeferWakes<F> {
             fn drop(&mut self) {
                 let deferred = DEFERRED.try_with(|d| d.try_borrow_mut().ok()?.take());
                 if let Ok(Some(mut sinks)) = deferred {
+                    let token = TOKEN.try_with(|t| *t).unwrap_or(0);
                     for sink in sinks.drain(..) {
+                        // Kept if another worker has promised since.
+                        let _ = sink.promised.compare_exchange(
+                            token,
+                            0,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
                         sink.waker.wake();
                     }
                     *self.0 = sinks;
@@ -230,8 +254,10 @@ impl<F: Future> Future for DeferWakes<F> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use crate::transport::frame::ServerFrame;
     use std::panic::AssertUnwindSafe;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
@@ -265,8 +291,8 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(sink.poll_ready(&mut cx).is_pending());
-        sink.push(7, Ok(vec![1]));
-        sink.push(3, Err(Error::Overloaded("full".into())));
+        sink.push(7, &Ok(vec![1]));
+        sink.push(3, &Err(Error::Overloaded("full".into())));
         assert_eq!(count.0.load(Ordering::Relaxed), 1, "one wake per batch");
         assert!(sink.poll_ready(&mut cx).is_ready());
         let mut out = Vec::new();
@@ -278,14 +304,14 @@ mod tests {
         // Taken: the next reply starts a new batch, appended after what
         // the connection has not written yet.
         assert!(sink.poll_ready(&mut cx).is_pending());
-        sink.push(9, Ok(Vec::new()));
+        sink.push(9, &Ok(Vec::new()));
         assert_eq!(count.0.load(Ordering::Relaxed), 2);
         assert_eq!(sink.take(&mut out), 1);
         assert_eq!(decode_all(&out).len(), 3);
         assert_eq!(sink.take(&mut out), 0);
         // Closed: replies still to come are dropped.
         sink.close();
-        sink.push(10, Ok(Vec::new()));
+        sink.push(10, &Ok(Vec::new()));
         assert!(sink.poll_ready(&mut cx).is_pending());
         assert_eq!(sink.take(&mut Vec::new()), 0);
     }
@@ -307,7 +333,7 @@ mod tests {
         let woken = || counts.each_ref().map(|c| c.0.load(Ordering::Relaxed));
         let mut loop_ = DeferWakes::new(std::future::poll_fn(|_| {
             for call in 0..10 {
-                sinks[call as usize % 2].push(call, Ok(Vec::new()));
+                sinks[call as usize % 2].push(call, &Ok(Vec::new()));
             }
             assert_eq!(woken(), [0, 0], "no wake while the loop runs");
             Poll::<()>::Pending
@@ -327,8 +353,52 @@ mod tests {
                 .poll_ready(&mut Context::from_waker(&waker))
                 .is_pending()
         );
-        sinks[0].push(11, Ok(Vec::new()));
+        sinks[0].push(11, &Ok(Vec::new()));
         assert_eq!(woken(), [2, 1]);
+    }
+
+    #[test]
+    fn a_workers_replies_do_not_wait_for_another_workers_poll_to_end() {
+        let sink = Arc::new(ReplySink::default());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert!(
+            sink.poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let (pushed, wait_pushed) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        // Worker one answers first, then stays in its poll.
+        let one = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut worker = DeferWakes::new(std::future::poll_fn(|_| {
+                    sink.push(1, &Ok(Vec::new()));
+                    pushed.send(()).unwrap();
+                    wait_release.recv().unwrap();
+                    Poll::<()>::Pending
+                }));
+                let waker = Waker::from(Arc::new(Count::default()));
+                let _ = Pin::new(&mut worker).poll(&mut Context::from_waker(&waker));
+            })
+        };
+        wait_pushed.recv().unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "promised, not yet sent");
+        // Worker two answers too, and its poll ends.
+        let mut two = DeferWakes::new(std::future::poll_fn(|_| {
+            sink.push(2, &Ok(Vec::new()));
+            Poll::<()>::Pending
+        }));
+        let other = Waker::from(Arc::new(Count::default()));
+        let _ = Pin::new(&mut two).poll(&mut Context::from_waker(&other));
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "woken when worker two is done, with worker one still busy"
+        );
+        release.send(()).unwrap();
+        one.join().unwrap();
+        assert_eq!(sink.take(&mut Vec::new()), 2);
     }
 
     #[test]
@@ -341,7 +411,7 @@ mod tests {
                 .is_pending()
         );
         let mut loop_ = DeferWakes::new(std::future::poll_fn(|_| -> Poll<()> {
-            sink.push(1, Ok(Vec::new()));
+            sink.push(1, &Ok(Vec::new()));
             panic!("in the loop")
         }));
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -356,7 +426,7 @@ mod tests {
             sink.poll_ready(&mut Context::from_waker(&waker))
                 .is_pending()
         );
-        sink.push(2, Ok(Vec::new()));
+        sink.push(2, &Ok(Vec::new()));
         assert_eq!(count.0.load(Ordering::Relaxed), 2);
     }
 }
