@@ -381,11 +381,18 @@ async fn serve_connection(
             () = std::future::poll_fn(|cx| sink.poll_ready(cx)), if outstanding > 0 => {
                 connection.took(sink.take(&mut out));
                 // A pipelining client's other replies are likely moments
-                // away (its calls come in bursts): let them come, so that
-                // one write carries them all.
-                if pipelining.on() && connection.outstanding > 0 {
+                // away (its calls come in bursts): let them come, as long
+                // as each yield brings more, so that one write carries
+                // them all.
+                let mut yields = 0;
+                while pipelining.on() && connection.outstanding > 0 && yields < REPLY_YIELDS {
+                    yields += 1;
                     tokio::task::yield_now().await;
-                    connection.took(sink.take(&mut out));
+                    let replies = sink.take(&mut out);
+                    connection.took(replies);
+                    if replies == 0 {
+                        break;
+                    }
                 }
             }
             read = rd.read_buf(reader.buffer()), if outstanding < config.max_in_flight => {
@@ -398,6 +405,12 @@ async fn serve_connection(
         }
     }
 }
+
+/// How many times a pipelining client's connection lets the workers run
+/// before writing the replies it has, as long as each time brings more.
+/// With 64 calls in flight on two cores: 1.7–2.7 × tarpc with one yield,
+/// 2.0–2.7 × with three (six: 1.4–2.3 ×).
+const REPLY_YIELDS: usize = 3;
 
 /// Whether a connection's client is pipelining: it is once one burst of
 /// frames read brings two calls or more, and stops being after
