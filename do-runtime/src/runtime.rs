@@ -834,7 +834,7 @@ impl Shared {
     /// spin: a spinning caller holds the connection's own thread). The gap
     /// is a whole round trip, ~150 µs there: with 50 µs of spin the worker
     /// mostly slept before the next burst came, and with 150 µs the rate
-    /// rose again, 307–337 to 423–453 k/s (300 µs: lower, the spin takes
+    /// rose again, medians 314 to 431 k/s (300 µs: lower, the spin takes
     /// the core the connection needs). Not with more than
     /// [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the runtime
     /// is loaded beyond that client's bursts, and a spinning worker would

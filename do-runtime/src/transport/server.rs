@@ -408,8 +408,8 @@ async fn serve_connection(
 
 /// How many times a pipelining client's connection lets the workers run
 /// before writing the replies it has, as long as each time brings more.
-/// With 64 calls in flight on two cores: 1.7–2.7 × tarpc with one yield,
-/// 2.0–2.7 × with three (six: 1.4–2.3 ×).
+/// With 64 calls in flight on two cores: 1.67–2.65 × tarpc with one
+/// yield, 1.97–2.72 × with three (six: 1.44–2.26 ×).
 const REPLY_YIELDS: usize = 3;
 
 /// Whether a connection's client is pipelining: it is once one burst of
