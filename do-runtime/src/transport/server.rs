@@ -290,18 +290,7 @@ async fn serve_connection(
     )
     .map_err(|e| e.to_string())?;
 
-    let mut connection = Connection {
-        shared,
-        config,
-        stubs: HashMap::default(),
-        sink: Arc::default(),
-        outstanding: 0,
-        counted: Counted {
-            shared: shared.clone(),
-            calls: 0,
-        },
-        spin: None,
-    };
+    let mut connection = Connection::new(shared, config);
     // Replies still to come are dropped, not kept, once the connection ends.
     struct Closing(Arc<ReplySink>);
     impl Drop for Closing {
@@ -584,7 +573,22 @@ impl Connection<'_> {
     }
 }
 
-impl Connection<'_> {
+impl<'a> Connection<'a> {
+    fn new(shared: &'a Arc<Shared>, config: &'a Config) -> Self {
+        Connection {
+            shared,
+            config,
+            stubs: HashMap::default(),
+            sink: Arc::default(),
+            outstanding: 0,
+            counted: Counted {
+                shared: shared.clone(),
+                calls: 0,
+            },
+            spin: None,
+        }
+    }
+
     /// Counts the calls sent since the last count in flight (see
     /// `Shared::quiet`), all at once: per call, the connection's thread and
     /// the worker's would pass the counter's cache line back and forth.
@@ -655,13 +659,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
-    #[test]
-    fn a_pipelining_client_is_load_until_it_calms_down() {
+    /// A runtime with no classes, and the directory it keeps its data in.
+    fn runtime() -> (tempfile::TempDir, Runtime) {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = Runtime::builder()
             .data_dir(dir.path())
             .build()
             .expect("runtime");
+        (dir, rt)
+    }
+
+    #[test]
+    fn a_pipelining_client_is_load_until_it_calms_down() {
+        let (_dir, rt) = runtime();
         let shared = rt.shared();
         let counted = || shared.counters.pipelining.load(Ordering::Relaxed);
         assert!(shared.quiet(), "nothing in flight: quiet");
@@ -723,26 +733,11 @@ mod tests {
 
     #[test]
     fn a_connections_calls_are_counted_in_flight_until_their_replies_are_taken_or_it_closes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rt = Runtime::builder()
-            .data_dir(dir.path())
-            .build()
-            .expect("runtime");
+        let (_dir, rt) = runtime();
         let shared = rt.shared();
         let config = rt.server().config;
         let in_flight = || shared.counters.in_flight.0.load(Ordering::Relaxed);
-        let mut connection = Connection {
-            shared: &shared,
-            config: &config,
-            stubs: HashMap::default(),
-            sink: Arc::default(),
-            outstanding: 0,
-            counted: Counted {
-                shared: shared.clone(),
-                calls: 0,
-            },
-            spin: None,
-        };
+        let mut connection = Connection::new(&shared, &config);
         connection.outstanding = 5;
         connection.count_in_flight();
         assert_eq!(in_flight(), 5);

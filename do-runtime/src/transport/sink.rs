@@ -271,6 +271,19 @@ mod tests {
         }
     }
 
+    /// A sink whose connection waits for replies: its wake counter, and
+    /// the waker it registered.
+    fn waiting_connection() -> (Arc<ReplySink>, Arc<Count>, Waker) {
+        let sink = Arc::new(ReplySink::default());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert!(
+            sink.poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        (sink, count, waker)
+    }
+
     fn decode_all(mut bytes: &[u8]) -> Vec<(u64, Reply)> {
         let mut replies = Vec::new();
         while !bytes.is_empty() {
@@ -359,13 +372,7 @@ mod tests {
 
     #[test]
     fn a_workers_replies_do_not_wait_for_another_workers_poll_to_end() {
-        let sink = Arc::new(ReplySink::default());
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
-        assert!(
-            sink.poll_ready(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        let (sink, count, _waker) = waiting_connection();
         let (pushed, wait_pushed) = std::sync::mpsc::channel();
         let (release, wait_release) = std::sync::mpsc::channel::<()>();
         // Worker one answers first, then stays in its poll.
@@ -403,13 +410,7 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_worker_loop_still_wakes_the_connections_it_answered() {
-        let sink = Arc::new(ReplySink::default());
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
-        assert!(
-            sink.poll_ready(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        let (sink, count, waker) = waiting_connection();
         let mut loop_ = DeferWakes::new(std::future::poll_fn(|_| -> Poll<()> {
             sink.push(1, &Ok(Vec::new()));
             panic!("in the loop")
