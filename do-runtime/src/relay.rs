@@ -477,7 +477,7 @@ mod tests {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| oneshot::channel()).unzip();
         let release = move || {
             for (i, to) in senders.into_iter().enumerate() {
-                deliver(to.into(), via, Ok(vec![i as u8]));
+                deliver(ReplyTo::Caller(to), via, Ok(vec![i as u8]));
             }
         };
         (release, receivers)
@@ -554,7 +554,7 @@ mod tests {
                 let relayed = burst(&|| {
                     for id in ids {
                         let (to, rx) = oneshot::channel();
-                        deliver(to.into(), Some(*id), Ok(Vec::new()));
+                        deliver(ReplyTo::Caller(to), Some(*id), Ok(Vec::new()));
                         answered.borrow_mut().push(rx);
                     }
                 });

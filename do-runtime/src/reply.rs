@@ -8,8 +8,9 @@ use crate::transport::sink::FrameReply;
 
 /// The way back for one call's reply. Sent exactly once; dropped unsent
 /// (the instance was reset, the runtime shut down, or the call could not
-/// be handed to its worker), the caller learns the call was lost: a local caller's channel closes, and a served
-/// connection writes a disconnected error.
+/// be handed to its worker), the caller learns the call was lost: a local
+/// caller's channel closes, and a served connection writes a disconnected
+/// error.
 pub(crate) enum ReplyTo {
     /// A caller in this process awaits the reply on a channel.
     Caller(oneshot::Sender<Reply>),
@@ -42,11 +43,5 @@ impl ReplyTo {
     /// may have a relay; see `relay`).
     pub(crate) fn is_caller(&self) -> bool {
         matches!(self, ReplyTo::Caller(_))
-    }
-}
-
-impl From<oneshot::Sender<Reply>> for ReplyTo {
-    fn from(to: oneshot::Sender<Reply>) -> Self {
-        ReplyTo::Caller(to)
     }
 }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::reply::ReplyTo;
 use crate::runtime::ConnectionGuard;
 use crate::runtime::{Runtime, Shared};
-use crate::stub::{RawStub, Reply};
+use crate::stub::RawStub;
 use crate::transport::frame::{
     self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
 };
@@ -291,14 +291,7 @@ async fn serve_connection(
     .map_err(|e| e.to_string())?;
 
     let mut connection = Connection::new(shared, config);
-    // Replies still to come are dropped, not kept, once the connection ends.
-    struct Closing(Arc<ReplySink>);
-    impl Drop for Closing {
-        fn drop(&mut self) {
-            self.0.close();
-        }
-    }
-    let _closing = Closing(connection.sink.clone());
+    let sink = connection.sink.clone();
     let mut pipelining = Pipelining::new(shared);
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
@@ -337,7 +330,6 @@ async fn serve_connection(
             && connection.outstanding > 0
         {
             let since = std::time::Instant::now();
-            let sink = &connection.sink;
             crate::spin::spin_until(budget, || sink.has_replies() || !shared.quiet());
             if sink.has_replies() {
                 stub.record_reply(since.elapsed());
@@ -357,7 +349,6 @@ async fn serve_connection(
             }
         };
         let outstanding = connection.outstanding;
-        let sink = connection.sink.clone();
         // A pipelining client that falls silent with nothing in flight stops
         // counting as load after a moment.
         let calm = pipelining.on() && outstanding == 0;
@@ -522,7 +513,10 @@ impl Connection<'_> {
                                 id,
                                 stub: RawStub::new(self.shared.clone(), class_info.clone(), object),
                             }),
-                            Err(e) => return push_reply(out, call, Err(e)),
+                            Err(e) => {
+                                frame::encode_reply(call, &Err(e), out);
+                                return Ok(());
+                            }
                         }
                     }
                 };
@@ -566,7 +560,8 @@ impl Connection<'_> {
                     .and_then(|entries| {
                         postcard::to_stdvec(&entries).map_err(|e| Error::Codec(e.to_string()))
                     });
-                push_reply(out, call, result)
+                frame::encode_reply(call, &result, out);
+                Ok(())
             }
             ClientFrame::Hello { .. } => Err("a second hello".into()),
         }
@@ -607,6 +602,13 @@ impl<'a> Connection<'a> {
     }
 }
 
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        // Replies still to come are dropped, not kept, once it has ended.
+        self.sink.close();
+    }
+}
+
 /// Calls of a connection counted in flight; uncounted when it closes.
 struct Counted {
     shared: Arc<Shared>,
@@ -638,11 +640,6 @@ struct RemoteCaller {
     class: u32,
     id: Vec<u8>,
     stub: RawStub,
-}
-
-fn push_reply(out: &mut Vec<u8>, call: u64, result: Reply) -> std::result::Result<(), String> {
-    frame::encode_reply(call, &result, out);
-    Ok(())
 }
 
 /// Constant-time comparison, so the time to refuse says nothing about the token.

@@ -180,8 +180,10 @@ fn defer_wake(sink: &Arc<ReplySink>) -> bool {
     DEFERRED
         .try_with(|deferred| match deferred.try_borrow_mut().as_deref_mut() {
             Ok(Some(sinks)) => {
+                // Ours already (and so in our list): nothing to write.
                 let token = TOKEN.with(|t| *t);
-                if sink.promised.swap(token, Ordering::AcqRel) != token {
+                if sink.promised.load(Ordering::Acquire) != token {
+                    sink.promised.store(token, Ordering::Release);
                     sinks.push(sink.clone());
                 }
                 true
