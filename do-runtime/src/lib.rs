@@ -132,64 +132,47 @@
 
 extern crate self as do_runtime;
 
-pub mod admin;
-mod alarms;
-mod any;
-mod clock;
-mod ctx;
-mod env;
-mod error;
-mod fetch;
-mod gate;
-#[cfg(feature = "gateway")]
-pub mod gateway;
-mod id;
-mod instance;
-mod listing;
-mod namespace;
-mod object;
-mod registry;
-mod relay;
-mod reply;
-mod runtime;
-mod spin;
-mod storage;
-mod stub;
-mod task;
-pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
-mod trace;
-mod transport;
-pub mod websocket;
-mod worker;
+// The layers, lowest first: each imports only its own and those below it
+// (see docs/ARCHITECTURE.md; `tests/spec/layers.rs` checks it).
+mod api;
+mod base;
+mod engine;
+mod net;
+mod service;
+mod tools;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub(crate) use __private as private;
+pub use api::websocket;
+pub use engine::telemetry;
+#[cfg(feature = "gateway")]
+pub use net::gateway;
+#[cfg(feature = "testing")]
+pub use service::testing;
+pub use tools::admin;
 
-pub use alarms::AlarmInfo;
-pub use any::{AnyNamespace, AnyStub};
-pub use clock::ManualClock;
-pub use ctx::{Blocking, Ctx};
+pub use api::alarms::AlarmInfo;
+pub use api::ctx::{Blocking, Ctx};
+pub use api::env::Env;
+pub use api::listing::{IdPage, ListIds, MAX_PAGE, ObjectEntry};
+pub use api::namespace::Namespace;
+pub use api::object::DurableObject;
+pub use api::storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
+pub use api::stub::{Call, Stub};
+pub use api::untyped::{AnyNamespace, AnyStub};
+pub use api::websocket::{AutoResponse, Message, WebSocket};
+pub use base::clock::ManualClock;
+pub use base::error::{Error, Result};
+pub use base::fetch::{IntoRequest, Request, Response};
+pub use base::id::DurableObjectId;
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;
-pub use env::Env;
-pub use error::{Error, Result};
-pub use fetch::{IntoRequest, Request, Response};
-pub use id::DurableObjectId;
-pub use listing::{IdPage, ListIds, MAX_PAGE, ObjectEntry};
-pub use namespace::Namespace;
-pub use object::DurableObject;
-pub use runtime::{Runtime, RuntimeBuilder, Stats};
-pub use storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
-pub use stub::{Call, Stub};
-pub use task::JoinHandle;
+pub use engine::spawn::JoinHandle;
+pub use net::transport::client::{Client, ClientBuilder};
+pub use net::transport::server::{Server, ServerBuilder};
+pub use service::runtime::{Runtime, RuntimeBuilder, Stats};
 #[cfg(feature = "testing")]
-pub use testing::TestRuntime;
-pub use transport::client::{Client, ClientBuilder};
-pub use transport::server::{Server, ServerBuilder};
-pub use websocket::{AutoResponse, Message, WebSocket};
+pub use service::testing::TestRuntime;
 pub use {bytes, http};

@@ -8,11 +8,13 @@ pub use futures_util::future::LocalBoxFuture;
 pub use std::boxed::Box;
 pub use std::rc::Rc;
 
-use crate::ctx::Ctx;
-use crate::error::Error;
-use crate::fetch::{IntoRequest, Request, Response, WireFetchReply, WireRequest, WireResponse};
-pub use crate::stub::{Call, RawStub};
-use crate::websocket::{Event, Message, WebSocket};
+use crate::api::ctx::Ctx;
+pub use crate::api::stub::{Call, RawStub};
+use crate::api::websocket::{Event, Message, WebSocket};
+use crate::base::error::Error;
+use crate::base::fetch::{
+    IntoRequest, Request, Response, WireFetchReply, WireRequest, WireResponse,
+};
 
 /// What the runtime knows of a method by its id: for spans and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +220,7 @@ impl FetchWire for Response {
         encode_fetch_reply(&WireFetchReply::Ok(WireResponse::from_response(self)), out)
     }
     fn decode_reply(bytes: &[u8]) -> Result<Self, Error> {
-        crate::fetch::decode_untyped_reply(bytes)
+        crate::base::fetch::decode_untyped_reply(bytes)
     }
 }
 
@@ -263,8 +265,8 @@ where
     /// Settles the sockets accepted so far when the handler ends — or is
     /// dropped (a reset): then none of them is handed over.
     struct Settle {
-        shared: std::sync::Arc<crate::runtime::Shared>,
-        accepted: crate::websocket::scope::Accepted,
+        shared: std::sync::Arc<crate::service::runtime::Shared>,
+        accepted: crate::api::websocket::scope::Accepted,
     }
     impl Settle {
         fn settle(&self, response: Option<&Response>) {
@@ -281,11 +283,12 @@ where
     }
     let settle = Settle {
         shared: ctx.env().shared().clone(),
-        accepted: crate::websocket::scope::Accepted::default(),
+        accepted: crate::api::websocket::scope::Accepted::default(),
     };
     let mut future = Box::pin(future);
     std::future::poll_fn(move |cx| {
-        let polled = crate::websocket::scope::with(&settle.accepted, || future.as_mut().poll(cx));
+        let polled =
+            crate::api::websocket::scope::with(&settle.accepted, || future.as_mut().poll(cx));
         if let std::task::Poll::Ready(output) = &polled {
             settle.settle(response(output));
         }
@@ -404,7 +407,7 @@ impl<E: std::fmt::Display> HandlerOutput for Result<(), E> {
 /// not run. Otherwise the alarm is deleted before the handler runs (which
 /// may set a new one).
 pub fn alarm_args(call: &Incoming<'_>) -> Result<Option<crate::AlarmInfo>, Error> {
-    let fire: crate::alarms::Fire = postcard::from_bytes(call.args)
+    let fire: crate::api::alarms::Fire = postcard::from_bytes(call.args)
         .map_err(|e| Error::Codec(format!("cannot decode an alarm: {e}")))?;
     let storage = call.ctx.storage();
     match storage.raw_alarm()? {

@@ -1,0 +1,225 @@
+//! What an instance is given at construction: its id, its storage, the environment.
+
+use std::rc::Rc;
+
+use std::future::Future;
+
+use futures_util::future::LocalBoxFuture;
+
+use std::sync::Arc;
+
+use crate::api::env::Env;
+use crate::api::storage::Storage;
+use crate::api::websocket::{AutoResponse, WebSocket};
+use crate::base::error::Error;
+use crate::base::fetch::{Request, Response};
+use crate::base::id::DurableObjectId;
+use crate::engine::input_gate::Gate;
+use crate::service::runtime::Class;
+
+/// The context of one instance: its id, its [`Storage`] and the runtime's
+/// [`Env`]. Cheap to clone; not `Send` (it belongs to the thread that runs
+/// the object).
+///
+/// The constructor receives it: by convention `pub fn new(ctx: Ctx) -> Self`,
+/// keeping `ctx` in a field.
+///
+/// ```
+/// use do_runtime::{durable_object, Ctx};
+///
+/// pub struct Greeter { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Greeter {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///
+///     pub async fn whoami(&self) -> String {
+///         self.ctx.id().name().unwrap_or("anonymous").to_owned()
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Ctx {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    class: Arc<Class>,
+    id: DurableObjectId,
+    storage: Storage,
+    env: Env,
+    gate: Rc<Gate>,
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        class: Arc<Class>,
+        id: DurableObjectId,
+        storage: Storage,
+        env: Env,
+        gate: Rc<Gate>,
+    ) -> Self {
+        Ctx {
+            inner: Rc::new(Inner {
+                class,
+                id,
+                storage,
+                env,
+                gate,
+            }),
+        }
+    }
+
+    /// Runs `future` on this object's thread and delivers no other call to
+    /// the object until it completes. Starts at once, whether or not the
+    /// returned [`Blocking`] handle is awaited, so it works in the
+    /// (synchronous) constructor, typically to load state before the first
+    /// call:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use do_runtime::{durable_object, Ctx, Error};
+    ///
+    /// pub struct Scores { ctx: Ctx, best: Rc<Cell<i64>> }
+    ///
+    /// #[durable_object]
+    /// impl Scores {
+    ///     pub fn new(ctx: Ctx) -> Self {
+    ///         let best = Rc::new(Cell::new(0));
+    ///         let (storage, slot) = (ctx.storage().clone(), best.clone());
+    ///         // No call reaches `best` before it is loaded.
+    ///         ctx.block_concurrency_while(async move {
+    ///             slot.set(storage.get::<i64>("best").await.ok().flatten().unwrap_or(0));
+    ///         });
+    ///         Self { ctx, best }
+    ///     }
+    ///
+    ///     pub async fn best(&self) -> i64 { self.best.get() }
+    /// }
+    /// ```
+    ///
+    /// A panic inside `future` resets the instance, like a panic in a method.
+    pub fn block_concurrency_while<F>(&self, future: F) -> Blocking<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        Blocking {
+            future: Box::pin(self.inner.gate.block_while(future)),
+        }
+    }
+
+    /// The id of this object.
+    pub fn id(&self) -> &DurableObjectId {
+        &self.inner.id
+    }
+
+    /// The runtime's current time: the system's, or the test clock's (see
+    /// [`RuntimeBuilder::manual_clock`](crate::RuntimeBuilder)). Use it to
+    /// set alarms.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.inner.env.shared().clock().now()
+    }
+
+    /// This object's private, durable key-value storage.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// The runtime's environment: other namespaces, to call other objects.
+    pub fn env(&self) -> &Env {
+        &self.inner.env
+    }
+
+    /// Accepts the WebSocket that `request` asks for, with `tags` to find it
+    /// by later (at most [`MAX_TAGS`](crate::api::websocket::MAX_TAGS) of 1 to
+    /// [`MAX_TAG_BYTES`](crate::api::websocket::MAX_TAG_BYTES) bytes). Return the
+    /// response from the `fetch` handler; the gateway completes the upgrade.
+    /// The socket belongs to the object from now on, across hibernation: its
+    /// messages arrive at `websocket_message`, and
+    /// [`Ctx::websockets`] lists it. See [`WebSocket`] for an example.
+    ///
+    /// Fails with [`Error::BadRequest`] for a request without
+    /// `upgrade: websocket`, and with [`Error::WebSocketLimit`] past the
+    /// limits on tags and on sockets per object.
+    pub fn accept_websocket(
+        &self,
+        request: &Request,
+        tags: &[&str],
+    ) -> Result<(WebSocket, Response), Error> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .accept(&self.inner.class, &self.inner.id, request, tags)
+    }
+
+    /// The object's WebSockets that are not closed, in the order they were
+    /// accepted; with `Some(tag)`, only those accepted with that tag.
+    pub fn websockets(&self, tag: Option<&str>) -> Vec<WebSocket> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .list(&self.inner.class, &self.inner.id, tag)
+    }
+
+    /// Sets (or with `None` clears) the message the runtime answers on any of
+    /// this object's sockets without waking it. It lasts while the object
+    /// has sockets, across hibernation; setting it in the constructor keeps
+    /// it in place.
+    pub fn set_websocket_auto_response(&self, auto: Option<AutoResponse>) {
+        self.inner.env.shared().sockets().set_auto_response(
+            &self.inner.class,
+            &self.inner.id,
+            auto,
+        );
+    }
+
+    /// The auto-response in force.
+    pub fn websocket_auto_response(&self) -> Option<AutoResponse> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .auto_response(&self.inner.class, &self.inner.id)
+    }
+
+    /// The socket `socket` of this object.
+    pub(crate) fn websocket(&self, socket: u64) -> Option<WebSocket> {
+        self.inner
+            .env
+            .shared()
+            .sockets()
+            .get(&self.inner.class, &self.inner.id, socket)
+    }
+}
+
+/// A future started by [`Ctx::block_concurrency_while`]. It runs whether or
+/// not this handle is kept; `.await` it to get the future's output.
+pub struct Blocking<T> {
+    future: LocalBoxFuture<'static, T>,
+}
+
+impl<T> std::future::IntoFuture for Blocking<T> {
+    type Output = T;
+    type IntoFuture = LocalBoxFuture<'static, T>;
+    fn into_future(self) -> Self::IntoFuture {
+        self.future
+    }
+}
+
+impl<T> std::fmt::Debug for Blocking<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Blocking")
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,787 @@
+//! Stubs: the caller's handle to one object, and the future of one call.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::__private::Client;
+use crate::api::object::DurableObject;
+use crate::base::error::Error;
+use crate::base::id::DurableObjectId;
+use crate::base::trace::{ShortId, TraceId};
+use crate::engine::registry::ObjectHandle;
+use crate::engine::reply::ReplyTo;
+use crate::engine::telemetry::Outcome;
+use crate::engine::worker::{Envelope, Kind};
+use crate::service::runtime::{Class, Shared};
+
+/// What a call's reply carries: the encoded result, or an error on the way.
+pub(crate) type Reply = Result<Vec<u8>, Error>;
+
+/// A typed handle to one Durable Object: call the object's methods on it.
+///
+/// `Stub<T>` dereferences to `T`'s generated client, which has one method per
+/// `pub async fn` of the object, with the same arguments and result. Calls
+/// made through one stub (and its clones) reach the object in the order they
+/// were made, even when many are in flight and awaited in another order
+/// (E-order). Stubs are cheap, `Send` and `Sync`.
+///
+/// A stub breaks for good when it loses its instance (the object was reset
+/// after a panic, or the runtime shut down): that call and every later one
+/// fails with [`Error::Disconnected`]. Get a new stub from the namespace to
+/// carry on.
+///
+/// ```
+/// # fn main() -> Result<(), do_runtime::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let tokio = tokio::runtime::Runtime::new().unwrap();
+/// # tokio.block_on(async {
+/// use do_runtime::{durable_object, Ctx, Runtime};
+///
+/// pub struct Log { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Log {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///     pub async fn append(&self, line: String) -> usize {
+///         let storage = self.ctx.storage();
+///         let n = storage.get::<usize>("len").await.ok().flatten().unwrap_or(0);
+///         storage.put(&format!("line:{n:08}"), &line).ok();
+///         storage.put("len", &(n + 1)).ok();
+///         n + 1
+///     }
+/// }
+///
+/// let rt = Runtime::builder().data_dir(dir.path()).register::<Log>().build()?;
+/// let log = rt.namespace::<Log>().get_by_name("audit");
+/// let first = log.append("a".into());   // sent now, in this order
+/// let second = log.append("b".into());
+/// assert_eq!(second.await?, 2);          // awaiting out of order is fine
+/// assert_eq!(first.await?, 1);
+/// # Ok::<_, do_runtime::Error>(()) })?;
+/// # Ok(()) }
+/// ```
+pub struct Stub<T: DurableObject> {
+    client: T::Client,
+}
+
+impl<T: DurableObject> Stub<T> {
+    pub(crate) fn from_raw(raw: RawStub) -> Self {
+        Stub {
+            client: T::Client::from_raw(raw),
+        }
+    }
+
+    /// The id this stub was made from.
+    pub fn id(&self) -> &DurableObjectId {
+        self.client.raw().id()
+    }
+
+    /// The name the id was made from, for stubs from `get_by_name` or
+    /// `get(id_from_name(…))`.
+    pub fn name(&self) -> Option<&str> {
+        self.id().name()
+    }
+
+    /// Whether the stub has lost its instance; every call on it now fails
+    /// with [`Error::Disconnected`].
+    pub fn is_broken(&self) -> bool {
+        self.client.raw().is_broken()
+    }
+}
+
+impl<T: DurableObject> Deref for Stub<T> {
+    type Target = T::Client;
+    fn deref(&self) -> &T::Client {
+        &self.client
+    }
+}
+
+impl<T: DurableObject> Clone for Stub<T> {
+    fn clone(&self) -> Self {
+        Stub {
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<T: DurableObject> std::fmt::Debug for Stub<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stub")
+            .field("class", &T::CLASS)
+            .field("id", self.id())
+            .finish()
+    }
+}
+
+/// The untyped stub inside every generated client.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct RawStub {
+    target: Target,
+}
+
+/// Where a stub's calls go.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// An object of this process's runtime.
+    Local(Arc<StubShared>),
+    /// An object behind a connection to a remote runtime.
+    Remote(Arc<crate::net::transport::client::RemoteStub>),
+}
+
+impl Target {
+    pub(crate) fn mark_broken(&self) {
+        match self {
+            Target::Local(s) => s.mark_broken(),
+            Target::Remote(r) => r.mark_broken(),
+        }
+    }
+}
+
+/// The state every clone of one stub shares.
+pub(crate) struct StubShared {
+    runtime: Arc<Shared>,
+    class: Arc<Class>,
+    id: DurableObjectId,
+    worker: usize,
+    handle: Arc<ObjectHandle>,
+    /// The instance generation the stub is bound to; 0 until its first call
+    /// is delivered.
+    bound: AtomicU64,
+    broken: AtomicBool,
+}
+
+impl StubShared {
+    /// Binds the stub to `generation` on its first delivered call; a stub
+    /// bound to an older generation lost its instance and breaks.
+    pub(crate) fn bind(&self, generation: u64) -> bool {
+        // Bound already, the common case: a load, not a read-modify-write.
+        if self.bound.load(Ordering::Acquire) == generation {
+            return true;
+        }
+        match self
+            .bound
+            .compare_exchange(0, generation, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(bound) if bound == generation => true,
+            Err(_) => {
+                self.broken.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Whether the stub is broken now: marked so, or bound to an instance
+    /// that has since been reset.
+    fn check_broken(&self) -> bool {
+        if self.broken.load(Ordering::Acquire) {
+            return true;
+        }
+        let bound = self.bound.load(Ordering::Acquire);
+        if bound != 0 && bound != self.handle.generation.load(Ordering::Acquire) {
+            self.broken.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+
+    /// The object the stub calls.
+    pub(crate) fn id(&self) -> &DurableObjectId {
+        &self.id
+    }
+
+    /// The object's handle (its queue counters and generation).
+    pub(crate) fn handle(&self) -> &Arc<ObjectHandle> {
+        &self.handle
+    }
+
+    /// How long a caller may spin now for the reply to a call to this
+    /// object, if at all (see `spin_for_reply`).
+    fn reply_spin(&self) -> Option<Duration> {
+        let base = self.runtime.caller_spin();
+        // A worker's thread spins in its event loop instead (the object
+        // called may be its own); on a single-threaded runtime the spin
+        // would stall every other task.
+        // Cheapest checks first: under load every call's first poll gets
+        // here, and looking up the current tokio runtime clones its handle.
+        if base.is_zero()
+            || crate::engine::spin::on_worker()
+            || !self.runtime.quiet()
+            || tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                matches!(
+                    h.runtime_flavor(),
+                    tokio::runtime::RuntimeFlavor::CurrentThread
+                )
+            })
+        {
+            return None;
+        }
+        Some(self.handle.caller_spin(base))
+    }
+}
+
+impl RawStub {
+    pub(crate) fn new(runtime: Arc<Shared>, class: Arc<Class>, id: DurableObjectId) -> Self {
+        let worker = runtime.worker_for(class.index, &id);
+        let handle = runtime.registry().handle(class.index, id.base());
+        RawStub {
+            target: Target::Local(Arc::new(StubShared {
+                runtime,
+                class,
+                id,
+                worker,
+                handle,
+                bound: AtomicU64::new(0),
+                broken: AtomicBool::new(false),
+            })),
+        }
+    }
+
+    pub(crate) fn remote(stub: crate::net::transport::client::RemoteStub) -> Self {
+        RawStub {
+            target: Target::Remote(Arc::new(stub)),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &DurableObjectId {
+        match &self.target {
+            Target::Local(s) => &s.id,
+            Target::Remote(r) => r.id(),
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        match &self.target {
+            Target::Local(s) => s.check_broken(),
+            Target::Remote(r) => r.is_broken(),
+        }
+    }
+
+    /// Sends one call now, so calls leave in the order they were made, and
+    /// returns the future of its reply.
+    pub(crate) fn call<O>(
+        &self,
+        method: u32,
+        args: Result<Vec<u8>, Error>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
+        self.call_traced(None, method, args, decode, fail)
+    }
+
+    /// [`RawStub::call`] joining trace `trace` (a remote caller's), or the
+    /// current one when `None`.
+    pub(crate) fn call_traced<O>(
+        &self,
+        trace: Option<u128>,
+        method: u32,
+        args: Result<Vec<u8>, Error>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
+        let watch = Watch::start(&self.target, method, trace);
+        let sent = match args {
+            Err(Error::Codec(e)) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
+            Err(e) => Err(e),
+            Ok(args) => match &self.target {
+                Target::Local(s) => s.send(method, args, false, &watch),
+                Target::Remote(r) => r.send(method, args, watch.trace),
+            },
+        };
+        self.waiting(sent, decode, fail, watch)
+    }
+
+    /// Sends a call from the runtime itself (a WebSocket event): it may reach
+    /// the object's handlers, which no stub call can.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn call_system<O>(
+        &self,
+        method: u32,
+        args: Vec<u8>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+    ) -> Call<O> {
+        let watch = Watch::start(&self.target, method, None);
+        let sent = match &self.target {
+            Target::Local(s) => s.send(method, args, true, &watch),
+            Target::Remote(_) => Err(Error::Unsupported(
+                "runtime events go to local objects only".into(),
+            )),
+        };
+        self.waiting(sent, decode, fail, watch)
+    }
+
+    /// Sends one call whose reply goes where `reply_to` says, given the
+    /// call's caller-side record (a served connection's call: see
+    /// `transport::sink`). A call refused at once is answered there too.
+    pub(crate) fn call_with(
+        &self,
+        trace: Option<u128>,
+        method: u32,
+        args: Vec<u8>,
+        reply_to: impl FnOnce(Tracked) -> ReplyTo,
+    ) {
+        let watch = Watch::start(&self.target, method, trace);
+        let (trace, span) = (watch.trace, watch.span.clone());
+        let reply = reply_to(Tracked {
+            target: self.target.clone(),
+            watch,
+        });
+        let Target::Local(s) = &self.target else {
+            reply.send(Err(Error::Unsupported(
+                "a served connection calls local objects only".into(),
+            )));
+            return;
+        };
+        // Failures are answered through the reply.
+        let _ = s.send_to(method, args, false, trace, span, reply);
+    }
+
+    /// How long a caller may spin now for the reply to a call through this
+    /// stub, if at all: what a [`Call`] does at its first poll, for callers
+    /// that wait for replies their own way (a served connection).
+    pub(crate) fn reply_spin(&self) -> Option<Duration> {
+        match &self.target {
+            Target::Local(s) => s.reply_spin(),
+            Target::Remote(_) => None,
+        }
+    }
+
+    /// A reply caught by spinning took `took`: teaches the next spin.
+    pub(crate) fn record_reply(&self, took: Duration) {
+        if let Target::Local(s) = &self.target {
+            s.handle.record_reply(took);
+        }
+    }
+
+    fn waiting<O>(
+        &self,
+        sent: Result<oneshot::Receiver<Reply>, Error>,
+        decode: fn(&[u8]) -> O,
+        fail: fn(Error) -> O,
+        watch: Watch,
+    ) -> Call<O> {
+        let mut watch = watch;
+        let state = match sent {
+            Ok(rx) => State::Waiting(rx, self.target.clone()),
+            Err(e) => {
+                // Refused at once (overloaded, broken, …): recorded now.
+                watch.record(&self.target, Outcome::of_error(&e));
+                State::Failed(Some(e))
+            }
+        };
+        let spin = match &state {
+            // Counted only where spinning is on: one shared counter touched
+            // twice per call is not free on a many-core machine.
+            State::Waiting(_, Target::Local(s)) if s.runtime.spinning() => {
+                s.runtime
+                    .counters
+                    .in_flight
+                    .0
+                    .fetch_add(1, Ordering::Relaxed);
+                Spin::Undecided
+            }
+            _ => Spin::Off,
+        };
+        Call {
+            watch,
+            state,
+            decode,
+            fail,
+            spin,
+        }
+    }
+}
+
+impl StubShared {
+    /// Checks, admits and hands one call to the object's worker; returns
+    /// where its reply will arrive.
+    fn send(
+        self: &Arc<Self>,
+        method: u32,
+        args: Vec<u8>,
+        system: bool,
+        watch: &Watch,
+    ) -> Result<oneshot::Receiver<Reply>, Error> {
+        let (reply, rx) = oneshot::channel();
+        let span = watch.span.clone();
+        self.send_to(
+            method,
+            args,
+            system,
+            watch.trace,
+            span,
+            ReplyTo::Caller(reply),
+        )?;
+        Ok(rx)
+    }
+
+    /// Checks, admits and hands one call to the object's worker, its reply
+    /// to go to `reply`. A call refused here is answered through `reply`
+    /// too when that is a served connection's (a caller in this process
+    /// gets the error returned instead).
+    fn send_to(
+        self: &Arc<Self>,
+        method: u32,
+        args: Vec<u8>,
+        system: bool,
+        trace: u128,
+        span: tracing::Span,
+        reply: ReplyTo,
+    ) -> Result<(), Error> {
+        let refuse = |reply: ReplyTo, e: Error| {
+            if !reply.is_caller() {
+                reply.send(Err(e.clone()));
+            }
+            e
+        };
+        if self.check_broken() {
+            let e =
+                Error::Disconnected("the stub is broken; get a new stub from the namespace".into());
+            return Err(refuse(reply, e));
+        }
+        if self.runtime.is_closing() {
+            let e = Error::Disconnected("the runtime is shutting down".into());
+            return Err(refuse(reply, e));
+        }
+        if self.id.namespace_tag() != self.class.key.tag() {
+            let e = Error::WrongNamespace {
+                class: self.class.name.clone(),
+            };
+            return Err(refuse(reply, e));
+        }
+        let slot = match self.handle.admit(args.len(), &self.runtime.queue_limits()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                let e = Error::Overloaded(format!("{} {}: {why}", self.class.name, self.id));
+                return Err(refuse(reply, e));
+            }
+        };
+        let envelope = Envelope {
+            class: self.class.index,
+            // A served connection's replies gather in its own sink.
+            relay: if reply.is_caller() {
+                crate::engine::relay::for_caller()
+            } else {
+                None
+            },
+            kind: Kind::Call {
+                method,
+                args,
+                reply,
+                stub: self.clone(),
+                slot,
+                system,
+                trace: trace.into(),
+                span,
+            },
+        };
+        // A caller on the object's own worker hands the call over directly.
+        let envelope =
+            match crate::engine::worker::deliver_here(&self.runtime, self.worker, envelope) {
+                Ok(()) => return Ok(()),
+                Err(envelope) => envelope,
+            };
+        // Not sent: the envelope, and with it the reply, is dropped, which
+        // answers a served connection's call.
+        if let Err(e) = self.runtime.send(self.worker, envelope) {
+            self.mark_broken();
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// The caller's side of a call whose reply does not come back through a
+/// [`Call`] but goes straight to a served connection (see
+/// `transport::sink`): records the call's outcome when its reply is sent.
+/// (The connection counts its calls in flight itself, a batch at a time.)
+pub(crate) struct Tracked {
+    target: Target,
+    watch: Watch,
+}
+
+impl Tracked {
+    /// The call's reply is `reply`: recorded as a [`Call`] would record it.
+    pub(crate) fn finish(&mut self, reply: &Reply) {
+        if matches!(reply, Err(Error::Disconnected(_))) {
+            self.target.mark_broken();
+        }
+        self.watch.finish(&self.target, reply);
+    }
+}
+
+impl<O> Drop for Call<O> {
+    fn drop(&mut self) {
+        self.settle();
+        // Dropped before its reply: counted, and its span closed, as such.
+        if !self.watch.finished
+            && let State::Waiting(_, target) = &self.state
+        {
+            self.watch.record(target, Outcome::Dropped);
+        }
+    }
+}
+
+/// The future of one call; resolves to the method's result.
+///
+/// The call was sent when the stub method was called; awaiting only waits for
+/// the reply. Dropping it does not cancel the call.
+#[must_use = "the call is sent already; await the future to get its result"]
+pub struct Call<O> {
+    state: State,
+    decode: fn(&[u8]) -> O,
+    fail: fn(Error) -> O,
+    watch: Watch,
+    /// Whether the caller's task polls for the reply (see
+    /// `RuntimeBuilder::caller_spin`); decided at the first pending poll.
+    spin: Spin,
+}
+
+/// What a call records when it ends: its span and, for calls to this
+/// runtime's objects, its metrics.
+pub(crate) struct Watch {
+    span: tracing::Span,
+    /// The trace the call belongs to; 0 when its span is disabled.
+    pub trace: u128,
+    /// Whether the method returns `Result`, when known.
+    fallible: bool,
+    local: Option<LocalWatch>,
+    finished: bool,
+}
+
+/// When a call to this runtime's objects started, and which method it is:
+/// its metrics are found through the stub at the end (no shared reference
+/// counts touched per call).
+struct LocalWatch {
+    /// Read from the CPU's time-stamp counter where it is usable (half the
+    /// cost of the system clock on these VMs; see `telemetry::calibrate`).
+    started: quanta::Instant,
+    method: u32,
+}
+
+impl Watch {
+    fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
+        let (span, local, fallible) = match target {
+            Target::Local(s) if s.runtime.instrument() => {
+                let metrics = s.class.metrics.method(method);
+                let span = if crate::engine::telemetry::tracing_on() {
+                    tracing::info_span!(
+                        target: "do_runtime::call",
+                        "call",
+                        class = %s.class.name,
+                        id = %ShortId(&s.id),
+                        method = metrics.info.name,
+                        trace_id = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
+                let local = LocalWatch {
+                    started: quanta::Instant::now(),
+                    method,
+                };
+                (span, Some(local), metrics.info.fallible)
+            }
+            Target::Local(_) => (tracing::Span::none(), None, false),
+            Target::Remote(r) => {
+                let info = r.method(method);
+                let span = if crate::engine::telemetry::tracing_on() {
+                    tracing::info_span!(
+                        target: "do_runtime::call",
+                        "call",
+                        class = r.class_name(),
+                        id = %ShortId(r.id()),
+                        method = info.map_or("unknown", |m| m.name),
+                        remote = true,
+                        trace_id = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
+                (span, None, info.is_some_and(|m| m.fallible))
+            }
+        };
+        // Calls made inside an object's call join its trace, spans or not.
+        let trace = trace.or_else(|| Some(crate::base::trace::current()).filter(|t| *t != 0));
+        let trace = if span.is_disabled() {
+            trace.unwrap_or(0)
+        } else {
+            let trace = trace.unwrap_or_else(crate::base::trace::current_or_new);
+            span.record("trace_id", tracing::field::display(TraceId(trace)));
+            trace
+        };
+        Watch {
+            span,
+            trace,
+            fallible,
+            local,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, target: &Target, reply: &Reply) {
+        self.record(target, Outcome::of(reply, self.fallible));
+    }
+
+    fn record(&mut self, target: &Target, outcome: Outcome) {
+        self.finished = true;
+        if let (Some(local), Target::Local(stub)) = (self.local.take(), target) {
+            stub.class
+                .metrics
+                .method(local.method)
+                .record(outcome, local.started.elapsed().as_secs_f64());
+            let counters = &stub.runtime.counters;
+            counters.calls.add(1);
+            if !matches!(outcome, Outcome::Ok) {
+                counters.failed_calls.add(1);
+            }
+        }
+        // A disabled span keeps nothing; with `tracing`'s `log` feature
+        // on, recording into one would still cost a check per call.
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome.as_str());
+        }
+    }
+}
+
+/// Whether a local call has had its chance to spin for its reply, and
+/// whether it is still counted in flight.
+#[derive(Clone, Copy)]
+enum Spin {
+    Undecided,
+    /// The first poll has been; since when the caller spun, if it did.
+    Decided(Option<Instant>),
+    /// Answered or dropped, not a local call, or spinning is off: not
+    /// counted in flight.
+    Off,
+}
+
+impl<O> Call<O> {
+    /// The call is answered or dropped: no longer in flight.
+    fn settle(&mut self) {
+        if let (Spin::Undecided | Spin::Decided(_), State::Waiting(_, Target::Local(s))) =
+            (self.spin, &self.state)
+        {
+            s.runtime
+                .counters
+                .in_flight
+                .0
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.spin = Spin::Off;
+    }
+}
+
+enum State {
+    Waiting(oneshot::Receiver<Reply>, Target),
+    Failed(Option<Error>),
+}
+
+impl<O> Future for Call<O> {
+    type Output = O;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
+        let this = self.get_mut();
+        let reply: Reply = match &mut this.state {
+            State::Waiting(rx, target) => {
+                // Spinning before the first poll registers a waker spares
+                // the worker the wake (a system call) when the reply comes
+                // back during the spin.
+                let received = match spin_for_reply(&mut this.spin, target, rx) {
+                    Some(received) => received,
+                    None => match Pin::new(&mut *rx).poll(cx) {
+                        Poll::Ready(received) => received.map_err(drop),
+                        Poll::Pending => return Poll::Pending,
+                    },
+                };
+                match received {
+                    Ok(reply) => {
+                        // A panic in a method breaks the stub through the
+                        // reset's new generation; a panic in a constructor
+                        // breaks nothing.
+                        if matches!(reply, Err(Error::Disconnected(_))) {
+                            target.mark_broken();
+                        }
+                        reply
+                    }
+                    Err(_) => {
+                        target.mark_broken();
+                        Err(Error::Disconnected(
+                            "the object's instance was reset or the runtime shut down".into(),
+                        ))
+                    }
+                }
+            }
+            State::Failed(e) => Err(e.take().unwrap_or_else(|| {
+                Error::Disconnected("the call's future was polled after it completed".into())
+            })),
+        };
+        // A reply the caller spun for teaches the next call how long to spin.
+        if let (Spin::Decided(Some(since)), State::Waiting(_, Target::Local(s))) =
+            (this.spin, &this.state)
+        {
+            s.handle.record_reply(since.elapsed());
+        }
+        this.settle();
+        if let State::Waiting(_, target) = &this.state {
+            this.watch.finish(target, &reply);
+        }
+        Poll::Ready(match reply {
+            Ok(bytes) => (this.decode)(&bytes),
+            Err(e) => (this.fail)(e),
+        })
+    }
+}
+
+/// At a local call's first poll, when the runtime is quiet: polls
+/// for the reply for up to the caller spin budget, blocking the caller's
+/// thread that long at most. The reply to a quick call to an idle object
+/// comes back within microseconds; a caller whose thread went to sleep
+/// meanwhile pays for waking it (a futex, then the kernel's scheduler: tens
+/// of microseconds on a virtual machine). Under load no call spins: replies
+/// then come in batches, and the cores are better left to the workers.
+fn spin_for_reply(
+    spin: &mut Spin,
+    target: &Target,
+    rx: &mut oneshot::Receiver<Reply>,
+) -> Option<Result<Reply, ()>> {
+    if !matches!(spin, Spin::Undecided) {
+        return None;
+    }
+    // Still counted in flight: `settle` uncounts it.
+    *spin = Spin::Decided(None);
+    let Target::Local(s) = target else {
+        return None;
+    };
+    let budget = s.reply_spin()?;
+    *spin = Spin::Decided(Some(Instant::now()));
+    let mut received = None;
+    crate::engine::spin::spin_until(budget, || match rx.try_recv() {
+        // Calls arriving meanwhile end the spin: the core is theirs.
+        Err(oneshot::error::TryRecvError::Empty) => !s.runtime.quiet(),
+        Ok(reply) => {
+            received = Some(Ok(reply));
+            true
+        }
+        Err(oneshot::error::TryRecvError::Closed) => {
+            received = Some(Err(()));
+            true
+        }
+    });
+    received
+}

@@ -1,0 +1,282 @@
+//! HTTP requests to an object's `fetch` handler: the request and response
+//! types, what a stub's `fetch` accepts, and their form on the wire.
+//!
+//! An object that defines `pub async fn fetch(&self, request: Request) ->
+//! Response` (or `-> Result<Response, E>`) can be sent HTTP requests: through
+//! its stub (`stub.fetch(request)` or `stub.fetch("http://do/path")`), in
+//! process or through a remote client, and, with the `gateway` feature, from
+//! any HTTP client through [`Runtime::gateway`](crate::Runtime::gateway).
+//!
+//! ```
+//! # fn main() -> Result<(), do_runtime::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let tokio = tokio::runtime::Runtime::new().unwrap();
+//! # tokio.block_on(async {
+//! use do_runtime::{durable_object, Ctx, Request, Response, Runtime};
+//!
+//! pub struct Echo { ctx: Ctx }
+//!
+//! #[durable_object]
+//! impl Echo {
+//!     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+//!
+//!     pub async fn fetch(&self, request: Request) -> Response {
+//!         let text = format!("{} {}", request.method(), request.uri().path());
+//!         Response::new(text.into())
+//!     }
+//! }
+//!
+//! let rt = Runtime::builder().data_dir(dir.path()).register::<Echo>().build()?;
+//! let echo = rt.namespace::<Echo>().get_by_name("a");
+//! let response = echo.fetch("http://do/hello?x=1").await?;
+//! assert_eq!(response.body().as_ref(), b"GET /hello");
+//! # Ok::<_, do_runtime::Error>(()) })?;
+//! # Ok(()) }
+//! ```
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::base::error::Error;
+
+/// An HTTP request to an object: the `http` crate's request with the whole
+/// body in memory.
+pub type Request = http::Request<Bytes>;
+
+/// An object's HTTP response: the `http` crate's response with the whole
+/// body in memory.
+pub type Response = http::Response<Bytes>;
+
+/// What a stub's `fetch` accepts: a [`Request`] (or an `http::Request` with
+/// a `Vec<u8>`, `String`, `&'static str` or `()` body), or a URL, sent as a
+/// `GET` with no body. The URL needs no resolvable host: `http://do/path`.
+pub trait IntoRequest {
+    /// The request, or [`Error::BadRequest`] for a URL that does not parse.
+    fn into_request(self) -> Result<Request, Error>;
+}
+
+impl IntoRequest for Request {
+    fn into_request(self) -> Result<Request, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoRequest for http::Request<Vec<u8>> {
+    fn into_request(self) -> Result<Request, Error> {
+        Ok(self.map(Bytes::from))
+    }
+}
+
+impl IntoRequest for http::Request<String> {
+    fn into_request(self) -> Result<Request, Error> {
+        Ok(self.map(Bytes::from))
+    }
+}
+
+impl IntoRequest for http::Request<&'static str> {
+    fn into_request(self) -> Result<Request, Error> {
+        Ok(self.map(|s| Bytes::from_static(s.as_bytes())))
+    }
+}
+
+impl IntoRequest for http::Request<()> {
+    fn into_request(self) -> Result<Request, Error> {
+        Ok(self.map(|()| Bytes::new()))
+    }
+}
+
+impl IntoRequest for &str {
+    fn into_request(self) -> Result<Request, Error> {
+        let uri: http::Uri = self
+            .parse()
+            .map_err(|e| Error::BadRequest(format!("invalid URL {self:?}: {e}")))?;
+        uri.into_request()
+    }
+}
+
+impl IntoRequest for String {
+    fn into_request(self) -> Result<Request, Error> {
+        self.as_str().into_request()
+    }
+}
+
+impl IntoRequest for &String {
+    fn into_request(self) -> Result<Request, Error> {
+        self.as_str().into_request()
+    }
+}
+
+impl IntoRequest for http::Uri {
+    fn into_request(self) -> Result<Request, Error> {
+        let mut request = Request::new(Bytes::new());
+        *request.uri_mut() = self;
+        Ok(request)
+    }
+}
+
+/// A request as it crosses a call.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireRequest {
+    method: String,
+    uri: String,
+    headers: Vec<(String, Bytes)>,
+    body: Bytes,
+}
+
+/// A response as it crosses a call.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireResponse {
+    status: u16,
+    headers: Vec<(String, Bytes)>,
+    body: Bytes,
+}
+
+/// What a `fetch` call replies: a response, or the handler's own error,
+/// encoded with its type's serde form, and as itself when it is an [`Error`]
+/// (so callers that do not know the type still see it).
+#[derive(Serialize, Deserialize)]
+pub(crate) enum WireFetchReply {
+    Ok(WireResponse),
+    Err {
+        encoded: Bytes,
+        runtime: Option<Error>,
+    },
+}
+
+fn wire_headers(headers: &http::HeaderMap) -> Vec<(String, Bytes)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+/// The most headers a request or response may carry across a call.
+const MAX_HEADERS: usize = 1024;
+
+fn header_map(headers: Vec<(String, Bytes)>) -> Result<http::HeaderMap, Error> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Error::Codec(format!(
+            "{} headers; at most {MAX_HEADERS} cross a call",
+            headers.len()
+        )));
+    }
+    let mut map = http::HeaderMap::try_with_capacity(headers.len())
+        .map_err(|e| Error::Codec(format!("too many headers: {e}")))?;
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| Error::Codec(format!("invalid header name {name:?}: {e}")))?;
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|e| Error::Codec(format!("invalid value of header {name}: {e}")))?;
+        map.try_append(name, value)
+            .map_err(|e| Error::Codec(format!("too many headers: {e}")))?;
+    }
+    Ok(map)
+}
+
+impl WireRequest {
+    pub(crate) fn from_request(request: Request) -> Self {
+        let (parts, body) = request.into_parts();
+        WireRequest {
+            method: parts.method.as_str().to_owned(),
+            uri: parts.uri.to_string(),
+            headers: wire_headers(&parts.headers),
+            body,
+        }
+    }
+
+    pub(crate) fn into_request(self) -> Result<Request, Error> {
+        let method = http::Method::from_bytes(self.method.as_bytes())
+            .map_err(|e| Error::Codec(format!("invalid method {:?}: {e}", self.method)))?;
+        let uri: http::Uri = self
+            .uri
+            .parse()
+            .map_err(|e| Error::Codec(format!("invalid URI {:?}: {e}", self.uri)))?;
+        let mut request = Request::new(self.body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = header_map(self.headers)?;
+        Ok(request)
+    }
+}
+
+impl WireResponse {
+    pub(crate) fn from_response(response: &Response) -> Self {
+        WireResponse {
+            status: response.status().as_u16(),
+            headers: wire_headers(response.headers()),
+            body: response.body().clone(),
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Result<Response, Error> {
+        let status = http::StatusCode::from_u16(self.status)
+            .map_err(|e| Error::Codec(format!("invalid status {}: {e}", self.status)))?;
+        let mut response = Response::new(self.body);
+        *response.status_mut() = status;
+        *response.headers_mut() = header_map(self.headers)?;
+        Ok(response)
+    }
+}
+
+/// Decodes a whole `fetch` reply for a caller that knows no error type: the
+/// handler's own error becomes [`Error::App`].
+pub(crate) fn decode_untyped_reply(bytes: &[u8]) -> Result<Response, Error> {
+    let reply: WireFetchReply = postcard::from_bytes(bytes)
+        .map_err(|e| Error::Codec(format!("cannot decode the fetch reply: {e}")))?;
+    match reply {
+        WireFetchReply::Ok(response) => response.into_response(),
+        // A bad request stays one; any other error the handler returned is a
+        // failure inside the object, whatever it says.
+        WireFetchReply::Err { runtime, .. } => Err(match runtime {
+            Some(e @ (Error::BadRequest(_) | Error::WebSocketLimit(_))) => e,
+            Some(Error::App(message)) => Error::App(message),
+            Some(e) => Error::App(format!("the fetch handler failed: {e}")),
+            None => Error::App("the fetch handler returned an error".into()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_crosses_the_wire_unchanged() {
+        let request = http::Request::builder()
+            .method("PATCH")
+            .uri("http://do/a/b?c=d&e=%20f")
+            .header("x-one", "1")
+            .header("x-many", "a")
+            .header("x-many", "b")
+            .body(Bytes::from_static(b"\x00\xffbody"))
+            .expect("a valid request");
+        let bytes = postcard::to_stdvec(&WireRequest::from_request(request)).expect("encodes");
+        let back = postcard::from_bytes::<WireRequest>(&bytes)
+            .expect("decodes")
+            .into_request()
+            .expect("valid");
+        assert_eq!(back.method(), "PATCH");
+        assert_eq!(back.uri(), "http://do/a/b?c=d&e=%20f");
+        assert_eq!(back.headers()["x-one"], "1");
+        let many: Vec<_> = back.headers().get_all("x-many").iter().collect();
+        assert_eq!(many, ["a", "b"]);
+        assert_eq!(back.body().as_ref(), b"\x00\xffbody");
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_a_bad_request() {
+        assert!(matches!(
+            "http://exa mple/".into_request(),
+            Err(Error::BadRequest(_))
+        ));
+        let request = "http://do/path?q=1".into_request().expect("parses");
+        assert_eq!(request.method(), "GET");
+        assert_eq!(request.uri().path(), "/path");
+    }
+}

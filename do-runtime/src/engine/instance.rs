@@ -1,0 +1,906 @@
+//! One object's task: delivers its calls in order, runs them (interleaving
+//! only where a method awaits), hands each result to the output gate, resets
+//! the instance when a method panics, and leaves when evicted.
+
+use std::any::Any;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use do_storage::{ObjectStore, StorageError};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::oneshot;
+
+use crate::api::ctx::Ctx;
+use crate::api::env::Env;
+use crate::api::object::AnyObject;
+use crate::api::storage::Storage;
+use crate::api::stub::Reply;
+use crate::base::error::Error;
+use crate::base::id::DurableObjectId;
+use crate::base::trace::{ShortId, TraceId};
+use crate::engine::input_gate::Gate;
+use crate::engine::registry::ObjectHandle;
+use crate::engine::reply::ReplyTo;
+use crate::engine::worker::{Envelope, Kind, ObjectKey, Objects, WorkerLocal};
+use crate::service::runtime::{Class, Shared};
+
+/// How many messages one poll delivers before yielding to the worker's other tasks.
+const DELIVERY_BUDGET: usize = 64;
+
+/// An object's queue and the facts the worker's sweeper and drainer read.
+#[derive(Clone)]
+pub(crate) struct Mailbox {
+    slot: Rc<Slot>,
+}
+
+struct Slot {
+    queue: RefCell<VecDeque<Envelope>>,
+    waker: RefCell<Option<Waker>>,
+    /// Calls (and closures) running in the task.
+    busy: Cell<usize>,
+    /// Counts deliveries and finished calls: the sweeper tells activity
+    /// from it without a clock read per call.
+    activity: Cell<u64>,
+    /// The activity count the sweeper last saw, and since when it has not
+    /// changed.
+    seen: Cell<(u64, Instant)>,
+    /// `Some` once eviction was asked for, with whoever waits for it.
+    eviction: RefCell<Option<Vec<oneshot::Sender<bool>>>>,
+    /// The task's state, which the router may drive itself (see
+    /// [`Mailbox::deliver_inline`]). Weak: the task owns it.
+    task: OnceCell<Weak<RefCell<ObjectTask>>>,
+    /// Set while the router drives the task (see [`Mailbox::deliver_inline`]):
+    /// a park then only says so here, in `parked_inline`, and the router puts
+    /// back the waker it took, instead of cloning the task's waker anew (a
+    /// clone writes the task's reference count, in memory no other part of
+    /// the call touches).
+    inline: Cell<bool>,
+    parked_inline: Cell<bool>,
+    /// Set while writes of a turn run on the router's turn wait for the
+    /// router to hand them over (see [`Mailbox::flush_deferred`]).
+    deferred: Cell<bool>,
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Mailbox {
+            slot: Rc::new(Slot {
+                queue: RefCell::default(),
+                waker: RefCell::default(),
+                busy: Cell::new(0),
+                activity: Cell::new(0),
+                seen: Cell::new((0, Instant::now())),
+                eviction: RefCell::default(),
+                task: OnceCell::new(),
+                inline: Cell::new(false),
+                parked_inline: Cell::new(false),
+                deferred: Cell::new(false),
+            }),
+        }
+    }
+}
+
+impl Mailbox {
+    pub fn push(&self, envelope: Envelope) {
+        self.slot.queue.borrow_mut().push_back(envelope);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.slot.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn push_front(&self, envelope: Envelope) {
+        self.slot.queue.borrow_mut().push_front(envelope);
+    }
+
+    fn pop(&self) -> Option<Envelope> {
+        self.slot.queue.borrow_mut().pop_front()
+    }
+
+    fn park(&self, waker: &Waker) {
+        if self.slot.inline.get() {
+            self.slot.parked_inline.set(true);
+            return;
+        }
+        let mut parked = self.slot.waker.borrow_mut();
+        match &*parked {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *parked = Some(waker.clone()),
+        }
+    }
+
+    /// Reads what delivering a call to this object reads first: its
+    /// mailbox, its task's state and its storage (see the router's warm-up).
+    /// The value means nothing; it only keeps the reads from being
+    /// optimised away.
+    pub fn warm_up(&self) -> u64 {
+        let slot = &self.slot;
+        let mut sum = (slot.queue.borrow().len() + slot.busy.get()) as u64;
+        if let Some(task) = slot.task.get().and_then(Weak::upgrade)
+            && let Ok(task) = task.try_borrow()
+        {
+            sum += u64::from(task.gate.is_open())
+                + task.handle.generation.load(Ordering::Relaxed)
+                + task.store.warm_up();
+        }
+        sum
+    }
+
+    /// Delivers `envelope` and runs the object's turn right here, on the
+    /// router's turn, when its task sleeps waiting for mail (nothing queued,
+    /// its waker parked, nothing else driving it); hands it back otherwise.
+    ///
+    /// This is what the task's next poll would do, without waking the task
+    /// and having the worker's `LocalSet` schedule and poll it: most calls
+    /// of a busy worker go to objects whose tasks sleep. The turn runs with
+    /// the task's own waker, so whatever it leaves pending (a call that
+    /// awaits, a closed gate) wakes the task as before, and eviction is
+    /// left to the task, which alone can end itself.
+    ///
+    /// The turn's writes are not handed to the commit thread here: `Ok(true)`
+    /// says the router must call [`flush_deferred`](Self::flush_deferred)
+    /// before it waits or yields, so that the calls one object gets until
+    /// then share one write batch, as they do when its task takes them from
+    /// its queue in one turn.
+    ///
+    /// Only the router calls this, from the top of its loop: never from an
+    /// object's own turn, where a call to another object of the worker
+    /// would nest that object's turn inside it.
+    pub fn deliver_inline(&self, envelope: Envelope) -> Result<bool, Envelope> {
+        let slot = &self.slot;
+        if slot.waker.borrow().is_none() || !slot.queue.borrow().is_empty() {
+            return Err(envelope);
+        }
+        let Some(task) = slot.task.get().and_then(Weak::upgrade) else {
+            return Err(envelope);
+        };
+        let Ok(mut task) = task.try_borrow_mut() else {
+            return Err(envelope);
+        };
+        let Some(waker) = slot.waker.borrow_mut().take() else {
+            return Err(envelope);
+        };
+        slot.queue.borrow_mut().push_back(envelope);
+        slot.inline.set(true);
+        // The object's code catches its own panics; one here would be the
+        // runtime's bug, and must not take the router down with it.
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            task.step(&mut Context::from_waker(&waker), false)
+        }));
+        slot.inline.set(false);
+        let parked = slot.parked_inline.replace(false);
+        match stepped {
+            Ok(_) if parked => *slot.waker.borrow_mut() = Some(waker),
+            // Not parked: the turn left the task woken (its budget spent,
+            // eviction asked for) or waiting on its gate, with wakers of
+            // its own.
+            Ok(_) => {}
+            Err(panic) => {
+                tracing::error!(
+                    target: "do_runtime::lifecycle",
+                    "an object's turn panicked outside its methods: {}",
+                    panic_message(&*panic)
+                );
+                // Whatever the turn left half done, the task's own poll
+                // takes it from here.
+                waker.wake();
+            }
+        }
+        let flush = task.store.has_unflushed() && !slot.deferred.replace(true);
+        Ok(flush)
+    }
+
+    /// Hands the writes of turns run by [`deliver_inline`](Self::deliver_inline)
+    /// to the commit thread, as the end of the task's own turn would.
+    pub fn flush_deferred(&self) {
+        let slot = &self.slot;
+        slot.deferred.set(false);
+        let Some(task) = slot.task.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        match task.try_borrow() {
+            // A failed hand-over fails the waiting calls through their releases.
+            Ok(task) if task.store.has_unflushed() => {
+                let _ = task.store.flush();
+            }
+            Ok(_) => {}
+            // Never on the router's turn; should it ever be, the task's
+            // own turn flushes at its end.
+            Err(_) => {
+                if let Some(waker) = slot.waker.borrow_mut().take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Whether nothing is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.slot.busy.get() == 0 && self.slot.queue.borrow().is_empty()
+    }
+
+    /// How long the object has been idle, as far as the sweeper can tell:
+    /// since the first sweep (`now`) that found its activity count as it is
+    /// now. Zero while it is busy, or when it was active since the last sweep.
+    pub fn idle_since(&self, now: Instant) -> Duration {
+        let activity = self.slot.activity.get();
+        let (seen, since) = self.slot.seen.get();
+        if !self.is_idle() || seen != activity {
+            self.slot.seen.set((activity, now));
+            return Duration::ZERO;
+        }
+        now.saturating_duration_since(since)
+    }
+
+    /// Counts a delivery or a finished call.
+    fn touch(&self) {
+        self.slot
+            .activity
+            .set(self.slot.activity.get().wrapping_add(1));
+    }
+
+    /// Asks the task to drop its instance and leave once idle.
+    pub fn request_eviction(&self, done: Option<oneshot::Sender<bool>>) {
+        self.slot
+            .eviction
+            .borrow_mut()
+            .get_or_insert_with(Vec::new)
+            .extend(done);
+        self.wake();
+    }
+}
+
+pub(crate) struct ObjectTask {
+    class: Arc<Class>,
+    id: DurableObjectId,
+    handle: Arc<ObjectHandle>,
+    shared: Arc<Shared>,
+    mailbox: Mailbox,
+    objects: Objects,
+    key: ObjectKey,
+    /// The worker's count of replies held for the output gate.
+    awaiting: Arc<AtomicUsize>,
+    store: Rc<ObjectStore>,
+    gate: Rc<Gate>,
+    /// The live instance and the context it was built with.
+    instance: Option<(Rc<dyn AnyObject>, Ctx)>,
+    running: FuturesUnordered<Running>,
+    /// Wakes the task to retry an eviction that waits for the engine.
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ObjectTask {
+    pub fn new(
+        class: Arc<Class>,
+        id: DurableObjectId,
+        handle: Arc<ObjectHandle>,
+        mailbox: Mailbox,
+        worker: &WorkerLocal,
+    ) -> Self {
+        let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
+        let store = Rc::new(worker.store.object_on_thread(
+            prefix,
+            worker.cache.clone(),
+            worker.releases.clone(),
+        ));
+        if let Some(name) = id.name() {
+            store.set_name(name);
+        }
+        let key = (class.index, id.base());
+        ObjectTask {
+            class,
+            id,
+            handle,
+            shared: worker.shared.clone(),
+            mailbox,
+            objects: worker.objects.clone(),
+            key,
+            awaiting: worker.awaiting.clone(),
+            store,
+            gate: Rc::default(),
+            instance: None,
+            running: FuturesUnordered::new(),
+            retry: None,
+        }
+    }
+
+    /// Spawns the object's task on the worker's `LocalSet`.
+    pub fn spawn(self) {
+        let task = Rc::new(RefCell::new(self));
+        let _ = task.borrow().mailbox.slot.task.set(Rc::downgrade(&task));
+        tokio::task::spawn_local(Runner(task));
+    }
+
+    /// One turn: delivers what is queued and runs what is ready. In the
+    /// task's own poll (`own_poll`) it then hands the writes to the commit
+    /// thread as one batch and leaves if eviction was asked for and the
+    /// object is idle (`Ready` once it left); on the router's turn the
+    /// router hands the writes over.
+    fn step(&mut self, cx: &mut Context<'_>, own_poll: bool) -> Poll<()> {
+        // WebSocket sends made by the object's code wait for its writes.
+        let store = self.store.clone();
+        crate::api::websocket::gate::with(&store, || self.turn(cx));
+        if !own_poll {
+            // On the router's turn: the router hands the writes over before
+            // it waits or yields (`flush_deferred`). Eviction ends the task:
+            // let it see the request.
+            if self.mailbox.slot.eviction.borrow().is_some() {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+        // End of the task's own turn: everything written in it (and in
+        // turns run on the router's turn since the last hand-over) goes to
+        // disk as one batch. A failed hand-over fails the waiting calls
+        // through their releases.
+        if self.store.has_unflushed() {
+            let _ = self.store.flush();
+        }
+        if self.try_evict(cx) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx::new(
+            self.class.clone(),
+            self.id.clone(),
+            Storage::new(
+                self.store.clone(),
+                Some(crate::api::storage::AlarmHooks {
+                    class: self.class.name.clone(),
+                    has_handler: self.class.has_alarm,
+                    scheduler: self.shared.alarms().clone(),
+                }),
+            ),
+            Env::new(self.shared.clone()),
+            self.gate.clone(),
+        )
+    }
+
+    fn instance(&mut self) -> Result<(Rc<dyn AnyObject>, Ctx), Error> {
+        if let Some((instance, ctx)) = &self.instance {
+            return Ok((instance.clone(), ctx.clone()));
+        }
+        let ctx = self.ctx();
+        let construct = self.class.construct;
+        match catch_unwind(AssertUnwindSafe(|| construct(ctx.clone()))) {
+            Ok(instance) => {
+                self.instance = Some((instance.clone(), ctx.clone()));
+                self.live_changed(true, "activate");
+                Ok((instance, ctx))
+            }
+            Err(panic) => {
+                // No half-built instance: forget what the constructor wrote or started.
+                self.store.discard_unflushed();
+                self.gate.abort_all();
+                self.gate = Rc::default();
+                Err(Error::Panicked(format!(
+                    "the constructor of {} panicked: {}",
+                    self.class.name,
+                    panic_message(&*panic)
+                )))
+            }
+        }
+    }
+
+    /// Delivers one message. A call that finds the gate closed by the
+    /// constructor it just ran goes back to the front of the queue.
+    fn deliver(&mut self, envelope: Envelope, cx: &mut Context<'_>) {
+        self.mailbox.touch();
+        let (stub, system) = match &envelope.kind {
+            Kind::Call { stub, system, .. } => (stub, *system),
+            Kind::Run { .. } => {
+                let Kind::Run { run, .. } = envelope.kind else {
+                    return;
+                };
+                let future = run(self.ctx());
+                self.start(
+                    None,
+                    None,
+                    Box::pin(async move {
+                        future.await;
+                        Ok(Vec::new())
+                    }),
+                    HandleWatch::none(),
+                    cx,
+                );
+                return;
+            }
+        };
+        let generation = self.handle.generation.load(Ordering::Acquire);
+        // The runtime's own events (WebSocket messages) belong to no
+        // instance: a reset does not turn them away.
+        if !system && !stub.bind(generation) {
+            self.refuse(
+                envelope.kind,
+                Error::Disconnected(
+                    "the object was reset since this stub's first call; get a new stub".into(),
+                ),
+            );
+            return;
+        }
+        let (instance, ctx) = match self.instance() {
+            Ok(live) => live,
+            Err(e) => {
+                self.refuse(envelope.kind, e);
+                return;
+            }
+        };
+        if !self.gate.is_open() {
+            self.mailbox.push_front(envelope);
+            return;
+        }
+        let relay = envelope.relay;
+        let Kind::Call {
+            method,
+            args,
+            reply,
+            slot,
+            trace,
+            span,
+            ..
+        } = envelope.kind
+        else {
+            return;
+        };
+        self.handle.release(slot);
+        let watch = self.watch(method, trace.get(), &span);
+        match catch_unwind(AssertUnwindSafe(|| {
+            instance.dispatch(crate::__private::Incoming {
+                method,
+                args: &args,
+                ctx: &ctx,
+                system,
+            })
+        })) {
+            Ok(Ok(call)) => self.start(Some(reply), relay, call, watch, cx),
+            Ok(Err(e)) => {
+                watch.fail(&e);
+                reply.send(Err(e));
+            }
+            Err(panic) => {
+                // Reset first, so the caller sees its stub broken at once.
+                self.reset();
+                let e = Error::Panicked(panic_message(&*panic));
+                watch.fail(&e);
+                reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers a call that will not run with `e`, giving its queue room back.
+    fn refuse(&self, kind: Kind, e: Error) {
+        if let Kind::Call { reply, slot, .. } = kind {
+            self.handle.release(slot);
+            reply.send(Err(e));
+        }
+    }
+
+    /// Counts an instance built or dropped, and says so.
+    fn live_changed(&self, up: bool, what: &'static str) {
+        let counters = &self.shared.counters;
+        if up {
+            counters.live_instances.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.live_instances.increment(1.0);
+        } else {
+            counters.live_instances.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.live_instances.decrement(1.0);
+        }
+        tracing::debug!(
+            target: "do_runtime::lifecycle",
+            class = %self.class.name,
+            id = %ShortId(&self.id),
+            "{what}"
+        );
+    }
+
+    /// The object-side span of a call: a child of the caller's span, in
+    /// the caller's trace.
+    fn watch(&self, method: u32, trace: u128, caller: &tracing::Span) -> HandleWatch {
+        if !self.shared.instrument() || !crate::engine::telemetry::tracing_on() {
+            // No span, but the trace still passes on to the calls it makes.
+            let mut watch = HandleWatch::none();
+            watch.trace = trace;
+            return watch;
+        }
+        // The method's name is looked up only when the span is enabled.
+        let span = tracing::info_span!(
+            target: "do_runtime::handle",
+            parent: caller,
+            "handle",
+            class = %self.class.name,
+            id = %ShortId(&self.id),
+            method = self.class.metrics.method(method).info.name,
+            trace_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return HandleWatch {
+                span,
+                trace,
+                fallible: false,
+                finished: std::cell::Cell::new(false),
+            };
+        }
+        // A caller whose own span was off sent no trace: start one here.
+        let trace = if trace == 0 {
+            crate::base::trace::current_or_new()
+        } else {
+            trace
+        };
+        span.record("trace_id", tracing::field::display(TraceId(trace)));
+        HandleWatch {
+            span,
+            trace,
+            fallible: self.class.metrics.method(method).info.fallible,
+            finished: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Starts a call: polls it once at once, and keeps it running only if
+    /// it did not finish (most calls of in-memory objects finish in their
+    /// first poll, and skip the set of running calls altogether).
+    fn start(
+        &mut self,
+        reply: Option<ReplyTo>,
+        relay: Option<crate::engine::relay::RelayId>,
+        call: LocalBoxFuture<'static, Reply>,
+        watch: HandleWatch,
+        cx: &mut Context<'_>,
+    ) {
+        self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
+        let mut running = Running {
+            reply,
+            relay,
+            call,
+            watch,
+        };
+        // Polled with the object task's waker: a wake registered now wakes
+        // the task, whose next turn polls the set, where the call goes next.
+        // (The set polls a call it was just given once more at once: the
+        // one wasted poll falls on calls that wait, not on those that end.)
+        match Pin::new(&mut running).poll(cx) {
+            Poll::Ready(done) => self.finish(done),
+            Poll::Pending => self.running.push(running),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        (reply, relay, outcome, watch): (
+            Option<ReplyTo>,
+            Option<crate::engine::relay::RelayId>,
+            Outcome,
+            HandleWatch,
+        ),
+    ) {
+        match &outcome {
+            Outcome::Done(result) => watch.finish(result),
+            Outcome::Panicked(_) => watch.outcome(|| crate::engine::telemetry::Outcome::Panic),
+        }
+        let slot = &self.mailbox.slot;
+        slot.busy.set(slot.busy.get().saturating_sub(1));
+        self.mailbox.touch();
+        match outcome {
+            Outcome::Done(result) => {
+                let Some(reply) = reply else { return };
+                // Output gate: the result leaves only once every write it may
+                // reflect is durable. With nothing of the object's waiting
+                // for the disk, that is now (and no release is boxed).
+                if let Some(durable) = self.store.durable_now() {
+                    reply.send(after_durable(durable, result));
+                    return;
+                }
+                // Writes of this turn are handed over when the turn ends (see
+                // `poll`), so all calls finishing in one turn share one batch;
+                // this worker's release task sends the reply once the commit
+                // thread reports the fsync that covers it.
+                let held = Held::new(&self.awaiting);
+                self.store.release_when_durable(Box::new(move |durable| {
+                    drop(held);
+                    crate::engine::relay::deliver(reply, relay, after_durable(durable, result));
+                }));
+            }
+            Outcome::Panicked(message) => {
+                // Reset first, so the caller sees its stub broken at once.
+                self.reset();
+                if let Some(reply) = reply {
+                    reply.send(Err(Error::Panicked(message)));
+                }
+            }
+        }
+    }
+
+    /// Drops the instance and every call running on it (their callers see a
+    /// disconnected error), forgets unflushed writes, and starts a new
+    /// generation so the stubs bound to the old instance break.
+    fn reset(&mut self) {
+        if self.instance.take().is_some() {
+            self.live_changed(false, "reset");
+        }
+        self.running = FuturesUnordered::new();
+        self.mailbox.slot.busy.set(0);
+        self.gate.abort_all();
+        self.gate = Rc::default();
+        self.store.discard_unflushed();
+        self.handle.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Delivers queued messages and runs everything ready, until nothing is,
+    /// the gate closes, or the delivery budget is spent.
+    fn turn(&mut self, cx: &mut Context<'_>) {
+        let mut delivered = 0;
+        loop {
+            if self.gate.take_poison().is_some() {
+                // A `block_concurrency_while` future panicked: like a method.
+                self.reset();
+            }
+            // Polled only when it holds calls: polling an empty set still
+            // registers the waker in its shared queue, memory the call would
+            // not touch otherwise. A call pushed there was polled with this
+            // task's waker (see `start`), so its wake brings the task back.
+            while !self.running.is_empty()
+                && let Poll::Ready(Some(done)) = self.running.poll_next_unpin(cx)
+            {
+                self.finish(done);
+            }
+            if !self.gate.is_open() {
+                self.gate.wait(cx.waker());
+                return;
+            }
+            if delivered == DELIVERY_BUDGET {
+                cx.waker().wake_by_ref();
+                return;
+            }
+            match self.mailbox.pop() {
+                Some(envelope) => {
+                    self.deliver(envelope, cx);
+                    delivered += 1;
+                }
+                None => {
+                    self.mailbox.park(cx.waker());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Leaves when eviction was asked for and the object is idle, its gate
+    /// open, and every batch it handed over applied (so a new instance reads
+    /// everything from the engine). Returns whether it left.
+    fn try_evict(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.mailbox.slot.eviction.borrow().is_none()
+            || !self.mailbox.is_idle()
+            || !self.gate.is_open()
+        {
+            return false;
+        }
+        if !self.store.is_settled() {
+            // The commit thread does not wake us when it applies: check back soon.
+            let retry = self
+                .retry
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(1))));
+            if retry.as_mut().poll(cx).is_ready() {
+                self.retry = None;
+                cx.waker().wake_by_ref();
+            }
+            return false;
+        }
+        self.objects.borrow_mut().remove(&self.key);
+        let was_live = self.instance.take().is_some();
+        if was_live {
+            self.live_changed(false, "evict");
+        }
+        // An object without sockets forgets its auto-response with its
+        // instance; the next instance sets it again.
+        self.shared.sockets().forget_idle(&self.class, &self.id);
+        for done in self
+            .mailbox
+            .slot
+            .eviction
+            .borrow_mut()
+            .take()
+            .unwrap_or_default()
+        {
+            let _ = done.send(was_live);
+        }
+        true
+    }
+}
+
+/// An object's task as spawned: it owns the object's state, which the
+/// router also drives while the task sleeps (see [`Mailbox::deliver_inline`]).
+struct Runner(Rc<RefCell<ObjectTask>>);
+
+impl Future for Runner {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.try_borrow_mut() {
+            Ok(mut task) => task.step(cx, true),
+            // Never while the router drives it (that happens on the router's
+            // own turn); should it ever, try again on the next.
+            Err(_) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A call's reply, once its writes' fate is known.
+fn after_durable(durable: Result<(), StorageError>, result: Reply) -> Reply {
+    match durable {
+        Ok(()) => result,
+        Err(StorageError::Discarded) => Err(Error::Disconnected(
+            "the object was reset before this call's writes were committed".into(),
+        )),
+        Err(e) => Err(Error::from(e)),
+    }
+}
+
+enum Outcome {
+    Done(Reply),
+    Panicked(String),
+}
+
+impl Drop for ObjectTask {
+    fn drop(&mut self) {
+        // Stopped with its instance live (the runtime stopped).
+        if self.instance.is_some() {
+            self.shared
+                .counters
+                .live_instances
+                .fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.live_instances.decrement(1.0);
+        }
+    }
+}
+
+/// The span of one call on the object's side.
+struct HandleWatch {
+    span: tracing::Span,
+    /// The caller's trace: calls this one makes join it.
+    trace: u128,
+    fallible: bool,
+    finished: std::cell::Cell<bool>,
+}
+
+impl Drop for HandleWatch {
+    fn drop(&mut self) {
+        // Dropped unfinished: a reset took the call with it.
+        if !self.finished.get() && !self.span.is_disabled() {
+            self.span.record("outcome", "disconnected");
+        }
+    }
+}
+
+impl HandleWatch {
+    fn none() -> Self {
+        HandleWatch {
+            span: tracing::Span::none(),
+            trace: 0,
+            fallible: false,
+            finished: std::cell::Cell::new(false),
+        }
+    }
+
+    fn finish(&self, result: &Reply) {
+        self.outcome(|| crate::engine::telemetry::Outcome::of(result, self.fallible));
+    }
+
+    fn fail(&self, e: &Error) {
+        self.outcome(|| crate::engine::telemetry::Outcome::of_error(e));
+    }
+
+    fn outcome(&self, outcome: impl FnOnce() -> crate::engine::telemetry::Outcome) {
+        self.finished.set(true);
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome().as_str());
+        }
+    }
+}
+
+/// One call in progress; a panic while polling it becomes its outcome.
+struct Running {
+    reply: Option<ReplyTo>,
+    relay: Option<crate::engine::relay::RelayId>,
+    call: LocalBoxFuture<'static, Reply>,
+    watch: HandleWatch,
+}
+
+impl Future for Running {
+    type Output = (
+        Option<ReplyTo>,
+        Option<crate::engine::relay::RelayId>,
+        Outcome,
+        HandleWatch,
+    );
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let polled = {
+            let _entered = this.watch.span.enter();
+            let call = &mut this.call;
+            crate::base::trace::with_current(this.watch.trace, || {
+                catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)))
+            })
+        };
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Outcome::Done(result),
+            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+        };
+        let watch = std::mem::replace(&mut this.watch, HandleWatch::none());
+        Poll::Ready((this.reply.take(), this.relay.take(), outcome, watch))
+    }
+}
+
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// One reply held for the output gate, counted in its worker's
+/// `awaiting` for as long as it lives (the release runs once, or is dropped
+/// unrun when the store closes).
+struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(count: &Arc<AtomicUsize>) -> Held {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idleness_counts_from_the_first_sweep_that_finds_no_new_activity() {
+        let mailbox = Mailbox::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Never used: idle since it was made.
+        assert!(mailbox.idle_since(t0 + s(5)) >= s(5));
+        // Active since the last sweep: not idle; from this sweep on, it is.
+        mailbox.touch();
+        assert_eq!(mailbox.idle_since(t0 + s(10)), Duration::ZERO);
+        assert_eq!(mailbox.idle_since(t0 + s(15)), s(5));
+        assert_eq!(mailbox.idle_since(t0 + s(40)), s(30));
+        // Busy: never idle, whatever the count says.
+        mailbox.slot.busy.set(1);
+        assert_eq!(mailbox.idle_since(t0 + s(50)), Duration::ZERO);
+        mailbox.slot.busy.set(0);
+        mailbox.touch();
+        assert_eq!(mailbox.idle_since(t0 + s(60)), Duration::ZERO);
+        assert_eq!(mailbox.idle_since(t0 + s(61)), s(1));
+    }
+}

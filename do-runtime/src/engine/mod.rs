@@ -1,0 +1,17 @@
+//! The engine: what runs objects. Shared runtime state, the object registry,
+//! envelopes and the ports stubs send them through, worker threads and their
+//! router, object tasks (instances, input and output gates), replies and
+//! relays, spinning, WebSocket bookkeeping, user tasks on workers, metrics.
+//! Imports `base` only: it knows nothing of the user's API (it builds objects
+//! through [`Class`](shared::Class)'s constructor function), of the network
+//! (reply sinks are a trait), or of the service that starts it.
+
+pub(crate) mod input_gate;
+pub(crate) mod instance;
+pub(crate) mod registry;
+pub(crate) mod relay;
+pub(crate) mod reply;
+pub(crate) mod spawn;
+pub(crate) mod spin;
+pub mod telemetry;
+pub(crate) mod worker;

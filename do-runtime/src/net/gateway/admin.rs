@@ -1,0 +1,236 @@
+//! The admin API: JSON endpoints for tools, behind a bearer token, off
+//! unless configured ([`GatewayBuilder::admin`](super::GatewayBuilder::admin)).
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /admin/namespaces` | `{"namespaces": [{"class": "Counter"}, …]}` |
+//! | `GET /admin/namespaces/{class}/objects?cursor=…&limit=…` | `{"objects": [{"id", "name", "hasStoredData"}, …], "cursor"}` |
+//! | `GET /admin/namespaces/{class}/objects/{id or name}` | `{"id", "name", "alarm", "entries": [{"key", "value", "text"}]}` |
+//! | `GET /admin/namespaces/{class}/objects/{id or name}/export` | JSON lines of [`Record`]s |
+//! | `DELETE /admin/namespaces/{class}/objects/{id or name}` | `{"deleted": n}` |
+//! | `POST /admin/import` (JSON lines of [`Record`]s) | `{"written": n}` |
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::api::env::Env;
+use crate::api::listing::ListIds;
+use crate::base::error::Error;
+use crate::base::fetch::{Request, Response};
+use crate::tools::admin::{ObjectDump, Record, ValueView};
+
+/// Answers a request under `/admin/`.
+pub(super) async fn handle(token: &str, env: &Env, request: Request) -> Response {
+    if !authorized(token, &request) {
+        let mut response = json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "a valid `authorization: Bearer <token>` header is required"}),
+        );
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    match route(env, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            let status = super::route::error_response(&e).status();
+            let message = if status.is_server_error() {
+                "internal error".to_owned()
+            } else {
+                e.to_string()
+            };
+            json_response(status, &json!({ "error": message }))
+        }
+    }
+}
+
+fn authorized(token: &str, request: &Request) -> bool {
+    let given = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+async fn route(env: &Env, request: Request) -> Result<Response, Error> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let parts: Vec<&str> = path
+        .trim_start_matches("/admin/")
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let method = request.method().clone();
+    match (method, parts.as_slice()) {
+        (Method::GET, ["namespaces"]) => {
+            let namespaces: Vec<Value> = env
+                .namespaces()
+                .into_iter()
+                .map(|class| json!({ "class": class }))
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "namespaces": namespaces }),
+            ))
+        }
+        (Method::GET, ["namespaces", class, "objects"]) => {
+            let ns = env.namespace_named(class)?;
+            let mut options = ListIds::new();
+            for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+                match key {
+                    "cursor" => options = options.cursor(value),
+                    "limit" => {
+                        let limit = value
+                            .parse()
+                            .map_err(|_| Error::BadRequest(format!("invalid limit {value:?}")))?;
+                        options = options.limit(limit);
+                    }
+                    _ => {}
+                }
+            }
+            let page = ns.list_ids(options)?;
+            let objects: Vec<Value> = page
+                .objects
+                .iter()
+                .map(|o| {
+                    json!({
+                        "id": o.id.to_string(),
+                        "name": o.name,
+                        "hasStoredData": o.has_stored_data,
+                    })
+                })
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "objects": objects, "cursor": page.cursor }),
+            ))
+        }
+        (Method::GET, ["namespaces", class, "objects", id]) => {
+            let ns = env.namespace_named(class)?;
+            let id = parse_id(&ns, id)?;
+            let dump = ns.show(&id).await?;
+            Ok(json_response(StatusCode::OK, &dump_json(&dump)))
+        }
+        (Method::GET, ["namespaces", class, "objects", id, "export"]) => {
+            let ns = env.namespace_named(class)?;
+            let id = parse_id(&ns, id)?;
+            let dump = ns.show(&id).await?;
+            let mut body = Vec::new();
+            for record in dump.records(ns.class_name()) {
+                serde_json::to_writer(&mut body, &record)
+                    .map_err(|e| Error::Codec(e.to_string()))?;
+                body.push(b'\n');
+            }
+            let mut response = Response::new(Bytes::from(body));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-ndjson"),
+            );
+            Ok(response)
+        }
+        (Method::DELETE, ["namespaces", class, "objects", id]) => {
+            let ns = env.namespace_named(class)?;
+            let id = parse_id(&ns, id)?;
+            let deleted = ns.delete_object(&id).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "deleted": deleted }),
+            ))
+        }
+        (Method::POST, ["import"]) => {
+            let text = std::str::from_utf8(request.body())
+                .map_err(|_| Error::BadRequest("the body is not UTF-8".into()))?;
+            let mut written = 0;
+            for records in group_by_object(parse_records(text)?) {
+                let ns = env.namespace_named(&records[0].class)?;
+                let id = ns.id_from_string(&records[0].id)?;
+                written += ns.import(&id, records).await?;
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "written": written }),
+            ))
+        }
+        _ => Err(Error::BadRequest(format!("no admin endpoint {path}"))),
+    }
+}
+
+/// An id in its text form, or else a name.
+fn parse_id(ns: &crate::AnyNamespace, text: &str) -> Result<crate::DurableObjectId, Error> {
+    let text = super::route::percent_decode(text)?;
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        ns.id_from_string(&text)
+    } else {
+        Ok(ns.id_from_name(&text))
+    }
+}
+
+/// The records of an export (JSON lines); a bad line is a
+/// [`Error::BadRequest`] naming it.
+pub fn parse_records(text: &str) -> Result<Vec<Record>, Error> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                Error::BadRequest(format!("line {}: not an export record: {e}", n + 1))
+            })
+        })
+        .collect()
+}
+
+/// Records grouped by object (each group non-empty), in the order objects
+/// first appear.
+pub fn group_by_object(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut groups: Vec<Vec<Record>> = Vec::new();
+    for record in records {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].class == record.class && g[0].id == record.id)
+        {
+            Some(group) => group.push(record),
+            None => groups.push(vec![record]),
+        }
+    }
+    groups
+}
+
+/// An object's state as JSON: `id`, `name`, `alarm` (ms since the Unix
+/// epoch) and `entries` (`key`, `value` in hex, `text` when it is a string).
+pub fn dump_json(dump: &ObjectDump) -> Value {
+    let entries: Vec<Value> = dump
+        .entries
+        .iter()
+        .map(|(key, value)| {
+            let text = match ValueView::of(value) {
+                ValueView::Text(text) => Some(text),
+                ValueView::Hex(_) => None,
+            };
+            json!({ "key": key, "value": hex::encode(value), "text": text })
+        })
+        .collect();
+    json!({
+        "id": dump.id.to_string(),
+        "name": dump.name,
+        "alarm": dump.alarm.map(crate::base::clock::millis),
+        "entries": entries,
+    })
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

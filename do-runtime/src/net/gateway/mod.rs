@@ -1,0 +1,482 @@
+//! An HTTP server in front of a runtime's objects (feature `gateway`): each
+//! request goes through a routing function to an object's `fetch` handler,
+//! and WebSockets the objects accept are served here.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), do_runtime::Error> {
+//! use do_runtime::{durable_object, Ctx, Request, Response, Runtime};
+//!
+//! pub struct Counter { ctx: Ctx }
+//!
+//! #[durable_object]
+//! impl Counter {
+//!     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+//!     pub async fn fetch(&self, _request: Request) -> Response {
+//!         let storage = self.ctx.storage();
+//!         let n = storage.get::<u64>("n").await.ok().flatten().unwrap_or(0) + 1;
+//!         storage.put("n", &n).ok();
+//!         Response::new(n.to_string().into())
+//!     }
+//! }
+//!
+//! let rt = Runtime::builder().data_dir("data").register::<Counter>().build()?;
+//! let gateway = rt.gateway().addr("127.0.0.1:8080".parse().unwrap()).start().await?;
+//! // curl http://127.0.0.1:8080/Counter/mine/ → 1, 2, 3 …
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+mod route;
+mod socket;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The Prometheus exporter the gateway's `/metrics` renders (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub use metrics_exporter_prometheus as prometheus;
+pub use route::{RouteFuture, default_route};
+
+use crate::api::env::Env;
+use crate::api::websocket::{SOCKET_HEADER, TOKEN_HEADER, is_upgrade};
+use crate::base::error::Result;
+use crate::base::fetch::{Request, Response};
+use crate::service::runtime::{Runtime, Shared};
+use route::{Router, error_response, plain};
+
+/// Configures a [`Gateway`]; from [`Runtime::gateway`].
+#[must_use]
+pub struct GatewayBuilder {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    router: Arc<Router>,
+    max_body_bytes: usize,
+    max_connections: usize,
+    health: bool,
+    admin: Option<String>,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// A running HTTP gateway. Dropping it (or [`Gateway::shutdown`]) stops
+/// accepting connections and closes its WebSockets (code 1001).
+pub struct Gateway {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    pumps: Arc<Pumps>,
+}
+
+/// The WebSockets a gateway serves, so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Pumps {
+    live: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl Pumps {
+    pub(crate) fn started(self: &Arc<Self>) -> PumpGuard {
+        self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        PumpGuard(self.clone())
+    }
+
+    async fn all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.live.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// Counts one served WebSocket while it lives.
+pub(crate) struct PumpGuard(Arc<Pumps>);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
+impl Runtime {
+    /// Starts configuring an HTTP gateway for this runtime's objects.
+    /// Requests are routed with [`default_route`] unless
+    /// [`GatewayBuilder::route`] says otherwise.
+    pub fn gateway(&self) -> GatewayBuilder {
+        GatewayBuilder {
+            shared: self.shared(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            router: Arc::new(|request, env| Box::pin(default_route(request, env))),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            health: false,
+            admin: None,
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// Where to listen. Default: `127.0.0.1:0` (loopback, a free port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Routes every request with `route(request, env)`: pick an object and
+    /// forward the request to its `fetch`, or answer directly. Errors become
+    /// HTTP answers: 400 for a bad request, an invalid id or an id of another
+    /// namespace; 404 for an unknown class or an object without `fetch`; 429
+    /// past a WebSocket limit; 503 when the object is overloaded or
+    /// unavailable; 500, without details, for anything else.
+    pub fn route<F, Fut>(mut self, route: F) -> Self
+    where
+        F: Fn(Request, Env) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response>> + Send + 'static,
+    {
+        self.router = Arc::new(move |request, env| Box::pin(route(request, env)));
+        self
+    }
+
+    /// The largest request body accepted; larger ones get 413. Default: 16 MiB.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// How many HTTP connections may be open at once; more are closed as
+    /// they arrive (WebSockets, once upgraded, count against the objects'
+    /// own limit). Default: 10 000.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// Serves the [`admin`] API under `/admin/` to requests carrying
+    /// `authorization: Bearer {token}` (compared in constant time). Off
+    /// unless called.
+    pub fn admin(mut self, token: impl Into<String>) -> Self {
+        self.admin = Some(token.into());
+        self
+    }
+
+    /// Serves `/healthz` (200 while the gateway runs: liveness) and
+    /// `/readyz` (200 when the storage is open and every worker thread
+    /// answers within a second, 503 with the reason otherwise), ahead of the
+    /// router. Off by default.
+    pub fn health(mut self, on: bool) -> Self {
+        self.health = on;
+        self
+    }
+
+    /// Serves the metrics `handle` renders at `/metrics`, in Prometheus text
+    /// format, ahead of the router. Off unless called. The runtime must record
+    /// into the matching recorder: pass it to
+    /// [`RuntimeBuilder::metrics_recorder`](crate::RuntimeBuilder::metrics_recorder)
+    /// or install it globally before building the runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), do_runtime::Error> {
+    /// use std::sync::Arc;
+    /// use do_runtime::gateway::prometheus::PrometheusBuilder;
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let handle = recorder.handle();
+    /// let rt = do_runtime::Runtime::builder()
+    ///     .data_dir("data")
+    ///     .metrics_recorder(Arc::new(recorder))
+    ///     .build()?;
+    /// let gateway = rt.gateway().prometheus(handle).health(true).start().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.prometheus = Some(handle);
+        self
+    }
+
+    /// Binds and starts serving on the current tokio runtime.
+    pub async fn start(self) -> Result<Gateway> {
+        let (listener, local_addr) = crate::net::transport::server::listen(self.addr).await?;
+        let (stop, stopped) = watch::channel(false);
+        let pumps = Arc::new(Pumps::default());
+        let state = Arc::new(State {
+            pumps: pumps.clone(),
+            env: Env::new(self.shared.clone()),
+            shared: self.shared,
+            router: self.router,
+            max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections,
+            health: self.health,
+            admin: self.admin,
+            #[cfg(feature = "prometheus")]
+            prometheus: self.prometheus,
+            stopped,
+        });
+        let task = tokio::spawn(accept_loop(listener, state));
+        Ok(Gateway {
+            local_addr,
+            stop,
+            task,
+            pumps,
+        })
+    }
+}
+
+impl Gateway {
+    /// The address the gateway listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes open connections and WebSockets (1001), and
+    /// waits until the accept loop and every WebSocket are gone. HTTP
+    /// requests in flight are cut off, not drained.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
+        self.pumps.all_ended().await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// What every connection of one gateway shares.
+struct State {
+    pumps: Arc<Pumps>,
+    shared: Arc<Shared>,
+    env: Env,
+    router: Arc<Router>,
+    max_body_bytes: usize,
+    max_connections: usize,
+    health: bool,
+    admin: Option<String>,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    stopped: watch::Receiver<bool>,
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    let mut stopped = state.stopped.clone();
+    loop {
+        tokio::select! {
+            () = stopping(&mut stopped) => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(error = %e, "the gateway cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if connections.len() >= state.max_connections {
+                    continue; // dropped: closes the connection
+                }
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                connections.spawn(async move {
+                    let _open = crate::service::runtime::ConnectionGuard::open(&state.shared);
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(REQUEST_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Dropping the set aborts the connections still open.
+}
+
+/// How long a client may take to send a request's headers, and its body.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Resolves once the gateway is told to stop (or is gone).
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Answers one request.
+async fn handle(
+    state: &Arc<State>,
+    mut request: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    if let Some(response) = operations(state, request.uri().path()).await {
+        return to_hyper(response);
+    }
+    let upgrade = if is_upgrade(request.headers()) {
+        if let Err(response) = socket::check_handshake(&request) {
+            return to_hyper(*response);
+        }
+        Some(hyper::upgrade::on(&mut request))
+    } else {
+        None
+    };
+    let (parts, body) = request.into_parts();
+    let collected = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Limited::new(body, state.max_body_bytes).collect(),
+    )
+    .await;
+    let body = match collected {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return to_hyper(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds {} bytes", state.max_body_bytes),
+            ));
+        }
+        Ok(Err(_)) => {
+            return to_hyper(plain(
+                StatusCode::BAD_REQUEST,
+                "cannot read the body".to_owned(),
+            ));
+        }
+        Err(_) => {
+            return to_hyper(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".to_owned(),
+            ));
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    if let Some(token) = &state.admin
+        && request.uri().path().starts_with("/admin/")
+    {
+        return to_hyper(admin::handle(token, &state.env, request).await);
+    }
+    let key = request
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec());
+    let response = match (state.router)(request, state.env.clone()).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(error = %e, "gateway request failed");
+            return to_hyper(error_response(&e));
+        }
+    };
+    let sockets = state.shared.sockets();
+    let hands_over = response.headers().contains_key(SOCKET_HEADER);
+    match (response.status(), upgrade, key) {
+        (StatusCode::SWITCHING_PROTOCOLS, Some(upgrade), Some(key)) if hands_over => {
+            let Some(claimed) = sockets.claim(&response) else {
+                return to_hyper(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the accepted WebSocket is not this runtime's".to_owned(),
+                ));
+            };
+            let pump = state.pumps.started();
+            let serve = socket::serve(
+                state.shared.clone(),
+                claimed,
+                upgrade,
+                state.stopped.clone(),
+            );
+            tokio::spawn(async move {
+                serve.await;
+                drop(pump);
+            });
+            to_hyper(socket::switching_protocols(response, &key))
+        }
+        (status, _, _) => {
+            // A socket accepted without the upgrade that would carry it.
+            sockets.abandon(&response);
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return to_hyper(plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the object answered 101 without accepting this request's WebSocket".to_owned(),
+                ));
+            }
+            to_hyper(response)
+        }
+    }
+}
+
+/// The health and metrics endpoints, when configured.
+async fn operations(state: &State, path: &str) -> Option<Response> {
+    match path {
+        "/healthz" if state.health => Some(plain(StatusCode::OK, "ok".to_owned())),
+        "/readyz" if state.health => Some(
+            match state
+                .shared
+                .readiness(std::time::Duration::from_secs(1))
+                .await
+            {
+                Ok(()) => plain(StatusCode::OK, "ready".to_owned()),
+                Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, reason),
+            },
+        ),
+        #[cfg(feature = "prometheus")]
+        "/metrics" => {
+            let handle = state.prometheus.as_ref()?;
+            // Refresh the figures kept outside the metrics facade.
+            let _ = Runtime::stats_of(&state.shared);
+            let mut response = Response::new(handle.render().into());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Some(response)
+        }
+        _ => None,
+    }
+}
+
+/// The response as hyper sends it: HTTP/1.1, without the internal socket
+/// headers or hop-by-hop headers an object may have set.
+fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
+    let (mut parts, body) = response.into_parts();
+    parts.version = http::Version::HTTP_11;
+    parts.headers.remove(SOCKET_HEADER);
+    parts.headers.remove(TOKEN_HEADER);
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        for hop in [
+            http::header::CONNECTION,
+            http::header::TRANSFER_ENCODING,
+            http::header::UPGRADE,
+            http::HeaderName::from_static("keep-alive"),
+        ] {
+            parts.headers.remove(hop);
+        }
+    }
+    hyper::Response::from_parts(parts, Full::new(body))
+}

@@ -1,0 +1,507 @@
+//! One WebSocket between a client and an object: checks and completes the
+//! upgrade, then carries the client's messages to the object's handlers and
+//! the object's sends to the client, until either side closes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+
+use crate::api::stub::{Call, RawStub};
+use crate::api::websocket::{
+    Claimed, Event, Message, Out, Outgoing, SOCKET_HEADER, SocketEntry, TOKEN_HEADER,
+};
+use crate::base::error::Error;
+use crate::base::fetch::Response;
+use crate::service::runtime::Shared;
+
+/// How long one write to the client may take before the client is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the client's answer to a close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client silent this long is pinged; silent for three times as long, it
+/// is dropped.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Checks a WebSocket handshake before the object sees it: a GET over
+/// HTTP/1.1 with `connection: upgrade`, a 16-byte base64 key and version 13.
+/// The error is the answer to send instead.
+pub(super) fn check_handshake<B>(request: &hyper::Request<B>) -> Result<(), Box<Response>> {
+    use crate::net::gateway::route::plain;
+    use http::StatusCode;
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let bad = |why: &str| {
+        Err(Box::new(plain(
+            StatusCode::BAD_REQUEST,
+            format!("invalid WebSocket handshake: {why}"),
+        )))
+    };
+    if request.method() != http::Method::GET || request.version() != http::Version::HTTP_11 {
+        return bad("it must be a GET over HTTP/1.1");
+    }
+    let connection_upgrade = header(http::header::CONNECTION).is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    if !connection_upgrade {
+        return bad("no `connection: upgrade`");
+    }
+    let key_ok = header(http::header::SEC_WEBSOCKET_KEY).is_some_and(|k| {
+        k.len() == 24
+            && k.ends_with("==")
+            && k[..22]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    });
+    if !key_ok {
+        return bad("`sec-websocket-key` must be 16 bytes in base64");
+    }
+    if header(http::header::SEC_WEBSOCKET_VERSION) != Some("13") {
+        let mut response = plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: use 13".to_owned(),
+        );
+        response.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_VERSION,
+            http::HeaderValue::from_static("13"),
+        );
+        return Err(Box::new(response));
+    }
+    Ok(())
+}
+
+/// The `101` answer that completes the handshake, keeping the headers the
+/// object set (a subprotocol, say).
+pub(super) fn switching_protocols(response: Response, key: &[u8]) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(SOCKET_HEADER);
+    parts.headers.remove(TOKEN_HEADER);
+    parts.headers.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    parts.headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    if let Ok(accept) = http::HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key))
+    {
+        parts
+            .headers
+            .insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    Response::from_parts(parts, bytes::Bytes::new())
+}
+
+/// Serves one socket until it closes; then the runtime forgets it.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    claimed: Claimed,
+    upgrade: hyper::upgrade::OnUpgrade,
+    stopped: watch::Receiver<bool>,
+) {
+    let entry = claimed.entry.clone();
+    if let Ok(upgraded) = upgrade.await {
+        let limit = shared.sockets().message_limit();
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(limit))
+            .max_frame_size(Some(limit));
+        let stream =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let Claimed { entry, rx } = claimed;
+        Pump {
+            shared: shared.clone(),
+            entry,
+            rx,
+            reorder: Reorder::default(),
+            stub: None,
+        }
+        .run(stream, stopped)
+        .await;
+    }
+    shared.sockets().remove(&entry);
+}
+
+/// Puts the object's sends back in the order it made them: the output gate
+/// may release them out of order.
+#[derive(Default)]
+struct Reorder {
+    next: u64,
+    early: BTreeMap<u64, Outgoing>,
+}
+
+impl Reorder {
+    /// Takes one released send; returns those now due, in order, giving
+    /// their bytes back to the socket's send budget.
+    fn push(&mut self, outgoing: Outgoing, entry: &SocketEntry, due: &mut Vec<Option<Out>>) {
+        self.early.insert(outgoing.seq, outgoing);
+        while let Some(outgoing) = self.early.remove(&self.next) {
+            if let Some(bytes) = outgoing.counted {
+                entry.written(bytes);
+            }
+            due.push(outgoing.what);
+            self.next += 1;
+        }
+    }
+}
+
+struct Pump {
+    shared: Arc<Shared>,
+    entry: Arc<SocketEntry>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    reorder: Reorder,
+    /// The stub events go through; replaced when a reset breaks it.
+    stub: Option<RawStub>,
+}
+
+/// An event on its way to the object: the call, and what to send again if
+/// a reset of the instance loses it.
+struct InFlight {
+    call: Call<Result<(), Error>>,
+    method: u32,
+    args: Vec<u8>,
+    retried: bool,
+    /// How the socket ends once the object has seen the event, if it does.
+    then: Option<End>,
+}
+
+/// What ends a socket.
+enum End {
+    /// The connection is gone or broken: nothing more to send.
+    Drop,
+    /// Send a close with this code and reason, then wait for the client's.
+    Close(u16, String),
+}
+
+type Stream<S> = WebSocketStream<S>;
+
+impl Pump {
+    async fn run<S>(mut self, mut stream: Stream<S>, mut stopped: watch::Receiver<bool>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut in_flight: Option<InFlight> = None;
+        let mut due = Vec::new();
+        let mut last_seen = Instant::now();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = super::stopping(&mut stopped) => break End::Close(1001, "the gateway is shutting down".into()),
+                outgoing = self.rx.recv() => {
+                    let Some(outgoing) = outgoing else { break End::Close(1011, String::new()) };
+                    self.reorder.push(outgoing, &self.entry, &mut due);
+                    if let Some(end) = self.write_due(&mut stream, &mut due).await {
+                        break end;
+                    }
+                }
+                // While the object handles one event, the client's next
+                // frames wait (backpressure) but the object's sends go out.
+                result = poll_in_flight(&mut in_flight), if in_flight.is_some() => {
+                    let Some(done) = in_flight.take() else { continue };
+                    // The client was not read meanwhile: its silence is ours.
+                    last_seen = Instant::now();
+                    match self.after(done, result) {
+                        Ok(next) => in_flight = next,
+                        Err(end) => break end,
+                    }
+                }
+                incoming = stream.next(), if in_flight.is_none() => {
+                    last_seen = Instant::now();
+                    match self.on_frame(incoming, &mut stream).await {
+                        Step::Continue => {}
+                        Step::Deliver(event, then) => match self.deliver(&event, then) {
+                            Ok(call) => in_flight = Some(call),
+                            Err(Some(end)) => break end,
+                            Err(None) => {}
+                        },
+                        Step::End(end) => break end,
+                    }
+                }
+                _ = ping.tick() => {
+                    if in_flight.is_none() && last_seen.elapsed() > 3 * PING_EVERY {
+                        self.entry.mark_closing();
+                        self.notify_close(1006, "the client stopped answering").await;
+                        break End::Drop;
+                    }
+                    if write(&mut stream, Frame::Ping(Default::default())).await.is_err() {
+                        break End::Drop;
+                    }
+                }
+            }
+        };
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            if write(&mut stream, Frame::Close(Some(frame))).await.is_ok() {
+                // Wait for the client's close, briefly; what it sends meanwhile is dropped.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// What a frame from the client leads to.
+enum Step {
+    Continue,
+    /// Deliver the event, then end the socket this way (if given).
+    Deliver(Event, Option<End>),
+    End(End),
+}
+
+impl Pump {
+    fn socket(&self) -> u64 {
+        self.entry.id()
+    }
+
+    async fn on_frame<S>(
+        &mut self,
+        incoming: Option<Result<Frame, tungstenite::Error>>,
+        stream: &mut Stream<S>,
+    ) -> Step
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let socket = self.socket();
+        match incoming {
+            Some(Ok(Frame::Text(text))) => {
+                if let Some(answer) = self.entry.auto_answer(text.as_str()) {
+                    return match write(stream, Frame::text(answer)).await {
+                        Ok(()) => Step::Continue,
+                        Err(()) => Step::End(End::Drop),
+                    };
+                }
+                let message = Message::Text(text.as_str().to_owned());
+                Step::Deliver(Event::Message { socket, message }, None)
+            }
+            Some(Ok(Frame::Binary(bytes))) => Step::Deliver(
+                Event::Message {
+                    socket,
+                    message: Message::Binary(bytes),
+                },
+                None,
+            ),
+            Some(Ok(Frame::Close(frame))) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.as_str().to_owned())
+                });
+                self.entry.mark_closing();
+                // tungstenite queued the answer to the close: flush it once
+                // the object has seen the close.
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.flush()).await;
+                Step::Deliver(
+                    Event::Close {
+                        socket,
+                        code,
+                        reason,
+                        clean: true,
+                    },
+                    Some(End::Drop),
+                )
+            }
+            Some(Ok(_)) => Step::Continue, // ping and pong: tungstenite answers pings
+            Some(Err(tungstenite::Error::Capacity(e))) => {
+                self.entry.mark_closing();
+                let reason = format!("message too big: {e}");
+                Step::Deliver(
+                    Event::Close {
+                        socket,
+                        code: 1009,
+                        reason,
+                        clean: false,
+                    },
+                    Some(End::Close(1009, "message too big".into())),
+                )
+            }
+            // The connection ended without a closing handshake: an
+            // abnormal closure (1006).
+            None
+            | Some(Err(
+                tungstenite::Error::Io(_)
+                | tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ),
+            )) => {
+                self.entry.mark_closing();
+                let reason = "the connection was lost".to_owned();
+                Step::Deliver(
+                    Event::Close {
+                        socket,
+                        code: 1006,
+                        reason,
+                        clean: false,
+                    },
+                    Some(End::Drop),
+                )
+            }
+            Some(Err(e)) => {
+                // A protocol violation: tell the object, close with 1002.
+                self.entry.mark_closing();
+                Step::Deliver(
+                    Event::Error {
+                        socket,
+                        error: e.to_string(),
+                    },
+                    Some(End::Close(1002, "protocol error".into())),
+                )
+            }
+        }
+    }
+
+    /// Starts delivering `event` to the object's handler; if it cannot,
+    /// says how the socket ends (if it does).
+    fn deliver(&mut self, event: &Event, then: Option<End>) -> Result<InFlight, Option<End>> {
+        let args = match postcard::to_stdvec(event) {
+            Ok(args) => args,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a WebSocket event");
+                return Err(then);
+            }
+        };
+        let method = event.handler();
+        Ok(InFlight {
+            call: self.send(method, args.clone()),
+            method,
+            args,
+            retried: false,
+            then,
+        })
+    }
+
+    fn send(&mut self, method: u32, args: Vec<u8>) -> Call<Result<(), Error>> {
+        if self.stub.as_ref().is_some_and(RawStub::is_broken) {
+            self.stub = None;
+        }
+        let stub = self.stub.get_or_insert_with(|| {
+            RawStub::new(
+                self.shared.clone(),
+                self.entry.class().clone(),
+                self.entry.object().clone(),
+            )
+        });
+        stub.call_system(method, args, |_| Ok(()), Err)
+    }
+
+    /// What follows a delivered event: nothing, a retry, or the end.
+    fn after(
+        &mut self,
+        done: InFlight,
+        result: Result<(), Error>,
+    ) -> Result<Option<InFlight>, End> {
+        match result {
+            Ok(()) | Err(Error::UnknownMethod { .. }) => {}
+            Err(_) if self.shared.is_closing() => {
+                return Err(End::Close(1001, "the runtime is shutting down".into()));
+            }
+            // A reset of the instance (another socket's handler panicked)
+            // lost the event: send it once more, to the new instance.
+            Err(Error::Disconnected(_)) if !done.retried => {
+                return Ok(Some(InFlight {
+                    call: self.send(done.method, done.args.clone()),
+                    retried: true,
+                    ..done
+                }));
+            }
+            Err(e @ Error::Overloaded(_)) => {
+                tracing::debug!(error = %e, "a WebSocket message was refused");
+                return Err(End::Close(1013, "the object is overloaded".into()));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, socket = self.socket(), "a WebSocket handler failed");
+            }
+        }
+        match done.then {
+            Some(end) => Err(end),
+            None => Ok(None),
+        }
+    }
+
+    /// Tells the object its socket closed, and waits (briefly) until it knows.
+    async fn notify_close(&mut self, code: u16, reason: &str) {
+        let event = Event::Close {
+            socket: self.socket(),
+            code,
+            reason: reason.to_owned(),
+            clean: false,
+        };
+        if let Ok(in_flight) = self.deliver(&event, None) {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, in_flight.call).await;
+        }
+    }
+
+    /// Writes the sends that are due; a close among them ends the socket.
+    async fn write_due<S>(
+        &mut self,
+        stream: &mut Stream<S>,
+        due: &mut Vec<Option<Out>>,
+    ) -> Option<End>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        for what in due.drain(..) {
+            match what {
+                // Its writes were lost with a reset: it never happened.
+                None => {}
+                Some(Out::Message(message)) => {
+                    let frame = match message {
+                        Message::Text(text) => Frame::text(text),
+                        Message::Binary(bytes) => Frame::binary(bytes),
+                    };
+                    if write(stream, frame).await.is_err() {
+                        self.entry.mark_closing();
+                        self.notify_close(1006, "the client stopped reading").await;
+                        return Some(End::Drop);
+                    }
+                }
+                Some(Out::Close { code, reason }) => return Some(End::Close(code, reason)),
+            }
+        }
+        None
+    }
+}
+
+/// Writes one frame, giving up after [`WRITE_TIMEOUT`].
+async fn write<S>(stream: &mut Stream<S>, frame: Frame) -> Result<(), ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Polls the event in flight, if any.
+fn poll_in_flight(
+    in_flight: &mut Option<InFlight>,
+) -> impl Future<Output = Result<(), Error>> + '_ {
+    std::future::poll_fn(move |cx| match in_flight.as_mut() {
+        Some(f) => Pin::new(&mut f.call).poll(cx),
+        None => Poll::Pending,
+    })
+}

@@ -1,0 +1,6 @@
+//! The network: the TCP transport (server, client, frames, reply sinks) and
+//! the HTTP gateway with WebSockets. Imports every layer below it.
+
+#[cfg(feature = "gateway")]
+pub mod gateway;
+pub(crate) mod transport;

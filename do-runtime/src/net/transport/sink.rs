@@ -1,0 +1,435 @@
+//! A served connection's replies, written as frames by whoever sends them.
+//!
+//! A call from a remote client carries a [`FrameReply`] as its way back.
+//! The worker that answers it encodes the reply frame straight into the
+//! connection's [`ReplySink`], and wakes the connection's task only when
+//! the sink was empty: a burst of replies costs one wake, the connection
+//! finds them encoded and ready to write, and no call needs a channel, a
+//! future of its own or a copy of its reply.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+use crate::api::stub::{Reply, Tracked};
+use crate::base::error::Error;
+use crate::net::transport::frame;
+
+/// The encoded replies of one served connection, waiting to be written.
+#[derive(Default)]
+pub(crate) struct ReplySink {
+    frames: Mutex<Frames>,
+    /// How many replies `frames` holds, set under its lock: read without
+    /// it by a connection spinning for a reply.
+    waiting: AtomicUsize,
+    /// The connection's task, woken when the first reply of a batch comes.
+    waker: AtomicWaker,
+    /// The worker thread (its [`token`]) that will wake the connection
+    /// when its event loop's poll ends (see [`DeferWakes`]); 0: none.
+    promised: AtomicU64,
+}
+
+#[derive(Default)]
+struct Frames {
+    bytes: Vec<u8>,
+    /// How many replies `bytes` holds.
+    replies: usize,
+    /// The connection has ended: later replies are dropped.
+    closed: bool,
+}
+
+impl ReplySink {
+    fn lock(&self) -> MutexGuard<'_, Frames> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds the reply to call `call`, and sees that the connection is
+    /// woken: on a worker's thread, when its event loop has run what it
+    /// can (see [`DeferWakes`]); elsewhere at once, if it is the first
+    /// reply since the connection last took them.
+    fn push(self: &Arc<Self>, call: u64, result: &Reply) {
+        let mut frames = self.lock();
+        if frames.closed {
+            return;
+        }
+        let first = frames.replies == 0;
+        frame::encode_reply(call, result, &mut frames.bytes);
+        frames.replies += 1;
+        self.waiting.store(frames.replies, Ordering::Release);
+        drop(frames);
+        if !defer_wake(self) && first {
+            self.waker.wake();
+        }
+    }
+
+    /// Appends the replies waiting to `out`; returns how many there were.
+    pub(crate) fn take(&self, out: &mut Vec<u8>) -> usize {
+        // The connection has what there is: the next reply need not wake
+        // it unless it waits again (and registers again).
+        drop(self.waker.take());
+        let mut frames = self.lock();
+        if out.is_empty() {
+            // Swapped, not copied: `out` comes back empty, with its room.
+            std::mem::swap(out, &mut frames.bytes);
+        } else {
+            out.append(&mut frames.bytes);
+        }
+        self.waiting.store(0, Ordering::Release);
+        std::mem::take(&mut frames.replies)
+    }
+
+    /// Whether replies are waiting.
+    pub(crate) fn has_replies(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Ready once replies are waiting.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before looking, so a reply pushed after the look
+        // wakes this task.
+        self.waker.register(cx.waker());
+        if self.has_replies() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The connection has ended: replies still to come are dropped, not
+    /// kept until the last of them, and its task is let go.
+    pub(crate) fn close(&self) {
+        let mut frames = self.lock();
+        frames.closed = true;
+        frames.bytes = Vec::new();
+        frames.replies = 0;
+        self.waiting.store(0, Ordering::Release);
+        drop(frames);
+        drop(self.waker.take());
+    }
+}
+
+/// The way back for one served call: its number on the connection, the
+/// caller-side record of the call, and the sink its reply frame goes to.
+/// Dropped unsent (the instance was reset, the runtime shut down, or the
+/// call could not be handed to its worker), it answers with a disconnected
+/// error, as a local caller's closed channel does.
+pub(crate) struct FrameReply {
+    sink: Arc<ReplySink>,
+    call: u64,
+    tracked: Tracked,
+    sent: bool,
+}
+
+impl FrameReply {
+    pub(crate) fn new(sink: Arc<ReplySink>, call: u64, tracked: Tracked) -> Box<Self> {
+        Box::new(FrameReply {
+            sink,
+            call,
+            tracked,
+            sent: false,
+        })
+    }
+
+    /// Adds the reply to the sink and records the call's outcome; once.
+    pub(crate) fn answer(&mut self, reply: Reply) {
+        if self.sent {
+            return;
+        }
+        // The frame first: nothing after it can lose the reply.
+        self.sink.push(self.call, &reply);
+        self.sent = true;
+        self.tracked.finish(&reply);
+    }
+
+    /// See `Envelope::warm_up`.
+    pub(crate) fn warm_up(&self) -> u64 {
+        self.call ^ self.sink.promised.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FrameReply {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.answer(Err(Error::Disconnected(
+                "the object's instance was reset or the runtime shut down".into(),
+            )));
+        }
+    }
+}
+
+thread_local! {
+    /// The sinks given replies during the current poll of this thread's
+    /// [`DeferWakes`], if one is being polled.
+    static DEFERRED: RefCell<Option<Vec<Arc<ReplySink>>>> = const { RefCell::new(None) };
+    /// This thread's mark in [`ReplySink::promised`].
+    static TOKEN: u64 = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+}
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Promises to wake `sink`'s connection when the current poll of this
+/// thread's [`DeferWakes`] ends; false when there is none. Each worker
+/// that answers the connection in the meantime promises its own wake, so
+/// no worker's replies wait for another worker's poll to end.
+fn defer_wake(sink: &Arc<ReplySink>) -> bool {
+    DEFERRED
+        .try_with(|deferred| match deferred.try_borrow_mut().as_deref_mut() {
+            Ok(Some(sinks)) => {
+                // Ours already (and so in our list): nothing to write.
+                let token = TOKEN.with(|t| *t);
+                if sink.promised.load(Ordering::Acquire) != token {
+                    sink.promised.store(token, Ordering::Release);
+                    sinks.push(sink.clone());
+                }
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
+}
+
+/// Wraps a worker's event loop: the replies its calls send to served
+/// connections during one poll wake each connection once, when the poll
+/// ends (the loop has run everything it could), not at the first of them.
+/// The connection then finds the whole burst encoded, and writes it at
+/// once.
+pub(crate) struct DeferWakes<F> {
+    future: Pin<Box<F>>,
+    /// The list kept between polls, for its room.
+    sinks: Vec<Arc<ReplySink>>,
+}
+
+impl<F> DeferWakes<F> {
+    pub(crate) fn new(future: F) -> Self {
+        DeferWakes {
+            future: Box::pin(future),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+impl<F: Future> Future for DeferWakes<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // Ends deferring and wakes however the poll ends, a panic included.
+        struct Wake<'a>(&'a mut Vec<Arc<ReplySink>>);
+        impl Drop for Wake<'_> {
+            fn drop(&mut self) {
+                let deferred = DEFERRED.try_with(|d| d.try_borrow_mut().ok()?.take());
+                if let Ok(Some(mut sinks)) = deferred {
+                    let token = TOKEN.try_with(|t| *t).unwrap_or(0);
+                    for sink in sinks.drain(..) {
+                        // Kept if another worker has promised since.
+                        let _ = sink.promised.compare_exchange(
+                            token,
+                            0,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
+                        sink.waker.wake();
+                    }
+                    *self.0 = sinks;
+                }
+            }
+        }
+        let outer = DEFERRED.try_with(|d| match d.try_borrow_mut() {
+            Ok(mut d) if d.is_none() => {
+                *d = Some(std::mem::take(&mut this.sinks));
+                true
+            }
+            _ => false,
+        });
+        if outer != Ok(true) {
+            // Nested, or the thread is going away: no deferring here.
+            return this.future.as_mut().poll(cx);
+        }
+        let _wake = Wake(&mut this.sinks);
+        this.future.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use crate::net::transport::frame::ServerFrame;
+    use std::panic::AssertUnwindSafe;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A sink whose connection waits for replies: its wake counter, and
+    /// the waker it registered.
+    fn waiting_connection() -> (Arc<ReplySink>, Arc<Count>, Waker) {
+        let sink = Arc::new(ReplySink::default());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert!(
+            sink.poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        (sink, count, waker)
+    }
+
+    fn decode_all(mut bytes: &[u8]) -> Vec<(u64, Reply)> {
+        let mut replies = Vec::new();
+        while !bytes.is_empty() {
+            let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            match frame::decode_body(&bytes[4..4 + len]) {
+                Ok(ServerFrame::Reply { call, result }) => replies.push((call, result)),
+                other => panic!("not a reply: {other:?}"),
+            }
+            bytes = &bytes[4 + len..];
+        }
+        replies
+    }
+
+    #[test]
+    fn replies_are_encoded_in_order_and_the_first_of_a_batch_wakes_the_connection() {
+        let sink = Arc::new(ReplySink::default());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(sink.poll_ready(&mut cx).is_pending());
+        sink.push(7, &Ok(vec![1]));
+        sink.push(3, &Err(Error::Overloaded("full".into())));
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "one wake per batch");
+        assert!(sink.poll_ready(&mut cx).is_ready());
+        let mut out = Vec::new();
+        assert_eq!(sink.take(&mut out), 2);
+        assert_eq!(
+            decode_all(&out),
+            vec![(7, Ok(vec![1])), (3, Err(Error::Overloaded("full".into())))]
+        );
+        // Taken: the next reply starts a new batch, appended after what
+        // the connection has not written yet.
+        assert!(sink.poll_ready(&mut cx).is_pending());
+        sink.push(9, &Ok(Vec::new()));
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert_eq!(sink.take(&mut out), 1);
+        assert_eq!(decode_all(&out).len(), 3);
+        assert_eq!(sink.take(&mut out), 0);
+        // Closed: replies still to come are dropped.
+        sink.close();
+        sink.push(10, &Ok(Vec::new()));
+        assert!(sink.poll_ready(&mut cx).is_pending());
+        assert_eq!(sink.take(&mut Vec::new()), 0);
+    }
+
+    #[test]
+    fn replies_sent_during_one_poll_of_a_worker_loop_wake_their_connection_when_it_ends() {
+        let sinks = [
+            Arc::new(ReplySink::default()),
+            Arc::new(ReplySink::default()),
+        ];
+        let counts = [Arc::new(Count::default()), Arc::new(Count::default())];
+        for (sink, count) in sinks.iter().zip(&counts) {
+            let waker = Waker::from(count.clone());
+            assert!(
+                sink.poll_ready(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+        }
+        let woken = || counts.each_ref().map(|c| c.0.load(Ordering::Relaxed));
+        let mut loop_ = DeferWakes::new(std::future::poll_fn(|_| {
+            for call in 0..10 {
+                sinks[call as usize % 2].push(call, &Ok(Vec::new()));
+            }
+            assert_eq!(woken(), [0, 0], "no wake while the loop runs");
+            Poll::<()>::Pending
+        }));
+        let waker = Waker::from(Arc::new(Count::default()));
+        assert!(
+            Pin::new(&mut loop_)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(woken(), [1, 1], "one wake each when the poll ends");
+        // Outside a worker loop's poll, the first reply wakes at once.
+        sinks[0].take(&mut Vec::new());
+        let waker = Waker::from(counts[0].clone());
+        assert!(
+            sinks[0]
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        sinks[0].push(11, &Ok(Vec::new()));
+        assert_eq!(woken(), [2, 1]);
+    }
+
+    #[test]
+    fn a_workers_replies_do_not_wait_for_another_workers_poll_to_end() {
+        let (sink, count, _waker) = waiting_connection();
+        let (pushed, wait_pushed) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        // Worker one answers first, then stays in its poll.
+        let one = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut worker = DeferWakes::new(std::future::poll_fn(|_| {
+                    sink.push(1, &Ok(Vec::new()));
+                    pushed.send(()).unwrap();
+                    wait_release.recv().unwrap();
+                    Poll::<()>::Pending
+                }));
+                let waker = Waker::from(Arc::new(Count::default()));
+                let _ = Pin::new(&mut worker).poll(&mut Context::from_waker(&waker));
+            })
+        };
+        wait_pushed.recv().unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "promised, not yet sent");
+        // Worker two answers too, and its poll ends.
+        let mut two = DeferWakes::new(std::future::poll_fn(|_| {
+            sink.push(2, &Ok(Vec::new()));
+            Poll::<()>::Pending
+        }));
+        let other = Waker::from(Arc::new(Count::default()));
+        let _ = Pin::new(&mut two).poll(&mut Context::from_waker(&other));
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "woken when worker two is done, with worker one still busy"
+        );
+        release.send(()).unwrap();
+        one.join().unwrap();
+        assert_eq!(sink.take(&mut Vec::new()), 2);
+    }
+
+    #[test]
+    fn a_panic_in_a_worker_loop_still_wakes_the_connections_it_answered() {
+        let (sink, count, waker) = waiting_connection();
+        let mut loop_ = DeferWakes::new(std::future::poll_fn(|_| -> Poll<()> {
+            sink.push(1, &Ok(Vec::new()));
+            panic!("in the loop")
+        }));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let waker = Waker::from(Arc::new(Count::default()));
+            let _ = Pin::new(&mut loop_).poll(&mut Context::from_waker(&waker));
+        }));
+        assert!(polled.is_err());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        // And the thread defers no more.
+        sink.take(&mut Vec::new());
+        assert!(
+            sink.poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        sink.push(2, &Ok(Vec::new()));
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+    }
+}

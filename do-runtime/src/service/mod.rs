@@ -1,0 +1,7 @@
+//! The runtime as a service: `Runtime` and its builder (which start the
+//! engine), the alarm scheduler's thread, and `TestRuntime`. Imports `api`,
+//! `engine` and `base`.
+
+pub(crate) mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,1053 @@
+//! The runtime: registered classes, worker threads, and the store.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use do_storage::{Store, StoreOptions};
+use tokio::sync::mpsc;
+
+use crate::api::ctx::Ctx;
+use crate::api::env::Env;
+use crate::api::namespace::Namespace;
+use crate::api::object::{AnyObject, DurableObject, construct_erased};
+use crate::base::error::{Error, Result};
+use crate::base::id::{DurableObjectId, NamespaceKey};
+use crate::engine::registry::{QueueLimits, Registry};
+use crate::engine::worker::{self, Envelope, WorkerMsg};
+
+const SECRET_KEY: &[u8] = b"runtime-secret";
+const SECRET_BYTES: usize = 32;
+
+/// A running set of Durable Object namespaces with their storage.
+///
+/// Build one with [`Runtime::builder`], registering every class. Objects run
+/// on a fixed set of worker threads, each object pinned to one of them, so
+/// object types need be neither `Send` nor `Sync`. Dropping the runtime stops
+/// the workers; stubs still held then fail with [`Error::Disconnected`].
+///
+/// ```
+/// # fn main() -> Result<(), do_runtime::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let tokio = tokio::runtime::Runtime::new().unwrap();
+/// # tokio.block_on(async {
+/// use do_runtime::{durable_object, Ctx, Error, Runtime};
+///
+/// pub struct Counter { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Counter {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///
+///     pub async fn increment(&self, amount: i64) -> Result<i64, Error> {
+///         let value = self.ctx.storage().get::<i64>("value").await?.unwrap_or(0) + amount;
+///         self.ctx.storage().put("value", &value)?;
+///         Ok(value)
+///     }
+/// }
+///
+/// let rt = Runtime::builder().data_dir(dir.path()).register::<Counter>().build()?;
+/// let ns = rt.namespace::<Counter>();
+/// let stub = ns.get(ns.id_from_name("foo"));
+/// assert_eq!(stub.increment(1).await?, 1);
+/// assert_eq!(stub.increment(2).await?, 3);
+/// # Ok::<_, Error>(()) })?;
+/// # Ok(()) }
+/// ```
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+/// Headline figures of a runtime; see [`Runtime::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// What the storage commit thread has done: groups (one fsync each),
+    /// object batches, writes, bytes, time spent in fsync.
+    pub storage: do_storage::CommitStats,
+    /// Instances alive now (built and not evicted or reset).
+    pub live_instances: usize,
+    /// Calls sent to objects and not yet delivered.
+    pub queued_calls: usize,
+    /// Open connections of this runtime's servers and gateways.
+    pub open_connections: usize,
+    /// WebSockets accepted by objects and not yet closed.
+    pub websockets: usize,
+    /// Calls to this runtime's objects that ended, from local stubs or the
+    /// network.
+    pub calls: u64,
+    /// Those that did not end `ok`: a user error, a panic, an overload, a
+    /// disconnect, any other error.
+    pub failed_calls: u64,
+    /// Reads answered from the value cache.
+    pub cache_hits: u64,
+    /// Reads that went to the storage engine.
+    pub cache_misses: u64,
+    /// Replies released together (by the fsync that covered their writes)
+    /// and handed to a task on their caller's tokio runtime to send, instead
+    /// of each waking its caller from a worker's thread. (Counted when
+    /// handed over: a few may still have been sent by the worker, if that
+    /// runtime shut down or did not run the task in time.)
+    pub relayed_replies: u64,
+}
+
+impl Stats {
+    /// The share of reads the value cache answered (0 when there were none).
+    pub fn cache_hit_ratio(&self) -> f64 {
+        let total = self.cache_hits + self.cache_misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / total as f64
+        }
+    }
+}
+
+/// Configures and starts a [`Runtime`].
+#[must_use]
+#[derive(Clone)]
+pub struct RuntimeBuilder {
+    data_dir: Option<PathBuf>,
+    workers: Option<usize>,
+    store: StoreOptions,
+    value_cache_bytes: usize,
+    worker_io: bool,
+    worker_spin: Duration,
+    caller_spin: Duration,
+    queue: QueueLimits,
+    idle_timeout: Option<Duration>,
+    shutdown_deadline: Duration,
+    websockets: crate::api::websocket::Limits,
+    metrics: crate::engine::telemetry::Source,
+    instrument: bool,
+    alarm_policy: crate::api::alarms::RetryPolicy,
+    clock: crate::base::clock::Clock,
+    classes: Vec<ClassSpec>,
+}
+
+#[derive(Clone)]
+struct ClassSpec {
+    type_id: TypeId,
+    name: &'static str,
+    schema: &'static str,
+    methods: &'static [crate::__private::MethodInfo],
+    has_alarm: bool,
+    construct: fn(Ctx) -> Rc<dyn AnyObject>,
+}
+
+/// One registered class.
+pub(crate) struct Class {
+    pub index: u32,
+    pub name: String,
+    #[allow(dead_code)] // read by the remote handshake
+    pub schema: &'static str,
+    pub key: NamespaceKey,
+    /// The namespace's number in the store: the first bytes of its keys.
+    pub storage_namespace: u16,
+    pub construct: fn(Ctx) -> Rc<dyn AnyObject>,
+    /// Metric handles of each method, with the method's name.
+    pub metrics: crate::engine::telemetry::ClassMetrics,
+    /// Whether the class has an `alarm` handler.
+    pub has_alarm: bool,
+}
+
+/// The runtime's state, shared by stubs, environments and workers.
+pub(crate) struct Shared {
+    classes: Vec<Arc<Class>>,
+    by_type: HashMap<TypeId, usize>,
+    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Taken out at stop, so the database closes even while stubs live on.
+    store: Mutex<Option<Store>>,
+    value_cache_bytes: usize,
+    worker_io: bool,
+    worker_spin: Duration,
+    caller_spin: Duration,
+    /// The most calls in flight for the runtime to count as quiet (spinning
+    /// only then); 0 turns spinning off.
+    spinning_calls: u64,
+    queue: QueueLimits,
+    idle_timeout: Option<Duration>,
+    shutdown_deadline: Duration,
+    registry: Registry,
+    sockets: crate::api::websocket::Sockets,
+    closing: AtomicBool,
+    stopped: AtomicBool,
+    /// Spans and metrics on (a hidden switch, for measuring their cost).
+    instrument: AtomicBool,
+    pub(crate) metrics: Arc<crate::engine::telemetry::RuntimeMetrics>,
+    pub(crate) counters: Arc<Counters>,
+    alarms: Arc<crate::api::alarms::Scheduler>,
+    alarm_policy: crate::api::alarms::RetryPolicy,
+    clock: crate::base::clock::Clock,
+    /// The worker the next [`Runtime::spawn`] goes to (modulo their number).
+    next_task: AtomicUsize,
+}
+
+/// The most calls in flight with which a served client's pipelining still
+/// lets idle workers spin (see `Shared::worker_spin_now`): a few clients'
+/// windows of calls.
+const PIPELINING_SPIN_CALLS: u64 = 1024;
+
+/// How many times the worker spin an idle worker spins while a served
+/// client pipelines calls (see `Shared::worker_spin_now`).
+const PIPELINING_SPIN_FACTOR: u32 = 3;
+
+/// Figures kept with plain atomics, for [`Runtime::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub live_instances: AtomicUsize,
+    pub open_connections: AtomicUsize,
+    /// Served connections whose client is pipelining calls (see
+    /// `transport::server`): load that `in_flight` does not show, since
+    /// such a client's calls reach the server in bursts.
+    pub pipelining: AtomicUsize,
+    pub calls: crate::engine::telemetry::Sharded,
+    pub failed_calls: crate::engine::telemetry::Sharded,
+    /// Calls to this runtime's objects sent and not yet answered or dropped
+    /// (a served connection counts its calls a batch at a time, until it
+    /// has taken their replies).
+    /// One counter, not sharded: it is read before every spin, and a
+    /// sharded sum costs a cache miss per shard.
+    pub in_flight: crate::engine::telemetry::Padded,
+    /// Each worker's value cache counts its hits and misses here.
+    pub caches: Vec<Arc<do_storage::CacheCounters>>,
+    /// The cache figures last added to the metrics.
+    pub exported_hits: std::sync::atomic::AtomicU64,
+    pub exported_misses: std::sync::atomic::AtomicU64,
+    /// Replies handed to callers' relays (see `relay`).
+    pub relayed_replies: std::sync::atomic::AtomicU64,
+}
+
+impl Runtime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            data_dir: None,
+            workers: None,
+            store: StoreOptions::default(),
+            value_cache_bytes: 64 * 1024 * 1024,
+            worker_io: true,
+            worker_spin: Duration::from_micros(50),
+            caller_spin: Duration::from_micros(30),
+            queue: QueueLimits {
+                calls: 100_000,
+                bytes: 64 * 1024 * 1024,
+            },
+            idle_timeout: Some(Duration::from_secs(30)),
+            shutdown_deadline: Duration::from_secs(30),
+            websockets: crate::api::websocket::Limits::default(),
+            metrics: crate::engine::telemetry::Source::default(),
+            instrument: true,
+            alarm_policy: crate::api::alarms::RetryPolicy::default(),
+            clock: crate::base::clock::Clock::default(),
+            classes: Vec::new(),
+        }
+    }
+
+    /// The class names of the registered namespaces, in registration order.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.env().namespaces()
+    }
+
+    /// Switches spans and metrics of calls on or off while running, to
+    /// measure what they cost on the same threads.
+    #[doc(hidden)]
+    pub fn __set_instrument(&self, on: bool) {
+        if on {
+            crate::engine::telemetry::calibrate();
+        }
+        self.shared.instrument.store(on, Ordering::Relaxed);
+    }
+
+    /// The namespace of class `T`.
+    ///
+    /// # Panics
+    /// When `T` was not registered; see [`Runtime::try_namespace`].
+    pub fn namespace<T: DurableObject>(&self) -> Namespace<T> {
+        self.env().namespace()
+    }
+
+    /// The namespace of class `T`, or [`Error::NotRegistered`].
+    pub fn try_namespace<T: DurableObject>(&self) -> Result<Namespace<T>> {
+        self.env().try_namespace()
+    }
+
+    /// Headline figures of this runtime, for programs that want them
+    /// without a metrics stack.
+    pub fn stats(&self) -> Stats {
+        Self::stats_of(&self.shared)
+    }
+
+    pub(crate) fn stats_of(shared: &Arc<Shared>) -> Stats {
+        let counters = &shared.counters;
+        let (cache_hits, cache_misses) = counters.cache_figures();
+        let queued_calls = shared.refresh_gauges();
+        Stats {
+            storage: shared.store().map(|s| s.commit_stats()).unwrap_or_default(),
+            live_instances: counters.live_instances.load(Ordering::Relaxed),
+            queued_calls,
+            open_connections: counters.open_connections.load(Ordering::Relaxed),
+            websockets: shared.sockets().count(),
+            calls: counters.calls.sum(),
+            failed_calls: counters.failed_calls.sum(),
+            cache_hits,
+            cache_misses,
+            relayed_replies: counters.relayed_replies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Shuts the runtime down gracefully: new calls fail at once with
+    /// [`Error::Disconnected`]; calls already sent are delivered and may
+    /// finish (until the deadline set with
+    /// [`RuntimeBuilder::shutdown_deadline`]); every write is made durable
+    /// and every reply sent; then the workers stop, and stubs still held fail
+    /// with [`Error::Disconnected`]. Calling it again does nothing.
+    ///
+    /// Dropping a runtime without calling this stops it at once instead:
+    /// calls in flight fail with [`Error::Disconnected`], and writes already
+    /// handed to storage still become durable.
+    pub async fn shutdown(&self) {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.clone().shutdown().await;
+    }
+
+    /// Runs `future` on one of the runtime's worker threads (each in turn),
+    /// beside the objects that live there, and returns its handle.
+    ///
+    /// A task's calls to the objects of its own thread skip the hand-off
+    /// between threads; calls to other objects cost what they cost from any
+    /// task. To run beside one object, use
+    /// [`Namespace::spawn_beside`](crate::Namespace::spawn_beside).
+    ///
+    /// The task shares its thread with that worker's objects: it must not
+    /// block (no blocking I/O, no long computation without an `.await`), or
+    /// those objects wait too. It runs on a single-threaded tokio runtime
+    /// with timers, and with I/O unless [`RuntimeBuilder::worker_io`] turned
+    /// it off. When the runtime stops, tasks still running are dropped and
+    /// their handles fail with [`Error::Disconnected`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), do_runtime::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let tokio = tokio::runtime::Runtime::new().unwrap();
+    /// # tokio.block_on(async {
+    /// # use do_runtime::Runtime;
+    /// let rt = Runtime::builder().data_dir(dir.path()).build()?;
+    /// let answer = rt.spawn(async { 6 * 7 }).await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok::<_, do_runtime::Error>(()) })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn<F>(&self, future: F) -> crate::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let worker =
+            self.shared.next_task.fetch_add(1, Ordering::Relaxed) % self.shared.workers.len();
+        crate::engine::spawn::spawn_on(&self.shared, worker, move || future)
+    }
+
+    /// Evicts the instance of `id` as soon as it is idle, as the idle timeout
+    /// would: its memory is dropped and the next call builds a new instance
+    /// from storage. Stubs keep working. Resolves to whether an instance was
+    /// live. Meant for tests and tools.
+    pub async fn evict(&self, id: &DurableObjectId) -> Result<bool> {
+        let class = self
+            .shared
+            .class_by_tag(id.namespace_tag())
+            .ok_or_else(|| Error::NotRegistered("the namespace of this id".into()))?;
+        let (done, evicted) = tokio::sync::oneshot::channel();
+        let worker = self.shared.worker_for(class.index, id);
+        self.shared.send_msg(
+            worker,
+            WorkerMsg::Evict {
+                class: class.index,
+                base: id.base(),
+                done,
+            },
+        )?;
+        evicted
+            .await
+            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// A cloneable, `Send` handle to this runtime's namespaces.
+    pub fn env(&self) -> Env {
+        Env::new(self.shared.clone())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("namespaces", &self.env().namespaces())
+            .field("workers", &self.shared.workers.len())
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// The directory holding the runtime's data (created if missing). Required.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// How many worker threads run objects. Default: the number of CPUs.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// The storage engine's block cache, in bytes. Default: 64 MiB.
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.store.cache_bytes = bytes;
+        self
+    }
+
+    /// The size at which the storage engine's memtable of object data is
+    /// flushed to a table. Default: 16 MiB (a smaller skiplist keeps the
+    /// commit thread's inserts in the CPU's caches; larger means fewer,
+    /// bigger flushes); at least 1 MiB. It applies to data directories
+    /// created with it: fjall keeps a keyspace's size from its creation.
+    ///
+    /// ```
+    /// let builder = do_runtime::Runtime::builder().memtable_bytes(32 * 1024 * 1024);
+    /// # drop(builder);
+    /// ```
+    pub fn memtable_bytes(mut self, bytes: u64) -> Self {
+        self.store.memtable_bytes = bytes;
+        self
+    }
+
+    /// The total memory bound of the value cache (recently read or written
+    /// values, least recently used out first), shared evenly by the workers.
+    /// Reads that hit it do no I/O. Default: 64 MiB; 0 turns it off.
+    ///
+    /// Beside it, each live object keeps the committed values of up to 8
+    /// keys it wrote (each at most 1 KiB, so at most 8 KiB an object; a
+    /// value that grows larger moves to the cache), forgotten when it is
+    /// evicted: a counter rewriting one key then costs the shared cache
+    /// nothing per call. This is off too when the cache is.
+    pub fn value_cache_bytes(mut self, bytes: usize) -> Self {
+        self.value_cache_bytes = bytes;
+        self
+    }
+
+    /// Whether the worker threads' event loops drive I/O (sockets, pipes), so
+    /// objects can use `tokio::net` and HTTP clients in their methods.
+    /// Default: on. Turning it off parks idle workers on a futex instead of
+    /// epoll, which wakes them a few microseconds sooner.
+    pub fn worker_io(mut self, enabled: bool) -> Self {
+        self.worker_io = enabled;
+        self
+    }
+
+    /// How long an idle worker keeps polling for new work before it sleeps.
+    ///
+    /// A call that reaches a sleeping worker pays for waking its thread (a
+    /// futex or an eventfd, then the scheduler: tens of microseconds on a
+    /// virtual machine); a call that reaches a spinning one costs a cache
+    /// miss. Workers spin only while the runtime is quiet (at most one call
+    /// in flight per two cores), or while a client of [`Runtime::serve`]
+    /// pipelines calls (its bursts come one round trip apart, and the worker
+    /// would sleep through each gap): under other load work arrives in
+    /// batches anyway, and a spinning worker would take a core from the
+    /// threads producing it. Spinning uses the core for at most this long
+    /// after each burst of work, and yields it to any other runnable thread
+    /// between polls.
+    /// While a worker holds replies for the output gate (their writes are
+    /// being fsynced), the budget counts from when the last of them left
+    /// (at most 2 ms in all), so the callers' next calls find it awake. The
+    /// storage thread polls this long for the next batch after a commit
+    /// group of one or two batches.
+    /// Default: 50 µs; zero turns it off.
+    pub fn worker_spin(mut self, spin: Duration) -> Self {
+        self.worker_spin = spin;
+        self
+    }
+
+    /// How long a call to this runtime's objects keeps its caller's task
+    /// polling for the reply before it waits to be woken.
+    ///
+    /// The reply to a quick call comes back within a few microseconds; a
+    /// caller whose thread went to sleep meanwhile pays for waking it (tens
+    /// of microseconds on a virtual machine). Only a call that finds the
+    /// runtime quiet (as for [`worker_spin`](Self::worker_spin)) polls, and it
+    /// holds its thread for this long, or for twice the time the object's
+    /// recent replies took when that is longer (a 100-key listing, a reply
+    /// held for its fsync), up to 64 × this or 2 ms, whichever is less (an
+    /// object whose replies are slower than that gets this only). The spin
+    /// ends as soon as other calls arrive. It holds the caller's thread:
+    /// other tasks queued on that tokio worker wait for it, so a server that
+    /// needs every task's latency low may prefer zero. Calls made on a
+    /// worker thread (objects calling objects) or on a current-thread tokio
+    /// runtime never spin, and on a single core nothing does. Default:
+    /// 30 µs (so at most 1.92 ms); zero turns it off.
+    pub fn caller_spin(mut self, spin: Duration) -> Self {
+        self.caller_spin = spin;
+        self
+    }
+
+    /// The most calls that may wait for one object. A call past it fails at
+    /// once with [`Error::Overloaded`]; the stub stays usable. Default: 100 000.
+    pub fn max_queued_calls(mut self, calls: usize) -> Self {
+        self.queue.calls = calls.max(1);
+        self
+    }
+
+    /// The most argument bytes that may wait for one object. A call past it
+    /// fails at once with [`Error::Overloaded`]. Default: 64 MiB.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.queue.bytes = bytes.max(1);
+        self
+    }
+
+    /// Instances idle this long are evicted: their memory is dropped and the
+    /// next call builds a new instance, which reads its state from storage.
+    /// Stubs keep working. `None` never evicts. Default: 30 s.
+    ///
+    /// Each worker sweeps its objects every quarter of the timeout (at
+    /// least every 5 ms), and counts an instance idle from the first sweep
+    /// that finds it so: it leaves no sooner than the timeout after its last
+    /// call, and usually within two sweeps more.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// How long [`Runtime::shutdown`] lets calls in flight finish. Default: 30 s.
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown_deadline = deadline;
+        self
+    }
+
+    /// The most WebSockets one object may hold (accepted, not yet closed).
+    /// Past it, [`Ctx::accept_websocket`] fails with
+    /// [`Error::WebSocketLimit`]. Default: 32 768.
+    pub fn max_websockets_per_object(mut self, sockets: usize) -> Self {
+        self.websockets.per_object = sockets;
+        self
+    }
+
+    /// The largest WebSocket message, in bytes, either way. A client that
+    /// sends a larger one is disconnected (close code 1009); an object's
+    /// `send` of one fails with [`Error::WebSocketLimit`]. Default: 1 MiB.
+    pub fn max_websocket_message_bytes(mut self, bytes: usize) -> Self {
+        self.websockets.message_bytes = bytes.max(1);
+        self
+    }
+
+    /// Records metrics through `recorder` instead of the global recorder of
+    /// the `metrics` crate. Without this, install the global recorder (your
+    /// exporter) before building the runtime: handles are taken at build time.
+    /// See [`telemetry`](crate::engine::telemetry) for what is recorded.
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
+        self.metrics = crate::engine::telemetry::Source::with(recorder);
+        self
+    }
+
+    /// How failed alarm runs are retried: first after `initial`, then after
+    /// twice as long each time, at most `max_retries` times; then the alarm
+    /// is dropped. Default: 2 s, 6 retries.
+    pub fn alarm_retries(mut self, initial: Duration, max_retries: u32) -> Self {
+        self.alarm_policy = crate::api::alarms::RetryPolicy {
+            initial,
+            max_retries,
+        };
+        self
+    }
+
+    /// Runs alarms (and [`Ctx::now`]) by `clock` instead of the system
+    /// clock: time moves only when a test says so, and alarm tests need not
+    /// sleep.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::{Duration, SystemTime}};
+    /// use do_runtime::{ManualClock, Runtime};
+    /// let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    /// let builder = Runtime::builder().manual_clock(clock.clone());
+    /// clock.advance(Duration::from_secs(60)); // alarms due by then fire
+    /// ```
+    pub fn manual_clock(mut self, clock: Arc<crate::base::clock::ManualClock>) -> Self {
+        self.clock = crate::base::clock::Clock::Manual(clock);
+        self
+    }
+
+    /// Turns spans and metrics off, to measure what they cost.
+    #[doc(hidden)]
+    pub fn __instrument(mut self, on: bool) -> Self {
+        self.instrument = on;
+        self
+    }
+
+    /// Fault injection for tests: delay every fsync by `delay`.
+    #[doc(hidden)]
+    pub fn __persist_delay(mut self, delay: Duration) -> Self {
+        self.store.persist_delay = delay;
+        self
+    }
+
+    /// Registers class `T`, under its class name.
+    pub fn register<T: DurableObject>(mut self) -> Self {
+        self.classes.push(ClassSpec {
+            type_id: TypeId::of::<T>(),
+            name: T::CLASS,
+            schema: T::SCHEMA,
+            methods: T::METHODS,
+            has_alarm: T::HAS_ALARM,
+            construct: construct_erased::<T>,
+        });
+        self
+    }
+
+    /// Opens the data directory and starts the workers.
+    ///
+    /// The first runtime built in a process also calibrates the clock that
+    /// times calls for the metrics: a busy loop of 10–20 ms (at most 200 ms).
+    ///
+    /// Fails with [`Error::Setup`] when no data directory was given, a class
+    /// name is registered twice, or the directory cannot be opened.
+    pub fn build(self) -> Result<Runtime> {
+        // One call in flight per two cores may spin, so spinning callers
+        // leave the workers a core each; none on one core, where the spinner
+        // would hold the core the thread it waits for needs.
+        let spinning_calls = std::thread::available_parallelism().map_or(1, |n| n.get() as u64) / 2;
+        let (worker_spin, caller_spin) = if spinning_calls == 0 {
+            (Duration::ZERO, Duration::ZERO)
+        } else {
+            (self.worker_spin, self.caller_spin)
+        };
+        let dir = self.data_dir.ok_or_else(|| {
+            Error::Setup("no data directory: call RuntimeBuilder::data_dir".into())
+        })?;
+        let mut by_type = HashMap::new();
+        let mut names = HashMap::new();
+        for (index, spec) in self.classes.iter().enumerate() {
+            if names.insert(spec.name, index).is_some()
+                || by_type.insert(spec.type_id, index).is_some()
+            {
+                return Err(Error::Setup(format!(
+                    "class {:?} is registered twice",
+                    spec.name
+                )));
+            }
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        let n = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let metrics = Arc::new(self.metrics.runtime());
+        if self.instrument {
+            crate::engine::telemetry::calibrate();
+        }
+        let counters = Arc::new(Counters {
+            caches: (0..n).map(|_| Arc::default()).collect(),
+            ..Counters::default()
+        });
+        let mut store_options = self.store.clone();
+        // The storage thread polls for the next batch as long as a worker
+        // polls for its next call.
+        store_options.commit_spin = worker_spin;
+        if self.instrument {
+            let (metrics, counters) = (metrics.clone(), counters.clone());
+            store_options.on_commit = Some(do_storage::CommitHook(Arc::new(move |group| {
+                metrics.commit_writes.record(group.writes as f64);
+                metrics.commit_seconds.record(group.persist.as_secs_f64());
+                if !group.failed {
+                    metrics.bytes_written.increment(group.bytes);
+                }
+                counters.export_cache(&metrics);
+            })));
+        }
+        let store = Store::open(&dir, store_options).map_err(|e| {
+            Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
+        })?;
+        let secret = load_or_create_secret(&store)?;
+        let mut classes = Vec::with_capacity(self.classes.len());
+        for (index, spec) in self.classes.iter().enumerate() {
+            let storage_namespace = store.namespace_number(spec.name).map_err(|e| {
+                Error::Setup(format!("cannot number namespace {:?}: {e}", spec.name))
+            })?;
+            classes.push(Arc::new(Class {
+                index: index as u32,
+                name: spec.name.to_owned(),
+                schema: spec.schema,
+                key: NamespaceKey::derive(&secret, spec.name),
+                storage_namespace,
+                construct: spec.construct,
+                metrics: self.metrics.class(spec.name, spec.methods),
+                has_alarm: spec.has_alarm,
+            }));
+        }
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let shared = Arc::new(Shared {
+            classes,
+            by_type,
+            workers: senders,
+            threads: Mutex::new(Vec::new()),
+            store: Mutex::new(Some(store)),
+            value_cache_bytes: self.value_cache_bytes,
+            worker_io: self.worker_io,
+            worker_spin,
+            caller_spin,
+            spinning_calls,
+            queue: self.queue,
+            idle_timeout: self.idle_timeout,
+            shutdown_deadline: self.shutdown_deadline,
+            registry: Registry::new(),
+            sockets: crate::api::websocket::Sockets::new(
+                self.websockets,
+                metrics.websockets.clone(),
+            ),
+            closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            instrument: AtomicBool::new(self.instrument),
+            metrics,
+            counters,
+            alarms: Arc::default(),
+            alarm_policy: self.alarm_policy,
+            clock: self.clock.clone(),
+            next_task: AtomicUsize::new(0),
+        });
+        match crate::api::alarms::spawn(shared.clone()) {
+            Ok(handle) => shared.lock_threads().push(handle),
+            Err(e) => {
+                shared.stop();
+                return Err(Error::Setup(format!(
+                    "cannot start the alarm scheduler: {e}"
+                )));
+            }
+        }
+        for (i, rx) in receivers.into_iter().enumerate() {
+            match worker::spawn(i, rx, shared.clone()) {
+                Ok(handle) => shared.lock_threads().push(handle),
+                Err(e) => {
+                    shared.stop();
+                    return Err(Error::Setup(format!("cannot start worker thread {i}: {e}")));
+                }
+            }
+        }
+        Ok(Runtime { shared })
+    }
+}
+
+/// The runtime secret of a data directory that has one.
+pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
+    match store.get_meta(SECRET_KEY) {
+        Ok(Some(secret)) if secret.len() == SECRET_BYTES => Ok(secret.to_vec()),
+        Ok(Some(_)) => Err(Error::Setup(
+            "the runtime secret in the data directory is damaged".into(),
+        )),
+        Ok(None) => Err(Error::Setup(
+            "not a data directory of a runtime (it has no runtime secret)".into(),
+        )),
+        Err(e) => Err(Error::Setup(format!("cannot read the runtime secret: {e}"))),
+    }
+}
+
+fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
+    let setup =
+        |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
+    if let Some(secret) = store.get_meta(SECRET_KEY).map_err(setup)? {
+        if secret.len() != SECRET_BYTES {
+            return Err(Error::Setup(format!(
+                "the runtime secret in the data directory is {} bytes, expected {SECRET_BYTES}: the directory is damaged",
+                secret.len()
+            )));
+        }
+        return Ok(secret.to_vec());
+    }
+    let mut secret = vec![0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
+    store.put_meta_durable(SECRET_KEY, &secret).map_err(setup)?;
+    Ok(secret)
+}
+
+impl Shared {
+    pub(crate) fn class_of(&self, type_id: TypeId) -> Option<Arc<Class>> {
+        self.by_type.get(&type_id).map(|&i| self.classes[i].clone())
+    }
+
+    pub(crate) fn classes(&self) -> &[Arc<Class>] {
+        &self.classes
+    }
+
+    /// The store, until the runtime stops.
+    pub(crate) fn store(&self) -> Option<Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn worker_io(&self) -> bool {
+        self.worker_io
+    }
+
+    #[cfg(test)]
+    pub(crate) fn worker_spin(&self) -> Duration {
+        self.worker_spin
+    }
+
+    pub(crate) fn caller_spin(&self) -> Duration {
+        self.caller_spin
+    }
+
+    /// Whether callers or workers may spin (see `worker_spin`): calls are
+    /// counted in flight only then.
+    pub(crate) fn spinning(&self) -> bool {
+        !(self.worker_spin.is_zero() && self.caller_spin.is_zero())
+    }
+
+    /// Whether few enough calls are in flight for spinning to be worth a
+    /// core, and no served client is pipelining calls.
+    pub(crate) fn quiet(&self) -> bool {
+        self.counters.in_flight.0.load(Ordering::Relaxed) <= self.spinning_calls
+            && self.counters.pipelining.load(Ordering::Relaxed) == 0
+    }
+
+    /// How long an idle worker may spin for its next piece of work: the
+    /// worker spin when the runtime is quiet, three times that while a
+    /// served client pipelines calls, and not at all otherwise.
+    ///
+    /// A pipelining client's calls come in bursts, one per round trip over
+    /// its connection, with the worker idle in between and the machine not
+    /// saturated: a worker that sleeps pays a thread wake-up for every
+    /// burst. Spinning through the gap took remote calls with 64 in flight
+    /// from 276–301 to 332–467 k/s on two cores (the callers still do not
+    /// spin: a spinning caller holds the connection's own thread). The gap
+    /// is a whole round trip, ~150 µs there: with 50 µs of spin the worker
+    /// mostly slept before the next burst came, and with 150 µs the rate
+    /// rose again, medians 314 to 431 k/s (300 µs: lower, the spin takes
+    /// the core the connection needs). Not with more than
+    /// [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the runtime
+    /// is loaded beyond that client's bursts, and a spinning worker would
+    /// take a core from whoever makes the rest.
+    pub(crate) fn worker_spin_now(&self) -> Duration {
+        if self.quiet() {
+            self.worker_spin
+        } else if self.counters.pipelining.load(Ordering::Relaxed) > 0
+            && self.counters.in_flight.0.load(Ordering::Relaxed) <= PIPELINING_SPIN_CALLS
+        {
+            self.worker_spin.saturating_mul(PIPELINING_SPIN_FACTOR)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Pushes the figures the hot path does not (queued calls, cache
+    /// counters) to the metrics; returns the queued calls.
+    pub(crate) fn refresh_gauges(&self) -> usize {
+        let queued = self.registry().queued_total();
+        self.metrics.queued_calls.set(queued as f64);
+        self.counters.export_cache(&self.metrics);
+        queued
+    }
+
+    pub(crate) fn alarms(&self) -> &Arc<crate::api::alarms::Scheduler> {
+        &self.alarms
+    }
+
+    pub(crate) fn alarm_policy(&self) -> crate::api::alarms::RetryPolicy {
+        self.alarm_policy
+    }
+
+    pub(crate) fn clock(&self) -> &crate::base::clock::Clock {
+        &self.clock
+    }
+
+    pub(crate) fn instrument(&self) -> bool {
+        self.instrument.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn sockets(&self) -> &crate::api::websocket::Sockets {
+        &self.sockets
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn queue_limits(&self) -> QueueLimits {
+        self.queue
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn class_by_tag(&self, tag: u64) -> Option<&Arc<Class>> {
+        self.classes.iter().find(|c| c.key.tag() == tag)
+    }
+
+    pub(crate) fn send_msg(&self, worker: usize, msg: WorkerMsg) -> Result<()> {
+        self.workers[worker]
+            .send(msg)
+            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+    }
+
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    /// Whether the store is open and every worker answers a ping within
+    /// `within`; the error says what is wrong.
+    pub(crate) async fn readiness(&self, within: Duration) -> std::result::Result<(), String> {
+        if self.is_closing() || self.store().is_none() {
+            return Err("the runtime is shutting down".into());
+        }
+        for worker in 0..self.workers.len() {
+            let (done, answered) = tokio::sync::oneshot::channel();
+            self.send_msg(worker, WorkerMsg::Ping(done))
+                .map_err(|_| format!("worker {worker} has stopped"))?;
+            match tokio::time::timeout(within, answered).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(format!("worker {worker} has stopped")),
+                Err(_) => return Err(format!("worker {worker} did not answer within {within:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn value_cache_per_worker(&self) -> usize {
+        self.value_cache_bytes / self.workers.len().max(1)
+    }
+
+    /// The worker an object is pinned to. Id bytes are uniformly random (a
+    /// random base or a MAC), so their first bytes spread objects evenly.
+    pub(crate) fn worker_for(&self, class: u32, id: &DurableObjectId) -> usize {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&id.as_bytes()[..8]);
+        let h = u64::from_le_bytes(head) ^ u64::from(class).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h % self.workers.len() as u64) as usize
+    }
+
+    pub(crate) fn send(&self, worker: usize, envelope: Envelope) -> Result<()> {
+        self.send_msg(worker, WorkerMsg::Deliver(envelope))
+    }
+
+    /// Stops taking calls, lets the workers finish those already sent (until
+    /// the deadline), then stops everything; see [`Runtime::shutdown`].
+    async fn shutdown(self: Arc<Self>) {
+        self.closing.store(true, Ordering::Release);
+        let deadline = Instant::now() + self.shutdown_deadline;
+        let mut drained = Vec::new();
+        for worker in &self.workers {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if worker.send(WorkerMsg::Drain { deadline, done }).is_ok() {
+                drained.push(rx);
+            }
+        }
+        for rx in drained {
+            let _ = rx.await;
+        }
+        // Joining threads and closing the store block: do it off this task.
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("do-runtime-shutdown".into())
+            .spawn(move || {
+                shared.stop();
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = stopped.await;
+            }
+            Err(_) => self.stop(),
+        }
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the workers (dropping every instance and failing calls in flight
+    /// with a disconnected error), then closes the store once every batch
+    /// handed to it is durable.
+    pub(crate) fn stop(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.alarms.stop();
+        for worker in &self.workers {
+            let _ = worker.send(WorkerMsg::Stop);
+        }
+        let threads = std::mem::take(&mut *self.lock_threads());
+        for handle in threads {
+            // A worker dropping the last runtime handle cannot join itself.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(store) = store {
+            store.close();
+        }
+    }
+}
+
+impl Counters {
+    /// Adds the cache hits and misses since the last export to the metrics
+    /// (as increments: several runtimes may share one recorder).
+    pub(crate) fn export_cache(&self, metrics: &crate::engine::telemetry::RuntimeMetrics) {
+        let (hits, misses) = self.cache_figures();
+        let old_hits = self.exported_hits.swap(hits, Ordering::Relaxed);
+        let old_misses = self.exported_misses.swap(misses, Ordering::Relaxed);
+        metrics.cache_hits.increment(hits.saturating_sub(old_hits));
+        metrics
+            .cache_misses
+            .increment(misses.saturating_sub(old_misses));
+    }
+
+    /// Hits and misses of every worker's value cache.
+    pub(crate) fn cache_figures(&self) -> (u64, u64) {
+        self.caches
+            .iter()
+            .fold((0, 0), |(h, m), c| (h + c.hits(), m + c.misses()))
+    }
+}
+
+/// Counts one open connection (of a server or a gateway) while it lives.
+pub(crate) struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    pub(crate) fn open(shared: &Arc<Shared>) -> Self {
+        shared
+            .counters
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
+        shared.metrics.open_connections.increment(1.0);
+        ConnectionGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.open_connections.decrement(1.0);
+    }
+}
