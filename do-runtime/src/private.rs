@@ -8,45 +8,16 @@ pub use futures_util::future::LocalBoxFuture;
 pub use std::boxed::Box;
 pub use std::rc::Rc;
 
-use crate::api::ctx::Ctx;
-pub use crate::api::stub::{Call, RawStub};
-use crate::api::websocket::{Event, Message, WebSocket};
-use crate::base::error::Error;
-use crate::base::fetch::{
-    IntoRequest, Request, Response, WireFetchReply, WireRequest, WireResponse,
+pub use crate::api::alarms::alarm_args;
+pub use crate::api::object::Incoming;
+pub use crate::api::stub::{Call, Client, RawStub};
+pub use crate::api::websocket::{
+    fetch_scope, websocket_close_args, websocket_error_args, websocket_message_args,
 };
-
-/// What the runtime knows of a method by its id: for spans and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MethodInfo {
-    /// The wire id.
-    pub id: u32,
-    /// The name.
-    pub name: &'static str,
-    /// Whether it returns `Result` (its reply's first byte tells `Ok` from `Err`).
-    pub fallible: bool,
-}
-
-/// One call as the generated `dispatch` sees it.
-pub struct Incoming<'a> {
-    /// The method's wire id.
-    pub method: u32,
-    /// The encoded arguments.
-    pub args: &'a [u8],
-    /// The instance's context.
-    pub ctx: &'a Ctx,
-    /// Whether the runtime itself sent the call (a WebSocket event, an
-    /// alarm): only such calls reach handlers.
-    pub system: bool,
-}
-
-/// The generated client type of a class: wraps a [`RawStub`].
-pub trait Client: Clone + Send + Sync + 'static {
-    /// Wraps a raw stub.
-    fn from_raw(raw: RawStub) -> Self;
-    /// The raw stub inside.
-    fn raw(&self) -> &RawStub;
-}
+use crate::base::error::Error;
+pub use crate::base::fetch::encode_request;
+use crate::base::fetch::{Request, Response, WireFetchReply, WireRequest, WireResponse};
+pub use crate::base::wire::{MethodInfo, method_id};
 
 /// A type that can cross a call: arguments and results. Implemented for
 /// every serde type; the message below is what a user sees for any other.
@@ -168,20 +139,6 @@ pub fn unknown_method(class: &str, method: u32) -> Error {
     }
 }
 
-/// The wire id of a method: 32-bit FNV-1a of its name. Derived from the name
-/// alone, so reordering methods never changes the wire format.
-pub const fn method_id(name: &str) -> u32 {
-    let bytes = name.as_bytes();
-    let mut hash: u32 = 0x811c_9dc5;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u32;
-        hash = hash.wrapping_mul(0x0100_0193);
-        i += 1;
-    }
-    hash
-}
-
 /// What a `fetch` handler returns: a [`Response`], or `Result<Response, E>`
 /// with a serde error type.
 #[diagnostic::on_unimplemented(
@@ -252,59 +209,6 @@ impl<E: Serialize + DeserializeOwned + 'static> FetchWire for Result<Response, E
     }
 }
 
-/// Runs a `fetch` handler; when it ends, the WebSockets it accepted that its
-/// response does not hand over are forgotten.
-pub fn fetch_scope<F>(
-    ctx: &Ctx,
-    future: F,
-    response: fn(&F::Output) -> Option<&Response>,
-) -> impl std::future::Future<Output = F::Output>
-where
-    F: std::future::Future,
-{
-    /// Settles the sockets accepted so far when the handler ends — or is
-    /// dropped (a reset): then none of them is handed over.
-    struct Settle {
-        shared: std::sync::Arc<crate::service::runtime::Shared>,
-        accepted: crate::api::websocket::scope::Accepted,
-    }
-    impl Settle {
-        fn settle(&self, response: Option<&Response>) {
-            let sockets = std::mem::take(&mut *self.accepted.borrow_mut());
-            if !sockets.is_empty() {
-                self.shared.sockets().settle(sockets, response);
-            }
-        }
-    }
-    impl Drop for Settle {
-        fn drop(&mut self) {
-            self.settle(None);
-        }
-    }
-    let settle = Settle {
-        shared: ctx.env().shared().clone(),
-        accepted: crate::api::websocket::scope::Accepted::default(),
-    };
-    let mut future = Box::pin(future);
-    std::future::poll_fn(move |cx| {
-        let polled =
-            crate::api::websocket::scope::with(&settle.accepted, || future.as_mut().poll(cx));
-        if let std::task::Poll::Ready(output) = &polled {
-            settle.settle(response(output));
-        }
-        polled
-    })
-}
-
-/// Encodes a `fetch` call's request.
-pub fn encode_request(request: impl IntoRequest, out: &mut Vec<u8>) -> Result<(), Error> {
-    let request = request.into_request()?;
-    let taken = std::mem::take(out);
-    *out = postcard::to_extend(&WireRequest::from_request(request), taken)
-        .map_err(|e| Error::Codec(e.to_string()))?;
-    Ok(())
-}
-
 /// The argument of a `fetch` handler: the request.
 #[diagnostic::on_unimplemented(
     message = "a `fetch` handler takes a `do_runtime::Request`, not `{Self}`",
@@ -330,54 +234,6 @@ pub fn decode_request(input: &mut &[u8]) -> Result<Request, Error> {
     wire.into_request()
 }
 
-/// The event of a WebSocket handler call, with its socket.
-fn socket_event(call: &Incoming<'_>) -> Result<(WebSocket, Event), Error> {
-    let event: Event = postcard::from_bytes(call.args)
-        .map_err(|e| Error::Codec(format!("cannot decode a WebSocket event: {e}")))?;
-    let socket = match &event {
-        Event::Message { socket, .. }
-        | Event::Close { socket, .. }
-        | Event::Error { socket, .. } => *socket,
-    };
-    let ws = call
-        .ctx
-        .websocket(socket)
-        .ok_or_else(|| Error::Disconnected(format!("WebSocket {socket} is gone")))?;
-    Ok((ws, event))
-}
-
-/// The arguments of `websocket_message`.
-pub fn websocket_message_args(call: &Incoming<'_>) -> Result<(WebSocket, Message), Error> {
-    match socket_event(call)? {
-        (ws, Event::Message { message, .. }) => Ok((ws, message)),
-        _ => Err(Error::Codec("expected a WebSocket message event".into())),
-    }
-}
-
-/// The arguments of `websocket_close`.
-pub fn websocket_close_args(call: &Incoming<'_>) -> Result<(WebSocket, u16, String, bool), Error> {
-    match socket_event(call)? {
-        (
-            ws,
-            Event::Close {
-                code,
-                reason,
-                clean,
-                ..
-            },
-        ) => Ok((ws, code, reason, clean)),
-        _ => Err(Error::Codec("expected a WebSocket close event".into())),
-    }
-}
-
-/// The arguments of `websocket_error`.
-pub fn websocket_error_args(call: &Incoming<'_>) -> Result<(WebSocket, String), Error> {
-    match socket_event(call)? {
-        (ws, Event::Error { error, .. }) => Ok((ws, error)),
-        _ => Err(Error::Codec("expected a WebSocket error event".into())),
-    }
-}
-
 /// What a handler the runtime calls (WebSocket events, alarms) returns:
 /// nothing, or `Result<(), E>` with a displayable error.
 #[diagnostic::on_unimplemented(
@@ -399,28 +255,5 @@ impl<E: std::fmt::Display> HandlerOutput for Result<(), E> {
     fn into_reply(self) -> Result<Vec<u8>, Error> {
         self.map(|()| Vec::new())
             .map_err(|e| Error::App(e.to_string()))
-    }
-}
-
-/// The argument of `alarm`: `None` when the alarm that fired is no longer
-/// the object's (it was changed or deleted meanwhile), and the handler does
-/// not run. Otherwise the alarm is deleted before the handler runs (which
-/// may set a new one).
-pub fn alarm_args(call: &Incoming<'_>) -> Result<Option<crate::AlarmInfo>, Error> {
-    let fire: crate::api::alarms::Fire = postcard::from_bytes(call.args)
-        .map_err(|e| Error::Codec(format!("cannot decode an alarm: {e}")))?;
-    let storage = call.ctx.storage();
-    match storage.raw_alarm()? {
-        Some(alarm) if alarm.due_ms == fire.due_ms => {
-            storage.raw_set_alarm(None)?;
-            Ok(Some(crate::AlarmInfo {
-                retry_count: fire.retries,
-                is_retry: fire.retries > 0,
-            }))
-        }
-        _ => {
-            storage.forget_stale_alarm(fire.due_ms);
-            Ok(None)
-        }
     }
 }

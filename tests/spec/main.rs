@@ -13,6 +13,7 @@ mod fetch;
 mod gates;
 mod gateway;
 mod identity;
+mod layers;
 mod lifecycle;
 mod listing;
 mod macro_ui;

@@ -28,17 +28,10 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use do_storage::{Alarm, DueAlarm};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, mpsc};
 
-use crate::api::stub::RawStub;
+use crate::api::object::Incoming;
 use crate::base::error::Error;
-use crate::service::runtime::{Class, Shared};
 
 /// What an `alarm` handler is told about its run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,30 +40,6 @@ pub struct AlarmInfo {
     pub retry_count: u32,
     /// Whether this run is a retry.
     pub is_retry: bool,
-}
-
-/// When failed alarm runs are retried: after `initial`, doubling, at most
-/// `max_retries` times. Default: 2 s and 6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RetryPolicy {
-    pub initial: Duration,
-    pub max_retries: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial: Duration::from_secs(2),
-            max_retries: 6,
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn backoff_ms(&self, retries: u32) -> u64 {
-        let initial = u64::try_from(self.initial.as_millis()).unwrap_or(u64::MAX);
-        initial.saturating_mul(1u64 << retries.min(40))
-    }
 }
 
 /// What the scheduler sends an object's `alarm` handler.
@@ -83,206 +52,25 @@ pub(crate) struct Fire {
 /// The name of the handler alarms call.
 pub(crate) const HANDLER: &str = "alarm";
 
-/// Objects' alarms are due: the runtime's one scheduler.
-#[derive(Default)]
-pub(crate) struct Scheduler {
-    /// Set when an alarm changed or the runtime stops: scan again.
-    wake: Notify,
-    stop: std::sync::atomic::AtomicBool,
-    /// Objects whose alarm is being run (or retried) now, by store prefix.
-    running: Mutex<HashSet<[u8; do_storage::PREFIX_BYTES]>>,
-}
-
-/// The most alarms run at once.
-const MAX_RUNNING: usize = 1024;
-
-impl Scheduler {
-    pub(crate) fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.wake.notify_one();
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; do_storage::PREFIX_BYTES]>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Starts the scheduler thread.
-pub(crate) fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("do-alarms".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "the alarm scheduler cannot start");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, schedule(shared));
-        })
-}
-
-async fn schedule(shared: Arc<Shared>) {
-    let scheduler = shared.alarms().clone();
-    let (done, mut finished) = mpsc::unbounded_channel::<()>();
-    // This thread also refreshes the metrics the hot path leaves alone.
-    let mut refreshed = std::time::Instant::now();
-    while !scheduler.stopped() {
-        if refreshed.elapsed() >= Duration::from_secs(5) {
-            refreshed = std::time::Instant::now();
-            shared.refresh_gauges();
+/// The argument of `alarm`: `None` when the alarm that fired is no longer
+/// the object's (it was changed or deleted meanwhile), and the handler does
+/// not run. Otherwise the alarm is deleted before the handler runs (which
+/// may set a new one).
+pub fn alarm_args(call: &Incoming<'_>) -> Result<Option<AlarmInfo>, Error> {
+    let fire: Fire = postcard::from_bytes(call.args)
+        .map_err(|e| Error::Codec(format!("cannot decode an alarm: {e}")))?;
+    let storage = call.ctx.storage();
+    match storage.raw_alarm()? {
+        Some(alarm) if alarm.due_ms == fire.due_ms => {
+            storage.raw_set_alarm(None)?;
+            Ok(Some(AlarmInfo {
+                retry_count: fire.retries,
+                is_retry: fire.retries > 0,
+            }))
         }
-        let Some(store) = shared.store() else { break };
-        let clock = shared.clock();
-        let now = clock.now_ms();
-        let room = MAX_RUNNING.saturating_sub(scheduler.running().len());
-        let due = if room > 0 {
-            // In-flight alarms stay in the index until they finish: look
-            // past them.
-            let running = scheduler.running().len();
-            store.due_alarms(now, room + running).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the alarm index");
-                Vec::new()
-            })
-        } else {
-            Vec::new()
-        };
-        for alarm in due {
-            if !scheduler.running().insert(*alarm.prefix.as_bytes()) {
-                continue;
-            }
-            let (shared, done) = (shared.clone(), done.clone());
-            tokio::task::spawn_local(async move {
-                run(&shared, alarm).await;
-                shared.alarms().running().remove(alarm.prefix.as_bytes());
-                let _ = done.send(());
-            });
-        }
-        let next = store.next_alarm_due().ok().flatten();
-        drop(store);
-        // Only an alarm not already running is worth waking for.
-        let next = next.filter(|due| *due > now || scheduler.running().is_empty());
-        tokio::select! {
-            () = scheduler.wake.notified() => {}
-            Some(()) = finished.recv() => {}
-            () = clock.sleep_toward(next, Duration::from_millis(if matches!(clock, crate::base::clock::Clock::System) { 1000 } else { 50 })) => {}
+        _ => {
+            storage.forget_stale_alarm(fire.due_ms);
+            Ok(None)
         }
     }
-}
-
-/// The id of the object an alarm is for, with the name it was made from
-/// when the registry of objects knows it: an instance the alarm builds sees
-/// the same `ctx.id().name()` as one a call builds.
-fn known_id(
-    shared: &Shared,
-    class: &Class,
-    prefix: &do_storage::ObjectPrefix,
-) -> crate::base::id::DurableObjectId {
-    let id = class.key.id_from_base(prefix.id());
-    let name = shared
-        .store()
-        .and_then(|store| store.known_name(prefix).ok().flatten());
-    match name.map(|name| class.key.id_from_name(&name)) {
-        Some(named) if named.base() == id.base() => named,
-        _ => id,
-    }
-}
-
-/// Runs one alarm, and arranges its retry if it fails.
-async fn run(shared: &Arc<Shared>, due: DueAlarm) {
-    let Some(class) = shared
-        .classes()
-        .iter()
-        .find(|c| c.storage_namespace == due.prefix.namespace())
-        .cloned()
-    else {
-        tracing::warn!(
-            namespace = due.prefix.namespace(),
-            "an alarm of a class this runtime does not register"
-        );
-        return;
-    };
-    let id = known_id(shared, &class, &due.prefix);
-    let fire = Fire {
-        due_ms: due.alarm.due_ms,
-        retries: due.alarm.retries,
-    };
-    let Ok(args) = postcard::to_stdvec(&fire) else {
-        return;
-    };
-    tracing::debug!(
-        target: "do_runtime::lifecycle",
-        class = %class.name,
-        id = %crate::base::trace::ShortId(&id),
-        retry = fire.retries,
-        "alarm"
-    );
-    // Backoff counts from when this run started.
-    let started = shared.clock().now_ms();
-    let stub = RawStub::new(shared.clone(), class.clone(), id.clone());
-    let result: Result<(), Error> = stub
-        .call_system(crate::__private::method_id(HANDLER), args, |_| Ok(()), Err)
-        .await;
-    let policy = shared.alarm_policy();
-    let next = match result {
-        Ok(()) => return,
-        Err(_) if shared.is_closing() => return,
-        // The class lost its handler: drop the alarm.
-        Err(Error::UnknownMethod { .. }) => None,
-        Err(e) => {
-            tracing::debug!(
-                target: "do_runtime::lifecycle",
-                class = %class.name,
-                id = %crate::base::trace::ShortId(&id),
-                error = %e,
-                retry = fire.retries,
-                "alarm failed"
-            );
-            (fire.retries < policy.max_retries).then(|| Alarm {
-                due_ms: started.saturating_add(policy.backoff_ms(fire.retries)),
-                retries: fire.retries + 1,
-            })
-        }
-    };
-    reschedule(shared, &class, id, fire.due_ms, next).await;
-}
-
-/// After a failed run: sets the retry (or, past the last, removes the
-/// alarm), unless the handler set a new alarm before it failed.
-async fn reschedule(
-    shared: &Arc<Shared>,
-    class: &Arc<Class>,
-    id: crate::base::id::DurableObjectId,
-    fired: u64,
-    next: Option<Alarm>,
-) {
-    let outcome =
-        crate::api::namespace::run_with_storage(shared, class, &id, move |storage| async move {
-            storage.raw_alarm().and_then(|current| match current {
-                // Removed by the failed run (or never changed): retry.
-                None => storage.raw_set_alarm(next),
-                Some(a) if a.due_ms == fired => storage.raw_set_alarm(next),
-                // The handler set a new alarm before failing: keep it.
-                Some(_) => Ok(()),
-            })
-        })
-        .await;
-    if let Err(e) = outcome.and_then(|set| set) {
-        tracing::warn!(error = %e, "cannot reschedule a failed alarm");
-    }
-    // The retry is on disk now: look again.
-    shared.alarms().wake();
 }

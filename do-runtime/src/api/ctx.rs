@@ -9,13 +9,13 @@ use futures_util::future::LocalBoxFuture;
 use std::sync::Arc;
 
 use crate::api::env::Env;
-use crate::api::storage::Storage;
+use crate::api::storage::{AlarmHooks, Storage};
 use crate::api::websocket::{AutoResponse, WebSocket};
 use crate::base::error::Error;
 use crate::base::fetch::{Request, Response};
 use crate::base::id::DurableObjectId;
-use crate::engine::input_gate::Gate;
-use crate::service::runtime::Class;
+use crate::engine::class::{Class, ObjectParts};
+use crate::engine::input_gate::InputGate;
 
 /// The context of one instance: its id, its [`Storage`] and the runtime's
 /// [`Env`]. Cheap to clone; not `Send` (it belongs to the thread that runs
@@ -48,16 +48,35 @@ struct Inner {
     id: DurableObjectId,
     storage: Storage,
     env: Env,
-    gate: Rc<Gate>,
+    gate: Rc<InputGate>,
 }
 
 impl Ctx {
-    pub(crate) fn new(
+    /// The context of an instance built of `parts`.
+    pub(crate) fn from_parts(parts: ObjectParts) -> Self {
+        let storage = Storage::new(
+            parts.store,
+            Some(AlarmHooks {
+                class: parts.class.name.clone(),
+                has_handler: parts.class.has_alarm,
+                scheduler: parts.shared.alarms().clone(),
+            }),
+        );
+        Ctx::new(
+            parts.class,
+            parts.id,
+            storage,
+            Env::new(parts.shared),
+            parts.gate,
+        )
+    }
+
+    fn new(
         class: Arc<Class>,
         id: DurableObjectId,
         storage: Storage,
         env: Env,
-        gate: Rc<Gate>,
+        gate: Rc<InputGate>,
     ) -> Self {
         Ctx {
             inner: Rc::new(Inner {
@@ -153,6 +172,7 @@ impl Ctx {
             .shared()
             .sockets()
             .accept(&self.inner.class, &self.inner.id, request, tags)
+            .map(|(entry, response)| (WebSocket::of(entry), response))
     }
 
     /// The object's WebSockets that are not closed, in the order they were
@@ -163,6 +183,9 @@ impl Ctx {
             .shared()
             .sockets()
             .list(&self.inner.class, &self.inner.id, tag)
+            .into_iter()
+            .map(WebSocket::of)
+            .collect()
     }
 
     /// Sets (or with `None` clears) the message the runtime answers on any of
@@ -193,6 +216,7 @@ impl Ctx {
             .shared()
             .sockets()
             .get(&self.inner.class, &self.inner.id, socket)
+            .map(WebSocket::of)
     }
 }
 

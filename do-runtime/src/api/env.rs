@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::api::namespace::Namespace;
 use crate::api::object::DurableObject;
 use crate::base::error::{Error, Result};
-use crate::service::runtime::Shared;
+use crate::engine::shared::Shared;
 
 /// A handle to a runtime's namespaces: what an object uses to call other
 /// objects (`ctx.env()`), and what tasks can hold to make stubs. Cheap to
@@ -73,7 +73,7 @@ impl Env {
     /// The namespace of the class called `class`, for code that knows classes
     /// by name only (routers, tools): ids and `fetch`. Fails with
     /// [`Error::NotRegistered`] for a name no registered class has.
-    pub fn namespace_named(&self, class: &str) -> Result<crate::AnyNamespace> {
+    pub fn namespace_named(&self, class: &str) -> Result<crate::api::untyped::AnyNamespace> {
         crate::api::untyped::namespace_named(&self.shared, class)
     }
 

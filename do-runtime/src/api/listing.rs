@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::error::{Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
-use crate::service::runtime::{Class, Shared};
+use crate::engine::{class::Class, shared::Shared};
 
 /// The most objects one page may hold.
 pub const MAX_PAGE: usize = 1000;

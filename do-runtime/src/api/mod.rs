@@ -5,10 +5,12 @@
 
 pub(crate) mod alarms;
 pub(crate) mod ctx;
+pub(crate) mod dump;
 pub(crate) mod env;
 pub(crate) mod listing;
 pub(crate) mod namespace;
 pub(crate) mod object;
+pub(crate) mod remote;
 pub(crate) mod storage;
 pub(crate) mod stub;
 pub(crate) mod untyped;

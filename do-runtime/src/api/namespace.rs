@@ -10,13 +10,14 @@ use tokio::sync::oneshot;
 
 use crate::api::ctx::Ctx;
 use crate::api::object::DurableObject;
+use crate::api::remote::RemoteNamespace;
 use crate::api::storage::Storage;
 use crate::api::stub::{RawStub, Stub};
 use crate::base::error::{Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
+use crate::engine::class::ObjectParts;
 use crate::engine::worker::{Envelope, Kind};
-use crate::net::transport::client::{ClientShared, RemoteClass};
-use crate::service::runtime::{Class, Shared};
+use crate::engine::{class::Class, shared::Shared};
 
 /// The objects of class `T` in one runtime: makes ids and hands out stubs.
 ///
@@ -52,10 +53,7 @@ enum NsTarget {
         shared: Arc<Shared>,
         class: Arc<Class>,
     },
-    Remote {
-        client: Arc<ClientShared>,
-        class: Arc<RemoteClass>,
-    },
+    Remote(Arc<dyn RemoteNamespace>),
 }
 
 impl<T: DurableObject> Namespace<T> {
@@ -66,9 +64,9 @@ impl<T: DurableObject> Namespace<T> {
         }
     }
 
-    pub(crate) fn remote(client: Arc<ClientShared>, class: Arc<RemoteClass>) -> Self {
+    pub(crate) fn remote(namespace: Arc<dyn RemoteNamespace>) -> Self {
         Namespace {
-            target: NsTarget::Remote { client, class },
+            target: NsTarget::Remote(namespace),
             _class: PhantomData,
         }
     }
@@ -76,7 +74,7 @@ impl<T: DurableObject> Namespace<T> {
     fn key(&self) -> &NamespaceKey {
         match &self.target {
             NsTarget::Local { class, .. } => &class.key,
-            NsTarget::Remote { class, .. } => &class.key,
+            NsTarget::Remote(remote) => remote.key(),
         }
     }
 
@@ -84,7 +82,7 @@ impl<T: DurableObject> Namespace<T> {
     pub fn class_name(&self) -> &str {
         match &self.target {
             NsTarget::Local { class, .. } => &class.name,
-            NsTarget::Remote { class, .. } => &class.name,
+            NsTarget::Remote(remote) => remote.class_name(),
         }
     }
 
@@ -117,8 +115,8 @@ impl<T: DurableObject> Namespace<T> {
             NsTarget::Local { shared, class } => {
                 Stub::from_raw(RawStub::new(shared.clone(), class.clone(), id))
             }
-            NsTarget::Remote { client, class } => {
-                Stub::from_raw(RawStub::remote(client.stub(class, id, T::METHODS)))
+            NsTarget::Remote(remote) => {
+                Stub::from_raw(RawStub::remote(remote.port(id, T::METHODS)))
             }
         }
     }
@@ -152,16 +150,19 @@ impl<T: DurableObject> Namespace<T> {
     /// # Ok::<_, do_runtime::Error>(()) })?;
     /// # Ok(()) }
     /// ```
-    pub async fn list_ids(&self, options: crate::ListIds) -> Result<crate::IdPage> {
+    pub async fn list_ids(
+        &self,
+        options: crate::api::listing::ListIds,
+    ) -> Result<crate::api::listing::IdPage> {
         let (after, limit) = options.resolve()?;
         match &self.target {
             NsTarget::Local { shared, class } => {
                 let entries = crate::api::listing::list_local(shared, class, after, limit)?;
                 crate::api::listing::page(&class.key, entries, limit)
             }
-            NsTarget::Remote { client, class } => {
-                let entries = client.list_ids(class.index, after, limit).await?;
-                crate::api::listing::page(&class.key, entries, limit)
+            NsTarget::Remote(remote) => {
+                let entries = remote.list_ids(after, limit).await?;
+                crate::api::listing::page(remote.key(), entries, limit)
             }
         }
     }
@@ -204,7 +205,11 @@ impl<T: DurableObject> Namespace<T> {
     /// # Ok::<_, do_runtime::Error>(()) })?;
     /// # Ok(()) }
     /// ```
-    pub fn spawn_beside<M, F>(&self, id: &DurableObjectId, f: M) -> crate::JoinHandle<F::Output>
+    pub fn spawn_beside<M, F>(
+        &self,
+        id: &DurableObjectId,
+        f: M,
+    ) -> crate::engine::spawn::JoinHandle<F::Output>
     where
         M: FnOnce(Stub<T>) -> F + Send + 'static,
         F: Future + 'static,
@@ -215,7 +220,7 @@ impl<T: DurableObject> Namespace<T> {
                 let stub = self.get(id.clone());
                 crate::engine::spawn::spawn_on(shared, shared.worker_for(class.index, id), move || f(stub))
             }
-            NsTarget::Remote { .. } => crate::engine::spawn::JoinHandle::failed(Error::Unsupported(
+            NsTarget::Remote(_) => crate::engine::spawn::JoinHandle::failed(Error::Unsupported(
                 "spawn_beside runs beside objects of this process; the namespace is a remote client's".into(),
             )),
         }
@@ -280,10 +285,10 @@ where
         return Err(Error::Disconnected("the runtime is shutting down".into()));
     }
     let (done, result) = oneshot::channel();
-    let run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send> =
-        Box::new(move |ctx: Ctx| {
+    let run: Box<dyn FnOnce(ObjectParts) -> LocalBoxFuture<'static, ()> + Send> =
+        Box::new(move |parts: ObjectParts| {
             Box::pin(async move {
-                let storage = ctx.storage().clone();
+                let storage = Ctx::from_parts(parts).storage().clone();
                 let value = f(storage.clone()).await;
                 let _ = done.send(storage.sync().await.map(|()| value));
             })
@@ -315,11 +320,11 @@ impl<T> Clone for Namespace<T> {
 impl<T> std::fmt::Debug for Namespace<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (class, remote) = match &self.target {
-            NsTarget::Local { class, .. } => (&class.name, false),
-            NsTarget::Remote { class, .. } => (&class.name, true),
+            NsTarget::Local { class, .. } => (class.name.as_str(), false),
+            NsTarget::Remote(remote) => (remote.class_name(), true),
         };
         f.debug_struct("Namespace")
-            .field("class", class)
+            .field("class", &class)
             .field("remote", &remote)
             .finish()
     }

@@ -6,6 +6,8 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::api::ctx::Ctx;
 use crate::base::error::Error;
+use crate::engine::class::{Instance, ObjectParts};
+use crate::engine::reply::Reply;
 
 /// A class of Durable Objects. Implemented by [`macro@crate::durable_object`];
 /// not meant to be implemented by hand.
@@ -17,7 +19,7 @@ use crate::base::error::Error;
 /// `pub async fn` of the impl block.
 pub trait DurableObject: Sized + 'static {
     /// The generated client with the object's methods; `Stub<Self>` derefs to it.
-    type Client: crate::__private::Client;
+    type Client: crate::api::stub::Client;
     /// The class name: the name of the namespace.
     const CLASS: &'static str;
     /// The schema fingerprint: every exposed method with its argument and
@@ -25,7 +27,7 @@ pub trait DurableObject: Sized + 'static {
     const SCHEMA: &'static str;
     /// Every method the runtime may call, with its name: for spans and metrics.
     #[doc(hidden)]
-    const METHODS: &'static [crate::__private::MethodInfo] = &[];
+    const METHODS: &'static [crate::base::wire::MethodInfo] = &[];
     /// Whether the class has an `alarm` handler.
     #[doc(hidden)]
     const HAS_ALARM: bool = false;
@@ -39,28 +41,55 @@ pub trait DurableObject: Sized + 'static {
     #[doc(hidden)]
     fn dispatch(
         self: Rc<Self>,
-        call: crate::__private::Incoming<'_>,
+        call: Incoming<'_>,
     ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error>;
 }
 
-/// A live instance of some class, type-erased.
-pub(crate) trait AnyObject {
-    fn dispatch(
-        self: Rc<Self>,
-        call: crate::__private::Incoming<'_>,
-    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error>;
+/// A live instance with the context it was built with: what the engine
+/// holds as a type-erased [`Instance`].
+struct Live<T> {
+    object: Rc<T>,
+    ctx: Ctx,
 }
 
-impl<T: DurableObject> AnyObject for T {
+impl<T: DurableObject> Instance for Live<T> {
     fn dispatch(
         self: Rc<Self>,
-        call: crate::__private::Incoming<'_>,
-    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, Error>>, Error> {
-        T::dispatch(self, call)
+        method: u32,
+        args: &[u8],
+        system: bool,
+    ) -> Result<LocalBoxFuture<'static, Reply>, Error> {
+        T::dispatch(
+            self.object.clone(),
+            Incoming {
+                method,
+                args,
+                ctx: &self.ctx,
+                system,
+            },
+        )
     }
 }
 
-/// Builds an instance of `T` behind the type-erased interface.
-pub(crate) fn construct_erased<T: DurableObject>(ctx: Ctx) -> Rc<dyn AnyObject> {
-    Rc::new(T::construct(ctx))
+/// Builds an instance of `T` from the parts the engine gives, behind the
+/// type-erased interface: the class's constructor function.
+pub(crate) fn construct_erased<T: DurableObject>(parts: ObjectParts) -> Rc<dyn Instance> {
+    let ctx = Ctx::from_parts(parts);
+    Rc::new(Live {
+        object: Rc::new(T::construct(ctx.clone())),
+        ctx,
+    })
+}
+
+/// One call as the generated `dispatch` sees it.
+pub struct Incoming<'a> {
+    /// The method's wire id.
+    pub method: u32,
+    /// The encoded arguments.
+    pub args: &'a [u8],
+    /// The instance's context.
+    pub ctx: &'a Ctx,
+    /// Whether the runtime itself sent the call (a WebSocket event, an
+    /// alarm): only such calls reach handlers.
+    pub system: bool,
 }

@@ -50,7 +50,7 @@ pub(crate) struct AlarmHooks {
     /// The class, if it has an `alarm` handler.
     pub class: String,
     pub has_handler: bool,
-    pub scheduler: std::sync::Arc<crate::api::alarms::Scheduler>,
+    pub scheduler: std::sync::Arc<crate::engine::alarms::Scheduler>,
 }
 
 /// Options of a single write.

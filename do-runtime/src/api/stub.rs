@@ -4,25 +4,22 @@ use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::__private::Client;
 use crate::api::object::DurableObject;
+use crate::api::remote::RemotePort;
 use crate::base::error::Error;
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
-use crate::engine::registry::ObjectHandle;
-use crate::engine::reply::ReplyTo;
+use crate::engine::class::Class;
+use crate::engine::port::Port;
+use crate::engine::reply::{Reply, ReplyTo};
+use crate::engine::shared::Shared;
 use crate::engine::telemetry::Outcome;
-use crate::engine::worker::{Envelope, Kind};
-use crate::service::runtime::{Class, Shared};
-
-/// What a call's reply carries: the encoded result, or an error on the way.
-pub(crate) type Reply = Result<Vec<u8>, Error>;
 
 /// A typed handle to one Durable Object: call the object's methods on it.
 ///
@@ -131,9 +128,9 @@ pub struct RawStub {
 #[derive(Clone)]
 pub(crate) enum Target {
     /// An object of this process's runtime.
-    Local(Arc<StubShared>),
+    Local(Arc<Port>),
     /// An object behind a connection to a remote runtime.
-    Remote(Arc<crate::net::transport::client::RemoteStub>),
+    Remote(Arc<dyn RemotePort>),
 }
 
 impl Target {
@@ -145,113 +142,16 @@ impl Target {
     }
 }
 
-/// The state every clone of one stub shares.
-pub(crate) struct StubShared {
-    runtime: Arc<Shared>,
-    class: Arc<Class>,
-    id: DurableObjectId,
-    worker: usize,
-    handle: Arc<ObjectHandle>,
-    /// The instance generation the stub is bound to; 0 until its first call
-    /// is delivered.
-    bound: AtomicU64,
-    broken: AtomicBool,
-}
-
-impl StubShared {
-    /// Binds the stub to `generation` on its first delivered call; a stub
-    /// bound to an older generation lost its instance and breaks.
-    pub(crate) fn bind(&self, generation: u64) -> bool {
-        // Bound already, the common case: a load, not a read-modify-write.
-        if self.bound.load(Ordering::Acquire) == generation {
-            return true;
-        }
-        match self
-            .bound
-            .compare_exchange(0, generation, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
-            Err(bound) if bound == generation => true,
-            Err(_) => {
-                self.broken.store(true, Ordering::Release);
-                false
-            }
-        }
-    }
-
-    /// Whether the stub is broken now: marked so, or bound to an instance
-    /// that has since been reset.
-    fn check_broken(&self) -> bool {
-        if self.broken.load(Ordering::Acquire) {
-            return true;
-        }
-        let bound = self.bound.load(Ordering::Acquire);
-        if bound != 0 && bound != self.handle.generation.load(Ordering::Acquire) {
-            self.broken.store(true, Ordering::Release);
-            return true;
-        }
-        false
-    }
-
-    pub(crate) fn mark_broken(&self) {
-        self.broken.store(true, Ordering::Release);
-    }
-
-    /// The object the stub calls.
-    pub(crate) fn id(&self) -> &DurableObjectId {
-        &self.id
-    }
-
-    /// The object's handle (its queue counters and generation).
-    pub(crate) fn handle(&self) -> &Arc<ObjectHandle> {
-        &self.handle
-    }
-
-    /// How long a caller may spin now for the reply to a call to this
-    /// object, if at all (see `spin_for_reply`).
-    fn reply_spin(&self) -> Option<Duration> {
-        let base = self.runtime.caller_spin();
-        // A worker's thread spins in its event loop instead (the object
-        // called may be its own); on a single-threaded runtime the spin
-        // would stall every other task.
-        // Cheapest checks first: under load every call's first poll gets
-        // here, and looking up the current tokio runtime clones its handle.
-        if base.is_zero()
-            || crate::engine::spin::on_worker()
-            || !self.runtime.quiet()
-            || tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                matches!(
-                    h.runtime_flavor(),
-                    tokio::runtime::RuntimeFlavor::CurrentThread
-                )
-            })
-        {
-            return None;
-        }
-        Some(self.handle.caller_spin(base))
-    }
-}
-
 impl RawStub {
     pub(crate) fn new(runtime: Arc<Shared>, class: Arc<Class>, id: DurableObjectId) -> Self {
-        let worker = runtime.worker_for(class.index, &id);
-        let handle = runtime.registry().handle(class.index, id.base());
         RawStub {
-            target: Target::Local(Arc::new(StubShared {
-                runtime,
-                class,
-                id,
-                worker,
-                handle,
-                bound: AtomicU64::new(0),
-                broken: AtomicBool::new(false),
-            })),
+            target: Target::Local(Arc::new(Port::new(runtime, class, id))),
         }
     }
 
-    pub(crate) fn remote(stub: crate::net::transport::client::RemoteStub) -> Self {
+    pub(crate) fn remote(port: Arc<dyn RemotePort>) -> Self {
         RawStub {
-            target: Target::Remote(Arc::new(stub)),
+            target: Target::Remote(port),
         }
     }
 
@@ -296,7 +196,7 @@ impl RawStub {
             Err(Error::Codec(e)) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
             Err(e) => Err(e),
             Ok(args) => match &self.target {
-                Target::Local(s) => s.send(method, args, false, &watch),
+                Target::Local(s) => s.send(method, args, false, watch.trace, watch.span.clone()),
                 Target::Remote(r) => r.send(method, args, watch.trace),
             },
         };
@@ -315,7 +215,7 @@ impl RawStub {
     ) -> Call<O> {
         let watch = Watch::start(&self.target, method, None);
         let sent = match &self.target {
-            Target::Local(s) => s.send(method, args, true, &watch),
+            Target::Local(s) => s.send(method, args, true, watch.trace, watch.span.clone()),
             Target::Remote(_) => Err(Error::Unsupported(
                 "runtime events go to local objects only".into(),
             )),
@@ -402,105 +302,6 @@ impl RawStub {
             fail,
             spin,
         }
-    }
-}
-
-impl StubShared {
-    /// Checks, admits and hands one call to the object's worker; returns
-    /// where its reply will arrive.
-    fn send(
-        self: &Arc<Self>,
-        method: u32,
-        args: Vec<u8>,
-        system: bool,
-        watch: &Watch,
-    ) -> Result<oneshot::Receiver<Reply>, Error> {
-        let (reply, rx) = oneshot::channel();
-        let span = watch.span.clone();
-        self.send_to(
-            method,
-            args,
-            system,
-            watch.trace,
-            span,
-            ReplyTo::Caller(reply),
-        )?;
-        Ok(rx)
-    }
-
-    /// Checks, admits and hands one call to the object's worker, its reply
-    /// to go to `reply`. A call refused here is answered through `reply`
-    /// too when that is a served connection's (a caller in this process
-    /// gets the error returned instead).
-    fn send_to(
-        self: &Arc<Self>,
-        method: u32,
-        args: Vec<u8>,
-        system: bool,
-        trace: u128,
-        span: tracing::Span,
-        reply: ReplyTo,
-    ) -> Result<(), Error> {
-        let refuse = |reply: ReplyTo, e: Error| {
-            if !reply.is_caller() {
-                reply.send(Err(e.clone()));
-            }
-            e
-        };
-        if self.check_broken() {
-            let e =
-                Error::Disconnected("the stub is broken; get a new stub from the namespace".into());
-            return Err(refuse(reply, e));
-        }
-        if self.runtime.is_closing() {
-            let e = Error::Disconnected("the runtime is shutting down".into());
-            return Err(refuse(reply, e));
-        }
-        if self.id.namespace_tag() != self.class.key.tag() {
-            let e = Error::WrongNamespace {
-                class: self.class.name.clone(),
-            };
-            return Err(refuse(reply, e));
-        }
-        let slot = match self.handle.admit(args.len(), &self.runtime.queue_limits()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                let e = Error::Overloaded(format!("{} {}: {why}", self.class.name, self.id));
-                return Err(refuse(reply, e));
-            }
-        };
-        let envelope = Envelope {
-            class: self.class.index,
-            // A served connection's replies gather in its own sink.
-            relay: if reply.is_caller() {
-                crate::engine::relay::for_caller()
-            } else {
-                None
-            },
-            kind: Kind::Call {
-                method,
-                args,
-                reply,
-                stub: self.clone(),
-                slot,
-                system,
-                trace: trace.into(),
-                span,
-            },
-        };
-        // A caller on the object's own worker hands the call over directly.
-        let envelope =
-            match crate::engine::worker::deliver_here(&self.runtime, self.worker, envelope) {
-                Ok(()) => return Ok(()),
-                Err(envelope) => envelope,
-            };
-        // Not sent: the envelope, and with it the reply, is dropped, which
-        // answers a served connection's call.
-        if let Err(e) = self.runtime.send(self.worker, envelope) {
-            self.mark_broken();
-            return Err(e);
-        }
-        Ok(())
     }
 }
 
@@ -784,4 +585,12 @@ fn spin_for_reply(
         }
     });
     received
+}
+
+/// The generated client type of a class: wraps a [`RawStub`].
+pub trait Client: Clone + Send + Sync + 'static {
+    /// Wraps a raw stub.
+    fn from_raw(raw: RawStub) -> Self;
+    /// The raw stub inside.
+    fn raw(&self) -> &RawStub;
 }

@@ -8,7 +8,7 @@ use crate::api::stub::{Call, RawStub};
 use crate::base::error::{Error, Result};
 use crate::base::fetch::{IntoRequest, Response};
 use crate::base::id::DurableObjectId;
-use crate::service::runtime::{Class, Shared};
+use crate::engine::{class::Class, shared::Shared};
 
 /// The objects of one class, chosen by its name: see
 /// [`Env::namespace_named`](crate::Env::namespace_named).
@@ -80,14 +80,14 @@ impl AnyNamespace {
 
     /// An object's keys, values and alarm, read on its thread in order with
     /// its calls.
-    pub async fn show(&self, id: &DurableObjectId) -> Result<crate::tools::admin::ObjectDump> {
+    pub async fn show(&self, id: &DurableObjectId) -> Result<crate::api::dump::ObjectDump> {
         let (id_for, name) = (id.clone(), id.name().map(str::to_owned));
         crate::api::namespace::run_with_storage(
             &self.shared,
             &self.class,
             id,
             move |storage| async move {
-                crate::tools::admin::dump(storage.object_store(), id_for, name)
+                crate::api::dump::dump(storage.object_store(), id_for, name)
             },
         )
         .await?
@@ -110,20 +110,23 @@ impl AnyNamespace {
     pub async fn import(
         &self,
         id: &DurableObjectId,
-        records: Vec<crate::tools::admin::Record>,
+        records: Vec<crate::api::dump::Record>,
     ) -> Result<usize> {
         crate::api::namespace::run_with_storage(
             &self.shared,
             &self.class,
             id,
-            move |storage| async move { crate::tools::admin::apply(storage.object_store(), &records) },
+            move |storage| async move { crate::api::dump::apply(storage.object_store(), &records) },
         )
         .await?
     }
 
     /// A page of the objects of this namespace, as
     /// [`Namespace::list_ids`](crate::Namespace::list_ids).
-    pub fn list_ids(&self, options: crate::ListIds) -> crate::Result<crate::IdPage> {
+    pub fn list_ids(
+        &self,
+        options: crate::api::listing::ListIds,
+    ) -> crate::base::error::Result<crate::api::listing::IdPage> {
         let (after, limit) = options.resolve()?;
         let entries = crate::api::listing::list_local(&self.shared, &self.class, after, limit)?;
         crate::api::listing::page(&self.class.key, entries, limit)
@@ -156,9 +159,9 @@ impl AnyStub {
     /// and as [`Error::App`] otherwise.
     pub fn fetch<R: IntoRequest>(&self, request: R) -> Call<Result<Response>> {
         let mut args = Vec::new();
-        let encoded = crate::__private::encode_request(request, &mut args);
+        let encoded = crate::base::fetch::encode_request(request, &mut args);
         self.raw.call(
-            crate::__private::method_id("fetch"),
+            crate::base::wire::method_id("fetch"),
             encoded.map(|()| args),
             crate::base::fetch::decode_untyped_reply,
             Err,

@@ -242,6 +242,15 @@ pub(crate) fn decode_untyped_reply(bytes: &[u8]) -> Result<Response, Error> {
     }
 }
 
+/// Encodes a `fetch` call's request.
+pub fn encode_request(request: impl IntoRequest, out: &mut Vec<u8>) -> Result<(), Error> {
+    let request = request.into_request()?;
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(&WireRequest::from_request(request), taken)
+        .map_err(|e| Error::Codec(e.to_string()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

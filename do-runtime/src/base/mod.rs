@@ -6,4 +6,7 @@ pub(crate) mod clock;
 pub(crate) mod error;
 pub(crate) mod fetch;
 pub(crate) mod id;
+pub(crate) mod scoped;
+pub(crate) mod secret;
 pub(crate) mod trace;
+pub(crate) mod wire;

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 
 #[derive(Default)]
-pub(crate) struct Gate {
+pub(crate) struct InputGate {
     blockers: Cell<usize>,
     /// The object task, to wake when the gate opens.
     waker: RefCell<Option<Waker>>,
@@ -20,7 +20,7 @@ pub(crate) struct Gate {
     tasks: RefCell<Vec<AbortHandle>>,
 }
 
-impl Gate {
+impl InputGate {
     pub fn is_open(&self) -> bool {
         self.blockers.get() == 0
     }
@@ -61,14 +61,12 @@ impl Gate {
         let gate = self.clone();
         // The future runs as its own task: give it the object's output gate
         // (for WebSocket sends) and trace, as the object's calls have.
-        let store = crate::api::websocket::gate::current();
+        let store = crate::engine::output_gate::current();
         let trace = crate::base::trace::current();
         let mut future = Box::pin(future);
         let future = std::future::poll_fn(move |cx| {
             crate::base::trace::with_current(trace, || match &store {
-                Some(store) => {
-                    crate::api::websocket::gate::with(store, || future.as_mut().poll(cx))
-                }
+                Some(store) => crate::engine::output_gate::with(store, || future.as_mut().poll(cx)),
                 None => future.as_mut().poll(cx),
             })
         });
@@ -100,7 +98,7 @@ impl Gate {
 }
 
 /// Opens the gate when the blocking future ends, however it ends.
-struct Reopen(Rc<Gate>);
+struct Reopen(Rc<InputGate>);
 
 impl Drop for Reopen {
     fn drop(&mut self) {

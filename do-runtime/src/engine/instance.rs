@@ -14,25 +14,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use do_storage::{ObjectStore, StorageError};
+use do_storage::ObjectStore;
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 
-use crate::api::ctx::Ctx;
-use crate::api::env::Env;
-use crate::api::object::AnyObject;
-use crate::api::storage::Storage;
-use crate::api::stub::Reply;
 use crate::base::error::Error;
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
-use crate::engine::input_gate::Gate;
+use crate::engine::class::{Class, Instance, ObjectParts};
+use crate::engine::input_gate::InputGate;
 use crate::engine::registry::ObjectHandle;
-use crate::engine::reply::ReplyTo;
+use crate::engine::reply::{Reply, ReplyTo};
+use crate::engine::shared::Shared;
 use crate::engine::worker::{Envelope, Kind, ObjectKey, Objects, WorkerLocal};
-use crate::service::runtime::{Class, Shared};
 
 /// How many messages one poll delivers before yielding to the worker's other tasks.
 const DELIVERY_BUDGET: usize = 64;
@@ -274,9 +270,9 @@ pub(crate) struct ObjectTask {
     /// The worker's count of replies held for the output gate.
     awaiting: Arc<AtomicUsize>,
     store: Rc<ObjectStore>,
-    gate: Rc<Gate>,
-    /// The live instance and the context it was built with.
-    instance: Option<(Rc<dyn AnyObject>, Ctx)>,
+    gate: Rc<InputGate>,
+    /// The live instance.
+    instance: Option<Rc<dyn Instance>>,
     running: FuturesUnordered<Running>,
     /// Wakes the task to retry an eviction that waits for the engine.
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -332,7 +328,7 @@ impl ObjectTask {
     fn step(&mut self, cx: &mut Context<'_>, own_poll: bool) -> Poll<()> {
         // WebSocket sends made by the object's code wait for its writes.
         let store = self.store.clone();
-        crate::api::websocket::gate::with(&store, || self.turn(cx));
+        crate::engine::output_gate::with(&store, || self.turn(cx));
         if !own_poll {
             // On the router's turn: the router hands the writes over before
             // it waits or yields (`flush_deferred`). Eviction ends the task:
@@ -355,34 +351,28 @@ impl ObjectTask {
         Poll::Pending
     }
 
-    fn ctx(&self) -> Ctx {
-        Ctx::new(
-            self.class.clone(),
-            self.id.clone(),
-            Storage::new(
-                self.store.clone(),
-                Some(crate::api::storage::AlarmHooks {
-                    class: self.class.name.clone(),
-                    has_handler: self.class.has_alarm,
-                    scheduler: self.shared.alarms().clone(),
-                }),
-            ),
-            Env::new(self.shared.clone()),
-            self.gate.clone(),
-        )
+    /// What a new instance (or a closure run with the object) is built of.
+    fn parts(&self) -> ObjectParts {
+        ObjectParts {
+            class: self.class.clone(),
+            id: self.id.clone(),
+            store: self.store.clone(),
+            shared: self.shared.clone(),
+            gate: self.gate.clone(),
+        }
     }
 
-    fn instance(&mut self) -> Result<(Rc<dyn AnyObject>, Ctx), Error> {
-        if let Some((instance, ctx)) = &self.instance {
-            return Ok((instance.clone(), ctx.clone()));
+    fn instance(&mut self) -> Result<Rc<dyn Instance>, Error> {
+        if let Some(instance) = &self.instance {
+            return Ok(instance.clone());
         }
-        let ctx = self.ctx();
+        let parts = self.parts();
         let construct = self.class.construct;
-        match catch_unwind(AssertUnwindSafe(|| construct(ctx.clone()))) {
+        match catch_unwind(AssertUnwindSafe(|| construct(parts))) {
             Ok(instance) => {
-                self.instance = Some((instance.clone(), ctx.clone()));
+                self.instance = Some(instance.clone());
                 self.live_changed(true, "activate");
-                Ok((instance, ctx))
+                Ok(instance)
             }
             Err(panic) => {
                 // No half-built instance: forget what the constructor wrote or started.
@@ -402,13 +392,13 @@ impl ObjectTask {
     /// constructor it just ran goes back to the front of the queue.
     fn deliver(&mut self, envelope: Envelope, cx: &mut Context<'_>) {
         self.mailbox.touch();
-        let (stub, system) = match &envelope.kind {
-            Kind::Call { stub, system, .. } => (stub, *system),
+        let (port, system) = match &envelope.kind {
+            Kind::Call { port, system, .. } => (port, *system),
             Kind::Run { .. } => {
                 let Kind::Run { run, .. } = envelope.kind else {
                     return;
                 };
-                let future = run(self.ctx());
+                let future = run(self.parts());
                 self.start(
                     None,
                     None,
@@ -425,7 +415,7 @@ impl ObjectTask {
         let generation = self.handle.generation.load(Ordering::Acquire);
         // The runtime's own events (WebSocket messages) belong to no
         // instance: a reset does not turn them away.
-        if !system && !stub.bind(generation) {
+        if !system && !port.bind(generation) {
             self.refuse(
                 envelope.kind,
                 Error::Disconnected(
@@ -434,7 +424,7 @@ impl ObjectTask {
             );
             return;
         }
-        let (instance, ctx) = match self.instance() {
+        let instance = match self.instance() {
             Ok(live) => live,
             Err(e) => {
                 self.refuse(envelope.kind, e);
@@ -461,12 +451,7 @@ impl ObjectTask {
         self.handle.release(slot);
         let watch = self.watch(method, trace.get(), &span);
         match catch_unwind(AssertUnwindSafe(|| {
-            instance.dispatch(crate::__private::Incoming {
-                method,
-                args: &args,
-                ctx: &ctx,
-                system,
-            })
+            instance.dispatch(method, &args, system)
         })) {
             Ok(Ok(call)) => self.start(Some(reply), relay, call, watch, cx),
             Ok(Err(e)) => {
@@ -599,22 +584,13 @@ impl ObjectTask {
         match outcome {
             Outcome::Done(result) => {
                 let Some(reply) = reply else { return };
-                // Output gate: the result leaves only once every write it may
-                // reflect is durable. With nothing of the object's waiting
-                // for the disk, that is now (and no release is boxed).
-                if let Some(durable) = self.store.durable_now() {
-                    reply.send(after_durable(durable, result));
-                    return;
-                }
-                // Writes of this turn are handed over when the turn ends (see
-                // `poll`), so all calls finishing in one turn share one batch;
-                // this worker's release task sends the reply once the commit
-                // thread reports the fsync that covers it.
-                let held = Held::new(&self.awaiting);
-                self.store.release_when_durable(Box::new(move |durable| {
-                    drop(held);
-                    crate::engine::relay::deliver(reply, relay, after_durable(durable, result));
-                }));
+                crate::engine::output_gate::release_reply(
+                    &self.store,
+                    &self.awaiting,
+                    reply,
+                    relay,
+                    result,
+                );
             }
             Outcome::Panicked(message) => {
                 // Reset first, so the caller sees its stub broken at once.
@@ -743,17 +719,6 @@ impl Future for Runner {
     }
 }
 
-/// A call's reply, once its writes' fate is known.
-fn after_durable(durable: Result<(), StorageError>, result: Reply) -> Reply {
-    match durable {
-        Ok(()) => result,
-        Err(StorageError::Discarded) => Err(Error::Disconnected(
-            "the object was reset before this call's writes were committed".into(),
-        )),
-        Err(e) => Err(Error::from(e)),
-    }
-}
-
 enum Outcome {
     Done(Reply),
     Panicked(String),
@@ -858,24 +823,6 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
-    }
-}
-
-/// One reply held for the output gate, counted in its worker's
-/// `awaiting` for as long as it lives (the release runs once, or is dropped
-/// unrun when the store closes).
-struct Held(Arc<AtomicUsize>);
-
-impl Held {
-    fn new(count: &Arc<AtomicUsize>) -> Held {
-        count.fetch_add(1, Ordering::Relaxed);
-        Held(count.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

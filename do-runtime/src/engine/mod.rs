@@ -6,12 +6,19 @@
 //! through [`Class`](shared::Class)'s constructor function), of the network
 //! (reply sinks are a trait), or of the service that starts it.
 
+pub(crate) mod alarms;
+pub(crate) mod class;
 pub(crate) mod input_gate;
 pub(crate) mod instance;
+pub(crate) mod output_gate;
+pub(crate) mod port;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod reply;
+pub(crate) mod shared;
+pub(crate) mod sockets;
 pub(crate) mod spawn;
 pub(crate) mod spin;
 pub mod telemetry;
+pub(crate) mod wakes;
 pub(crate) mod worker;

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::api::stub::Reply;
+use crate::engine::reply::Reply;
 use crate::engine::reply::ReplyTo;
 
 /// A burst that gives a relay fewer replies than this (while it holds none)

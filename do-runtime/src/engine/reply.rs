@@ -1,22 +1,35 @@
-//! Where a call's reply goes: to a caller in this process, or into the
-//! outgoing frames of the served connection the call came from.
+//! Where a call's reply goes: to a caller in this process, or to a
+//! [`ReplySink`] (a served connection's outgoing frames: see
+//! `net::transport::sink`).
 
 use tokio::sync::oneshot;
 
-use crate::api::stub::Reply;
-use crate::net::transport::sink::FrameReply;
+use crate::base::error::Error;
 
-/// The way back for one call's reply. Sent exactly once; dropped unsent
-/// (the instance was reset, the runtime shut down, or the call could not
-/// be handed to its worker), the caller learns the call was lost: a local
-/// caller's channel closes, and a served connection writes a disconnected
-/// error.
+/// What a call's reply carries: the encoded result, or an error on the way.
+pub(crate) type Reply = Result<Vec<u8>, Error>;
+
+/// A way back for one call's reply that is not a channel: the engine hands
+/// it the reply from whichever thread answers, and it delivers it its own
+/// way. Dropped unanswered (the instance was reset, the runtime shut down,
+/// or the call could not be handed to its worker), it must answer with a
+/// disconnected error itself, as a local caller's closed channel does.
+pub(crate) trait ReplySink: Send {
+    /// Delivers the reply; called at most once.
+    fn answer(&mut self, reply: Reply);
+    /// Reads the memory answering touches first (see `Envelope::warm_up`);
+    /// the value means nothing.
+    fn warm_up(&self) -> u64;
+}
+
+/// The way back for one call's reply. Sent exactly once; dropped unsent,
+/// the caller learns the call was lost.
 pub(crate) enum ReplyTo {
     /// A caller in this process awaits the reply on a channel.
     Caller(oneshot::Sender<Reply>),
-    /// A served connection writes the reply as a frame (see
-    /// `transport::sink`): no channel, and no task woken per call.
-    Frame(Box<FrameReply>),
+    /// Someone else takes the reply (a served connection writes it as a
+    /// frame): no channel, and no task woken per call.
+    Sink(Box<dyn ReplySink>),
 }
 
 impl ReplyTo {
@@ -26,7 +39,7 @@ impl ReplyTo {
             ReplyTo::Caller(to) => {
                 let _ = to.send(reply);
             }
-            ReplyTo::Frame(mut frame) => frame.answer(reply),
+            ReplyTo::Sink(mut sink) => sink.answer(reply),
         }
     }
 
@@ -35,7 +48,7 @@ impl ReplyTo {
     pub(crate) fn warm_up(&self) -> u64 {
         match self {
             ReplyTo::Caller(to) => u64::from(to.is_closed()),
-            ReplyTo::Frame(frame) => frame.warm_up(),
+            ReplyTo::Sink(sink) => sink.warm_up(),
         }
     }
 

@@ -10,8 +10,8 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::base::error::Error;
+use crate::engine::shared::Shared;
 use crate::engine::worker::WorkerMsg;
-use crate::service::runtime::Shared;
 
 /// The future of a task started with [`Runtime::spawn`](crate::Runtime::spawn)
 /// or [`Namespace::spawn_beside`](crate::Namespace::spawn_beside): resolves to

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 
-use crate::__private::MethodInfo;
+use crate::base::wire::MethodInfo;
 
 /// Whether any `tracing` subscriber was ever set (globally or for a scope).
 /// Until one is, spans are not built at all: a disabled span costs little,
@@ -97,7 +97,7 @@ impl Outcome {
 
     /// The outcome of a reply: `fallible` methods encode `Result`, whose
     /// `Err` variant is 1 on the wire.
-    pub(crate) fn of(reply: &Result<Vec<u8>, crate::Error>, fallible: bool) -> Self {
+    pub(crate) fn of(reply: &Result<Vec<u8>, crate::base::error::Error>, fallible: bool) -> Self {
         match reply {
             Ok(bytes) if fallible && bytes.first() == Some(&1) => Outcome::UserError,
             Ok(_) => Outcome::Ok,
@@ -105,12 +105,12 @@ impl Outcome {
         }
     }
 
-    pub(crate) fn of_error(e: &crate::Error) -> Self {
+    pub(crate) fn of_error(e: &crate::base::error::Error) -> Self {
         match e {
-            crate::Error::Panicked(_) => Outcome::Panic,
-            crate::Error::App(_) => Outcome::UserError,
-            crate::Error::Overloaded(_) => Outcome::Overloaded,
-            crate::Error::Disconnected(_) => Outcome::Disconnected,
+            crate::base::error::Error::Panicked(_) => Outcome::Panic,
+            crate::base::error::Error::App(_) => Outcome::UserError,
+            crate::base::error::Error::Overloaded(_) => Outcome::Overloaded,
+            crate::base::error::Error::Disconnected(_) => Outcome::Disconnected,
             _ => Outcome::Error,
         }
     }

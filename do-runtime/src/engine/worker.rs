@@ -14,12 +14,12 @@ use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 
-use crate::api::ctx::Ctx;
-use crate::api::stub::StubShared;
 use crate::base::id::DurableObjectId;
+use crate::engine::class::ObjectParts;
 use crate::engine::instance::{Mailbox, ObjectTask};
+use crate::engine::port::Port;
 use crate::engine::registry::ObjectHandle;
-use crate::service::runtime::Shared;
+use crate::engine::shared::Shared;
 
 /// One message for an object.
 pub(crate) struct Envelope {
@@ -38,7 +38,7 @@ impl Envelope {
     /// The object the message is for.
     pub fn id(&self) -> &DurableObjectId {
         match &self.kind {
-            Kind::Call { stub, .. } => stub.id(),
+            Kind::Call { port, .. } => port.id(),
             Kind::Run { id, .. } => id,
         }
     }
@@ -50,11 +50,11 @@ impl Envelope {
     pub fn warm_up(&self) -> u64 {
         match &self.kind {
             Kind::Call {
-                args, reply, stub, ..
+                args, reply, port, ..
             } => {
                 u64::from(args.first().copied().unwrap_or(0))
                     + reply.warm_up()
-                    + stub
+                    + port
                         .handle()
                         .generation
                         .load(std::sync::atomic::Ordering::Relaxed)
@@ -66,19 +66,19 @@ impl Envelope {
     /// The object's handle (its queue counters and generation).
     pub fn handle(&self) -> &Arc<ObjectHandle> {
         match &self.kind {
-            Kind::Call { stub, .. } => stub.handle(),
+            Kind::Call { port, .. } => port.handle(),
             Kind::Run { handle, .. } => handle,
         }
     }
 }
 
 pub(crate) enum Kind {
-    /// A method call from a stub; `bytes` of queue room were taken for it.
+    /// A method call through a port; `slot` holds its queue room.
     Call {
         method: u32,
         args: Vec<u8>,
         reply: crate::engine::reply::ReplyTo,
-        stub: Arc<StubShared>,
+        port: Arc<Port>,
         slot: crate::engine::registry::QueueSlot,
         /// Sent by the runtime itself (a WebSocket event): may reach handlers.
         system: bool,
@@ -90,7 +90,7 @@ pub(crate) enum Kind {
     Run {
         id: DurableObjectId,
         handle: Arc<ObjectHandle>,
-        run: Box<dyn FnOnce(Ctx) -> LocalBoxFuture<'static, ()> + Send>,
+        run: Box<dyn FnOnce(ObjectParts) -> LocalBoxFuture<'static, ()> + Send>,
     },
 }
 
@@ -163,7 +163,7 @@ pub(crate) fn spawn(
             rt.block_on(
                 crate::engine::spin::flagged(
                     move || quiet.worker_spin_now(),
-                    crate::net::transport::sink::DeferWakes::new(local.run_until(route(
+                    crate::engine::wakes::DeferWakes::new(local.run_until(route(
                         index,
                         rx,
                         shared,

@@ -1,5 +1,6 @@
 //! The network: the TCP transport (server, client, frames, reply sinks) and
-//! the HTTP gateway with WebSockets. Imports every layer below it.
+//! the HTTP gateway with WebSockets (and its admin API). Imports every
+//! layer below it.
 
 #[cfg(feature = "gateway")]
 pub mod gateway;

@@ -2,6 +2,7 @@
 //! engine), the alarm scheduler's thread, and `TestRuntime`. Imports `api`,
 //! `engine` and `base`.
 
+pub(crate) mod alarms;
 pub(crate) mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;

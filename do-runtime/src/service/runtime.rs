@@ -6,23 +6,21 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use do_storage::{Store, StoreOptions};
 use tokio::sync::mpsc;
 
-use crate::api::ctx::Ctx;
 use crate::api::env::Env;
 use crate::api::namespace::Namespace;
-use crate::api::object::{AnyObject, DurableObject, construct_erased};
+use crate::api::object::{DurableObject, construct_erased};
 use crate::base::error::{Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
+use crate::base::secret::load_or_create_secret;
+use crate::engine::class::{Class, Instance, ObjectParts};
 use crate::engine::registry::{QueueLimits, Registry};
-use crate::engine::worker::{self, Envelope, WorkerMsg};
-
-const SECRET_KEY: &[u8] = b"runtime-secret";
-const SECRET_BYTES: usize = 32;
+use crate::engine::shared::{Counters, Shared};
+use crate::engine::worker::{self, WorkerMsg};
 
 /// A running set of Durable Object namespaces with their storage.
 ///
@@ -122,10 +120,10 @@ pub struct RuntimeBuilder {
     queue: QueueLimits,
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
-    websockets: crate::api::websocket::Limits,
+    websockets: crate::engine::sockets::Limits,
     metrics: crate::engine::telemetry::Source,
     instrument: bool,
-    alarm_policy: crate::api::alarms::RetryPolicy,
+    alarm_policy: crate::engine::alarms::RetryPolicy,
     clock: crate::base::clock::Clock,
     classes: Vec<ClassSpec>,
 }
@@ -135,93 +133,9 @@ struct ClassSpec {
     type_id: TypeId,
     name: &'static str,
     schema: &'static str,
-    methods: &'static [crate::__private::MethodInfo],
+    methods: &'static [crate::base::wire::MethodInfo],
     has_alarm: bool,
-    construct: fn(Ctx) -> Rc<dyn AnyObject>,
-}
-
-/// One registered class.
-pub(crate) struct Class {
-    pub index: u32,
-    pub name: String,
-    #[allow(dead_code)] // read by the remote handshake
-    pub schema: &'static str,
-    pub key: NamespaceKey,
-    /// The namespace's number in the store: the first bytes of its keys.
-    pub storage_namespace: u16,
-    pub construct: fn(Ctx) -> Rc<dyn AnyObject>,
-    /// Metric handles of each method, with the method's name.
-    pub metrics: crate::engine::telemetry::ClassMetrics,
-    /// Whether the class has an `alarm` handler.
-    pub has_alarm: bool,
-}
-
-/// The runtime's state, shared by stubs, environments and workers.
-pub(crate) struct Shared {
-    classes: Vec<Arc<Class>>,
-    by_type: HashMap<TypeId, usize>,
-    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Taken out at stop, so the database closes even while stubs live on.
-    store: Mutex<Option<Store>>,
-    value_cache_bytes: usize,
-    worker_io: bool,
-    worker_spin: Duration,
-    caller_spin: Duration,
-    /// The most calls in flight for the runtime to count as quiet (spinning
-    /// only then); 0 turns spinning off.
-    spinning_calls: u64,
-    queue: QueueLimits,
-    idle_timeout: Option<Duration>,
-    shutdown_deadline: Duration,
-    registry: Registry,
-    sockets: crate::api::websocket::Sockets,
-    closing: AtomicBool,
-    stopped: AtomicBool,
-    /// Spans and metrics on (a hidden switch, for measuring their cost).
-    instrument: AtomicBool,
-    pub(crate) metrics: Arc<crate::engine::telemetry::RuntimeMetrics>,
-    pub(crate) counters: Arc<Counters>,
-    alarms: Arc<crate::api::alarms::Scheduler>,
-    alarm_policy: crate::api::alarms::RetryPolicy,
-    clock: crate::base::clock::Clock,
-    /// The worker the next [`Runtime::spawn`] goes to (modulo their number).
-    next_task: AtomicUsize,
-}
-
-/// The most calls in flight with which a served client's pipelining still
-/// lets idle workers spin (see `Shared::worker_spin_now`): a few clients'
-/// windows of calls.
-const PIPELINING_SPIN_CALLS: u64 = 1024;
-
-/// How many times the worker spin an idle worker spins while a served
-/// client pipelines calls (see `Shared::worker_spin_now`).
-const PIPELINING_SPIN_FACTOR: u32 = 3;
-
-/// Figures kept with plain atomics, for [`Runtime::stats`].
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub live_instances: AtomicUsize,
-    pub open_connections: AtomicUsize,
-    /// Served connections whose client is pipelining calls (see
-    /// `transport::server`): load that `in_flight` does not show, since
-    /// such a client's calls reach the server in bursts.
-    pub pipelining: AtomicUsize,
-    pub calls: crate::engine::telemetry::Sharded,
-    pub failed_calls: crate::engine::telemetry::Sharded,
-    /// Calls to this runtime's objects sent and not yet answered or dropped
-    /// (a served connection counts its calls a batch at a time, until it
-    /// has taken their replies).
-    /// One counter, not sharded: it is read before every spin, and a
-    /// sharded sum costs a cache miss per shard.
-    pub in_flight: crate::engine::telemetry::Padded,
-    /// Each worker's value cache counts its hits and misses here.
-    pub caches: Vec<Arc<do_storage::CacheCounters>>,
-    /// The cache figures last added to the metrics.
-    pub exported_hits: std::sync::atomic::AtomicU64,
-    pub exported_misses: std::sync::atomic::AtomicU64,
-    /// Replies handed to callers' relays (see `relay`).
-    pub relayed_replies: std::sync::atomic::AtomicU64,
+    construct: fn(ObjectParts) -> Rc<dyn Instance>,
 }
 
 impl Runtime {
@@ -241,10 +155,10 @@ impl Runtime {
             },
             idle_timeout: Some(Duration::from_secs(30)),
             shutdown_deadline: Duration::from_secs(30),
-            websockets: crate::api::websocket::Limits::default(),
+            websockets: crate::engine::sockets::Limits::default(),
             metrics: crate::engine::telemetry::Source::default(),
             instrument: true,
-            alarm_policy: crate::api::alarms::RetryPolicy::default(),
+            alarm_policy: crate::engine::alarms::RetryPolicy::default(),
             clock: crate::base::clock::Clock::default(),
             classes: Vec::new(),
         }
@@ -346,7 +260,7 @@ impl Runtime {
     /// # Ok::<_, do_runtime::Error>(()) })?;
     /// # Ok(()) }
     /// ```
-    pub fn spawn<F>(&self, future: F) -> crate::JoinHandle<F::Output>
+    pub fn spawn<F>(&self, future: F) -> crate::engine::spawn::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -570,7 +484,7 @@ impl RuntimeBuilder {
     /// twice as long each time, at most `max_retries` times; then the alarm
     /// is dropped. Default: 2 s, 6 retries.
     pub fn alarm_retries(mut self, initial: Duration, max_retries: u32) -> Self {
-        self.alarm_policy = crate::api::alarms::RetryPolicy {
+        self.alarm_policy = crate::engine::alarms::RetryPolicy {
             initial,
             max_retries,
         };
@@ -717,7 +631,7 @@ impl RuntimeBuilder {
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
             registry: Registry::new(),
-            sockets: crate::api::websocket::Sockets::new(
+            sockets: crate::engine::sockets::Sockets::new(
                 self.websockets,
                 metrics.websockets.clone(),
             ),
@@ -731,7 +645,7 @@ impl RuntimeBuilder {
             clock: self.clock.clone(),
             next_task: AtomicUsize::new(0),
         });
-        match crate::api::alarms::spawn(shared.clone()) {
+        match crate::service::alarms::spawn(shared.clone()) {
             Ok(handle) => shared.lock_threads().push(handle),
             Err(e) => {
                 shared.stop();
@@ -750,304 +664,5 @@ impl RuntimeBuilder {
             }
         }
         Ok(Runtime { shared })
-    }
-}
-
-/// The runtime secret of a data directory that has one.
-pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
-    match store.get_meta(SECRET_KEY) {
-        Ok(Some(secret)) if secret.len() == SECRET_BYTES => Ok(secret.to_vec()),
-        Ok(Some(_)) => Err(Error::Setup(
-            "the runtime secret in the data directory is damaged".into(),
-        )),
-        Ok(None) => Err(Error::Setup(
-            "not a data directory of a runtime (it has no runtime secret)".into(),
-        )),
-        Err(e) => Err(Error::Setup(format!("cannot read the runtime secret: {e}"))),
-    }
-}
-
-fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
-    let setup =
-        |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
-    if let Some(secret) = store.get_meta(SECRET_KEY).map_err(setup)? {
-        if secret.len() != SECRET_BYTES {
-            return Err(Error::Setup(format!(
-                "the runtime secret in the data directory is {} bytes, expected {SECRET_BYTES}: the directory is damaged",
-                secret.len()
-            )));
-        }
-        return Ok(secret.to_vec());
-    }
-    let mut secret = vec![0u8; SECRET_BYTES];
-    getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
-    store.put_meta_durable(SECRET_KEY, &secret).map_err(setup)?;
-    Ok(secret)
-}
-
-impl Shared {
-    pub(crate) fn class_of(&self, type_id: TypeId) -> Option<Arc<Class>> {
-        self.by_type.get(&type_id).map(|&i| self.classes[i].clone())
-    }
-
-    pub(crate) fn classes(&self) -> &[Arc<Class>] {
-        &self.classes
-    }
-
-    /// The store, until the runtime stops.
-    pub(crate) fn store(&self) -> Option<Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn worker_io(&self) -> bool {
-        self.worker_io
-    }
-
-    #[cfg(test)]
-    pub(crate) fn worker_spin(&self) -> Duration {
-        self.worker_spin
-    }
-
-    pub(crate) fn caller_spin(&self) -> Duration {
-        self.caller_spin
-    }
-
-    /// Whether callers or workers may spin (see `worker_spin`): calls are
-    /// counted in flight only then.
-    pub(crate) fn spinning(&self) -> bool {
-        !(self.worker_spin.is_zero() && self.caller_spin.is_zero())
-    }
-
-    /// Whether few enough calls are in flight for spinning to be worth a
-    /// core, and no served client is pipelining calls.
-    pub(crate) fn quiet(&self) -> bool {
-        self.counters.in_flight.0.load(Ordering::Relaxed) <= self.spinning_calls
-            && self.counters.pipelining.load(Ordering::Relaxed) == 0
-    }
-
-    /// How long an idle worker may spin for its next piece of work: the
-    /// worker spin when the runtime is quiet, three times that while a
-    /// served client pipelines calls, and not at all otherwise.
-    ///
-    /// A pipelining client's calls come in bursts, one per round trip over
-    /// its connection, with the worker idle in between and the machine not
-    /// saturated: a worker that sleeps pays a thread wake-up for every
-    /// burst. Spinning through the gap took remote calls with 64 in flight
-    /// from 276–301 to 332–467 k/s on two cores (the callers still do not
-    /// spin: a spinning caller holds the connection's own thread). The gap
-    /// is a whole round trip, ~150 µs there: with 50 µs of spin the worker
-    /// mostly slept before the next burst came, and with 150 µs the rate
-    /// rose again, medians 314 to 431 k/s (300 µs: lower, the spin takes
-    /// the core the connection needs). Not with more than
-    /// [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the runtime
-    /// is loaded beyond that client's bursts, and a spinning worker would
-    /// take a core from whoever makes the rest.
-    pub(crate) fn worker_spin_now(&self) -> Duration {
-        if self.quiet() {
-            self.worker_spin
-        } else if self.counters.pipelining.load(Ordering::Relaxed) > 0
-            && self.counters.in_flight.0.load(Ordering::Relaxed) <= PIPELINING_SPIN_CALLS
-        {
-            self.worker_spin.saturating_mul(PIPELINING_SPIN_FACTOR)
-        } else {
-            Duration::ZERO
-        }
-    }
-
-    /// Pushes the figures the hot path does not (queued calls, cache
-    /// counters) to the metrics; returns the queued calls.
-    pub(crate) fn refresh_gauges(&self) -> usize {
-        let queued = self.registry().queued_total();
-        self.metrics.queued_calls.set(queued as f64);
-        self.counters.export_cache(&self.metrics);
-        queued
-    }
-
-    pub(crate) fn alarms(&self) -> &Arc<crate::api::alarms::Scheduler> {
-        &self.alarms
-    }
-
-    pub(crate) fn alarm_policy(&self) -> crate::api::alarms::RetryPolicy {
-        self.alarm_policy
-    }
-
-    pub(crate) fn clock(&self) -> &crate::base::clock::Clock {
-        &self.clock
-    }
-
-    pub(crate) fn instrument(&self) -> bool {
-        self.instrument.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn sockets(&self) -> &crate::api::websocket::Sockets {
-        &self.sockets
-    }
-
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    pub(crate) fn queue_limits(&self) -> QueueLimits {
-        self.queue
-    }
-
-    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
-        self.idle_timeout
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn class_by_tag(&self, tag: u64) -> Option<&Arc<Class>> {
-        self.classes.iter().find(|c| c.key.tag() == tag)
-    }
-
-    pub(crate) fn send_msg(&self, worker: usize, msg: WorkerMsg) -> Result<()> {
-        self.workers[worker]
-            .send(msg)
-            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
-    }
-
-    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
-    /// Whether the store is open and every worker answers a ping within
-    /// `within`; the error says what is wrong.
-    pub(crate) async fn readiness(&self, within: Duration) -> std::result::Result<(), String> {
-        if self.is_closing() || self.store().is_none() {
-            return Err("the runtime is shutting down".into());
-        }
-        for worker in 0..self.workers.len() {
-            let (done, answered) = tokio::sync::oneshot::channel();
-            self.send_msg(worker, WorkerMsg::Ping(done))
-                .map_err(|_| format!("worker {worker} has stopped"))?;
-            match tokio::time::timeout(within, answered).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(format!("worker {worker} has stopped")),
-                Err(_) => return Err(format!("worker {worker} did not answer within {within:?}")),
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn value_cache_per_worker(&self) -> usize {
-        self.value_cache_bytes / self.workers.len().max(1)
-    }
-
-    /// The worker an object is pinned to. Id bytes are uniformly random (a
-    /// random base or a MAC), so their first bytes spread objects evenly.
-    pub(crate) fn worker_for(&self, class: u32, id: &DurableObjectId) -> usize {
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&id.as_bytes()[..8]);
-        let h = u64::from_le_bytes(head) ^ u64::from(class).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h % self.workers.len() as u64) as usize
-    }
-
-    pub(crate) fn send(&self, worker: usize, envelope: Envelope) -> Result<()> {
-        self.send_msg(worker, WorkerMsg::Deliver(envelope))
-    }
-
-    /// Stops taking calls, lets the workers finish those already sent (until
-    /// the deadline), then stops everything; see [`Runtime::shutdown`].
-    async fn shutdown(self: Arc<Self>) {
-        self.closing.store(true, Ordering::Release);
-        let deadline = Instant::now() + self.shutdown_deadline;
-        let mut drained = Vec::new();
-        for worker in &self.workers {
-            let (done, rx) = tokio::sync::oneshot::channel();
-            if worker.send(WorkerMsg::Drain { deadline, done }).is_ok() {
-                drained.push(rx);
-            }
-        }
-        for rx in drained {
-            let _ = rx.await;
-        }
-        // Joining threads and closing the store block: do it off this task.
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("do-runtime-shutdown".into())
-            .spawn(move || {
-                shared.stop();
-                let _ = done.send(());
-            });
-        match spawned {
-            Ok(_) => {
-                let _ = stopped.await;
-            }
-            Err(_) => self.stop(),
-        }
-    }
-
-    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stops the workers (dropping every instance and failing calls in flight
-    /// with a disconnected error), then closes the store once every batch
-    /// handed to it is durable.
-    pub(crate) fn stop(&self) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.alarms.stop();
-        for worker in &self.workers {
-            let _ = worker.send(WorkerMsg::Stop);
-        }
-        let threads = std::mem::take(&mut *self.lock_threads());
-        for handle in threads {
-            // A worker dropping the last runtime handle cannot join itself.
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
-            }
-        }
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(store) = store {
-            store.close();
-        }
-    }
-}
-
-impl Counters {
-    /// Adds the cache hits and misses since the last export to the metrics
-    /// (as increments: several runtimes may share one recorder).
-    pub(crate) fn export_cache(&self, metrics: &crate::engine::telemetry::RuntimeMetrics) {
-        let (hits, misses) = self.cache_figures();
-        let old_hits = self.exported_hits.swap(hits, Ordering::Relaxed);
-        let old_misses = self.exported_misses.swap(misses, Ordering::Relaxed);
-        metrics.cache_hits.increment(hits.saturating_sub(old_hits));
-        metrics
-            .cache_misses
-            .increment(misses.saturating_sub(old_misses));
-    }
-
-    /// Hits and misses of every worker's value cache.
-    pub(crate) fn cache_figures(&self) -> (u64, u64) {
-        self.caches
-            .iter()
-            .fold((0, 0), |(h, m), c| (h + c.hits(), m + c.misses()))
-    }
-}
-
-/// Counts one open connection (of a server or a gateway) while it lives.
-pub(crate) struct ConnectionGuard(Arc<Shared>);
-
-impl ConnectionGuard {
-    pub(crate) fn open(shared: &Arc<Shared>) -> Self {
-        shared
-            .counters
-            .open_connections
-            .fetch_add(1, Ordering::Relaxed);
-        shared.metrics.open_connections.increment(1.0);
-        ConnectionGuard(shared.clone())
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0
-            .counters
-            .open_connections
-            .fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.open_connections.decrement(1.0);
     }
 }

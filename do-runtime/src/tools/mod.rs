@@ -1,4 +1,4 @@
 //! Tools for operators: reading and writing a data directory offline.
-//! Imports every layer below `net`.
+//! Imports `service` and the layers below it.
 
 pub mod admin;

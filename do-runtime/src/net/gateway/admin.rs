@@ -15,11 +15,11 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::api::dump::{ObjectDump, Record, ValueView};
 use crate::api::env::Env;
 use crate::api::listing::ListIds;
 use crate::base::error::Error;
 use crate::base::fetch::{Request, Response};
-use crate::tools::admin::{ObjectDump, Record, ValueView};
 
 /// Answers a request under `/admin/`.
 pub(super) async fn handle(token: &str, env: &Env, request: Request) -> Response {
@@ -162,7 +162,10 @@ async fn route(env: &Env, request: Request) -> Result<Response, Error> {
 }
 
 /// An id in its text form, or else a name.
-fn parse_id(ns: &crate::AnyNamespace, text: &str) -> Result<crate::DurableObjectId, Error> {
+fn parse_id(
+    ns: &crate::api::untyped::AnyNamespace,
+    text: &str,
+) -> Result<crate::base::id::DurableObjectId, Error> {
     let text = super::route::percent_decode(text)?;
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         ns.id_from_string(&text)

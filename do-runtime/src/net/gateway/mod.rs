@@ -49,10 +49,11 @@ pub use metrics_exporter_prometheus as prometheus;
 pub use route::{RouteFuture, default_route};
 
 use crate::api::env::Env;
-use crate::api::websocket::{SOCKET_HEADER, TOKEN_HEADER, is_upgrade};
 use crate::base::error::Result;
 use crate::base::fetch::{Request, Response};
-use crate::service::runtime::{Runtime, Shared};
+use crate::engine::shared::Shared;
+use crate::engine::sockets::{SOCKET_HEADER, TOKEN_HEADER, is_upgrade};
+use crate::service::runtime::Runtime;
 use route::{Router, error_response, plain};
 
 /// Configures a [`Gateway`]; from [`Runtime::gateway`].
@@ -307,7 +308,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 connections.spawn(async move {
-                    let _open = crate::service::runtime::ConnectionGuard::open(&state.shared);
+                    let _open = crate::engine::shared::ConnectionGuard::open(&state.shared);
                     let service = hyper::service::service_fn(move |request| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(&state, request).await) }

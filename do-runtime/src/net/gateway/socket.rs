@@ -19,12 +19,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 
 use crate::api::stub::{Call, RawStub};
-use crate::api::websocket::{
-    Claimed, Event, Message, Out, Outgoing, SOCKET_HEADER, SocketEntry, TOKEN_HEADER,
-};
 use crate::base::error::Error;
 use crate::base::fetch::Response;
-use crate::service::runtime::Shared;
+use crate::engine::shared::Shared;
+use crate::engine::sockets::{
+    Claimed, Event, Message, Out, Outgoing, SOCKET_HEADER, SocketEntry, TOKEN_HEADER,
+};
 
 /// How long one write to the client may take before the client is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,16 +8,20 @@ use std::time::Duration;
 
 use std::task::Poll;
 
+use futures_util::future::BoxFuture;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::api::listing::WireEntry;
 use crate::api::namespace::Namespace;
 use crate::api::object::DurableObject;
-use crate::api::stub::Reply;
+use crate::api::remote::{RemoteNamespace, RemotePort};
 use crate::base::error::{Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
+use crate::base::wire::MethodInfo;
+use crate::engine::reply::Reply;
 use crate::net::transport::frame::{
     self, CallRef, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
 };
@@ -308,7 +312,10 @@ impl Client {
         let class = self.shared.classes.iter().find(|c| c.name == T::CLASS);
         match class {
             Some(class) if class.schema == T::SCHEMA => {
-                Ok(Namespace::remote(self.shared.clone(), class.clone()))
+                Ok(Namespace::remote(Arc::new(ClientNamespace {
+                    client: self.shared.clone(),
+                    class: class.clone(),
+                })))
             }
             Some(class) => Err(Error::SchemaMismatch {
                 class: T::CLASS.to_owned(),
@@ -376,7 +383,7 @@ impl ClientShared {
         class: u32,
         after: Option<[u8; 16]>,
         limit: usize,
-    ) -> Result<Vec<crate::api::listing::WireEntry>> {
+    ) -> Result<Vec<WireEntry>> {
         let conn = self.connection();
         let (reply, rx) = oneshot::channel();
         let after = after.map(|a| a.to_vec());
@@ -401,7 +408,7 @@ impl ClientShared {
         &self,
         class: &Arc<RemoteClass>,
         id: DurableObjectId,
-        methods: &'static [crate::__private::MethodInfo],
+        methods: &'static [MethodInfo],
     ) -> RemoteStub {
         let conn = self.connection();
         let number = conn.state.next_stub.fetch_add(1, Ordering::Relaxed);
@@ -418,6 +425,34 @@ impl ClientShared {
     }
 }
 
+/// A namespace of the server, as the client's [`Namespace`]s hold it.
+struct ClientNamespace {
+    client: Arc<ClientShared>,
+    class: Arc<RemoteClass>,
+}
+
+impl RemoteNamespace for ClientNamespace {
+    fn key(&self) -> &NamespaceKey {
+        &self.class.key
+    }
+
+    fn class_name(&self) -> &str {
+        &self.class.name
+    }
+
+    fn port(&self, id: DurableObjectId, methods: &'static [MethodInfo]) -> Arc<dyn RemotePort> {
+        Arc::new(self.client.stub(&self.class, id, methods))
+    }
+
+    fn list_ids(
+        &self,
+        after: Option<[u8; 16]>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<WireEntry>>> {
+        Box::pin(self.client.list_ids(self.class.index, after, limit))
+    }
+}
+
 /// A stub whose object lives in a remote runtime.
 pub(crate) struct RemoteStub {
     conn: Connection,
@@ -425,42 +460,37 @@ pub(crate) struct RemoteStub {
     class: u32,
     info: Arc<RemoteClass>,
     /// The methods of the class, as the client's code knows them.
-    methods: &'static [crate::__private::MethodInfo],
+    methods: &'static [MethodInfo],
     id: DurableObjectId,
     /// Set when the id belongs to another namespace: every call fails.
     wrong_namespace: Option<String>,
     broken: AtomicBool,
 }
 
-impl RemoteStub {
-    pub fn id(&self) -> &DurableObjectId {
+impl RemotePort for RemoteStub {
+    fn id(&self) -> &DurableObjectId {
         &self.id
     }
 
-    pub fn is_broken(&self) -> bool {
+    fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire) || self.conn.state.is_closed()
     }
 
-    pub fn mark_broken(&self) {
+    fn mark_broken(&self) {
         self.broken.store(true, Ordering::Release);
     }
 
-    pub fn class_name(&self) -> &str {
+    fn class_name(&self) -> &str {
         &self.info.name
     }
 
-    pub fn method(&self, method: u32) -> Option<&'static crate::__private::MethodInfo> {
+    fn method(&self, method: u32) -> Option<&'static MethodInfo> {
         self.methods.iter().find(|m| m.id == method)
     }
 
     /// Puts one call on the connection now (so calls keep their order) and
     /// returns where its reply will arrive.
-    pub fn send(
-        &self,
-        method: u32,
-        args: Vec<u8>,
-        trace: u128,
-    ) -> Result<oneshot::Receiver<Reply>> {
+    fn send(&self, method: u32, args: Vec<u8>, trace: u128) -> Result<oneshot::Receiver<Reply>> {
         if let Some(class) = &self.wrong_namespace {
             return Err(Error::WrongNamespace {
                 class: class.clone(),

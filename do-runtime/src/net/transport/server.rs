@@ -18,12 +18,13 @@ use tokio::task::JoinSet;
 use crate::api::stub::RawStub;
 use crate::base::error::{Error, Result};
 use crate::engine::reply::ReplyTo;
+use crate::engine::shared::ConnectionGuard;
+use crate::engine::shared::Shared;
 use crate::net::transport::frame::{
     self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
 };
-use crate::net::transport::sink::{FrameReply, ReplySink};
-use crate::service::runtime::ConnectionGuard;
-use crate::service::runtime::{Runtime, Shared};
+use crate::net::transport::sink::{FrameReply, FrameSink};
+use crate::service::runtime::Runtime;
 
 /// The largest handshake frame accepted, whatever the frame limit.
 const HELLO_LIMIT: usize = 64 * 1024;
@@ -469,7 +470,7 @@ struct Connection<'a> {
     /// Keyed by numbers the client picks: a seeded hasher.
     stubs: HashMap<u64, RemoteCaller, foldhash::fast::RandomState>,
     /// Where the calls' replies are encoded as they are sent.
-    sink: Arc<ReplySink>,
+    sink: Arc<FrameSink>,
     /// Calls sent whose replies have not been taken from the sink.
     outstanding: usize,
     /// Those of them counted in flight.
@@ -523,7 +524,7 @@ impl Connection<'_> {
                 let trace = (trace != 0).then_some(trace);
                 let sink = &self.sink;
                 caller.stub.call_with(trace, method, args, |tracked| {
-                    ReplyTo::Frame(FrameReply::new(sink.clone(), call, tracked))
+                    ReplyTo::Sink(FrameReply::new(sink.clone(), call, tracked))
                 });
                 self.outstanding += 1;
                 self.spin = match self.outstanding {

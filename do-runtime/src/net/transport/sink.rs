@@ -2,35 +2,34 @@
 //!
 //! A call from a remote client carries a [`FrameReply`] as its way back.
 //! The worker that answers it encodes the reply frame straight into the
-//! connection's [`ReplySink`], and wakes the connection's task only when
+//! connection's [`FrameSink`], and wakes the connection's task only when
 //! the sink was empty: a burst of replies costs one wake, the connection
 //! finds them encoded and ready to write, and no call needs a channel, a
 //! future of its own or a copy of its reply.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use crate::api::stub::{Reply, Tracked};
+use crate::api::stub::Tracked;
 use crate::base::error::Error;
+use crate::engine::reply::{Reply, ReplySink};
+use crate::engine::wakes::{DeferredWake, defer_wake};
 use crate::net::transport::frame;
 
 /// The encoded replies of one served connection, waiting to be written.
 #[derive(Default)]
-pub(crate) struct ReplySink {
+pub(crate) struct FrameSink {
     frames: Mutex<Frames>,
     /// How many replies `frames` holds, set under its lock: read without
     /// it by a connection spinning for a reply.
     waiting: AtomicUsize,
     /// The connection's task, woken when the first reply of a batch comes.
     waker: AtomicWaker,
-    /// The worker thread (its [`token`]) that will wake the connection
-    /// when its event loop's poll ends (see [`DeferWakes`]); 0: none.
+    /// The worker thread that will wake the connection when its event
+    /// loop's poll ends (see `engine::wakes`); 0: none.
     promised: AtomicU64,
 }
 
@@ -43,14 +42,14 @@ struct Frames {
     closed: bool,
 }
 
-impl ReplySink {
+impl FrameSink {
     fn lock(&self) -> MutexGuard<'_, Frames> {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds the reply to call `call`, and sees that the connection is
     /// woken: on a worker's thread, when its event loop has run what it
-    /// can (see [`DeferWakes`]); elsewhere at once, if it is the first
+    /// can (see `engine::wakes`); elsewhere at once, if it is the first
     /// reply since the connection last took them.
     fn push(self: &Arc<Self>, call: u64, result: &Reply) {
         let mut frames = self.lock();
@@ -119,14 +118,14 @@ impl ReplySink {
 /// call could not be handed to its worker), it answers with a disconnected
 /// error, as a local caller's closed channel does.
 pub(crate) struct FrameReply {
-    sink: Arc<ReplySink>,
+    sink: Arc<FrameSink>,
     call: u64,
     tracked: Tracked,
     sent: bool,
 }
 
 impl FrameReply {
-    pub(crate) fn new(sink: Arc<ReplySink>, call: u64, tracked: Tracked) -> Box<Self> {
+    pub(crate) fn new(sink: Arc<FrameSink>, call: u64, tracked: Tracked) -> Box<Self> {
         Box::new(FrameReply {
             sink,
             call,
@@ -134,9 +133,11 @@ impl FrameReply {
             sent: false,
         })
     }
+}
 
+impl ReplySink for FrameReply {
     /// Adds the reply to the sink and records the call's outcome; once.
-    pub(crate) fn answer(&mut self, reply: Reply) {
+    fn answer(&mut self, reply: Reply) {
         if self.sent {
             return;
         }
@@ -146,9 +147,18 @@ impl FrameReply {
         self.tracked.finish(&reply);
     }
 
-    /// See `Envelope::warm_up`.
-    pub(crate) fn warm_up(&self) -> u64 {
+    fn warm_up(&self) -> u64 {
         self.call ^ self.sink.promised.load(Ordering::Relaxed)
+    }
+}
+
+impl DeferredWake for FrameSink {
+    fn promised(&self) -> &AtomicU64 {
+        &self.promised
+    }
+
+    fn wake(&self) {
+        self.waker.wake();
     }
 }
 
@@ -162,105 +172,15 @@ impl Drop for FrameReply {
     }
 }
 
-thread_local! {
-    /// The sinks given replies during the current poll of this thread's
-    /// [`DeferWakes`], if one is being polled.
-    static DEFERRED: RefCell<Option<Vec<Arc<ReplySink>>>> = const { RefCell::new(None) };
-    /// This thread's mark in [`ReplySink::promised`].
-    static TOKEN: u64 = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-}
-
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
-
-/// Promises to wake `sink`'s connection when the current poll of this
-/// thread's [`DeferWakes`] ends; false when there is none. Each worker
-/// that answers the connection in the meantime promises its own wake, so
-/// no worker's replies wait for another worker's poll to end.
-fn defer_wake(sink: &Arc<ReplySink>) -> bool {
-    DEFERRED
-        .try_with(|deferred| match deferred.try_borrow_mut().as_deref_mut() {
-            Ok(Some(sinks)) => {
-                // Ours already (and so in our list): nothing to write.
-                let token = TOKEN.with(|t| *t);
-                if sink.promised.load(Ordering::Acquire) != token {
-                    sink.promised.store(token, Ordering::Release);
-                    sinks.push(sink.clone());
-                }
-                true
-            }
-            _ => false,
-        })
-        .unwrap_or(false)
-}
-
-/// Wraps a worker's event loop: the replies its calls send to served
-/// connections during one poll wake each connection once, when the poll
-/// ends (the loop has run everything it could), not at the first of them.
-/// The connection then finds the whole burst encoded, and writes it at
-/// once.
-pub(crate) struct DeferWakes<F> {
-    future: Pin<Box<F>>,
-    /// The list kept between polls, for its room.
-    sinks: Vec<Arc<ReplySink>>,
-}
-
-impl<F> DeferWakes<F> {
-    pub(crate) fn new(future: F) -> Self {
-        DeferWakes {
-            future: Box::pin(future),
-            sinks: Vec::new(),
-        }
-    }
-}
-
-impl<F: Future> Future for DeferWakes<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
-        // Ends deferring and wakes however the poll ends, a panic included.
-        struct Wake<'a>(&'a mut Vec<Arc<ReplySink>>);
-        impl Drop for Wake<'_> {
-            fn drop(&mut self) {
-                let deferred = DEFERRED.try_with(|d| d.try_borrow_mut().ok()?.take());
-                if let Ok(Some(mut sinks)) = deferred {
-                    let token = TOKEN.try_with(|t| *t).unwrap_or(0);
-                    for sink in sinks.drain(..) {
-                        // Kept if another worker has promised since.
-                        let _ = sink.promised.compare_exchange(
-                            token,
-                            0,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
-                        sink.waker.wake();
-                    }
-                    *self.0 = sinks;
-                }
-            }
-        }
-        let outer = DEFERRED.try_with(|d| match d.try_borrow_mut() {
-            Ok(mut d) if d.is_none() => {
-                *d = Some(std::mem::take(&mut this.sinks));
-                true
-            }
-            _ => false,
-        });
-        if outer != Ok(true) {
-            // Nested, or the thread is going away: no deferring here.
-            return this.future.as_mut().poll(cx);
-        }
-        let _wake = Wake(&mut this.sinks);
-        this.future.as_mut().poll(cx)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use crate::engine::wakes::DeferWakes;
     use crate::net::transport::frame::ServerFrame;
+    use std::future::Future;
     use std::panic::AssertUnwindSafe;
+    use std::pin::Pin;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
 
@@ -275,8 +195,8 @@ mod tests {
 
     /// A sink whose connection waits for replies: its wake counter, and
     /// the waker it registered.
-    fn waiting_connection() -> (Arc<ReplySink>, Arc<Count>, Waker) {
-        let sink = Arc::new(ReplySink::default());
+    fn waiting_connection() -> (Arc<FrameSink>, Arc<Count>, Waker) {
+        let sink = Arc::new(FrameSink::default());
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         assert!(
@@ -301,7 +221,7 @@ mod tests {
 
     #[test]
     fn replies_are_encoded_in_order_and_the_first_of_a_batch_wakes_the_connection() {
-        let sink = Arc::new(ReplySink::default());
+        let sink = Arc::new(FrameSink::default());
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -334,8 +254,8 @@ mod tests {
     #[test]
     fn replies_sent_during_one_poll_of_a_worker_loop_wake_their_connection_when_it_ends() {
         let sinks = [
-            Arc::new(ReplySink::default()),
-            Arc::new(ReplySink::default()),
+            Arc::new(FrameSink::default()),
+            Arc::new(FrameSink::default()),
         ];
         let counts = [Arc::new(Count::default()), Arc::new(Count::default())];
         for (sink, count) in sinks.iter().zip(&counts) {

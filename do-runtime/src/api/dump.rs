@@ -1,0 +1,157 @@
+//! An object's stored state as tools see it: its keys, values and alarm, and
+//! the records an export writes and an import reads. Public through
+//! [`admin`](crate::admin).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::error::{Error, Result};
+use crate::base::id::DurableObjectId;
+
+/// One object's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDump {
+    /// Its id.
+    pub id: DurableObjectId,
+    /// The name its id was made from, if known.
+    pub name: Option<String>,
+    /// When its alarm is due, if one is set.
+    pub alarm: Option<SystemTime>,
+    /// Every key with its encoded (postcard) value, in key order.
+    pub entries: Vec<(String, Vec<u8>)>,
+}
+
+/// A stored value made readable: postcard is not self-describing, so a
+/// value that decodes as exactly one string is shown as that text, and
+/// anything else as hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueView {
+    /// The value was a string.
+    Text(String),
+    /// Anything else, in lowercase hex.
+    Hex(String),
+}
+
+impl ValueView {
+    /// Views an encoded value.
+    ///
+    /// ```
+    /// use do_runtime::admin::ValueView;
+    /// let text = postcard::to_stdvec("hello").unwrap();
+    /// assert_eq!(ValueView::of(&text), ValueView::Text("hello".into()));
+    /// assert_eq!(ValueView::of(&[0xff, 0x01]), ValueView::Hex("ff01".into()));
+    /// ```
+    pub fn of(bytes: &[u8]) -> Self {
+        match postcard::take_from_bytes::<String>(bytes) {
+            Ok((text, [])) => ValueView::Text(text),
+            _ => ValueView::Hex(hex::encode(bytes)),
+        }
+    }
+}
+
+/// One line of an export: an object's key and value, or its alarm. An
+/// export is JSON lines of these; an import reads them back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The class name.
+    pub class: String,
+    /// The object's id (64 hex characters).
+    pub id: String,
+    /// The name its id was made from, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The key, for a key record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The encoded value in hex, for a key record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// When the alarm is due (ms since the Unix epoch), for an alarm record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<u64>,
+}
+
+impl ObjectDump {
+    /// The object as export records: one per key, and one for the alarm.
+    pub fn records(&self, class: &str) -> Vec<Record> {
+        let base = Record {
+            class: class.to_owned(),
+            id: self.id.to_string(),
+            name: self.name.clone(),
+            key: None,
+            value: None,
+            alarm: None,
+        };
+        let mut records: Vec<Record> = self
+            .entries
+            .iter()
+            .map(|(key, value)| Record {
+                key: Some(key.clone()),
+                value: Some(hex::encode(value)),
+                ..base.clone()
+            })
+            .collect();
+        if let Some(alarm) = self.alarm {
+            records.push(Record {
+                alarm: Some(crate::base::clock::millis(alarm)),
+                ..base
+            });
+        }
+        records
+    }
+}
+
+/// Reads an object's state from its store.
+pub(crate) fn dump(
+    store: &do_storage::ObjectStore,
+    id: DurableObjectId,
+    name: Option<String>,
+) -> Result<ObjectDump> {
+    let entries = store
+        .list(&do_storage::ListOptions::new())?
+        .into_iter()
+        .map(|(k, v)| (k, v.to_vec()))
+        .collect();
+    let alarm = store
+        .alarm()?
+        .map(|a| UNIX_EPOCH + Duration::from_millis(a.due_ms));
+    Ok(ObjectDump {
+        id,
+        name,
+        alarm,
+        entries,
+    })
+}
+
+/// A record's value bytes, checked.
+fn record_value(record: &Record) -> Result<Option<(String, Vec<u8>)>> {
+    match (&record.key, &record.value) {
+        (Some(key), Some(value)) => {
+            let bytes = hex::decode(value)
+                .map_err(|_| Error::BadRequest(format!("the value of {key:?} is not hex")))?;
+            Ok(Some((key.clone(), bytes)))
+        }
+        (None, None) => Ok(None),
+        _ => Err(Error::BadRequest(
+            "a key record needs both `key` and `value`".into(),
+        )),
+    }
+}
+
+/// Writes `records` (all of one object) into its store.
+pub(crate) fn apply(store: &do_storage::ObjectStore, records: &[Record]) -> Result<usize> {
+    let mut written = 0;
+    for record in records {
+        if let Some((key, value)) = record_value(record)? {
+            store.put(&key, value, true)?;
+            written += 1;
+        }
+        if let Some(due_ms) = record.alarm {
+            store.set_alarm(Some(do_storage::Alarm { due_ms, retries: 0 }), true)?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,44 @@
+//! The runtime secret: 32 random bytes kept in a data directory's metadata,
+//! from which every namespace's id key is derived. Written once, when a
+//! runtime first opens an empty directory.
+
+use do_storage::Store;
+
+use crate::base::error::{Error, Result};
+
+const SECRET_KEY: &[u8] = b"runtime-secret";
+const SECRET_BYTES: usize = 32;
+
+/// The runtime secret of a data directory that has one.
+pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
+    match store.get_meta(SECRET_KEY) {
+        Ok(Some(secret)) if secret.len() == SECRET_BYTES => Ok(secret.to_vec()),
+        Ok(Some(_)) => Err(Error::Setup(
+            "the runtime secret in the data directory is damaged".into(),
+        )),
+        Ok(None) => Err(Error::Setup(
+            "not a data directory of a runtime (it has no runtime secret)".into(),
+        )),
+        Err(e) => Err(Error::Setup(format!("cannot read the runtime secret: {e}"))),
+    }
+}
+
+/// The runtime secret of a data directory, made and stored durably if it
+/// has none.
+pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
+    let setup =
+        |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
+    if let Some(secret) = store.get_meta(SECRET_KEY).map_err(setup)? {
+        if secret.len() != SECRET_BYTES {
+            return Err(Error::Setup(format!(
+                "the runtime secret in the data directory is {} bytes, expected {SECRET_BYTES}: the directory is damaged",
+                secret.len()
+            )));
+        }
+        return Ok(secret.to_vec());
+    }
+    let mut secret = vec![0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
+    store.put_meta_durable(SECRET_KEY, &secret).map_err(setup)?;
+    Ok(secret)
+}
