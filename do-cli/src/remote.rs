@@ -1,8 +1,8 @@
 //! The admin API of a running server, over HTTP/1.1.
 
-use do_runtime::Error;
 use do_runtime::bytes::Bytes;
 use do_runtime::http;
+use do_runtime::{DisconnectReason, Error};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -39,7 +39,10 @@ impl Admin {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|e| {
-                Error::Disconnected(format!("cannot connect to {}: {e}", self.authority))
+                Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    format!("cannot connect to {}: {e}", self.authority),
+                )
             })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -56,14 +59,22 @@ impl Admin {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Error::BadRequest(format!("cannot build the request: {e}")))?;
         let response = sender.send_request(request).await.map_err(|e| {
-            Error::Disconnected(format!("the request to {} failed: {e}", self.authority))
+            Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                format!("the request to {} failed: {e}", self.authority),
+            )
         })?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| Error::Disconnected(format!("reading the answer failed: {e}")))?
+            .map_err(|e| {
+                Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    format!("reading the answer failed: {e}"),
+                )
+            })?
             .to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }

@@ -55,26 +55,26 @@ pub struct Handler {
 
 pub const HANDLERS: &[Handler] = &[
     Handler {
-        name: "alarm",
-        args_fn: "alarm_args",
+        name: do_wire::ALARM.name,
+        args_fn: do_wire::ALARM.args_fn,
         arity: 1,
         signature: "pub async fn alarm(&self, info: AlarmInfo)",
     },
     Handler {
-        name: "websocket_message",
-        args_fn: "websocket_message_args",
+        name: do_wire::WEBSOCKET_MESSAGE.name,
+        args_fn: do_wire::WEBSOCKET_MESSAGE.args_fn,
         arity: 2,
         signature: "pub async fn websocket_message(&self, socket: WebSocket, message: Message)",
     },
     Handler {
-        name: "websocket_close",
-        args_fn: "websocket_close_args",
+        name: do_wire::WEBSOCKET_CLOSE.name,
+        args_fn: do_wire::WEBSOCKET_CLOSE.args_fn,
         arity: 4,
         signature: "pub async fn websocket_close(&self, socket: WebSocket, code: u16, reason: String, clean: bool)",
     },
     Handler {
-        name: "websocket_error",
-        args_fn: "websocket_error_args",
+        name: do_wire::WEBSOCKET_ERROR.name,
+        args_fn: do_wire::WEBSOCKET_ERROR.args_fn,
         arity: 2,
         signature: "pub async fn websocket_error(&self, socket: WebSocket, error: String)",
     },
@@ -144,7 +144,7 @@ impl<'a> Method<'a> {
             ReturnType::Type(_, ty) => Output::Plain(ty),
         };
         let name = &item.sig.ident;
-        let kind = if name == "fetch" {
+        let kind = if name == do_wire::FETCH {
             Kind::Fetch
         } else {
             HANDLERS

@@ -193,6 +193,7 @@ impl Generator<'_> {
     /// `fetch` on the client: takes anything that makes a request.
     fn client_fetch(&self, m: &Method) -> TokenStream {
         let attrs = m.forwarded_attrs();
+        let fetch = do_wire::FETCH;
         let (output, decode, fail) = match m.output {
             Output::Unit => return quote!(),
             Output::Plain(ty) => (
@@ -212,7 +213,7 @@ impl Generator<'_> {
             /// Takes a [`Request`](::do_runtime::Request) or a URL such as
             /// `"http://do/path"` (see [`IntoRequest`](::do_runtime::IntoRequest)).
             pub fn fetch<R: ::do_runtime::IntoRequest>(&self, request: R) -> ::do_runtime::Call<#output> {
-                const ID: u32 = ::do_runtime::__private::method_id("fetch");
+                const ID: u32 = ::do_runtime::__private::method_id(#fetch);
                 let mut __args = ::std::vec::Vec::new();
                 let __encoded = ::do_runtime::__private::encode_request(request, &mut __args);
                 ::do_runtime::__private::call(&self.raw, ID, __encoded.map(|()| __args), #decode, #fail)
@@ -238,7 +239,7 @@ impl Generator<'_> {
         let has_alarm = self
             .exposed
             .iter()
-            .any(|m| matches!(m.kind, Kind::Handler(h) if h.name == "alarm"));
+            .any(|m| matches!(m.kind, Kind::Handler(h) if h.name == do_wire::ALARM.name));
         let infos = self.exposed.iter().map(|m| {
             let name = m.name.to_string();
             let fallible = matches!(m.output, Output::Fallible(_));
@@ -290,6 +291,7 @@ impl Generator<'_> {
     fn fetch_arm(&self, m: &Method) -> TokenStream {
         let cfgs = m.cfg_attrs();
         let class = &self.class;
+        let fetch = do_wire::FETCH;
         let (Some(arg), Some(ident)) = (m.args.first(), m.args.first().and_then(|a| a.ident))
         else {
             return quote!();
@@ -307,7 +309,7 @@ impl Generator<'_> {
         let decode = quote_spanned! {ty.span()=>
             let #ident = <#ty as ::do_runtime::__private::FetchArg>::from_request(
                 ::do_runtime::__private::decode_request(&mut __input)
-                    .map_err(|e| ::do_runtime::__private::bad_args(#class, "fetch", e))?,
+                    .map_err(|e| ::do_runtime::__private::bad_args(#class, #fetch, e))?,
             );
         };
         let response = quote_spanned! {out.span()=>
@@ -321,11 +323,11 @@ impl Generator<'_> {
         };
         quote! {
             #(#cfgs)*
-            if __call.method == const { ::do_runtime::__private::method_id("fetch") } {
+            if __call.method == const { ::do_runtime::__private::method_id(#fetch) } {
                 #assert_fallible
                 let mut __input: &[u8] = __call.args;
                 #decode
-                ::do_runtime::__private::finish_args(#class, "fetch", __input)?;
+                ::do_runtime::__private::finish_args(#class, #fetch, __input)?;
                 let __ctx = ::core::clone::Clone::clone(__call.ctx);
                 return ::core::result::Result::Ok(::do_runtime::__private::Box::pin(async move {
                     let __result = ::do_runtime::__private::fetch_scope(&__ctx, self.fetch(#ident), #response).await;
@@ -347,7 +349,7 @@ impl Generator<'_> {
                 <#ty as ::do_runtime::__private::HandlerOutput>::into_reply(__result)
             },
         };
-        let bind = if h.name == "alarm" {
+        let bind = if h.name == do_wire::ALARM.name {
             // A stale alarm runs no handler.
             quote! {
                 let ::core::option::Option::Some(__a0) = ::do_runtime::__private::#args_fn(&__call)? else {

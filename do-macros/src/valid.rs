@@ -10,19 +10,7 @@ use syn::{FnArg, GenericArgument, PathArguments, ReturnType, Type};
 use crate::ast::{Kind, Method, Object, Output};
 use crate::ctxt::Ctxt;
 
-/// Names the stub itself uses: a method with one of these names would be
-/// shadowed by the stub's own item.
-pub const RESERVED: &[&str] = &[
-    "id",
-    "name",
-    "is_broken",
-    "clone",
-    "clone_from",
-    "fmt",
-    "deref",
-    "raw",
-    "from_raw",
-];
+pub use do_wire::RESERVED;
 
 /// Checks the impl block itself; returns whether its constructor can be called.
 pub fn check_object(cx: &mut Ctxt, object: &Object) -> bool {
@@ -237,12 +225,7 @@ pub fn check_ids(cx: &mut Ctxt, methods: &[&Method]) {
     }
 }
 
-/// 32-bit FNV-1a, the same function as `do_runtime::__private::method_id`.
-pub fn method_id(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
+pub use do_wire::method_id;
 
 /// The first part of a type that borrows or is not a concrete type.
 fn not_owned(ty: &Type) -> Option<(proc_macro2::TokenStream, &'static str)> {

@@ -164,7 +164,7 @@ pub use api::stub::{Call, Stub};
 pub use api::untyped::{AnyNamespace, AnyStub};
 pub use api::websocket::{AutoResponse, Message, WebSocket};
 pub use base::clock::ManualClock;
-pub use base::error::{Error, Result};
+pub use base::error::{Disconnect, DisconnectReason, Error, Result};
 pub use base::fetch::{IntoRequest, Request, Response};
 pub use base::id::DurableObjectId;
 pub use do_macros::durable_object;

@@ -218,3 +218,49 @@ async fn the_queue_is_bounded_by_bytes_too() {
     hold.await.unwrap();
     assert_eq!(first.await.unwrap(), 6_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_error_says_why_the_stub_lost_its_object() {
+    use do_runtime::DisconnectReason;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let ns = rt.namespace::<Notes>();
+    let stub = ns.get_by_name("why");
+    stub.put("a".into(), "1".into()).await.unwrap();
+    // Another stub bound to the instance sees the reset on its next call;
+    // the stub whose call panicked is broken from then on.
+    let other = ns.get_by_name("why");
+    other.get("a".into()).await.unwrap();
+    assert!(stub.write_then_panic("b".into()).await.is_err());
+    let again = stub.get("a".into()).await.unwrap_err();
+    assert!(
+        matches!(
+            again.disconnect_reason(),
+            Some(DisconnectReason::Broken | DisconnectReason::Reset)
+        ),
+        "{again:?}"
+    );
+    let reset = other.get("a".into()).await.unwrap_err();
+    assert!(
+        matches!(
+            reset.disconnect_reason(),
+            Some(DisconnectReason::Reset | DisconnectReason::Broken)
+        ),
+        "{reset:?}"
+    );
+    assert!(reset.is_retryable());
+    // A runtime shutting down says so.
+    rt.shutdown().await;
+    let late = ns.get_by_name("why").get("a".into()).await.unwrap_err();
+    assert_eq!(
+        late.disconnect_reason(),
+        Some(DisconnectReason::Shutdown),
+        "{late:?}"
+    );
+    // Other errors carry none; a bare message says `Other`.
+    assert_eq!(Error::Overloaded("x".into()).disconnect_reason(), None);
+    assert_eq!(
+        Error::Disconnected("x".into()).disconnect_reason(),
+        Some(DisconnectReason::Other)
+    );
+}

@@ -49,9 +49,6 @@ pub(crate) struct Fire {
     pub retries: u32,
 }
 
-/// The name of the handler alarms call.
-pub(crate) const HANDLER: &str = "alarm";
-
 /// The argument of `alarm`: `None` when the alarm that fired is no longer
 /// the object's (it was changed or deleted meanwhile), and the handler does
 /// not run. Otherwise the alarm is deleted before the handler runs (which

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::base::error::{Error, Result};
+use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
 use crate::engine::{class::Class, shared::Shared};
 
@@ -101,9 +101,9 @@ pub(crate) fn list_local(
     after: Option<[u8; 16]>,
     limit: usize,
 ) -> Result<Vec<WireEntry>> {
-    let store = shared
-        .store()
-        .ok_or_else(|| Error::Disconnected("the runtime has shut down".into()))?;
+    let store = shared.store().ok_or_else(|| {
+        Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down")
+    })?;
     entries(&store, class.storage_namespace, &class.key, after, limit)
 }
 

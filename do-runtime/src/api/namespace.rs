@@ -13,7 +13,7 @@ use crate::api::object::DurableObject;
 use crate::api::remote::RemoteNamespace;
 use crate::api::storage::Storage;
 use crate::api::stub::{RawStub, Stub};
-use crate::base::error::{Error, Result};
+use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
 use crate::engine::class::ObjectParts;
 use crate::engine::worker::{Envelope, Kind};
@@ -282,7 +282,10 @@ where
         });
     }
     if shared.is_closing() {
-        return Err(Error::Disconnected("the runtime is shutting down".into()));
+        return Err(Error::disconnected(
+            DisconnectReason::Shutdown,
+            "the runtime is shutting down",
+        ));
     }
     let (done, result) = oneshot::channel();
     let run: Box<dyn FnOnce(ObjectParts) -> LocalBoxFuture<'static, ()> + Send> =
@@ -303,9 +306,12 @@ where
         },
     };
     shared.send(shared.worker_for(class.index, id), envelope)?;
-    result
-        .await
-        .map_err(|_| Error::Disconnected("the object was reset or the runtime shut down".into()))?
+    result.await.map_err(|_| {
+        Error::disconnected(
+            shared.lost_reason(),
+            "the object was reset or the runtime shut down",
+        )
+    })?
 }
 
 impl<T> Clone for Namespace<T> {

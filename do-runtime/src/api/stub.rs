@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::api::object::DurableObject;
 use crate::api::remote::RemotePort;
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
 use crate::engine::class::Class;
@@ -134,6 +134,14 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// Why a call whose way back closed unanswered was lost.
+    fn lost_reason(&self) -> DisconnectReason {
+        match self {
+            Target::Local(s) => s.runtime.lost_reason(),
+            Target::Remote(_) => DisconnectReason::ConnectionLost,
+        }
+    }
+
     pub(crate) fn mark_broken(&self) {
         match self {
             Target::Local(s) => s.mark_broken(),
@@ -315,6 +323,11 @@ pub(crate) struct Tracked {
 }
 
 impl Tracked {
+    /// Why the call was lost, if it is dropped unanswered.
+    pub(crate) fn lost_reason(&self) -> DisconnectReason {
+        self.target.lost_reason()
+    }
+
     /// The call's reply is `reply`: recorded as a [`Call`] would record it.
     pub(crate) fn finish(&mut self, reply: &Reply) {
         if matches!(reply, Err(Error::Disconnected(_))) {
@@ -522,14 +535,18 @@ impl<O> Future for Call<O> {
                     }
                     Err(_) => {
                         target.mark_broken();
-                        Err(Error::Disconnected(
-                            "the object's instance was reset or the runtime shut down".into(),
+                        Err(Error::disconnected(
+                            target.lost_reason(),
+                            "the object's instance was reset or the runtime shut down",
                         ))
                     }
                 }
             }
             State::Failed(e) => Err(e.take().unwrap_or_else(|| {
-                Error::Disconnected("the call's future was polled after it completed".into())
+                Error::disconnected(
+                    DisconnectReason::Other,
+                    "the call's future was polled after it completed",
+                )
             })),
         };
         // A reply the caller spun for teaches the next call how long to spin.

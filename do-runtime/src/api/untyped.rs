@@ -161,7 +161,7 @@ impl AnyStub {
         let mut args = Vec::new();
         let encoded = crate::base::fetch::encode_request(request, &mut args);
         self.raw.call(
-            crate::base::wire::method_id("fetch"),
+            crate::base::wire::method_id(crate::base::wire::FETCH),
             encoded.map(|()| args),
             crate::base::fetch::decode_untyped_reply,
             Err,

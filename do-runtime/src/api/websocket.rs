@@ -47,7 +47,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::ctx::Ctx;
 use crate::api::object::Incoming;
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::base::fetch::Response;
 use crate::engine::shared::Shared;
 use crate::engine::sockets::Event;
@@ -200,10 +200,12 @@ fn socket_event(call: &Incoming<'_>) -> Result<(WebSocket, Event), Error> {
         | Event::Close { socket, .. }
         | Event::Error { socket, .. } => *socket,
     };
-    let ws = call
-        .ctx
-        .websocket(socket)
-        .ok_or_else(|| Error::Disconnected(format!("WebSocket {socket} is gone")))?;
+    let ws = call.ctx.websocket(socket).ok_or_else(|| {
+        Error::disconnected(
+            DisconnectReason::SocketClosed,
+            format!("WebSocket {socket} is gone"),
+        )
+    })?;
     Ok((ws, event))
 }
 

@@ -16,18 +16,21 @@ use do_storage::StorageError;
 ///
 /// ```
 /// use do_runtime::Error;
-/// let e = Error::Disconnected("the object was reset".into());
+/// use do_runtime::DisconnectReason;
+/// let e = Error::disconnected(DisconnectReason::Reset, "the object was reset");
 /// assert!(e.is_retryable());   // get a new stub and call again
 /// assert!(!e.is_remote());     // not raised by the object's own code
+/// assert_eq!(e.disconnect_reason(), Some(DisconnectReason::Reset));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// The stub lost its object: the instance was reset after a panic, the
     /// runtime shut down, or the connection broke. The stub stays broken; get
-    /// a new one with `Namespace::get` and call again.
+    /// a new one with `Namespace::get` and call again. Its
+    /// [`reason`](Disconnect::reason) says which of these it was.
     #[error("disconnected from the object: {0}")]
-    Disconnected(String),
+    Disconnected(Disconnect),
     /// The object has more calls queued than its limits allow. Back off; the
     /// stub stays usable.
     #[error("the object is overloaded: {0}")]
@@ -156,7 +159,80 @@ pub enum Error {
     WebSocketLimit(String),
 }
 
+/// Why a stub lost its object (see [`Error::Disconnected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The instance was reset (a panic in one of its methods or in a
+    /// `block_concurrency_while` future) since the stub's first call, or
+    /// while the call ran: its writes not yet committed were dropped.
+    Reset,
+    /// The stub was broken by an earlier call that lost its instance (or
+    /// its connection): every later call fails the same way.
+    Broken,
+    /// The runtime is shutting down or has stopped.
+    Shutdown,
+    /// The connection to a remote runtime could not be made, or was lost.
+    ConnectionLost,
+    /// The WebSocket is closed, or gone.
+    SocketClosed,
+    /// Not said: made from a bare message.
+    Other,
+}
+
+/// A disconnected error: why, and what happened, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disconnect {
+    /// Why the stub lost its object.
+    pub reason: DisconnectReason,
+    /// What happened.
+    pub message: String,
+}
+
+impl Disconnect {
+    /// A disconnect for `reason`, saying `message`.
+    pub fn new(reason: DisconnectReason, message: impl Into<String>) -> Self {
+        Disconnect {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A bare message: the reason is [`DisconnectReason::Other`].
+impl From<String> for Disconnect {
+    fn from(message: String) -> Self {
+        Disconnect::new(DisconnectReason::Other, message)
+    }
+}
+
+/// A bare message: the reason is [`DisconnectReason::Other`].
+impl From<&str> for Disconnect {
+    fn from(message: &str) -> Self {
+        Disconnect::new(DisconnectReason::Other, message)
+    }
+}
+
 impl Error {
+    /// A disconnected error for `reason`, saying `message`.
+    pub fn disconnected(reason: DisconnectReason, message: impl Into<String>) -> Self {
+        Error::Disconnected(Disconnect::new(reason, message))
+    }
+
+    /// Why the stub lost its object, for a disconnected error.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            Error::Disconnected(d) => Some(d.reason),
+            _ => None,
+        }
+    }
+
     /// An error raised by an object's own code, carried to the caller as is.
     ///
     /// ```

@@ -1,5 +1,6 @@
-//! What the wire knows of methods: their ids, and what the runtime keeps
-//! about each for spans and metrics.
+//! What the wire knows of methods: their ids and the handlers' names (from
+//! `do-wire`, shared with the macro), and what the runtime keeps about each
+//! method for spans and metrics.
 
 /// What the runtime knows of a method by its id: for spans and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,16 +13,4 @@ pub struct MethodInfo {
     pub fallible: bool,
 }
 
-/// The wire id of a method: 32-bit FNV-1a of its name. Derived from the name
-/// alone, so reordering methods never changes the wire format.
-pub const fn method_id(name: &str) -> u32 {
-    let bytes = name.as_bytes();
-    let mut hash: u32 = 0x811c_9dc5;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u32;
-        hash = hash.wrapping_mul(0x0100_0193);
-        i += 1;
-    }
-    hash
-}
+pub use do_wire::{ALARM, FETCH, WEBSOCKET_CLOSE, WEBSOCKET_ERROR, WEBSOCKET_MESSAGE, method_id};

@@ -20,7 +20,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
 use crate::engine::class::{Class, Instance, ObjectParts};
@@ -418,8 +418,9 @@ impl ObjectTask {
         if !system && !port.bind(generation) {
             self.refuse(
                 envelope.kind,
-                Error::Disconnected(
-                    "the object was reset since this stub's first call; get a new stub".into(),
+                Error::disconnected(
+                    DisconnectReason::Reset,
+                    "the object was reset since this stub's first call; get a new stub",
                 ),
             );
             return;

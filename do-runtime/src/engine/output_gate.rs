@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use do_storage::{ObjectStore, StorageError};
 
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::engine::relay::RelayId;
 use crate::engine::reply::{Reply, ReplyTo};
 
@@ -46,8 +46,9 @@ pub(crate) fn release_reply(
 fn after_durable(durable: Result<(), StorageError>, result: Reply) -> Reply {
     match durable {
         Ok(()) => result,
-        Err(StorageError::Discarded) => Err(Error::Disconnected(
-            "the object was reset before this call's writes were committed".into(),
+        Err(StorageError::Discarded) => Err(Error::disconnected(
+            DisconnectReason::Reset,
+            "the object was reset before this call's writes were committed",
         )),
         Err(e) => Err(Error::from(e)),
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::engine::class::Class;
 use crate::engine::registry::ObjectHandle;
@@ -156,12 +156,14 @@ impl Port {
             e
         };
         if self.check_broken() {
-            let e =
-                Error::Disconnected("the stub is broken; get a new stub from the namespace".into());
+            let e = Error::disconnected(
+                DisconnectReason::Broken,
+                "the stub is broken; get a new stub from the namespace",
+            );
             return Err(refuse(reply, e));
         }
         if self.runtime.is_closing() {
-            let e = Error::Disconnected("the runtime is shutting down".into());
+            let e = Error::disconnected(DisconnectReason::Shutdown, "the runtime is shutting down");
             return Err(refuse(reply, e));
         }
         if self.id.namespace_tag() != self.class.key.tag() {

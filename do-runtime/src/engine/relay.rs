@@ -5,9 +5,10 @@
 //! from outside the caller's runtime: a lock on that runtime's shared queue
 //! and, when one of its threads sleeps, a futex. The woken thread then often
 //! takes the worker's core at once, runs the one task it was given, and
-//! sleeps again. In durable 10k×10k the callers' two threads slept ~6 800
-//! times a second each (the raw fjall baseline's: ~450), and each worker
-//! was switched out ~3 500 times a second.
+//! sleeps again: the callers' threads sleep and wake many times more often
+//! than the work needs, and each worker is switched out as often
+//! (the figures: BENCHMARKS.md, "What changed in the fourth
+//! session of 2026-12-02").
 //!
 //! So each thread of a multi-threaded tokio runtime whose tasks call
 //! objects gets a relay: a task on its runtime, and a queue. A call carries

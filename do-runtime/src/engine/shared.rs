@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use do_storage::Store;
 use tokio::sync::mpsc;
 
-use crate::base::error::{Error, Result};
+use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::DurableObjectId;
 use crate::engine::class::Class;
 use crate::engine::registry::{QueueLimits, Registry};
@@ -132,13 +132,11 @@ impl Shared {
     /// A pipelining client's calls come in bursts, one per round trip over
     /// its connection, with the worker idle in between and the machine not
     /// saturated: a worker that sleeps pays a thread wake-up for every
-    /// burst. Spinning through the gap took remote calls with 64 in flight
-    /// from 276–301 to 332–467 k/s on two cores (the callers still do not
+    /// burst, so it spins through the gap instead (the callers still do not
     /// spin: a spinning caller holds the connection's own thread). The gap
-    /// is a whole round trip, ~150 µs there: with 50 µs of spin the worker
-    /// mostly slept before the next burst came, and with 150 µs the rate
-    /// rose again, medians 314 to 431 k/s (300 µs: lower, the spin takes
-    /// the core the connection needs). Not with more than
+    /// is a whole round trip, longer than the quiet-time spin, hence three
+    /// times that (the figures: BENCHMARKS.md, "What changed in the third
+    /// session of 2026-12-02" and "What changed on 2026-12-06"). Not with more than
     /// [`PIPELINING_SPIN_CALLS`] calls in flight, though: then the runtime
     /// is loaded beyond that client's bursts, and a spinning worker would
     /// take a core from whoever makes the rest.
@@ -195,6 +193,16 @@ impl Shared {
         self.idle_timeout
     }
 
+    /// Why a call whose reply channel closed unanswered was lost: the
+    /// runtime stopped, or else the object's instance was reset.
+    pub(crate) fn lost_reason(&self) -> DisconnectReason {
+        if self.is_closing() || self.stopped.load(Ordering::Acquire) {
+            DisconnectReason::Shutdown
+        } else {
+            DisconnectReason::Reset
+        }
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -204,9 +212,9 @@ impl Shared {
     }
 
     pub(crate) fn send_msg(&self, worker: usize, msg: WorkerMsg) -> Result<()> {
-        self.workers[worker]
-            .send(msg)
-            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+        self.workers[worker].send(msg).map_err(|_| {
+            Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down")
+        })
     }
 
     #[cfg_attr(not(feature = "gateway"), allow(dead_code))]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::base::fetch::{Request, Response};
 use crate::base::id::DurableObjectId;
 use crate::engine::class::Class;
@@ -549,7 +549,10 @@ impl SocketEntry {
             )));
         }
         if self.is_closed() {
-            return Err(Error::Disconnected("the WebSocket is closed".into()));
+            return Err(Error::disconnected(
+                DisconnectReason::SocketClosed,
+                "the WebSocket is closed",
+            ));
         }
         let queued = self.queued.fetch_add(1, Ordering::AcqRel);
         let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
@@ -690,17 +693,12 @@ pub(crate) enum Event {
     },
 }
 
-/// The handler method an event calls.
-pub(crate) const MESSAGE_HANDLER: &str = "websocket_message";
-pub(crate) const CLOSE_HANDLER: &str = "websocket_close";
-pub(crate) const ERROR_HANDLER: &str = "websocket_error";
-
 impl Event {
     pub(crate) fn handler(&self) -> u32 {
         crate::base::wire::method_id(match self {
-            Event::Message { .. } => MESSAGE_HANDLER,
-            Event::Close { .. } => CLOSE_HANDLER,
-            Event::Error { .. } => ERROR_HANDLER,
+            Event::Message { .. } => crate::base::wire::WEBSOCKET_MESSAGE.name,
+            Event::Close { .. } => crate::base::wire::WEBSOCKET_CLOSE.name,
+            Event::Error { .. } => crate::base::wire::WEBSOCKET_ERROR.name,
         })
     }
 }

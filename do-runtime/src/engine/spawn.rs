@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::base::error::Error;
+use crate::base::error::{DisconnectReason, Error};
 use crate::engine::shared::Shared;
 use crate::engine::worker::WorkerMsg;
 
@@ -40,8 +40,9 @@ impl<T> Future for JoinHandle<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.rx).poll(cx).map(|out| {
             out.unwrap_or_else(|_| {
-                Err(Error::Disconnected(
-                    "the runtime stopped before the task ended".into(),
+                Err(Error::disconnected(
+                    DisconnectReason::Shutdown,
+                    "the runtime stopped before the task ended",
                 ))
             })
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use do_storage::{Alarm, DueAlarm};
 use tokio::sync::mpsc;
 
-use crate::api::alarms::{Fire, HANDLER};
+use crate::api::alarms::Fire;
 use crate::api::stub::RawStub;
 use crate::base::error::Error;
 use crate::engine::class::Class;
@@ -137,7 +137,12 @@ async fn run(shared: &Arc<Shared>, due: DueAlarm) {
     let started = shared.clock().now_ms();
     let stub = RawStub::new(shared.clone(), class.clone(), id.clone());
     let result: Result<(), Error> = stub
-        .call_system(crate::base::wire::method_id(HANDLER), args, |_| Ok(()), Err)
+        .call_system(
+            crate::base::wire::method_id(crate::base::wire::ALARM.name),
+            args,
+            |_| Ok(()),
+            Err,
+        )
         .await;
     let policy = shared.alarm_policy();
     let next = match result {

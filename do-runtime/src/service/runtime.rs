@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::api::env::Env;
 use crate::api::namespace::Namespace;
 use crate::api::object::{DurableObject, construct_erased};
-use crate::base::error::{Error, Result};
+use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
 use crate::base::secret::load_or_create_secret;
 use crate::engine::class::{Class, Instance, ObjectParts};
@@ -289,9 +289,9 @@ impl Runtime {
                 done,
             },
         )?;
-        evicted
-            .await
-            .map_err(|_| Error::Disconnected("the runtime has shut down".into()))
+        evicted.await.map_err(|_| {
+            Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down")
+        })
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {

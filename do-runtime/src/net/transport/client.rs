@@ -18,7 +18,7 @@ use crate::api::listing::WireEntry;
 use crate::api::namespace::Namespace;
 use crate::api::object::DurableObject;
 use crate::api::remote::{RemoteNamespace, RemotePort};
-use crate::base::error::{Error, Result};
+use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
 use crate::base::wire::MethodInfo;
 use crate::engine::reply::Reply;
@@ -183,7 +183,10 @@ impl ConnState {
     ) -> Result<()> {
         let mut calls = self.lock();
         if let Some(reason) = &calls.closed {
-            return Err(Error::Disconnected(reason.clone()));
+            return Err(Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                reason.clone(),
+            ));
         }
         let call = calls.next_call;
         let first = calls.append(&frame(call))?;
@@ -214,7 +217,10 @@ impl ConnState {
             std::mem::take(&mut calls.waiting)
         };
         for (_, reply) in waiting {
-            let _ = reply.send(Err(Error::Disconnected(reason.clone())));
+            let _ = reply.send(Err(Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                reason.clone(),
+            )));
         }
     }
 }
@@ -253,9 +259,19 @@ impl ClientBuilder {
     pub async fn connect(self, addr: impl tokio::net::ToSocketAddrs) -> Result<Client> {
         let addr = tokio::net::lookup_host(addr)
             .await
-            .map_err(|e| Error::Disconnected(format!("cannot resolve the server address: {e}")))?
+            .map_err(|e| {
+                Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    format!("cannot resolve the server address: {e}"),
+                )
+            })?
             .next()
-            .ok_or_else(|| Error::Disconnected("the server address resolves to nothing".into()))?;
+            .ok_or_else(|| {
+                Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    "the server address resolves to nothing",
+                )
+            })?;
         let settings = Settings {
             addr,
             token: self.token,
@@ -397,9 +413,12 @@ impl ClientShared {
             },
             reply,
         )?;
-        let bytes = rx
-            .await
-            .map_err(|_| Error::Disconnected("the connection has closed".into()))??;
+        let bytes = rx.await.map_err(|_| {
+            Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                "the connection has closed",
+            )
+        })??;
         postcard::from_bytes(&bytes)
             .map_err(|e| Error::Codec(format!("cannot decode a listing: {e}")))
     }
@@ -497,8 +516,9 @@ impl RemotePort for RemoteStub {
             });
         }
         if self.broken.load(Ordering::Acquire) {
-            return Err(Error::Disconnected(
-                "the stub is broken; get a new stub from the namespace".into(),
+            return Err(Error::disconnected(
+                DisconnectReason::Broken,
+                "the stub is broken; get a new stub from the namespace",
             ));
         }
         let (reply, rx) = oneshot::channel();
@@ -536,7 +556,10 @@ impl Drop for RemoteStub {
 async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<NamespaceInfo>)> {
     let exchange = async {
         let mut stream = TcpStream::connect(settings.addr).await.map_err(|e| {
-            Error::Disconnected(format!("cannot connect to {}: {e}", settings.addr))
+            Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                format!("cannot connect to {}: {e}", settings.addr),
+            )
         })?;
         let _ = stream.set_nodelay(true);
         let mut hello = Vec::new();
@@ -548,7 +571,10 @@ async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<N
             &mut hello,
         )?;
         stream.write_all(&hello).await.map_err(|e| {
-            Error::Disconnected(format!("handshake with {} failed: {e}", settings.addr))
+            Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                format!("handshake with {} failed: {e}", settings.addr),
+            )
         })?;
         let mut reader = FrameReader::default();
         loop {
@@ -569,23 +595,29 @@ async fn handshake(settings: &Settings) -> Result<(TcpStream, FrameReader, Vec<N
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
             let read = stream.read_buf(reader.buffer()).await.map_err(|e| {
-                Error::Disconnected(format!("handshake with {} failed: {e}", settings.addr))
+                Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    format!("handshake with {} failed: {e}", settings.addr),
+                )
             })?;
             if read == 0 {
-                return Err(Error::Disconnected(format!(
-                    "{} closed the connection during the handshake",
-                    settings.addr
-                )));
+                return Err(Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    format!(
+                        "{} closed the connection during the handshake",
+                        settings.addr
+                    ),
+                ));
             }
         }
     };
     tokio::time::timeout(settings.connect_timeout, exchange)
         .await
         .map_err(|_| {
-            Error::Disconnected(format!(
-                "no handshake with {} within the timeout",
-                settings.addr
-            ))
+            Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                format!("no handshake with {} within the timeout", settings.addr),
+            )
         })?
 }
 

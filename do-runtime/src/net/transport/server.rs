@@ -388,9 +388,10 @@ async fn serve_connection(
 }
 
 /// How many times a pipelining client's connection lets the workers run
-/// before writing the replies it has, as long as each time brings more.
-/// With 64 calls in flight on two cores: 1.67–2.65 × tarpc with one
-/// yield, 1.97–2.72 × with three (six: 1.44–2.26 ×).
+/// before writing the replies it has, as long as each time brings more:
+/// each yield lets a worker add the replies of calls it is finishing, so
+/// one write carries more of them (how the count was chosen: BENCHMARKS.md,
+/// "What changed on 2026-12-06").
 const REPLY_YIELDS: usize = 3;
 
 /// Whether a connection's client is pipelining: it is once one burst of

@@ -165,8 +165,10 @@ impl DeferredWake for FrameSink {
 impl Drop for FrameReply {
     fn drop(&mut self) {
         if !self.sent {
-            self.answer(Err(Error::Disconnected(
-                "the object's instance was reset or the runtime shut down".into(),
+            let reason = self.tracked.lost_reason();
+            self.answer(Err(Error::disconnected(
+                reason,
+                "the object's instance was reset or the runtime shut down",
             )));
         }
     }
