@@ -46,7 +46,7 @@ mod writes;
 pub use alarm::{Alarm, DueAlarm};
 pub use cache::{CacheCounters, CacheStats, ValueCache};
 pub use committer::{CommitStats, Release};
-pub use error::{Result, StorageError};
+pub use error::{EngineError, Result, StorageError};
 pub use fjall::Slice;
 pub use list::ListOptions;
 pub use numbers::DataPrefix;
