@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use fjall::{Database, Keyspace, PersistMode, Slice};
 
 use crate::error::{Result, StorageError};
+use crate::keys::{NEXT_KEY, ObjectPrefix, Space};
 use crate::queue::Queue;
 use crate::releases::GroupSignal;
 
@@ -33,13 +34,13 @@ pub type Release = Box<dyn FnOnce(Result<()>) + Send>;
 pub(crate) struct Commit {
     pub ops: Ops,
     /// Writes to the alarm keyspaces, in the same atomic batch.
-    pub extra: Vec<(crate::alarm::Space, Slice, Option<Slice>)>,
+    pub extra: Vec<(Space, Slice, Option<Slice>)>,
     pub seq: u64,
     pub sync: Arc<ObjectSync>,
     pub releases: Vec<Release>,
     /// The object and its number, when this batch writes its registry entry.
     /// Boxed: rare, and the queue's slots stay small.
-    pub registers: Option<Box<(crate::object::ObjectPrefix, u64)>>,
+    pub registers: Option<Box<(ObjectPrefix, u64)>>,
 }
 
 /// An object batch's data writes: full keys, with `None` for a delete.
@@ -482,9 +483,9 @@ fn commit_group(
         );
         for (space, key, value) in commit.extra.drain(..) {
             let keyspace = match space {
-                crate::alarm::Space::Index => &spaces.alarms,
-                crate::alarm::Space::ByObject => &spaces.alarm_of,
-                crate::alarm::Space::Known => &spaces.known,
+                Space::Index => &spaces.alarms,
+                Space::ByObject => &spaces.alarm_of,
+                Space::Known => &spaces.known,
             };
             match value {
                 Some(v) => batch.insert(keyspace, key, v),
@@ -516,11 +517,7 @@ fn commit_group(
         .max()
         .filter(|next| *next > numbering.next);
     if let Some(next) = next {
-        batch.insert(
-            &spaces.meta,
-            crate::numbers::NEXT_KEY,
-            next.to_be_bytes().to_vec(),
-        );
+        batch.insert(&spaces.meta, NEXT_KEY, next.to_be_bytes().to_vec());
     }
     let applied = batch.commit();
     if applied.is_ok() {

@@ -14,61 +14,11 @@ use crate::alarm::Alarm;
 use crate::cache::ValueCache;
 use crate::committer::{Commit, ObjectSync, Release};
 use crate::error::{Result, StorageError};
+use crate::keys::{DataPrefix, ObjectPrefix, Space};
 use crate::limits;
 use crate::list::{self, KeyRange, ListOptions};
-use crate::numbers::DataPrefix;
 use crate::releases::Releases;
 use crate::store::Store;
-
-/// Bytes of the namespace part of an [`ObjectPrefix`].
-pub const NAMESPACE_BYTES: usize = 2;
-/// Bytes of the object part of an [`ObjectPrefix`].
-pub const OBJECT_ID_BYTES: usize = 16;
-/// Bytes of an [`ObjectPrefix`].
-pub const PREFIX_BYTES: usize = NAMESPACE_BYTES + OBJECT_ID_BYTES;
-
-/// Which object a store view belongs to: a fixed-width (namespace number,
-/// object id) pair. It keys the object's alarm and its registry entry; its
-/// data keys carry a shorter store-wide number given at its first write
-/// (see the `numbers` module), so they fit the engine's inline key.
-///
-/// The namespace comes first so one namespace's objects are contiguous in
-/// the registry (for listing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectPrefix([u8; PREFIX_BYTES]);
-
-impl ObjectPrefix {
-    /// The prefix of object `id` in the namespace numbered `namespace`
-    /// (see [`Store::namespace_number`]).
-    pub fn new(namespace: u16, id: [u8; OBJECT_ID_BYTES]) -> Self {
-        let mut p = [0u8; PREFIX_BYTES];
-        p[..NAMESPACE_BYTES].copy_from_slice(&namespace.to_be_bytes());
-        p[NAMESPACE_BYTES..].copy_from_slice(&id);
-        ObjectPrefix(p)
-    }
-
-    /// The prefix's bytes.
-    pub fn as_bytes(&self) -> &[u8; PREFIX_BYTES] {
-        &self.0
-    }
-
-    /// The prefix with these bytes, if there are exactly [`PREFIX_BYTES`].
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(ObjectPrefix)
-    }
-
-    /// The namespace number.
-    pub fn namespace(&self) -> u16 {
-        u16::from_be_bytes([self.0[0], self.0[1]])
-    }
-
-    /// The object's 16 id bytes.
-    pub fn id(&self) -> [u8; OBJECT_ID_BYTES] {
-        let mut id = [0u8; OBJECT_ID_BYTES];
-        id.copy_from_slice(&self.0[NAMESPACE_BYTES..]);
-        id
-    }
-}
 
 use crate::writes::Writes;
 
@@ -584,7 +534,7 @@ impl ObjectStore {
         };
         if let Some((number, name)) = &register {
             extra.push((
-                crate::alarm::Space::Known,
+                Space::Known,
                 self.prefix.as_bytes().to_vec().into(),
                 Some(crate::numbers::encode_known(*number, name)),
             ));

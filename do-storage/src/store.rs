@@ -10,8 +10,11 @@ use crate::alarm::{Alarm, DueAlarm};
 use crate::cache::ValueCache;
 use crate::committer::{Commit, Committer, Release};
 use crate::error::{Result, StorageError};
-use crate::numbers::{DataPrefix, Numbers};
-use crate::object::{ObjectPrefix, ObjectStore};
+use crate::keys::{
+    self, DataPrefix, FORMAT, FORMAT_KEY, NS_BY_NAME, NS_BY_NUMBER, OBJECT_ID_BYTES, ObjectPrefix,
+};
+use crate::numbers::Numbers;
+use crate::object::ObjectStore;
 use crate::releases::Releases;
 
 /// Tuning knobs of a [`Store`].
@@ -88,7 +91,7 @@ impl std::fmt::Debug for CommitHook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownObject {
     /// Its 16 id bytes.
-    pub id: [u8; crate::OBJECT_ID_BYTES],
+    pub id: [u8; OBJECT_ID_BYTES],
     /// The name its id was made from, if known.
     pub name: Option<String>,
     /// Whether it holds stored data now.
@@ -125,14 +128,6 @@ struct Inner {
     /// Serialises the assignment of namespace numbers.
     assign: std::sync::Mutex<()>,
 }
-
-const NS_BY_NAME: &[u8] = b"ns-name\0";
-const NS_BY_NUMBER: &[u8] = b"ns-number\0";
-/// `meta` key of the storage format (one byte).
-const FORMAT_KEY: &[u8] = b"storage-format\0";
-/// The storage format this version reads and writes: 2 keys data by object
-/// number (see `numbers.rs`); 1 (before) keyed it by the 18-byte prefix.
-const FORMAT: u8 = 2;
 
 impl Store {
     /// Opens (or creates) the database in `path` and starts its commit thread.
@@ -238,25 +233,14 @@ impl Store {
     pub fn list_objects(
         &self,
         namespace: u16,
-        after: Option<[u8; crate::OBJECT_ID_BYTES]>,
+        after: Option<[u8; OBJECT_ID_BYTES]>,
         limit: usize,
     ) -> Result<Vec<KnownObject>> {
-        let ns = namespace.to_be_bytes();
-        let start: Vec<u8> = match after {
-            Some(id) => {
-                // The smallest key after `ns ++ id`.
-                let mut k = ObjectPrefix::new(namespace, id).as_bytes().to_vec();
-                k.push(0);
-                k
-            }
-            None => ns.to_vec(),
-        };
-        let end = (u32::from(namespace) + 1).to_be_bytes();
+        let (start, end) = keys::registry_range(namespace, after);
         let mut out = Vec::new();
-        let range = if namespace == u16::MAX {
-            self.inner.known.range(start..)
-        } else {
-            self.inner.known.range(start..end[2..].to_vec())
+        let range = match end {
+            None => self.inner.known.range(start..),
+            Some(end) => self.inner.known.range(start..end),
         };
         for entry in range.take(limit) {
             let (key, value) = entry.into_inner()?;
@@ -275,7 +259,7 @@ impl Store {
 
     /// Up to `limit` alarms due at or before `now_ms`, earliest first.
     pub fn due_alarms(&self, now_ms: u64, limit: usize) -> Result<Vec<DueAlarm>> {
-        let end = now_ms.saturating_add(1).to_be_bytes();
+        let end = keys::index_end(now_ms);
         let mut due = Vec::new();
         for entry in self.inner.alarms.range(..end.to_vec()).take(limit) {
             let (key, value) = entry.into_inner()?;
@@ -292,10 +276,7 @@ impl Store {
         match self.inner.alarms.first_key_value() {
             Some(entry) => {
                 let key = entry.key()?;
-                Ok(key
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes))
+                Ok(keys::index_key_due(&key))
             }
             None => Ok(None),
         }
