@@ -12,13 +12,14 @@ use fjall::Slice;
 
 use crate::alarm::Alarm;
 use crate::cache::ValueCache;
-use crate::committer::{Commit, ObjectSync, Release};
+use crate::committer::{Commit, Release};
 use crate::error::{Result, StorageError};
 use crate::keys::{DataPrefix, ObjectPrefix, Space};
 use crate::limits;
 use crate::list::{self, KeyRange, ListOptions};
 use crate::releases::Releases;
 use crate::store::Store;
+use crate::sync::ObjectSync;
 
 use crate::writes::Writes;
 

@@ -8,6 +8,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
 use crate::alarm::{Alarm, DueAlarm};
 use crate::cache::ValueCache;
+use crate::commit_stats::{CommitHook, CommitStats};
 use crate::committer::{Commit, Committer, Release};
 use crate::error::{Result, StorageError};
 use crate::keys::{
@@ -16,6 +17,7 @@ use crate::keys::{
 use crate::numbers::Numbers;
 use crate::object::ObjectStore;
 use crate::releases::Releases;
+use crate::sync::ObjectSync;
 
 /// Tuning knobs of a [`Store`].
 #[derive(Debug, Clone)]
@@ -57,33 +59,6 @@ impl Default for StoreOptions {
             on_commit: None,
             commit_spin: std::time::Duration::ZERO,
         }
-    }
-}
-
-/// What one commit group did: one engine batch and one fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommitGroup {
-    /// Object batches in the group.
-    pub batches: u64,
-    /// Keys written or deleted.
-    pub writes: u64,
-    /// Bytes of keys and values written.
-    pub bytes: u64,
-    /// How long the fsync took.
-    pub persist: std::time::Duration,
-    /// Whether it failed.
-    pub failed: bool,
-}
-
-/// A callback run after each commit group (see [`StoreOptions::on_commit`]).
-/// It runs on the commit thread: keep it short.
-#[derive(Clone)]
-pub struct CommitHook(pub std::sync::Arc<dyn Fn(&CommitGroup) + Send + Sync>);
-
-impl std::fmt::Debug for CommitHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommitHook")
     }
 }
 
@@ -308,18 +283,10 @@ impl Store {
         releases: Releases,
     ) -> ObjectStore {
         // Another store's releases would wait for the wrong commit thread.
-        let releases = releases.serve(self).then_some(releases);
+        let releases = releases
+            .serve(self.inner.committer.link())
+            .then_some(releases);
         ObjectStore::new(self.clone(), prefix, Some(cache), releases)
-    }
-
-    /// Whether both are handles of one open store.
-    pub(crate) fn same(&self, other: &Store) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
-    /// Fired by the commit thread after each group.
-    pub(crate) fn group_signal(&self) -> &crate::releases::GroupSignal {
-        self.inner.committer.signal()
     }
 
     /// The number of the namespace called `class` in this store, assigned
@@ -408,17 +375,12 @@ impl Store {
         self.inner.committer.submit(commit)
     }
 
-    pub(crate) fn release(
-        &self,
-        sync: std::sync::Arc<crate::committer::ObjectSync>,
-        seq: u64,
-        release: Release,
-    ) {
-        self.inner.committer.release(sync, seq, release);
+    pub(crate) fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
+        self.inner.committer.link().release(sync, seq, release);
     }
 
     /// What the commit thread has done so far.
-    pub fn commit_stats(&self) -> crate::CommitStats {
+    pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()
     }
 
@@ -448,6 +410,14 @@ fn check_format(db: &Database, meta: &Keyspace, data: &Keyspace, known: &Keyspac
             found: 1,
             supported: u32::from(FORMAT),
         }),
+    }
+}
+
+impl Releases {
+    /// An empty set for views of `store` (made with
+    /// [`Store::object_on_thread`]): it waits for `store`'s commit thread.
+    pub fn new(store: &Store) -> Self {
+        Releases::with_link(store.inner.committer.link().clone())
     }
 }
 
