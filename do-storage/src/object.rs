@@ -137,6 +137,40 @@ impl State {
     }
 }
 
+/// The views of a store. Here rather than in `store.rs`: the store knows
+/// nothing of its views.
+impl Store {
+    /// The per-object view of the store for the object whose keys live under `prefix`.
+    ///
+    /// Keep one view per object at a time (the runtime does): a view of an
+    /// object that has stored nothing remembers that, and does not see what
+    /// another view of the same object writes after it looked.
+    pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
+        ObjectStore::new(self.clone(), prefix, None, None)
+    }
+
+    /// Like [`Store::object`], reading through `cache` (the calling thread's).
+    /// A cache serves one store: keys of objects in two stores may look alike.
+    pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
+        ObjectStore::new(self.clone(), prefix, Some(cache), None)
+    }
+
+    /// Like [`Store::object_cached`], holding the replies that wait for the
+    /// view's writes in `releases` (the calling thread's, whose
+    /// [`Releases::run`] must be running there) rather than on the commit
+    /// thread.
+    pub fn object_on_thread(
+        &self,
+        prefix: ObjectPrefix,
+        cache: ValueCache,
+        releases: Releases,
+    ) -> ObjectStore {
+        // Another store's releases would wait for the wrong commit thread.
+        let releases = releases.serve(self.commit_link()).then_some(releases);
+        ObjectStore::new(self.clone(), prefix, Some(cache), releases)
+    }
+}
+
 impl ObjectStore {
     pub(crate) fn new(
         store: Store,

@@ -7,15 +7,13 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
 use crate::alarm::{Alarm, DueAlarm};
-use crate::cache::ValueCache;
 use crate::commit_stats::{CommitHook, CommitStats};
-use crate::committer::{Commit, Committer, Release};
+use crate::committer::{Commit, CommitLink, Committer, Release};
 use crate::error::{Result, StorageError};
 use crate::keys::{
     self, DataPrefix, FORMAT, FORMAT_KEY, NS_BY_NAME, NS_BY_NUMBER, OBJECT_ID_BYTES, ObjectPrefix,
 };
 use crate::numbers::Numbers;
-use crate::object::ObjectStore;
 use crate::releases::Releases;
 use crate::sync::ObjectSync;
 
@@ -257,36 +255,9 @@ impl Store {
         }
     }
 
-    /// The per-object view of the store for the object whose keys live under `prefix`.
-    ///
-    /// Keep one view per object at a time (the runtime does): a view of an
-    /// object that has stored nothing remembers that, and does not see what
-    /// another view of the same object writes after it looked.
-    pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix, None, None)
-    }
-
-    /// Like [`Store::object`], reading through `cache` (the calling thread's).
-    /// A cache serves one store: keys of objects in two stores may look alike.
-    pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix, Some(cache), None)
-    }
-
-    /// Like [`Store::object_cached`], holding the replies that wait for the
-    /// view's writes in `releases` (the calling thread's, whose
-    /// [`Releases::run`] must be running there) rather than on the commit
-    /// thread.
-    pub fn object_on_thread(
-        &self,
-        prefix: ObjectPrefix,
-        cache: ValueCache,
-        releases: Releases,
-    ) -> ObjectStore {
-        // Another store's releases would wait for the wrong commit thread.
-        let releases = releases
-            .serve(self.inner.committer.link())
-            .then_some(releases);
-        ObjectStore::new(self.clone(), prefix, Some(cache), releases)
+    /// The commit thread, as the releases of views made on a thread see it.
+    pub(crate) fn commit_link(&self) -> &CommitLink {
+        self.inner.committer.link()
     }
 
     /// The number of the namespace called `class` in this store, assigned
@@ -416,8 +387,10 @@ fn check_format(db: &Database, meta: &Keyspace, data: &Keyspace, known: &Keyspac
 impl Releases {
     /// An empty set for views of `store` (made with
     /// [`Store::object_on_thread`]): it waits for `store`'s commit thread.
+    /// Defined here rather than in `releases.rs`, which knows nothing of
+    /// the store.
     pub fn new(store: &Store) -> Self {
-        Releases::with_link(store.inner.committer.link().clone())
+        Releases::with_link(store.commit_link().clone())
     }
 }
 
