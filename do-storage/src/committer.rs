@@ -50,11 +50,10 @@ pub(crate) struct Commit {
 ///
 /// A batch of one write (an object rewriting one key: the common case
 /// under load) is held inline, in the commit queue's own buffer, which the
-/// commit thread reads front to back. In a `Vec` it was a buffer the worker
-/// allocated, the commit thread fetched from the worker's core's cache and
-/// then freed into the worker's arena, once per batch. Inline, the commit
-/// thread's CPU per durable 10k×10k increment fell from 1.91 to 1.77 µs
-/// (medians of 30 windows, interleaved runs).
+/// commit thread reads front to back. In a `Vec` it would be a buffer the
+/// worker allocates, the commit thread fetches from the worker's core's
+/// cache and then frees into the worker's arena, once per batch: work on
+/// the commit thread, the one part of the write path that is serial.
 #[derive(Debug)]
 pub(crate) enum Ops {
     One(Slice, Option<Slice>),

@@ -4,8 +4,8 @@
 //! The commit thread is the one part of the write path that cannot be
 //! spread over cores, so it does only what must be serial: apply a group,
 //! persist it, move each object's durable watermark, and wake the threads
-//! whose replies wait. Running the replies' releases (which send them and
-//! wake their callers) on those threads took a third of its time off it.
+//! whose replies wait. The replies' releases (which send them and wake
+//! their callers) run on those threads, which are many, instead.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -24,13 +24,11 @@ pub struct StoreOptions {
     /// fjall's block cache, in bytes.
     pub cache_bytes: u64,
     /// The size at which the data keyspace's memtable is sealed and
-    /// flushed to a table. Smaller than fjall's default (64 MiB): the
-    /// commit thread inserts every write into it, and a smaller skiplist
-    /// stays in the CPU's caches — durable writes over 10 000 objects ran
-    /// ~15 % faster at 16 MiB on the 2-core CI machine, with no loss
-    /// elsewhere measured (see BENCHMARKS.md). At least 1 MiB is used. Only
-    /// a new directory takes it: fjall keeps a keyspace's memtable size from
-    /// its creation.
+    /// flushed to a table. Default: 16 MiB, smaller than fjall's default
+    /// (64 MiB): the commit thread inserts every write into it, and a
+    /// smaller skiplist stays in the CPU's caches (BENCHMARKS.md has the
+    /// measurements). At least 1 MiB is used. Only a new directory takes
+    /// it: fjall keeps a keyspace's memtable size from its creation.
     pub memtable_bytes: u64,
     /// Fault injection for tests: sleep this long before every fsync, so a
     /// batch stays applied-but-not-durable for a while. Zero in production.
@@ -42,9 +40,9 @@ pub struct StoreOptions {
     /// How long the commit thread polls for the next batch after a small
     /// commit group (one or two batches) before it sleeps. Callers few and
     /// sequential send their next batch soon after their replies; catching
-    /// it by polling saves waking the thread (tens of microseconds on a
-    /// virtual machine). Under load the queue refills during each fsync and
-    /// nothing spins. Default: zero (off).
+    /// it by polling saves waking the thread, which costs far more than a
+    /// poll (most on a virtual machine). Under load the queue refills during
+    /// each fsync and nothing spins. Default: zero (off).
     pub commit_spin: std::time::Duration,
 }
 
