@@ -5,7 +5,7 @@
 
 use fjall::Slice;
 
-use crate::object::{ObjectPrefix, PREFIX_BYTES};
+use crate::keys::{ObjectPrefix, Space, index_key, split_index_key};
 
 /// An object's alarm: when it is due, and how often it has been retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,24 +23,6 @@ pub struct DueAlarm {
     pub prefix: ObjectPrefix,
     /// The alarm.
     pub alarm: Alarm,
-}
-
-/// Which keyspace an extra write of a batch goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Space {
-    /// The index: due time (8 bytes, big-endian) + object prefix → retries.
-    Index,
-    /// By object: prefix → due time + retries.
-    ByObject,
-    /// The registry of objects that ever stored something: prefix → name.
-    Known,
-}
-
-pub(crate) fn index_key(due_ms: u64, prefix: &ObjectPrefix) -> Slice {
-    let mut key = Vec::with_capacity(8 + PREFIX_BYTES);
-    key.extend_from_slice(&due_ms.to_be_bytes());
-    key.extend_from_slice(prefix.as_bytes());
-    key.into()
 }
 
 pub(crate) fn encode(alarm: &Alarm) -> Slice {
@@ -61,13 +43,12 @@ pub(crate) fn decode(value: &[u8]) -> Option<Alarm> {
 
 /// Decodes an index entry; `None` for a damaged one.
 pub(crate) fn decode_index(key: &[u8], value: &[u8]) -> Option<DueAlarm> {
-    let due: [u8; 8] = key.get(..8)?.try_into().ok()?;
-    let prefix = ObjectPrefix::from_bytes(key.get(8..)?)?;
+    let (due_ms, prefix) = split_index_key(key)?;
     let retries: [u8; 4] = value.get(..4)?.try_into().ok()?;
     Some(DueAlarm {
         prefix,
         alarm: Alarm {
-            due_ms: u64::from_be_bytes(due),
+            due_ms,
             retries: u32::from_be_bytes(retries),
         },
     })

@@ -7,15 +7,19 @@
 //! behind the fsync. Draining a queue lets one fsync cover every batch that
 //! arrived while the previous one ran.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use fjall::{Database, Keyspace, PersistMode, Slice};
 
+use crate::commit_stats::{CommitGroup, CommitHook, CommitStats};
 use crate::error::{Result, StorageError};
+use crate::keys::{NEXT_KEY, ObjectPrefix, Space};
+use crate::numbers::Numbers;
 use crate::queue::Queue;
-use crate::releases::GroupSignal;
+use crate::signal::GroupSignal;
+use crate::sync::ObjectSync;
 
 /// The most batches one commit group takes, so acknowledgements are not held
 /// back without bound under a flood.
@@ -33,24 +37,23 @@ pub type Release = Box<dyn FnOnce(Result<()>) + Send>;
 pub(crate) struct Commit {
     pub ops: Ops,
     /// Writes to the alarm keyspaces, in the same atomic batch.
-    pub extra: Vec<(crate::alarm::Space, Slice, Option<Slice>)>,
+    pub extra: Vec<(Space, Slice, Option<Slice>)>,
     pub seq: u64,
     pub sync: Arc<ObjectSync>,
     pub releases: Vec<Release>,
     /// The object and its number, when this batch writes its registry entry.
     /// Boxed: rare, and the queue's slots stay small.
-    pub registers: Option<Box<(crate::object::ObjectPrefix, u64)>>,
+    pub registers: Option<Box<(ObjectPrefix, u64)>>,
 }
 
 /// An object batch's data writes: full keys, with `None` for a delete.
 ///
 /// A batch of one write (an object rewriting one key: the common case
 /// under load) is held inline, in the commit queue's own buffer, which the
-/// commit thread reads front to back. In a `Vec` it was a buffer the worker
-/// allocated, the commit thread fetched from the worker's core's cache and
-/// then freed into the worker's arena, once per batch. Inline, the commit
-/// thread's CPU per durable 10k×10k increment fell from 1.91 to 1.77 µs
-/// (medians of 30 windows, interleaved runs).
+/// commit thread reads front to back. In a `Vec` it would be a buffer the
+/// worker allocates, the commit thread fetches from the worker's core's
+/// cache and then frees into the worker's arena, once per batch: work on
+/// the commit thread, the one part of the write path that is serial.
 #[derive(Debug)]
 pub(crate) enum Ops {
     One(Slice, Option<Slice>),
@@ -114,84 +117,43 @@ pub(crate) enum Job {
     },
 }
 
-/// How far an object's batches have got: applied (visible to reads of the
-/// engine) and durable (on disk, or failed for good).
-///
-/// The durable watermark is an atomic, read without a lock on every reply;
-/// futures waiting for it register in `waiters`, and the commit thread wakes
-/// them only when there are any.
-#[derive(Debug)]
-pub(crate) struct ObjectSync {
-    pub applied: AtomicU64,
-    /// The last batch known durable (or failed).
-    durable: AtomicU64,
-    /// The last batch known durable before the first failure: batches up
-    /// to it succeeded, whenever their replies are released.
-    good: AtomicU64,
-    /// Replies held on the object's thread (see `Releases`) not yet
-    /// released: later replies queue behind them, to leave in order.
-    pub held: AtomicUsize,
-    /// The first failure: every batch from then on reports it.
-    failed: OnceLock<StorageError>,
-    /// Wakes the futures in [`ObjectSync::wait`], if any.
-    signal: GroupSignal,
+/// What a thread that holds replies (`Releases`) needs of the commit
+/// thread: the signal it fires after each group, and its queue, to hand
+/// the replies still held over when that thread lets them go. Cheap to
+/// clone; it does not keep the commit thread running.
+#[derive(Clone)]
+pub(crate) struct CommitLink {
+    queue: Arc<Queue<Job>>,
+    signal: Arc<GroupSignal>,
 }
 
-impl ObjectSync {
-    /// `Some(outcome)` once batch `seq` is durable or has failed.
-    pub fn outcome(&self, seq: u64) -> Option<Result<()>> {
-        if self.durable.load(Ordering::SeqCst) < seq {
-            return None;
-        }
-        if seq <= self.good.load(Ordering::SeqCst) {
-            return Some(Ok(()));
-        }
-        Some(self.failed.get().cloned().map_or(Ok(()), Err))
+impl CommitLink {
+    /// Fired after each group's watermarks moved.
+    pub fn signal(&self) -> &GroupSignal {
+        &self.signal
     }
 
-    pub fn new() -> Arc<Self> {
-        Arc::new(ObjectSync {
-            applied: AtomicU64::new(0),
-            durable: AtomicU64::new(0),
-            good: AtomicU64::new(0),
-            held: AtomicUsize::new(0),
-            failed: OnceLock::new(),
-            signal: GroupSignal::default(),
-        })
+    /// Whether both lead to the same commit thread.
+    pub fn same(&self, other: &CommitLink) -> bool {
+        Arc::ptr_eq(&self.signal, &other.signal)
     }
 
-    /// Batches up to `seq` are durable, or (with `failed`) failed: records
-    /// it, then wakes the futures waiting, if any.
-    pub fn settle(&self, seq: u64, failed: Option<&StorageError>) {
-        match failed {
-            // Only the first failure sticks; it is set before the watermark
-            // moves, so whoever sees the watermark sees the failure.
-            Some(e) => {
-                let _ = self.failed.set(e.clone());
-            }
-            // Once one batch failed, later ones report it too.
-            None if self.failed.get().is_none() => {
-                self.good.fetch_max(seq, Ordering::SeqCst);
-            }
-            None => {}
+    /// Runs `release` once batch `seq` of `sync`'s object is durable.
+    pub fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
+        if let Some(outcome) = sync.outcome(seq) {
+            release(outcome);
+            return;
         }
-        self.durable.fetch_max(seq, Ordering::SeqCst);
-        self.signal.fire();
-    }
-
-    /// Resolves once batch `seq` is durable or has failed.
-    pub async fn wait(&self, seq: u64) -> Result<()> {
-        if let Some(outcome) = self.outcome(seq) {
-            return outcome;
+        if let Err(Job::Release { release, .. }) =
+            self.queue.push(Job::Release { sync, seq, release })
+        {
+            release(Err(StorageError::Closed));
         }
-        self.signal.until(|| self.outcome(seq).is_some()).await;
-        self.outcome(seq).unwrap_or(Err(StorageError::Closed))
     }
 }
 
 pub(crate) struct Committer {
-    queue: Arc<Queue<Job>>,
-    signal: Arc<GroupSignal>,
+    link: CommitLink,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Counters>,
 }
@@ -204,22 +166,6 @@ pub(crate) struct Counters {
     writes: AtomicU64,
     bytes: AtomicU64,
     persist_nanos: AtomicU64,
-}
-
-/// What the commit thread has done since the store opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommitStats {
-    /// Commit groups: each is one engine batch and one fsync.
-    pub groups: u64,
-    /// Object batches committed (several share a group).
-    pub batches: u64,
-    /// Keys written or deleted.
-    pub writes: u64,
-    /// Bytes of keys and values written.
-    pub bytes: u64,
-    /// Time spent persisting (fsync), in total.
-    pub persist_time: std::time::Duration,
 }
 
 impl Counters {
@@ -243,37 +189,34 @@ impl Committer {
         numbering: Numbering,
         persist_delay: std::time::Duration,
         spin: std::time::Duration,
-        on_commit: Option<crate::store::CommitHook>,
+        on_commit: Option<CommitHook>,
     ) -> Result<Committer> {
-        let queue = Arc::new(Queue::new());
-        let rx = queue.clone();
-        let signal = Arc::new(GroupSignal::default());
-        let fire = signal.clone();
+        let link = CommitLink {
+            queue: Arc::new(Queue::new()),
+            signal: Arc::new(GroupSignal::default()),
+        };
         let stats = Arc::new(Counters::default());
-        let counters = stats.clone();
+        let thread = CommitThread {
+            db,
+            spaces: data,
+            numbering,
+            queue: link.queue.clone(),
+            stats: stats.clone(),
+            signal: link.signal.clone(),
+            timing: Timing {
+                delay: persist_delay,
+                spin,
+            },
+            hook: on_commit,
+        };
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
-            .spawn(move || {
-                run(
-                    &db,
-                    &data,
-                    numbering,
-                    &rx,
-                    &counters,
-                    &fire,
-                    Timing {
-                        delay: persist_delay,
-                        spin,
-                    },
-                    on_commit.as_ref(),
-                )
-            })
+            .spawn(move || thread.run())
             .map_err(|e| {
                 StorageError::Engine(format!("cannot start the commit thread: {e}").into())
             })?;
         Ok(Committer {
-            queue,
-            signal,
+            link,
             thread: Mutex::new(Some(thread)),
             stats,
         })
@@ -283,16 +226,17 @@ impl Committer {
         self.stats.snapshot()
     }
 
-    /// Fired after each group's watermarks moved.
-    pub fn signal(&self) -> &GroupSignal {
-        &self.signal
+    /// What a thread holding replies needs of the commit thread.
+    pub fn link(&self) -> &CommitLink {
+        &self.link
     }
 
     /// Hands a batch over; on failure gives it back, so its releases can be told.
     // The commit comes back only when the store has closed: rare.
     #[allow(clippy::result_large_err)]
     pub fn submit(&self, commit: Commit) -> std::result::Result<(), Commit> {
-        self.queue
+        self.link
+            .queue
             .push(Job::Commit(commit))
             .map_err(|job| match job {
                 Job::Commit(c) => c,
@@ -300,21 +244,8 @@ impl Committer {
             })
     }
 
-    /// Runs `release` once batch `seq` of `sync`'s object is durable.
-    pub fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
-        if let Some(outcome) = sync.outcome(seq) {
-            release(outcome);
-            return;
-        }
-        if let Err(Job::Release { release, .. }) =
-            self.queue.push(Job::Release { sync, seq, release })
-        {
-            release(Err(StorageError::Closed));
-        }
-    }
-
     pub fn stop(&self) {
-        self.queue.close();
+        self.link.queue.close();
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             // The thread only panics on a bug; there is nothing to add then.
@@ -343,7 +274,7 @@ pub(crate) struct Keyspaces {
 /// stored next free number in the batch that first uses a number, and
 /// forgets pending numbers once their registry entries are applied.
 pub(crate) struct Numbering {
-    pub numbers: Arc<crate::numbers::Numbers>,
+    pub numbers: Arc<Numbers>,
     /// The next free number as stored.
     pub next: u64,
 }
@@ -360,62 +291,79 @@ struct Timing {
 /// A commit group this small means few, sequential writers: worth polling for.
 const SMALL_GROUP: usize = 2;
 
-fn run(
-    db: &Database,
-    data: &Keyspaces,
-    mut numbering: Numbering,
-    queue: &Queue<Job>,
-    stats: &Counters,
-    signal: &GroupSignal,
+/// What the commit thread owns.
+struct CommitThread {
+    db: Database,
+    spaces: Keyspaces,
+    numbering: Numbering,
+    queue: Arc<Queue<Job>>,
+    stats: Arc<Counters>,
+    signal: Arc<GroupSignal>,
     timing: Timing,
-    hook: Option<&crate::store::CommitHook>,
-) {
-    let mut commit = |group: &mut Group| {
-        commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
-        signal.fire();
-    };
-    // Should this thread ever panic (a bug), later writes fail with
-    // `Closed` rather than wait for it forever.
-    struct CloseOnUnwind<'a>(&'a Queue<Job>);
-    impl Drop for CloseOnUnwind<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                self.0.close();
-                let mut left = Vec::new();
-                self.0.take(&mut left);
-                for job in left {
-                    let (sync, seq, releases) = match job {
-                        Job::Commit(c) => (c.sync, c.seq, c.releases),
-                        Job::Release { sync, seq, release } => (sync, seq, vec![release]),
-                    };
-                    sync.settle(seq, Some(&StorageError::Closed));
-                    for release in releases {
-                        release(Err(StorageError::Closed));
+    hook: Option<CommitHook>,
+}
+
+impl CommitThread {
+    fn run(self) {
+        let CommitThread {
+            db,
+            spaces,
+            mut numbering,
+            queue,
+            stats,
+            signal,
+            timing,
+            hook,
+        } = self;
+        let (db, data, queue, stats, signal, hook) =
+            (&db, &spaces, &*queue, &*stats, &*signal, hook.as_ref());
+        let mut commit = |group: &mut Group| {
+            commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
+            signal.fire();
+        };
+        // Should this thread ever panic (a bug), later writes fail with
+        // `Closed` rather than wait for it forever.
+        struct CloseOnUnwind<'a>(&'a Queue<Job>);
+        impl Drop for CloseOnUnwind<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.close();
+                    let mut left = Vec::new();
+                    self.0.take(&mut left);
+                    for job in left {
+                        let (sync, seq, releases) = match job {
+                            Job::Commit(c) => (c.sync, c.seq, c.releases),
+                            Job::Release { sync, seq, release } => (sync, seq, vec![release]),
+                        };
+                        sync.settle(seq, Some(&StorageError::Closed));
+                        for release in releases {
+                            release(Err(StorageError::Closed));
+                        }
                     }
                 }
             }
         }
-    }
-    let _close = CloseOnUnwind(queue);
-    let mut group = Group::default();
-    let mut incoming = Vec::new();
-    let mut spin = std::time::Duration::ZERO;
-    // Ends once the store closed the queue and everything queued before is
-    // committed.
-    while queue.wait(&mut incoming, spin) {
-        for job in incoming.drain(..) {
-            group.take(job);
-            if group.commits.len() >= MAX_GROUP {
-                commit(&mut group);
+        let _close = CloseOnUnwind(queue);
+        let mut group = Group::default();
+        let mut incoming = Vec::new();
+        let mut spin = std::time::Duration::ZERO;
+        // Ends once the store closed the queue and everything queued before is
+        // committed.
+        while queue.wait(&mut incoming, spin) {
+            for job in incoming.drain(..) {
+                group.take(job);
+                if group.commits.len() >= MAX_GROUP {
+                    commit(&mut group);
+                }
             }
+            let batches = group.commits.len();
+            commit(&mut group);
+            spin = if (1..=SMALL_GROUP).contains(&batches) {
+                timing.spin
+            } else {
+                std::time::Duration::ZERO
+            };
         }
-        let batches = group.commits.len();
-        commit(&mut group);
-        spin = if (1..=SMALL_GROUP).contains(&batches) {
-            timing.spin
-        } else {
-            std::time::Duration::ZERO
-        };
     }
 }
 
@@ -451,7 +399,7 @@ fn commit_group(
     group: &mut Group,
     stats: &Counters,
     delay: std::time::Duration,
-    hook: Option<&crate::store::CommitHook>,
+    hook: Option<&CommitHook>,
 ) {
     let Group {
         commits: group,
@@ -482,9 +430,9 @@ fn commit_group(
         );
         for (space, key, value) in commit.extra.drain(..) {
             let keyspace = match space {
-                crate::alarm::Space::Index => &spaces.alarms,
-                crate::alarm::Space::ByObject => &spaces.alarm_of,
-                crate::alarm::Space::Known => &spaces.known,
+                Space::Index => &spaces.alarms,
+                Space::ByObject => &spaces.alarm_of,
+                Space::Known => &spaces.known,
             };
             match value {
                 Some(v) => batch.insert(keyspace, key, v),
@@ -516,11 +464,7 @@ fn commit_group(
         .max()
         .filter(|next| *next > numbering.next);
     if let Some(next) = next {
-        batch.insert(
-            &spaces.meta,
-            crate::numbers::NEXT_KEY,
-            next.to_be_bytes().to_vec(),
-        );
+        batch.insert(&spaces.meta, NEXT_KEY, next.to_be_bytes().to_vec());
     }
     let applied = batch.commit();
     if applied.is_ok() {
@@ -545,7 +489,7 @@ fn commit_group(
     stats
         .persist_nanos
         .fetch_add(persist.as_nanos() as u64, Ordering::Relaxed);
-    let summary = crate::store::CommitGroup {
+    let summary = CommitGroup {
         batches: group.len() as u64,
         writes,
         bytes,
@@ -671,21 +615,5 @@ mod tests {
             let value = b.get(&format!("k{i:02}")).expect("get").expect("present");
             assert_eq!(&value[..], &[i]);
         }
-    }
-
-    #[test]
-    fn a_batch_durable_before_a_failure_stays_ok_and_later_ones_report_the_failure() {
-        let sync = ObjectSync::new();
-        assert!(sync.outcome(1).is_none(), "nothing durable yet");
-        sync.settle(5, None);
-        sync.settle(6, Some(&StorageError::Closed));
-        sync.settle(7, None);
-        assert_eq!(sync.outcome(5), Some(Ok(())), "durable before the failure");
-        assert!(matches!(sync.outcome(6), Some(Err(StorageError::Closed))));
-        assert!(
-            matches!(sync.outcome(7), Some(Err(StorageError::Closed))),
-            "the failure sticks"
-        );
-        assert!(sync.outcome(8).is_none());
     }
 }

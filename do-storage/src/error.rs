@@ -45,8 +45,11 @@ pub enum StorageError {
     /// The storage engine failed (an I/O error, a full disk, a corrupted file).
     /// The write that hit it did not become durable; the storage may refuse
     /// further writes until the process restarts.
-    #[error("storage engine failure: {0}")]
-    Engine(Arc<str>),
+    ///
+    /// Its [`source`](std::error::Error::source) is fjall's error, when
+    /// fjall reported the failure.
+    #[error(transparent)]
+    Engine(EngineError),
     /// The writes were dropped before they were handed to the commit thread,
     /// because the object was reset. Nothing of them was stored.
     #[error("the object was reset before its writes were committed")]
@@ -70,9 +73,152 @@ pub enum StorageError {
 
 impl From<fjall::Error> for StorageError {
     fn from(e: fjall::Error) -> Self {
-        StorageError::Engine(e.to_string().into())
+        StorageError::Engine(EngineError::from(e))
+    }
+}
+
+/// What [`StorageError::Engine`] holds: fjall's error, or what this crate
+/// found wrong with what fjall stored (a damaged entry) or around it (the
+/// commit thread did not start).
+///
+/// Shared rather than copied, so [`StorageError`] stays `Clone` (the commit
+/// thread hands one failure to every batch of its group) while fjall's
+/// error, which is not `Clone`, is kept whole as the
+/// [`source`](std::error::Error::source) of the error chain.
+///
+/// Displays as `storage engine failure: ` and the cause. Two engine errors
+/// are equal when they display alike.
+#[derive(Clone)]
+pub struct EngineError(Cause);
+
+#[derive(Clone)]
+enum Cause {
+    Fjall(Arc<fjall::Error>),
+    Message(Arc<str>),
+}
+
+impl EngineError {
+    /// The cause without the `storage engine failure: ` in front.
+    fn cause(&self) -> &dyn std::fmt::Display {
+        match &self.0 {
+            Cause::Fjall(e) => e,
+            Cause::Message(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage engine failure: {}", self.cause())
+    }
+}
+
+/// The cause, as a string: what the error held before it kept fjall's.
+impl std::fmt::Debug for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.cause().to_string(), f)
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            Cause::Fjall(e) => Some(&**e),
+            Cause::Message(_) => None,
+        }
+    }
+}
+
+impl PartialEq for EngineError {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Cause::Message(a), Cause::Message(b)) => a == b,
+            _ => self.cause().to_string() == other.cause().to_string(),
+        }
+    }
+}
+
+impl Eq for EngineError {}
+
+impl From<fjall::Error> for EngineError {
+    fn from(e: fjall::Error) -> Self {
+        EngineError(Cause::Fjall(Arc::new(e)))
+    }
+}
+
+impl From<&str> for EngineError {
+    fn from(message: &str) -> Self {
+        EngineError(Cause::Message(message.into()))
+    }
+}
+
+impl From<String> for EngineError {
+    fn from(message: String) -> Self {
+        EngineError(Cause::Message(message.into()))
     }
 }
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_engine_error_keeps_fjalls_error_as_its_source_and_displays_as_before() {
+        let fjall = || fjall::Error::from(std::io::Error::other("disk on fire"));
+        let e = StorageError::from(fjall());
+        assert_eq!(
+            e.to_string(),
+            format!("storage engine failure: {}", fjall()),
+            "the same text as when only the text was kept"
+        );
+        let source = e.source().expect("a source");
+        let found = source
+            .downcast_ref::<fjall::Error>()
+            .expect("fjall's error");
+        assert!(matches!(found, fjall::Error::Io(io) if io.to_string() == "disk on fire"));
+        // Cloned, it shares the same error.
+        let copy = e.clone();
+        let again = copy.source().and_then(|s| s.downcast_ref::<fjall::Error>());
+        assert!(std::ptr::eq(found, again.expect("fjall's error")));
+        assert_eq!(copy, e);
+        // Down the chain: fjall's own source, the I/O error.
+        assert_eq!(
+            source.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
+    }
+
+    #[test]
+    fn a_store_that_cannot_open_reports_fjalls_error_as_the_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, b"x").expect("write");
+        let e = crate::Store::open(&file, Default::default()).expect_err("a file is no store");
+        assert!(matches!(e, StorageError::Engine(_)), "{e:?}");
+        let source = e.source().expect("a source");
+        assert!(source.is::<fjall::Error>(), "{source:?}");
+    }
+
+    #[test]
+    fn an_engine_error_made_from_a_message_has_no_source_and_compares_by_text() {
+        let e = StorageError::Engine("a stored key is not valid UTF-8".into());
+        assert_eq!(
+            e.to_string(),
+            "storage engine failure: a stored key is not valid UTF-8"
+        );
+        assert!(e.source().is_none());
+        assert_eq!(
+            format!("{e:?}"),
+            r#"Engine("a stored key is not valid UTF-8")"#
+        );
+        assert_eq!(
+            e,
+            StorageError::Engine(String::from("a stored key is not valid UTF-8").into())
+        );
+        assert_ne!(e, StorageError::Engine("another".into()));
+    }
+}

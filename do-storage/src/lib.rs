@@ -31,26 +31,31 @@
 
 mod alarm;
 mod cache;
+mod commit_stats;
 mod committer;
 mod error;
+mod keys;
 pub mod limits;
 mod list;
 mod numbers;
 mod object;
 mod queue;
 mod releases;
+mod signal;
 mod store;
+mod sync;
 mod txn;
 mod writes;
 
 pub use alarm::{Alarm, DueAlarm};
 pub use cache::{CacheCounters, CacheStats, ValueCache};
-pub use committer::{CommitStats, Release};
-pub use error::{Result, StorageError};
+pub use commit_stats::{CommitGroup, CommitHook, CommitStats};
+pub use committer::Release;
+pub use error::{EngineError, Result, StorageError};
 pub use fjall::Slice;
+pub use keys::{DataPrefix, NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, PREFIX_BYTES};
 pub use list::ListOptions;
-pub use numbers::DataPrefix;
-pub use object::{NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, ObjectStore, PREFIX_BYTES};
+pub use object::ObjectStore;
 pub use releases::Releases;
-pub use store::{CommitGroup, CommitHook, KnownObject, Store, StoreOptions};
+pub use store::{KnownObject, Store, StoreOptions};
 pub use txn::{Txn, TxnOutcome};

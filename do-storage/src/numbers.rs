@@ -1,12 +1,9 @@
-//! Object numbers: the short prefix an object's data keys carry in the
-//! engine.
+//! Object numbers: how an object gets the store-wide number its data keys
+//! start with.
 //!
 //! An object is named by an 18-byte [`ObjectPrefix`] (namespace, id), but
-//! its data keys start with a store-wide number given to it at its first
-//! write, in a self-delimiting form of 2–9 bytes (2–4 for the first 16
-//! million objects). Short keys stay inside the engine's 20-byte inline
-//! key, so comparing, copying and dropping them follows no pointer: the
-//! commit thread's memtable inserts and every listed entry are cheaper.
+//! its data keys start with the short [`DataPrefix`](crate::keys::DataPrefix)
+//! of a number given to it at its first write (why: see there).
 //!
 //! The registry of objects (`known` keyspace: prefix → number and name) is
 //! written in the same atomic batch as the object's first data, so data
@@ -23,84 +20,7 @@ use std::sync::Mutex;
 use fjall::{Keyspace, Slice};
 
 use crate::error::{Result, StorageError};
-use crate::object::ObjectPrefix;
-
-/// `meta` key of the next free object number (8 bytes, big-endian).
-pub(crate) const NEXT_KEY: &[u8] = b"object-number-next\0";
-
-/// The longest [`DataPrefix`]: a length byte and eight number bytes.
-const MAX_PREFIX: usize = 9;
-
-/// The bytes every data key of one object starts with: the number of bytes
-/// that follow, then the object's number big-endian without leading zeros.
-/// No prefix is the start of another (the first byte fixes the length), so
-/// objects' key ranges never overlap. Public so tools and benchmarks can
-/// name the exact bytes in the engine.
-///
-/// ```
-/// use do_storage::DataPrefix;
-/// assert_eq!(DataPrefix::of(300).key(b"value"), b"\x02\x01\x2cvalue");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataPrefix {
-    number: u64,
-    bytes: [u8; MAX_PREFIX],
-    len: u8,
-}
-
-impl DataPrefix {
-    /// The prefix of object number `number`.
-    pub fn of(number: u64) -> Self {
-        let be = number.to_be_bytes();
-        let skip = (number.leading_zeros() / 8).min(7) as usize;
-        let digits = &be[skip..];
-        let mut bytes = [0u8; MAX_PREFIX];
-        bytes[0] = digits.len() as u8;
-        bytes[1..=digits.len()].copy_from_slice(digits);
-        DataPrefix {
-            number,
-            bytes,
-            len: digits.len() as u8 + 1,
-        }
-    }
-
-    /// The object's number.
-    pub fn number(&self) -> u64 {
-        self.number
-    }
-
-    /// The prefix's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        usize::from(self.len)
-    }
-
-    /// Calls `f` with `self` followed by `key`, built on the stack when it
-    /// is short (most keys), so a lookup allocates nothing.
-    pub(crate) fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
-        let mut buf = [0u8; 64];
-        let len = self.len() + key.len();
-        match buf.get_mut(..len) {
-            Some(full) => {
-                full[..self.len()].copy_from_slice(self.as_bytes());
-                full[self.len()..].copy_from_slice(key);
-                f(full)
-            }
-            None => f(&self.key(key)),
-        }
-    }
-
-    /// The engine key of the object's `key`: `self` followed by `key`.
-    pub fn key(&self, key: &[u8]) -> Vec<u8> {
-        let mut full = Vec::with_capacity(self.len() + key.len());
-        full.extend_from_slice(self.as_bytes());
-        full.extend_from_slice(key);
-        full
-    }
-}
+use crate::keys::{NEXT_KEY, ObjectPrefix};
 
 /// A registry entry's value: the number (8 bytes, big-endian), then the
 /// name the id was made from (empty when unknown).
@@ -373,42 +293,6 @@ mod tests {
                 supported: 2
             })
         );
-    }
-
-    #[test]
-    fn no_data_prefix_starts_another_and_short_numbers_stay_short() {
-        let edges = [
-            0u64,
-            1,
-            255,
-            256,
-            65_535,
-            65_536,
-            (1 << 24) - 1,
-            1 << 24,
-            u64::MAX - 1,
-            u64::MAX,
-        ];
-        for a in edges {
-            for b in edges {
-                if a != b {
-                    let (pa, pb) = (DataPrefix::of(a), DataPrefix::of(b));
-                    assert!(
-                        !pb.as_bytes().starts_with(pa.as_bytes()),
-                        "{a} is a prefix of {b}"
-                    );
-                }
-            }
-        }
-        assert_eq!(DataPrefix::of(1).as_bytes(), [1, 1]);
-        assert_eq!(DataPrefix::of(256).as_bytes(), [2, 1, 0]);
-        assert_eq!(DataPrefix::of((1 << 24) - 1).len(), 4);
-        assert_eq!(DataPrefix::of(u64::MAX).len(), 9);
-        // The stack-built key equals the allocated one, short or long.
-        let p = DataPrefix::of(300);
-        for key in [&b"value"[..], &[7u8; 100][..]] {
-            assert_eq!(p.with_key(key, <[u8]>::to_vec), p.key(key));
-        }
     }
 
     #[test]

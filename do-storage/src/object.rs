@@ -1,10 +1,21 @@
 //! One object's view of the store: its keys under its object number, its
 //! buffered writes, and the barrier that waits until they are durable.
+//!
+//! This file holds the view, its state, and the calls that buffer writes.
+//! The rest of what a view does is in the files beside it:
+//!
+//! - `overlay.rs`: reads, which see the buffered writes over the engine's
+//!   (and the values the view keeps, and the thread's cache);
+//! - `flush.rs`: handing the buffered writes to the commit thread as one
+//!   batch, with the object's alarm and registry entry;
+//! - `alarms.rs`: the object's alarm, as the view sees it;
+//! - `durability.rs`: waiting for durability, and releasing replies in
+//!   order once what they reflect is durable (the output gate);
+//! - `txns.rs`: what transactions need to know of the writes made under
+//!   them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,65 +23,24 @@ use fjall::Slice;
 
 use crate::alarm::Alarm;
 use crate::cache::ValueCache;
-use crate::committer::{Commit, ObjectSync, Release};
-use crate::error::{Result, StorageError};
+use crate::committer::Release;
+use crate::error::Result;
+use crate::keys::{DataPrefix, ObjectPrefix};
 use crate::limits;
-use crate::list::{self, KeyRange, ListOptions};
-use crate::numbers::DataPrefix;
+use crate::list::ListOptions;
 use crate::releases::Releases;
 use crate::store::Store;
-
-/// Bytes of the namespace part of an [`ObjectPrefix`].
-pub const NAMESPACE_BYTES: usize = 2;
-/// Bytes of the object part of an [`ObjectPrefix`].
-pub const OBJECT_ID_BYTES: usize = 16;
-/// Bytes of an [`ObjectPrefix`].
-pub const PREFIX_BYTES: usize = NAMESPACE_BYTES + OBJECT_ID_BYTES;
-
-/// Which object a store view belongs to: a fixed-width (namespace number,
-/// object id) pair. It keys the object's alarm and its registry entry; its
-/// data keys carry a shorter store-wide number given at its first write
-/// (see the `numbers` module), so they fit the engine's inline key.
-///
-/// The namespace comes first so one namespace's objects are contiguous in
-/// the registry (for listing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectPrefix([u8; PREFIX_BYTES]);
-
-impl ObjectPrefix {
-    /// The prefix of object `id` in the namespace numbered `namespace`
-    /// (see [`Store::namespace_number`]).
-    pub fn new(namespace: u16, id: [u8; OBJECT_ID_BYTES]) -> Self {
-        let mut p = [0u8; PREFIX_BYTES];
-        p[..NAMESPACE_BYTES].copy_from_slice(&namespace.to_be_bytes());
-        p[NAMESPACE_BYTES..].copy_from_slice(&id);
-        ObjectPrefix(p)
-    }
-
-    /// The prefix's bytes.
-    pub fn as_bytes(&self) -> &[u8; PREFIX_BYTES] {
-        &self.0
-    }
-
-    /// The prefix with these bytes, if there are exactly [`PREFIX_BYTES`].
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(ObjectPrefix)
-    }
-
-    /// The namespace number.
-    pub fn namespace(&self) -> u16 {
-        u16::from_be_bytes([self.0[0], self.0[1]])
-    }
-
-    /// The object's 16 id bytes.
-    pub fn id(&self) -> [u8; OBJECT_ID_BYTES] {
-        let mut id = [0u8; OBJECT_ID_BYTES];
-        id.copy_from_slice(&self.0[NAMESPACE_BYTES..]);
-        id
-    }
-}
-
+use crate::sync::ObjectSync;
 use crate::writes::Writes;
+
+mod alarms;
+mod durability;
+mod flush;
+mod overlay;
+mod txns;
+
+use txns::TxnLog;
+pub(crate) use txns::TxnWrites;
 
 /// A merged view of buffered writes, or a transaction's own.
 type WriteMap = BTreeMap<Slice, Option<Slice>>;
@@ -152,12 +122,8 @@ struct State {
     submitted: u64,
     /// Sequence number of the last batch handed over that holds a confirmed write.
     last_confirmed: u64,
-    /// Counts every key written, to tell transactions what changed under them.
-    write_counter: u64,
-    /// `(counter, key)` of the writes made while a transaction is open.
-    write_log: Vec<(u64, Vec<u8>)>,
-    /// Transactions open now.
-    open_txns: usize,
+    /// What open transactions need to know of the writes made under them.
+    txns: TxnLog,
     /// The alarm as of the last batch handed over; `None` until read.
     alarm_handed: Option<Option<Alarm>>,
     /// A change of the alarm not yet handed over.
@@ -181,8 +147,43 @@ struct State {
 }
 
 impl State {
+    #[inline]
     fn is_clean(&self) -> bool {
         self.dirty.is_empty() && self.alarm_dirty.is_none() && self.alarm_stale.is_empty()
+    }
+}
+
+/// The views of a store. Here rather than in `store.rs`: the store knows
+/// nothing of its views.
+impl Store {
+    /// The per-object view of the store for the object whose keys live under `prefix`.
+    ///
+    /// Keep one view per object at a time (the runtime does): a view of an
+    /// object that has stored nothing remembers that, and does not see what
+    /// another view of the same object writes after it looked.
+    pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
+        ObjectStore::new(self.clone(), prefix, None, None)
+    }
+
+    /// Like [`Store::object`], reading through `cache` (the calling thread's).
+    /// A cache serves one store: keys of objects in two stores may look alike.
+    pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
+        ObjectStore::new(self.clone(), prefix, Some(cache), None)
+    }
+
+    /// Like [`Store::object_cached`], holding the replies that wait for the
+    /// view's writes in `releases` (the calling thread's, whose
+    /// [`Releases::run`] must be running there) rather than on the commit
+    /// thread.
+    pub fn object_on_thread(
+        &self,
+        prefix: ObjectPrefix,
+        cache: ValueCache,
+        releases: Releases,
+    ) -> ObjectStore {
+        // Another store's releases would wait for the wrong commit thread.
+        let releases = releases.serve(self.commit_link()).then_some(releases);
+        ObjectStore::new(self.clone(), prefix, Some(cache), releases)
     }
 }
 
@@ -210,6 +211,7 @@ impl ObjectStore {
     }
 
     /// Where the object's data keys live; `None` while it has stored none.
+    #[inline]
     fn data_prefix(&self) -> Result<Option<DataPrefix>> {
         match self.number.get() {
             Number::Some(p) => Ok(Some(p)),
@@ -223,6 +225,7 @@ impl ObjectStore {
     }
 
     /// Where the object's data keys live, giving it a number if it has none.
+    #[inline]
     fn numbered(&self) -> Result<DataPrefix> {
         if let Some(p) = self.data_prefix()? {
             return Ok(p);
@@ -232,104 +235,11 @@ impl ObjectStore {
         Ok(p)
     }
 
-    /// Applied batches are now in the engine: their values move to the
-    /// cache, which only ever holds committed values.
-    fn prune(&self, state: &mut State) {
-        let applied = self.sync.applied.load(Ordering::Acquire);
-        while state
-            .inflight
-            .front()
-            .is_some_and(|(seq, _)| *seq <= applied)
-        {
-            if let Some((_, writes)) = state.inflight.pop_front()
-                && let Some(cache) = &self.cache
-                && let Number::Some(p) = self.number.get()
-            {
-                for (k, v) in writes {
-                    let small = v.as_ref().is_none_or(|v| v.len() <= OWN_VALUE_BYTES);
-                    if let Some(at) = state.own.iter().position(|(own, _)| **own == *k) {
-                        if small {
-                            state.own[at].1 = v;
-                            continue;
-                        }
-                        // Grown too large to keep here: to the cache path.
-                        state.own.swap_remove(at);
-                    } else if state.own.len() < OWN_KEYS && small && cache.is_enabled() {
-                        p.with_key(&k, |full| cache.remove(full));
-                        state.own.push((k, v));
-                        continue;
-                    }
-                    let absent = p.with_key(&k, |full| cache.update(full, v));
-                    if let Some(v) = absent {
-                        cache.insert(p.key(&k), v);
-                    }
-                }
-            }
-        }
-    }
-
-    pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Slice>> {
-        let mut state = self.state.borrow_mut();
-        self.prune(&mut state);
-        if let Some(v) = state.dirty.get(key) {
-            return Ok(v.clone());
-        }
-        for (_, writes) in state.inflight.iter().rev() {
-            if let Some(v) = writes.get(key) {
-                return Ok(v.clone());
-            }
-        }
-        if let Some((_, v)) = state.own.iter().find(|(own, _)| **own == *key) {
-            if let Some(cache) = &self.cache {
-                cache.count_hit();
-            }
-            return Ok(v.clone());
-        }
-        drop(state);
-        let Some(prefix) = self.data_prefix()? else {
-            return Ok(None);
-        };
-        prefix.with_key(key, |full| {
-            if let Some(cache) = &self.cache
-                && let Some(hit) = cache.get(full)
-            {
-                return Ok(hit);
-            }
-            let value = self.store.data().get(full)?;
-            if let Some(cache) = &self.cache {
-                cache.insert(full.to_vec(), value.clone());
-            }
-            Ok(value)
-        })
-    }
-
     /// Buffers one write (`None`: delete) and logs it for open transactions.
     fn write(&self, state: &mut State, key: Slice, value: Option<Slice>, confirm: bool) {
-        state.write_counter += 1;
-        if state.open_txns > 0 {
-            state.write_log.push((state.write_counter, key.to_vec()));
-        }
+        state.txns.record(&key);
         state.dirty_confirmed |= confirm;
         state.dirty.insert(key, value);
-    }
-
-    /// The value stored under `key`, if any.
-    pub fn get(&self, key: &str) -> Result<Option<Slice>> {
-        limits::check_key(key)?;
-        self.lookup(key.as_bytes())
-    }
-
-    /// The values of those `keys` that exist, in key order.
-    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<(String, Slice)>> {
-        limits::check_batch(keys.len())?;
-        keys.iter().try_for_each(|k| limits::check_key(k))?;
-        let mut found = BTreeMap::new();
-        for key in keys {
-            if let Some(v) = self.lookup(key.as_bytes())? {
-                found.insert((*key).to_owned(), v);
-            }
-        }
-        Ok(found.into_iter().collect())
     }
 
     /// Buffers a write of `value` under `key`. With `confirm`, the calling
@@ -408,103 +318,6 @@ impl ObjectStore {
         self.state.borrow_mut().name = Some(name.to_owned());
     }
 
-    /// The object's alarm, buffered changes included.
-    pub fn alarm(&self) -> Result<Option<Alarm>> {
-        let mut state = self.state.borrow_mut();
-        if let Some(alarm) = state.alarm_dirty {
-            return Ok(alarm);
-        }
-        if let Some(alarm) = state.alarm_handed {
-            return Ok(alarm);
-        }
-        let stored = self.store.alarm_of(&self.prefix)?;
-        state.alarm_handed = Some(stored);
-        Ok(stored)
-    }
-
-    /// Buffers a change of the object's alarm (`None` deletes it); it is
-    /// committed with the object's other writes.
-    pub fn set_alarm(&self, alarm: Option<Alarm>, confirm: bool) -> Result<()> {
-        self.alarm()?;
-        let mut state = self.state.borrow_mut();
-        state.alarm_dirty = Some(alarm);
-        if confirm {
-            state.dirty_confirmed = true;
-        }
-        Ok(())
-    }
-
-    /// Removes the index entry of an alarm due at `due_ms` that is not the
-    /// object's alarm (any more): the scheduler found it and the object
-    /// did not know it.
-    pub fn forget_stale_alarm(&self, due_ms: u64) {
-        self.state.borrow_mut().alarm_stale.push(due_ms);
-    }
-
-    /// The entries the options select, buffered writes included.
-    pub fn list(&self, options: &ListOptions) -> Result<Vec<(String, Slice)>> {
-        let range = options.bounds()?;
-        let limit = options.limit.unwrap_or(usize::MAX);
-        if range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let overlay = self.overlay_in(&range);
-        let reverse = options.reverse;
-        // No number: nothing of the object is in the engine.
-        let Some(prefix) = self.data_prefix()? else {
-            let none = std::iter::empty::<Result<(Vec<u8>, Slice)>>();
-            return if reverse {
-                list::merge(overlay.into_iter().rev(), none, true, limit)
-            } else {
-                list::merge(overlay.into_iter(), none, false, limit)
-            };
-        };
-        let engine = self.store.data().range(full_range(prefix, &range));
-        let skip = prefix.len();
-        if overlay.is_empty() {
-            // Nothing buffered: the engine's entries as they come.
-            return if reverse {
-                engine_entries(engine.rev(), skip, limit)
-            } else {
-                engine_entries(engine, skip, limit)
-            };
-        }
-        let strip = |guard: fjall::Guard| -> Result<(Vec<u8>, Slice)> {
-            let (k, v) = guard.into_inner()?;
-            Ok((k.get(skip..).unwrap_or_default().to_vec(), v))
-        };
-        if reverse {
-            list::merge(
-                overlay.into_iter().rev(),
-                engine.rev().map(strip),
-                true,
-                limit,
-            )
-        } else {
-            list::merge(overlay.into_iter(), engine.map(strip), false, limit)
-        }
-    }
-
-    /// Buffered writes (in flight and dirty, newest winning) within `range`.
-    fn overlay_in(&self, range: &KeyRange) -> WriteMap {
-        let mut state = self.state.borrow_mut();
-        self.prune(&mut state);
-        let mut view = WriteMap::new();
-        let bounds = (
-            range.lo.as_ref().map(Vec::as_slice),
-            range.hi.as_ref().map(Vec::as_slice),
-        );
-        let layers = state.inflight.iter().map(|(_, w)| w).chain([&state.dirty]);
-        for writes in layers {
-            for (k, v) in writes.range(bounds) {
-                if range.contains(k) {
-                    view.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        view
-    }
-
     /// Reads what the next call's storage work reads first (its batches in
     /// flight, the values it keeps, its durable watermark), so that a
     /// thread about to run many objects' calls can fetch their memory
@@ -521,313 +334,7 @@ impl ObjectStore {
         let first_own = state.own.first().map_or(0, |(k, _)| k.len() as u64);
         self.sync.applied.load(Ordering::Relaxed) + first_inflight + first_own
     }
-
-    /// Whether writes are buffered that were not yet handed to the commit thread.
-    pub fn has_unflushed(&self) -> bool {
-        !self.state.borrow().is_clean()
-    }
-
-    /// Forgets the writes not yet handed to the commit thread (used when the
-    /// object is reset after a panic). Handed-over batches still commit.
-    pub fn discard_unflushed(&self) {
-        drop_unflushed(self.state.borrow_mut(), StorageError::Discarded);
-    }
-
-    /// Hands the buffered writes to the commit thread as one atomic batch and
-    /// returns the sequence number of the last batch handed over.
-    pub fn flush(&self) -> Result<u64> {
-        let mut state = self.state.borrow_mut();
-        // Releases queue only behind a buffered confirmed write, so an
-        // empty buffer has none waiting.
-        if state.is_clean() {
-            return Ok(state.submitted);
-        }
-        let seq = state.submitted + 1;
-        let stores_something =
-            state.dirty.values().any(Option::is_some) || matches!(state.alarm_dirty, Some(Some(_)));
-        // Data needs the object's number; deletes alone do not give it one
-        // (without a number it has nothing stored to delete).
-        let numbering = if stores_something {
-            self.numbered().map(Some)
-        } else {
-            self.data_prefix()
-        };
-        let numbering = numbering.and_then(|prefix| match (stores_something, prefix) {
-            (true, Some(p)) => Ok((prefix, self.registration(&mut state, seq, p)?)),
-            _ => Ok((prefix, None)),
-        });
-        let (prefix, register) = match numbering {
-            Ok(found) => found,
-            Err(e) => {
-                // The batch cannot be handed over: it is dropped whole and
-                // whoever waits for it is told, as if the commit had failed.
-                drop_unflushed(state, e.clone());
-                return Err(e);
-            }
-        };
-        let writes = std::mem::take(&mut state.dirty);
-        let ops = match prefix {
-            Some(p) => writes
-                .iter()
-                .map(|(k, v)| (p.with_key(k, |full| Slice::from(full)), v.clone()))
-                .collect(),
-            None => crate::committer::Ops::default(),
-        };
-        let stale = std::mem::take(&mut state.alarm_stale);
-        let mut extra = match state.alarm_dirty.take() {
-            Some(new) => {
-                let old = state.alarm_handed.flatten();
-                state.alarm_handed = Some(new);
-                crate::alarm::change(&self.prefix, old, new, &stale)
-            }
-            None => crate::alarm::change(&self.prefix, None, None, &stale),
-        };
-        if let Some((number, name)) = &register {
-            extra.push((
-                crate::alarm::Space::Known,
-                self.prefix.as_bytes().to_vec().into(),
-                Some(crate::numbers::encode_known(*number, name)),
-            ));
-        }
-        state.submitted = seq;
-        if std::mem::take(&mut state.dirty_confirmed) {
-            state.last_confirmed = seq;
-        }
-        state.inflight.push_back((seq, writes));
-        let waiting = std::mem::take(&mut state.dirty_releases);
-        // Held on this thread when it keeps its own; sent with the batch
-        // to the commit thread otherwise.
-        let (held, sent) = match &self.releases {
-            Some(_) => (waiting, Vec::new()),
-            None => (Vec::new(), waiting),
-        };
-        let commit = Commit {
-            ops,
-            extra,
-            seq,
-            sync: self.sync.clone(),
-            releases: sent,
-            registers: register.map(|(number, _)| Box::new((self.prefix, number))),
-        };
-        drop(state);
-        if let Err(commit) = self.store.submit(commit) {
-            // Nobody will commit this batch: fail whoever waits for it.
-            let e = StorageError::Closed;
-            self.sync.settle(seq, Some(&e));
-            for release in commit.releases.into_iter().chain(held) {
-                release(Err(e.clone()));
-            }
-            return Err(e);
-        }
-        if let Some(releases) = &self.releases {
-            for release in held {
-                releases.push(self.sync.clone(), seq, release);
-            }
-        }
-        Ok(seq)
-    }
-
-    /// The registry entry batch `seq` must write, if any: until one is
-    /// durable, every batch that stores something writes it again.
-    fn registration(
-        &self,
-        state: &mut State,
-        seq: u64,
-        prefix: DataPrefix,
-    ) -> Result<Option<(u64, String)>> {
-        if let Registration::Pending(at) = state.registration
-            && let Some(Ok(())) = self.sync.outcome(at)
-        {
-            state.registration = Registration::Done;
-        }
-        if state.registration == Registration::Done {
-            return Ok(None);
-        }
-        let number = prefix.number();
-        let name = state.name.clone().unwrap_or_default();
-        if state.registration == Registration::Unknown {
-            // One read per object lifetime: is it listed, with its name?
-            if let Some(known) = self.store.known_name(&self.prefix)?
-                && (known == name || name.is_empty())
-            {
-                state.registration = Registration::Done;
-                return Ok(None);
-            }
-        }
-        state.registration = Registration::Pending(seq);
-        Ok(Some((number, name)))
-    }
-
-    /// What [`ObjectStore::release_when_durable`] would hand its release at
-    /// once: `Some` (the outcome of the last confirmed batch) when no
-    /// confirmed write is buffered and that batch is settled, `None` when a
-    /// release would wait. Writes made with `allow_unconfirmed` do not count.
-    pub fn durable_now(&self) -> Option<Result<()>> {
-        let state = self.state.borrow();
-        if state.dirty_confirmed {
-            return None;
-        }
-        let seq = state.last_confirmed;
-        drop(state);
-        // Behind a reply still held on this thread: wait, to leave in order.
-        if self.releases.is_some() && self.sync.held.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        self.sync.outcome(seq)
-    }
-
-    /// Runs `release` once every write a result released now may reflect is
-    /// durable (the output gate): at once when that is already so, otherwise
-    /// on the commit thread right after the fsync that covers it.
-    ///
-    /// The wait covers this object's confirmed writes made so far; writes
-    /// still buffered are handed over at the next [`ObjectStore::flush`].
-    pub fn release_when_durable(&self, release: Release) {
-        let mut state = self.state.borrow_mut();
-        if state.dirty_confirmed {
-            state.dirty_releases.push(release);
-            return;
-        }
-        let seq = state.last_confirmed;
-        drop(state);
-        self.release_after(seq, release);
-    }
-
-    fn release_after(&self, seq: u64, release: Release) {
-        let behind = self.sync.held.load(Ordering::Relaxed) > 0;
-        match (self.sync.outcome(seq), &self.releases) {
-            // Behind a reply still held here: after it, to leave in order.
-            (Some(_), Some(releases)) if behind => {
-                releases.push(self.sync.clone(), seq, release);
-            }
-            (Some(outcome), _) => release(outcome),
-            (None, Some(releases)) => releases.push(self.sync.clone(), seq, release),
-            (None, None) => self.store.release(self.sync.clone(), seq, release),
-        }
-    }
-
-    /// Resolves once batch `seq` (and every batch before it) is on disk.
-    pub fn durable(&self, seq: u64) -> impl Future<Output = Result<()>> + 'static {
-        let sync = self.sync.clone();
-        async move { sync.wait(seq).await }
-    }
-
-    /// Flushes, then resolves once every write made so far is durable. The
-    /// flush happens now, not when the future is first polled.
-    pub fn barrier(&self) -> impl Future<Output = Result<()>> + 'static {
-        let seq = self.flush();
-        let wait = self.durable(*seq.as_ref().unwrap_or(&0));
-        async move {
-            seq?;
-            wait.await
-        }
-    }
-
-    /// Whether this view can be dropped and a new one start from the
-    /// engine: nothing is buffered, and every batch handed over is durable
-    /// (so a new view's output gate has nothing older to wait for) or has
-    /// failed for good (nothing more will ever commit).
-    pub fn is_settled(&self) -> bool {
-        let mut state = self.state.borrow_mut();
-        self.prune(&mut state);
-        match self.sync.outcome(state.submitted) {
-            None => false,
-            Some(Ok(())) => state.is_clean() && state.inflight.is_empty(),
-            Some(Err(_)) => true,
-        }
-    }
 }
-
-/// Up to `limit` entries of an engine range, their keys without the
-/// object's `skip` prefix bytes.
-fn engine_entries(
-    range: impl Iterator<Item = fjall::Guard>,
-    skip: usize,
-    limit: usize,
-) -> Result<Vec<(String, Slice)>> {
-    let mut out = Vec::with_capacity(limit.min(1024));
-    for guard in range.take(limit) {
-        let (k, v) = guard.into_inner()?;
-        out.push((list::key_string(k.get(skip..).unwrap_or_default())?, v));
-    }
-    Ok(out)
-}
-
-/// Drops the writes not yet handed over and tells their waiters `error`
-/// (after letting go of the state, which a release may need).
-fn drop_unflushed(mut state: std::cell::RefMut<'_, State>, error: StorageError) {
-    state.dirty.clear();
-    state.alarm_dirty = None;
-    state.alarm_stale.clear();
-    state.dirty_confirmed = false;
-    let releases = std::mem::take(&mut state.dirty_releases);
-    drop(state);
-    for release in releases {
-        release(Err(error.clone()));
-    }
-}
-
-/// The engine range of `range`'s keys under `prefix`.
-fn full_range(prefix: DataPrefix, range: &KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let lo = match &range.lo {
-        Bound::Included(k) => Bound::Included(prefix.key(k)),
-        Bound::Excluded(k) => Bound::Excluded(prefix.key(k)),
-        Bound::Unbounded => Bound::Included(prefix.as_bytes().to_vec()),
-    };
-    let hi = match &range.hi {
-        Bound::Included(k) => Bound::Included(prefix.key(k)),
-        Bound::Excluded(k) => Bound::Excluded(prefix.key(k)),
-        Bound::Unbounded => match list::successor(prefix.as_bytes()) {
-            Some(end) => Bound::Excluded(end),
-            None => Bound::Unbounded,
-        },
-    };
-    (lo, hi)
-}
-
-/// What transactions need from the object's store.
-impl ObjectStore {
-    /// Opens a transaction; returns the write counter it starts from.
-    pub(crate) fn txn_open(&self) -> u64 {
-        let mut state = self.state.borrow_mut();
-        state.open_txns += 1;
-        state.write_counter
-    }
-
-    pub(crate) fn txn_close(&self) {
-        let mut state = self.state.borrow_mut();
-        state.open_txns = state.open_txns.saturating_sub(1);
-        if state.open_txns == 0 {
-            state.write_log.clear();
-        }
-    }
-
-    /// Whether a key written since `start` was read by the transaction: as a
-    /// key in `keys`, or inside one of the ranges it listed.
-    pub(crate) fn txn_conflicts(
-        &self,
-        start: u64,
-        keys: &std::collections::BTreeSet<Vec<u8>>,
-        ranges: &[KeyRange],
-    ) -> bool {
-        let state = self.state.borrow();
-        state
-            .write_log
-            .iter()
-            .filter(|(counter, _)| *counter > start)
-            .any(|(_, key)| keys.contains(key) || ranges.iter().any(|r| r.contains(key)))
-    }
-
-    /// Buffers a committed transaction's writes, all in one step.
-    pub(crate) fn txn_apply(&self, writes: WriteMap) {
-        let mut state = self.state.borrow_mut();
-        for (key, value) in writes {
-            self.write(&mut state, key, value, true);
-        }
-    }
-}
-
-pub(crate) type TxnWrites = WriteMap;
 
 #[cfg(test)]
 mod tests {

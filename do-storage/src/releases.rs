@@ -4,27 +4,31 @@
 //! The commit thread is the one part of the write path that cannot be
 //! spread over cores, so it does only what must be serial: apply a group,
 //! persist it, move each object's durable watermark, and wake the threads
-//! whose replies wait. Running the replies' releases (which send them and
-//! wake their callers) on those threads took a third of its time off it.
+//! whose replies wait. The replies' releases (which send them and wake
+//! their callers) run on those threads, which are many, instead.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 
-use crate::committer::{ObjectSync, Release};
-use crate::store::Store;
+use crate::committer::{CommitLink, Release};
+use crate::sync::ObjectSync;
 
 /// The replies of one thread's objects that wait for their writes, oldest
 /// first, and the task that releases them ([`Releases::run`], which the
 /// thread must keep running while it holds views made with
-/// [`Store::object_on_thread`]).
+/// [`Store::object_on_thread`](crate::Store::object_on_thread)).
 ///
 /// Not `Send`: one per thread. Dropped with replies still waiting, it hands
 /// them to the commit thread, which releases them as before.
+///
+/// Made with [`Releases::new`] from the store whose commit thread it waits
+/// for; it holds only what it needs of that thread (its signal and its
+/// queue), not the store.
 ///
 /// ```
 /// # fn main() -> Result<(), do_storage::StorageError> {
@@ -59,68 +63,28 @@ pub struct Releases {
 }
 
 struct Inner {
-    store: Store,
+    /// The commit thread of the store whose views hand replies here.
+    link: CommitLink,
     pending: RefCell<VecDeque<(Arc<ObjectSync>, u64, Release)>>,
     /// The task of [`Releases::run`], while it waits for a first reply.
     idle: RefCell<Option<Waker>>,
 }
 
-/// What the commit thread signals after moving watermarks (after each group
-/// for the worker threads, after each batch for an object's `sync()`): wakes
-/// every future waiting for a watermark to move, when there is any.
-#[derive(Debug, Default)]
-pub(crate) struct GroupSignal {
-    waiters: AtomicUsize,
-    notify: tokio::sync::Notify,
-}
-
-impl GroupSignal {
-    /// Called by the commit thread once a group's watermarks have moved.
-    pub fn fire(&self) {
-        // SeqCst, as the watermarks: either a waiter's check saw them move,
-        // or this load sees the waiter.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.notify.notify_waiters();
-        }
-    }
-
-    /// Resolves once `ready()` holds, checking after each firing.
-    pub(crate) async fn until(&self, mut ready: impl FnMut() -> bool) {
-        struct Registered<'a>(&'a AtomicUsize);
-        impl Drop for Registered<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let _registered = Registered(&self.waiters);
-        loop {
-            // Made before the check, so a group that ends between the two
-            // still wakes it.
-            let notified = self.notify.notified();
-            if ready() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 impl Releases {
-    /// An empty set for views of `store`.
-    pub fn new(store: &Store) -> Self {
+    /// An empty set for views of the store whose commit thread `link` leads to.
+    pub(crate) fn with_link(link: CommitLink) -> Self {
         Releases {
             inner: Rc::new(Inner {
-                store: store.clone(),
+                link,
                 pending: RefCell::default(),
                 idle: RefCell::default(),
             }),
         }
     }
 
-    /// Whether these are for views of `store`.
-    pub(crate) fn serve(&self, store: &Store) -> bool {
-        self.inner.store.same(store)
+    /// Whether these wait for the commit thread `link` leads to.
+    pub(crate) fn serve(&self, link: &CommitLink) -> bool {
+        self.inner.link.same(link)
     }
 
     /// Holds `release` until batch `seq` of `sync`'s object is durable.
@@ -190,7 +154,7 @@ impl Releases {
     /// it is given once: so the thread can do its part of the sending at
     /// the burst's end.
     pub async fn run_in_bursts(self, burst: impl Fn(&dyn Fn())) {
-        let signal = self.inner.store.group_signal();
+        let signal = self.inner.link.signal();
         loop {
             burst(&|| self.release_due());
             if self.is_empty() {
@@ -215,7 +179,7 @@ impl Drop for Inner {
         for (sync, seq, release) in self.pending.get_mut().drain(..) {
             sync.held.fetch_sub(1, Ordering::Relaxed);
             // Released at once if settled, else by the commit thread.
-            self.store.release(sync, seq, release);
+            self.link.release(sync, seq, release);
         }
     }
 }
@@ -223,7 +187,7 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ObjectPrefix, StoreOptions, ValueCache};
+    use crate::{ObjectPrefix, Store, StoreOptions, ValueCache};
     use std::time::{Duration, Instant};
 
     fn slow_store(dir: &std::path::Path) -> Store {

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
 use crate::alarm::{Alarm, DueAlarm};
-use crate::cache::ValueCache;
-use crate::committer::{Commit, Committer, Release};
+use crate::commit_stats::{CommitHook, CommitStats};
+use crate::committer::{Commit, CommitLink, Committer, Release};
 use crate::error::{Result, StorageError};
-use crate::numbers::{DataPrefix, Numbers};
-use crate::object::{ObjectPrefix, ObjectStore};
+use crate::keys::{
+    self, DataPrefix, FORMAT, FORMAT_KEY, NS_BY_NAME, NS_BY_NUMBER, OBJECT_ID_BYTES, ObjectPrefix,
+};
+use crate::numbers::Numbers;
 use crate::releases::Releases;
+use crate::sync::ObjectSync;
 
 /// Tuning knobs of a [`Store`].
 #[derive(Debug, Clone)]
@@ -21,13 +24,11 @@ pub struct StoreOptions {
     /// fjall's block cache, in bytes.
     pub cache_bytes: u64,
     /// The size at which the data keyspace's memtable is sealed and
-    /// flushed to a table. Smaller than fjall's default (64 MiB): the
-    /// commit thread inserts every write into it, and a smaller skiplist
-    /// stays in the CPU's caches — durable writes over 10 000 objects ran
-    /// ~15 % faster at 16 MiB on the 2-core CI machine, with no loss
-    /// elsewhere measured (see BENCHMARKS.md). At least 1 MiB is used. Only
-    /// a new directory takes it: fjall keeps a keyspace's memtable size from
-    /// its creation.
+    /// flushed to a table. Default: 16 MiB, smaller than fjall's default
+    /// (64 MiB): the commit thread inserts every write into it, and a
+    /// smaller skiplist stays in the CPU's caches (BENCHMARKS.md has the
+    /// measurements). At least 1 MiB is used. Only a new directory takes
+    /// it: fjall keeps a keyspace's memtable size from its creation.
     pub memtable_bytes: u64,
     /// Fault injection for tests: sleep this long before every fsync, so a
     /// batch stays applied-but-not-durable for a while. Zero in production.
@@ -39,9 +40,9 @@ pub struct StoreOptions {
     /// How long the commit thread polls for the next batch after a small
     /// commit group (one or two batches) before it sleeps. Callers few and
     /// sequential send their next batch soon after their replies; catching
-    /// it by polling saves waking the thread (tens of microseconds on a
-    /// virtual machine). Under load the queue refills during each fsync and
-    /// nothing spins. Default: zero (off).
+    /// it by polling saves waking the thread, which costs far more than a
+    /// poll (most on a virtual machine). Under load the queue refills during
+    /// each fsync and nothing spins. Default: zero (off).
     pub commit_spin: std::time::Duration,
 }
 
@@ -57,38 +58,11 @@ impl Default for StoreOptions {
     }
 }
 
-/// What one commit group did: one engine batch and one fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommitGroup {
-    /// Object batches in the group.
-    pub batches: u64,
-    /// Keys written or deleted.
-    pub writes: u64,
-    /// Bytes of keys and values written.
-    pub bytes: u64,
-    /// How long the fsync took.
-    pub persist: std::time::Duration,
-    /// Whether it failed.
-    pub failed: bool,
-}
-
-/// A callback run after each commit group (see [`StoreOptions::on_commit`]).
-/// It runs on the commit thread: keep it short.
-#[derive(Clone)]
-pub struct CommitHook(pub std::sync::Arc<dyn Fn(&CommitGroup) + Send + Sync>);
-
-impl std::fmt::Debug for CommitHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommitHook")
-    }
-}
-
 /// An object found in the registry of a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownObject {
     /// Its 16 id bytes.
-    pub id: [u8; crate::OBJECT_ID_BYTES],
+    pub id: [u8; OBJECT_ID_BYTES],
     /// The name its id was made from, if known.
     pub name: Option<String>,
     /// Whether it holds stored data now.
@@ -125,14 +99,6 @@ struct Inner {
     /// Serialises the assignment of namespace numbers.
     assign: std::sync::Mutex<()>,
 }
-
-const NS_BY_NAME: &[u8] = b"ns-name\0";
-const NS_BY_NUMBER: &[u8] = b"ns-number\0";
-/// `meta` key of the storage format (one byte).
-const FORMAT_KEY: &[u8] = b"storage-format\0";
-/// The storage format this version reads and writes: 2 keys data by object
-/// number (see `numbers.rs`); 1 (before) keyed it by the 18-byte prefix.
-const FORMAT: u8 = 2;
 
 impl Store {
     /// Opens (or creates) the database in `path` and starts its commit thread.
@@ -238,25 +204,14 @@ impl Store {
     pub fn list_objects(
         &self,
         namespace: u16,
-        after: Option<[u8; crate::OBJECT_ID_BYTES]>,
+        after: Option<[u8; OBJECT_ID_BYTES]>,
         limit: usize,
     ) -> Result<Vec<KnownObject>> {
-        let ns = namespace.to_be_bytes();
-        let start: Vec<u8> = match after {
-            Some(id) => {
-                // The smallest key after `ns ++ id`.
-                let mut k = ObjectPrefix::new(namespace, id).as_bytes().to_vec();
-                k.push(0);
-                k
-            }
-            None => ns.to_vec(),
-        };
-        let end = (u32::from(namespace) + 1).to_be_bytes();
+        let (start, end) = keys::registry_range(namespace, after);
         let mut out = Vec::new();
-        let range = if namespace == u16::MAX {
-            self.inner.known.range(start..)
-        } else {
-            self.inner.known.range(start..end[2..].to_vec())
+        let range = match end {
+            None => self.inner.known.range(start..),
+            Some(end) => self.inner.known.range(start..end),
         };
         for entry in range.take(limit) {
             let (key, value) = entry.into_inner()?;
@@ -275,7 +230,7 @@ impl Store {
 
     /// Up to `limit` alarms due at or before `now_ms`, earliest first.
     pub fn due_alarms(&self, now_ms: u64, limit: usize) -> Result<Vec<DueAlarm>> {
-        let end = now_ms.saturating_add(1).to_be_bytes();
+        let end = keys::index_end(now_ms);
         let mut due = Vec::new();
         for entry in self.inner.alarms.range(..end.to_vec()).take(limit) {
             let (key, value) = entry.into_inner()?;
@@ -292,53 +247,15 @@ impl Store {
         match self.inner.alarms.first_key_value() {
             Some(entry) => {
                 let key = entry.key()?;
-                Ok(key
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes))
+                Ok(keys::index_key_due(&key))
             }
             None => Ok(None),
         }
     }
 
-    /// The per-object view of the store for the object whose keys live under `prefix`.
-    ///
-    /// Keep one view per object at a time (the runtime does): a view of an
-    /// object that has stored nothing remembers that, and does not see what
-    /// another view of the same object writes after it looked.
-    pub fn object(&self, prefix: ObjectPrefix) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix, None, None)
-    }
-
-    /// Like [`Store::object`], reading through `cache` (the calling thread's).
-    /// A cache serves one store: keys of objects in two stores may look alike.
-    pub fn object_cached(&self, prefix: ObjectPrefix, cache: ValueCache) -> ObjectStore {
-        ObjectStore::new(self.clone(), prefix, Some(cache), None)
-    }
-
-    /// Like [`Store::object_cached`], holding the replies that wait for the
-    /// view's writes in `releases` (the calling thread's, whose
-    /// [`Releases::run`] must be running there) rather than on the commit
-    /// thread.
-    pub fn object_on_thread(
-        &self,
-        prefix: ObjectPrefix,
-        cache: ValueCache,
-        releases: Releases,
-    ) -> ObjectStore {
-        // Another store's releases would wait for the wrong commit thread.
-        let releases = releases.serve(self).then_some(releases);
-        ObjectStore::new(self.clone(), prefix, Some(cache), releases)
-    }
-
-    /// Whether both are handles of one open store.
-    pub(crate) fn same(&self, other: &Store) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
-    /// Fired by the commit thread after each group.
-    pub(crate) fn group_signal(&self) -> &crate::releases::GroupSignal {
-        self.inner.committer.signal()
+    /// The commit thread, as the releases of views made on a thread see it.
+    pub(crate) fn commit_link(&self) -> &CommitLink {
+        self.inner.committer.link()
     }
 
     /// The number of the namespace called `class` in this store, assigned
@@ -427,17 +344,12 @@ impl Store {
         self.inner.committer.submit(commit)
     }
 
-    pub(crate) fn release(
-        &self,
-        sync: std::sync::Arc<crate::committer::ObjectSync>,
-        seq: u64,
-        release: Release,
-    ) {
-        self.inner.committer.release(sync, seq, release);
+    pub(crate) fn release(&self, sync: Arc<ObjectSync>, seq: u64, release: Release) {
+        self.inner.committer.link().release(sync, seq, release);
     }
 
     /// What the commit thread has done so far.
-    pub fn commit_stats(&self) -> crate::CommitStats {
+    pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()
     }
 
@@ -467,6 +379,16 @@ fn check_format(db: &Database, meta: &Keyspace, data: &Keyspace, known: &Keyspac
             found: 1,
             supported: u32::from(FORMAT),
         }),
+    }
+}
+
+impl Releases {
+    /// An empty set for views of `store` (made with
+    /// [`Store::object_on_thread`]): it waits for `store`'s commit thread.
+    /// Defined here rather than in `releases.rs`, which knows nothing of
+    /// the store.
+    pub fn new(store: &Store) -> Self {
+        Releases::with_link(store.commit_link().clone())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 
-use crate::Slice;
+use fjall::Slice;
 
 /// Buffered writes by key (`None`: a delete), iterated in key order.
 ///
