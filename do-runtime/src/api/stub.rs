@@ -199,7 +199,7 @@ impl RawStub {
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
     ) -> Call<O> {
-        let watch = Watch::start(&self.target, method, trace);
+        let watch = CallRecord::start(&self.target, method, trace);
         let sent = match args {
             Err(Error::Codec(e)) => Err(Error::Codec(format!("cannot encode the arguments: {e}"))),
             Err(e) => Err(e),
@@ -221,7 +221,7 @@ impl RawStub {
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
     ) -> Call<O> {
-        let watch = Watch::start(&self.target, method, None);
+        let watch = CallRecord::start(&self.target, method, None);
         let sent = match &self.target {
             Target::Local(s) => s.send(method, args, true, watch.trace, watch.span.clone()),
             Target::Remote(_) => Err(Error::Unsupported(
@@ -241,7 +241,7 @@ impl RawStub {
         args: Vec<u8>,
         reply_to: impl FnOnce(Tracked) -> ReplyTo,
     ) {
-        let watch = Watch::start(&self.target, method, trace);
+        let watch = CallRecord::start(&self.target, method, trace);
         let (trace, span) = (watch.trace, watch.span.clone());
         let reply = reply_to(Tracked {
             target: self.target.clone(),
@@ -279,7 +279,7 @@ impl RawStub {
         sent: Result<oneshot::Receiver<Reply>, Error>,
         decode: fn(&[u8]) -> O,
         fail: fn(Error) -> O,
-        watch: Watch,
+        watch: CallRecord,
     ) -> Call<O> {
         let mut watch = watch;
         let state = match sent {
@@ -319,7 +319,7 @@ impl RawStub {
 /// (The connection counts its calls in flight itself, a batch at a time.)
 pub(crate) struct Tracked {
     target: Target,
-    watch: Watch,
+    watch: CallRecord,
 }
 
 impl Tracked {
@@ -358,7 +358,7 @@ pub struct Call<O> {
     state: State,
     decode: fn(&[u8]) -> O,
     fail: fn(Error) -> O,
-    watch: Watch,
+    watch: CallRecord,
     /// Whether the caller's task polls for the reply (see
     /// `RuntimeBuilder::caller_spin`); decided at the first pending poll.
     spin: Spin,
@@ -366,28 +366,28 @@ pub struct Call<O> {
 
 /// What a call records when it ends: its span and, for calls to this
 /// runtime's objects, its metrics.
-pub(crate) struct Watch {
+pub(crate) struct CallRecord {
     span: tracing::Span,
     /// The trace the call belongs to; 0 when its span is disabled.
     pub trace: u128,
     /// Whether the method returns `Result`, when known.
     fallible: bool,
-    local: Option<LocalWatch>,
+    local: Option<LocalStart>,
     finished: bool,
 }
 
 /// When a call to this runtime's objects started, and which method it is:
 /// its metrics are found through the stub at the end (no shared reference
 /// counts touched per call).
-struct LocalWatch {
+struct LocalStart {
     /// Read from the CPU's time-stamp counter where it is usable (half the
     /// cost of the system clock on these VMs; see `telemetry::calibrate`).
     started: quanta::Instant,
     method: u32,
 }
 
-impl Watch {
-    fn start(target: &Target, method: u32, trace: Option<u128>) -> Watch {
+impl CallRecord {
+    fn start(target: &Target, method: u32, trace: Option<u128>) -> CallRecord {
         let (span, local, fallible) = match target {
             Target::Local(s) if s.runtime.instrument() => {
                 let metrics = s.class.metrics.method(method);
@@ -404,7 +404,7 @@ impl Watch {
                 } else {
                     tracing::Span::none()
                 };
-                let local = LocalWatch {
+                let local = LocalStart {
                     started: quanta::Instant::now(),
                     method,
                 };
@@ -439,7 +439,7 @@ impl Watch {
             span.record("trace_id", tracing::field::display(TraceId(trace)));
             trace
         };
-        Watch {
+        CallRecord {
             span,
             trace,
             fallible,

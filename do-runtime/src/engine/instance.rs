@@ -406,7 +406,7 @@ impl ObjectTask {
                         future.await;
                         Ok(Vec::new())
                     }),
-                    HandleWatch::none(),
+                    ObjectSpan::none(),
                     cx,
                 );
                 return;
@@ -497,10 +497,10 @@ impl ObjectTask {
 
     /// The object-side span of a call: a child of the caller's span, in
     /// the caller's trace.
-    fn watch(&self, method: u32, trace: u128, caller: &tracing::Span) -> HandleWatch {
+    fn watch(&self, method: u32, trace: u128, caller: &tracing::Span) -> ObjectSpan {
         if !self.shared.instrument() || !crate::engine::telemetry::tracing_on() {
             // No span, but the trace still passes on to the calls it makes.
-            let mut watch = HandleWatch::none();
+            let mut watch = ObjectSpan::none();
             watch.trace = trace;
             return watch;
         }
@@ -516,7 +516,7 @@ impl ObjectTask {
             outcome = tracing::field::Empty,
         );
         if span.is_disabled() {
-            return HandleWatch {
+            return ObjectSpan {
                 span,
                 trace,
                 fallible: false,
@@ -530,7 +530,7 @@ impl ObjectTask {
             trace
         };
         span.record("trace_id", tracing::field::display(TraceId(trace)));
-        HandleWatch {
+        ObjectSpan {
             span,
             trace,
             fallible: self.class.metrics.method(method).info.fallible,
@@ -546,7 +546,7 @@ impl ObjectTask {
         reply: Option<ReplyTo>,
         relay: Option<crate::engine::relay::RelayId>,
         call: LocalBoxFuture<'static, Reply>,
-        watch: HandleWatch,
+        watch: ObjectSpan,
         cx: &mut Context<'_>,
     ) {
         self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
@@ -571,19 +571,19 @@ impl ObjectTask {
         (reply, relay, outcome, watch): (
             Option<ReplyTo>,
             Option<crate::engine::relay::RelayId>,
-            Outcome,
-            HandleWatch,
+            Ended,
+            ObjectSpan,
         ),
     ) {
         match &outcome {
-            Outcome::Done(result) => watch.finish(result),
-            Outcome::Panicked(_) => watch.outcome(|| crate::engine::telemetry::Outcome::Panic),
+            Ended::Done(result) => watch.finish(result),
+            Ended::Panicked(_) => watch.outcome(|| crate::engine::telemetry::Outcome::Panic),
         }
         let slot = &self.mailbox.slot;
         slot.busy.set(slot.busy.get().saturating_sub(1));
         self.mailbox.touch();
         match outcome {
-            Outcome::Done(result) => {
+            Ended::Done(result) => {
                 let Some(reply) = reply else { return };
                 crate::engine::output_gate::release_reply(
                     &self.store,
@@ -593,7 +593,7 @@ impl ObjectTask {
                     result,
                 );
             }
-            Outcome::Panicked(message) => {
+            Ended::Panicked(message) => {
                 // Reset first, so the caller sees its stub broken at once.
                 self.reset();
                 if let Some(reply) = reply {
@@ -720,7 +720,8 @@ impl Future for Runner {
     }
 }
 
-enum Outcome {
+/// How a call ended on the object's side.
+enum Ended {
     Done(Reply),
     Panicked(String),
 }
@@ -739,7 +740,7 @@ impl Drop for ObjectTask {
 }
 
 /// The span of one call on the object's side.
-struct HandleWatch {
+struct ObjectSpan {
     span: tracing::Span,
     /// The caller's trace: calls this one makes join it.
     trace: u128,
@@ -747,7 +748,7 @@ struct HandleWatch {
     finished: std::cell::Cell<bool>,
 }
 
-impl Drop for HandleWatch {
+impl Drop for ObjectSpan {
     fn drop(&mut self) {
         // Dropped unfinished: a reset took the call with it.
         if !self.finished.get() && !self.span.is_disabled() {
@@ -756,9 +757,9 @@ impl Drop for HandleWatch {
     }
 }
 
-impl HandleWatch {
+impl ObjectSpan {
     fn none() -> Self {
-        HandleWatch {
+        ObjectSpan {
             span: tracing::Span::none(),
             trace: 0,
             fallible: false,
@@ -787,15 +788,15 @@ struct Running {
     reply: Option<ReplyTo>,
     relay: Option<crate::engine::relay::RelayId>,
     call: LocalBoxFuture<'static, Reply>,
-    watch: HandleWatch,
+    watch: ObjectSpan,
 }
 
 impl Future for Running {
     type Output = (
         Option<ReplyTo>,
         Option<crate::engine::relay::RelayId>,
-        Outcome,
-        HandleWatch,
+        Ended,
+        ObjectSpan,
     );
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -809,10 +810,10 @@ impl Future for Running {
         };
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => Outcome::Done(result),
-            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+            Ok(Poll::Ready(result)) => Ended::Done(result),
+            Err(panic) => Ended::Panicked(panic_message(&*panic)),
         };
-        let watch = std::mem::replace(&mut this.watch, HandleWatch::none());
+        let watch = std::mem::replace(&mut this.watch, ObjectSpan::none());
         Poll::Ready((this.reply.take(), this.relay.take(), outcome, watch))
     }
 }
