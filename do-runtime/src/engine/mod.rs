@@ -3,7 +3,7 @@
 //! router, object tasks (instances, input and output gates), replies and
 //! relays, spinning, WebSocket bookkeeping, user tasks on workers, metrics.
 //! Imports `base` only: it knows nothing of the user's API (it builds objects
-//! through [`Class`](shared::Class)'s constructor function), of the network
+//! through [`Class`](class::Class)'s constructor function), of the network
 //! (reply sinks are a trait), or of the service that starts it.
 
 pub(crate) mod alarms;
