@@ -243,3 +243,58 @@ async fn a_data_directory_can_be_read_and_changed_offline() {
         "no runtime secret: not a data directory"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_whitespace_token_is_refused_when_the_gateway_or_server_starts() {
+    let rt = builder().build_for_test().unwrap();
+    for token in ["", " ", "\t \n"] {
+        let gateway = rt.gateway().admin(token).start().await;
+        assert!(
+            matches!(gateway, Err(do_runtime::Error::Setup(_))),
+            "admin token {token:?}"
+        );
+        let server = rt.server().token(token).start().await;
+        assert!(
+            matches!(server, Err(do_runtime::Error::Setup(_))),
+            "server token {token:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_takes_bearer_in_any_case_and_nothing_else() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = rt.gateway().admin("s3cret").start().await.unwrap();
+    let addr = gateway.local_addr();
+    let ask = |authorization: Option<&'static str>| async move {
+        let mut request = http::Request::builder()
+            .uri("/admin/namespaces")
+            .header("host", "gateway");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        send_http(addr, request.body(Bytes::new()).unwrap())
+            .await
+            .status()
+    };
+    for good in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "Bearer  s3cret",
+    ] {
+        assert_eq!(ask(Some(good)).await, StatusCode::OK, "{good:?}");
+    }
+    for bad in [
+        None,
+        Some(""),
+        Some("Bearer"),
+        Some("Bearer "),
+        Some("s3cret"),
+        Some("Basic s3cret"),
+        Some("Bearers3cret"),
+        Some("Bearer s3cret2"),
+    ] {
+        assert_eq!(ask(bad).await, StatusCode::UNAUTHORIZED, "{bad:?}");
+    }
+}

@@ -487,3 +487,169 @@ async fn a_close_after_a_lost_write_still_closes_the_socket() {
     while next(&mut socket).await.is_some() {}
     sockets_forgotten(&rt).await;
 }
+
+/// Waits (at most 10 s) until the `Web` object `room` has recorded `n`
+/// close events, and returns them all.
+async fn closes_of(rt: &TestRuntime, room: &str, n: usize) -> Vec<String> {
+    let stub = rt.namespace::<Web>().get_by_name(room);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = text_of(&stub.fetch("http://do/closes").await.unwrap());
+        let closes: Vec<String> = text
+            .trim_matches(|c| c == '[' || c == ']')
+            .split("), (")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if closes.len() >= n || std::time::Instant::now() > deadline {
+            return closes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_socket_close_reaches_the_object_exactly_once() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let mut speaker = open(addr, "many", "speaker", "").await;
+    let mut sockets = Vec::new();
+    for i in 0..100 {
+        sockets.push(open(addr, "many", &format!("s{i}"), "").await);
+    }
+    assert_eq!(ask(&mut speaker, "count").await, "101");
+    // Broadcasts keep coming while half the sockets close cleanly and half
+    // drop without a close frame: writes to sockets that just closed fail.
+    let speaking = tokio::spawn(async move {
+        for i in 0..300 {
+            send(&mut speaker, &format!("all:m{i}")).await;
+            tokio::task::yield_now().await;
+        }
+        speaker
+    });
+    for (i, mut socket) in sockets.into_iter().enumerate() {
+        if i % 2 == 0 {
+            let _ = socket
+                .close(Some(CloseFrame {
+                    code: CloseCode::from(4001),
+                    reason: "bye".into(),
+                }))
+                .await;
+            tokio::spawn(async move { while next(&mut socket).await.is_some() {} });
+        } else {
+            drop(socket);
+        }
+        tokio::task::yield_now().await;
+    }
+    let speaker = speaking.await.unwrap();
+    // Every socket but the speaker is gone: their pumps have ended, and
+    // whatever close event they sent has reached the object's queue.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rt.stats().websockets != 1 {
+        assert!(std::time::Instant::now() < deadline, "sockets closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let closes = closes_of(&rt, "many", 100).await;
+    assert_eq!(closes.len(), 100, "one close event per socket: {closes:?}");
+    let clean = closes.iter().filter(|c| c.contains("4001")).count();
+    assert_eq!(clean, 50, "{closes:?}");
+    drop(speaker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_pings_without_reading_is_disconnected_with_bounded_memory() {
+    use tokio::io::AsyncWriteExt;
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let mut tcp = raw_socket(gateway.local_addr(), "/Web/flood/ws?name=f&tags=").await;
+    // Masked pings (a zero mask) of 125 bytes each; the client never reads
+    // the pongs.
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend(std::iter::repeat_n(b'p', 125));
+    let chunk: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 512)
+        .collect();
+    let most = 256 * 1024 * 1024;
+    let mut sent = 0usize;
+    let refused = loop {
+        let write =
+            tokio::time::timeout(std::time::Duration::from_secs(30), tcp.write_all(&chunk)).await;
+        match write {
+            Ok(Ok(())) => sent += chunk.len(),
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+        if sent > most {
+            break false;
+        }
+    };
+    assert!(
+        refused,
+        "the gateway kept taking pings it could not answer: {sent} bytes"
+    );
+    // Kernel buffers on both sides hold some megabytes; the gateway itself
+    // held at most its bound before it let go.
+    assert!(sent < 64 * 1024 * 1024, "{sent} bytes of pings taken");
+    // Gone, and the object was told once, with 1008 (policy violation).
+    sockets_forgotten(&rt).await;
+    let closes = closes_of(&rt, "flood", 1).await;
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert!(closes[0].contains("1008"), "{closes:?}");
+}
+
+/// A WebSocket opened by hand over plain TCP, to send what no well-behaved
+/// client library would.
+async fn raw_socket(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: upgrade\r\n\
+         upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_message_that_is_not_utf8_closes_with_1007() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let mut tcp = raw_socket(gateway.local_addr(), "/Web/utf/ws?name=u&tags=").await;
+    // A final text frame, masked with a zero mask, of two bytes that are
+    // not UTF-8.
+    tcp.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    // The server's frames are not masked: find its close frame.
+    let read = async {
+        loop {
+            let mut header = [0u8; 2];
+            tcp.read_exact(&mut header).await.unwrap();
+            let len = usize::from(header[1] & 0x7f);
+            assert!(len < 126, "a short frame");
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.unwrap();
+            if header[0] & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    };
+    let code = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("a close frame");
+    assert_eq!(code, 1007);
+}

@@ -9,6 +9,17 @@ use crate::base::error::{Error, Result};
 const SECRET_KEY: &[u8] = b"runtime-secret";
 const SECRET_BYTES: usize = 32;
 
+/// Refuses a shared secret that is empty or only whitespace (`what` names
+/// it in the error): such a token would admit anyone who sends none.
+pub(crate) fn check_token(token: &[u8], what: &str) -> Result<()> {
+    if token.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Setup(format!(
+            "{what} is empty: give a secret, or leave authentication off"
+        )));
+    }
+    Ok(())
+}
+
 /// The runtime secret of a data directory that has one.
 pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
     match store.get_meta(SECRET_KEY) {

@@ -48,14 +48,27 @@ pub(super) async fn handle(token: &str, env: &Env, request: Request) -> Response
     }
 }
 
+/// Whether `request` carries `authorization: Bearer {token}`. The scheme
+/// is matched case-insensitively (RFC 9110); a missing or malformed header,
+/// or an empty token, never matches (the gateway refuses to start with an
+/// empty token anyway).
 fn authorized(token: &str, request: &Request) -> bool {
-    let given = request
+    let Some(header) = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+    else {
+        return false;
+    };
+    let Some((scheme, given)) = header.split_once(' ') else {
+        return false;
+    };
+    let given = given.trim_start_matches(' ');
+    scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && !given.is_empty()
+        && given.len() == token.len()
+        && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
 async fn route(env: &Env, request: Request) -> Result<Response, Error> {

@@ -171,8 +171,9 @@ impl GatewayBuilder {
     }
 
     /// Serves the [`admin`] API under `/admin/` to requests carrying
-    /// `authorization: Bearer {token}` (compared in constant time). Off
-    /// unless called.
+    /// `authorization: Bearer {token}` (the scheme in any case, the token
+    /// compared in constant time). Off unless called; an empty or
+    /// whitespace token is refused by [`start`](Self::start).
     pub fn admin(mut self, token: impl Into<String>) -> Self {
         self.admin = Some(token.into());
         self
@@ -213,8 +214,13 @@ impl GatewayBuilder {
         self
     }
 
-    /// Binds and starts serving on the current tokio runtime.
+    /// Binds and starts serving on the current tokio runtime. Fails with
+    /// [`Error::Setup`](crate::Error::Setup) for an admin token that is
+    /// empty or only whitespace.
     pub async fn start(self) -> Result<Gateway> {
+        if let Some(token) = &self.admin {
+            crate::base::secret::check_token(token.as_bytes(), "the admin token")?;
+        }
         let (listener, local_addr) = crate::net::transport::server::listen(self.addr).await?;
         let (stop, stopped) = watch::channel(false);
         let pumps = Arc::new(Pumps::default());

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client silent this long is pinged; silent for three times as long, it
 /// is dropped.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Bytes of frames waiting to be written to one client (tungstenite's
+/// write buffer: the object's messages, pongs, closes) beyond the largest
+/// message: a client that does not read past this is disconnected (close
+/// code 1008 to the object), so neither a ping flood nor a client that
+/// stops reading grows the gateway's memory.
+const OUTGOING_SLACK: usize = 1024 * 1024;
 
 /// Checks a WebSocket handshake before the object sees it: a GET over
 /// HTTP/1.1 with `connection: upgrade`, a 16-byte base64 key and version 13.
@@ -122,9 +129,8 @@ pub(super) async fn serve(
         let config = WebSocketConfig::default()
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit));
-        let stream =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let (io, over) = Bounded::new(TokioIo::new(upgraded), limit.saturating_add(OUTGOING_SLACK));
+        let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let Claimed { entry, rx } = claimed;
         Pump {
             shared: shared.clone(),
@@ -132,6 +138,8 @@ pub(super) async fn serve(
             rx,
             reorder: Reorder::default(),
             stub: None,
+            closed_told: false,
+            over,
         }
         .run(stream, stopped)
         .await;
@@ -169,6 +177,12 @@ struct Pump {
     reorder: Reorder,
     /// The stub events go through; replaced when a reset breaks it.
     stub: Option<RawStub>,
+    /// Whether the object was given this socket's close event: it is
+    /// given at most one, whatever ends the socket (a close frame, a lost
+    /// connection, a failed write, a client that does not read).
+    closed_told: bool,
+    /// Set when the client's unwritten frames passed the bound.
+    over: Arc<AtomicBool>,
 }
 
 /// An event on its way to the object: the call, and what to send again if
@@ -243,6 +257,9 @@ impl Pump {
                         break End::Drop;
                     }
                     if write(&mut stream, Frame::Ping(Default::default())).await.is_err() {
+                        self.entry.mark_closing();
+                        let (code, reason) = self.lost();
+                        self.notify_close(code, reason).await;
                         break End::Drop;
                     }
                 }
@@ -348,15 +365,26 @@ impl Pump {
                 ),
             )) => {
                 self.entry.mark_closing();
-                let reason = "the connection was lost".to_owned();
+                let (code, reason) = self.lost();
                 Step::Deliver(
                     Event::Close {
                         socket,
-                        code: 1006,
-                        reason,
+                        code,
+                        reason: reason.to_owned(),
                         clean: false,
                     },
                     Some(End::Drop),
+                )
+            }
+            Some(Err(tungstenite::Error::Utf8(e))) => {
+                // A text frame that is not UTF-8: 1007 (invalid payload).
+                self.entry.mark_closing();
+                Step::Deliver(
+                    Event::Error {
+                        socket,
+                        error: format!("a text message is not UTF-8: {e}"),
+                    },
+                    Some(End::Close(1007, "invalid UTF-8".into())),
                 )
             }
             Some(Err(e)) => {
@@ -373,9 +401,26 @@ impl Pump {
         }
     }
 
+    /// Why the connection is gone: the client did not read what it was
+    /// sent (1008), or it was lost (1006).
+    fn lost(&self) -> (u16, &'static str) {
+        if self.over.load(Ordering::Acquire) {
+            (1008, "the client does not read what it is sent")
+        } else {
+            (1006, "the connection was lost")
+        }
+    }
+
     /// Starts delivering `event` to the object's handler; if it cannot,
-    /// says how the socket ends (if it does).
+    /// says how the socket ends (if it does). A second close event for the
+    /// socket is not delivered.
     fn deliver(&mut self, event: &Event, then: Option<End>) -> Result<InFlight, Option<End>> {
+        if matches!(event, Event::Close { .. }) {
+            if self.closed_told {
+                return Err(then);
+            }
+            self.closed_told = true;
+        }
         let args = match postcard::to_stdvec(event) {
             Ok(args) => args,
             Err(e) => {
@@ -474,7 +519,12 @@ impl Pump {
                     };
                     if write(stream, frame).await.is_err() {
                         self.entry.mark_closing();
-                        self.notify_close(1006, "the client stopped reading").await;
+                        let (code, reason) = if self.over.load(Ordering::Acquire) {
+                            self.lost()
+                        } else {
+                            (1006, "the client stopped reading")
+                        };
+                        self.notify_close(code, reason).await;
                         return Some(End::Drop);
                     }
                 }
@@ -482,6 +532,69 @@ impl Pump {
             }
         }
         None
+    }
+}
+
+/// The client's connection, refusing to take more than `limit` bytes of
+/// frames at once: tungstenite hands its whole write buffer to each write,
+/// and a client that does not read (while it sends pings, say, each
+/// answered with a pong) would otherwise grow that buffer without bound.
+/// Past the limit, writes fail and `over` is set.
+struct Bounded<S> {
+    inner: S,
+    limit: usize,
+    over: Arc<AtomicBool>,
+}
+
+impl<S> Bounded<S> {
+    fn new(inner: S, limit: usize) -> (Self, Arc<AtomicBool>) {
+        let over = Arc::new(AtomicBool::new(false));
+        let io = Bounded {
+            inner,
+            limit,
+            over: over.clone(),
+        };
+        (io, over)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Bounded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Bounded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if buf.len() > self.limit || self.over.load(Ordering::Acquire) {
+            self.over.store(true, Ordering::Release);
+            return Poll::Ready(Err(std::io::Error::other(
+                "the client does not read what it is sent",
+            )));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -118,7 +118,8 @@ impl ServerBuilder {
     }
 
     /// Require this shared secret in every client's handshake (compared in
-    /// constant time).
+    /// constant time). An empty or whitespace token is refused by
+    /// [`start`](Self::start).
     pub fn token(mut self, token: impl AsRef<[u8]>) -> Self {
         self.config.token = Some(token.as_ref().to_vec());
         self
@@ -160,8 +161,13 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds and starts accepting connections.
+    /// Binds and starts accepting connections. Fails with
+    /// [`Error::Setup`](crate::Error::Setup) for a token that is empty or
+    /// only whitespace.
     pub async fn start(self) -> Result<Server> {
+        if let Some(token) = &self.config.token {
+            crate::base::secret::check_token(token, "the server token")?;
+        }
         let (listener, local_addr) = listen(self.addr).await?;
         let task = tokio::spawn(accept(listener, self.shared, self.config));
         Ok(Server { local_addr, task })
