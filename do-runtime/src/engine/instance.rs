@@ -155,6 +155,7 @@ impl Mailbox {
     /// Only the router calls this, from the top of its loop: never from an
     /// object's own turn, where a call to another object of the worker
     /// would nest that object's turn inside it.
+    #[allow(clippy::result_large_err)] // handed back unboxed, as in `deliver_here`
     pub fn deliver_inline(&self, envelope: Envelope) -> Result<bool, Envelope> {
         let slot = &self.slot;
         if slot.waker.borrow().is_none() || !slot.queue.borrow().is_empty() {

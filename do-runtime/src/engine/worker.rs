@@ -442,6 +442,9 @@ impl Drop for Here {
 /// the worker's runtime), where a task spawned now would live and die.
 /// Pushing to a mailbox and waking its task is sound from any task of this
 /// thread.
+// The envelope comes back whole when it cannot go this way (it is at most
+// 128 bytes, asserted above): boxing it would cost an allocation per call.
+#[allow(clippy::result_large_err)]
 pub(crate) fn deliver_here(
     runtime: &Arc<Shared>,
     worker: usize,
