@@ -66,6 +66,24 @@ pub enum StorageError {
         /// The format this version reads.
         supported: u32,
     },
+    /// The data directory is not empty and is not a store: nothing in it was
+    /// changed. Point the runtime at an empty or new directory.
+    #[error("{path} is not a data directory (it is not empty and holds no store): {found}")]
+    NotAStore {
+        /// The directory.
+        path: String,
+        /// What was found in it.
+        found: String,
+    },
+    /// A part of a complete data directory is missing or damaged (a
+    /// deleted journal or keyspace folder, a journal emptied or
+    /// overwritten): the store refuses to open rather than start over as if
+    /// it were new. `what` names the part; restore it from a backup.
+    #[error("the data directory is damaged: {what}")]
+    Damaged {
+        /// What is missing or wrong.
+        what: String,
+    },
     /// The store is closed (the runtime shut down); nothing more can be written.
     #[error("the store is closed")]
     Closed,
@@ -194,10 +212,16 @@ mod tests {
 
     #[test]
     fn a_store_that_cannot_open_reports_fjalls_error_as_the_source() {
+        // A creation that stopped after fjall wrote a version file that is
+        // not one: fjall refuses it.
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("not-a-directory");
-        std::fs::write(&file, b"x").expect("write");
-        let e = crate::Store::open(&file, Default::default()).expect_err("a file is no store");
+        std::fs::write(
+            dir.path().join("do-storage.mark"),
+            b"do-storage data directory\ncreating\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("version"), b"x").expect("write");
+        let e = crate::Store::open(dir.path(), Default::default()).expect_err("no store");
         assert!(matches!(e, StorageError::Engine(_)), "{e:?}");
         let source = e.source().expect("a source");
         assert!(source.is::<fjall::Error>(), "{source:?}");

@@ -37,6 +37,7 @@ mod error;
 mod keys;
 pub mod limits;
 mod list;
+mod marker;
 mod numbers;
 mod object;
 mod queue;

@@ -13,6 +13,7 @@ use crate::error::{Result, StorageError};
 use crate::keys::{
     self, DataPrefix, FORMAT, FORMAT_KEY, NS_BY_NAME, NS_BY_NUMBER, OBJECT_ID_BYTES, ObjectPrefix,
 };
+use crate::marker::{self, Found};
 use crate::numbers::Numbers;
 use crate::releases::Releases;
 use crate::sync::ObjectSync;
@@ -98,11 +99,25 @@ struct Inner {
     committer: Committer,
     /// Serialises the assignment of namespace numbers.
     assign: std::sync::Mutex<()>,
+    /// The data directory.
+    path: std::path::PathBuf,
+    /// Whether the directory is marked complete (see `marker`).
+    complete: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
     /// Opens (or creates) the database in `path` and starts its commit thread.
+    ///
+    /// A store is created only in a missing or empty directory. A directory
+    /// that holds anything else is refused ([`StorageError::NotAStore`]),
+    /// and one marked complete ([`Store::mark_complete`]) with a part
+    /// missing (a journal, a keyspace folder, the format mark) is refused
+    /// as [`StorageError::Damaged`]: never opened as if it were new.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
+        let found = marker::inspect(path)?;
+        if matches!(found, Found::New) {
+            marker::write_creating(path)?;
+        }
         let db = Database::builder(path)
             .cache_size(options.cache_bytes)
             // We persist explicitly, once per group of batches, on the commit thread.
@@ -119,7 +134,14 @@ impl Store {
         let alarms = db.keyspace("alarms", small)?;
         let alarm_of = db.keyspace("alarm_of", small)?;
         let known = db.keyspace("known", small)?;
-        check_format(&db, &meta, &data, &known)?;
+        if let Found::Marked(marked) = &found {
+            marker::check_folders(
+                path,
+                marked,
+                &Self::folders(&data, &meta, &alarms, &alarm_of, &known),
+            )?;
+        }
+        check_format(&db, &meta, &data, &known, &found)?;
         let next = crate::numbers::stored_next(&meta)?;
         let numbers = Arc::new(Numbers::new(next));
         let committer = Committer::start(
@@ -150,8 +172,57 @@ impl Store {
                 numbers,
                 committer,
                 assign: std::sync::Mutex::new(()),
+                path: path.to_owned(),
+                complete: std::sync::atomic::AtomicBool::new(found.is_marked()),
             }),
         })
+    }
+
+    /// Our keyspaces with their folders, as the mark lists them.
+    fn folders<'a>(
+        data: &'a Keyspace,
+        meta: &'a Keyspace,
+        alarms: &'a Keyspace,
+        alarm_of: &'a Keyspace,
+        known: &'a Keyspace,
+    ) -> [(&'static str, &'a Path); 5] {
+        [
+            ("objects", data.path()),
+            ("meta", meta.path()),
+            ("alarms", alarms.path()),
+            ("alarm_of", alarm_of.path()),
+            ("known", known.path()),
+        ]
+    }
+
+    /// Whether the directory was marked complete: from then on a missing
+    /// part is refused at open instead of recreated (see [`Store::open`]).
+    pub fn is_complete(&self) -> bool {
+        self.inner
+            .complete
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the directory complete, once it holds everything its user
+    /// needs (a runtime: its secret, durably). Call it after the first
+    /// open of a new directory; it does nothing when already marked.
+    pub fn mark_complete(&self) -> Result<()> {
+        if self.is_complete() {
+            return Ok(());
+        }
+        let i = &self.inner;
+        marker::write(
+            &i.path,
+            &Self::folders(&i.data, &i.meta, &i.alarms, &i.alarm_of, &i.known),
+        )?;
+        i.complete.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether nothing was ever stored for any object (no data and no
+    /// object registered).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.inner.data.is_empty()? && self.inner.known.is_empty()?)
     }
 
     /// The committed alarm of the object under `prefix`.
@@ -362,13 +433,30 @@ impl Store {
 
 /// Refuses a directory written in another storage format; marks a new one
 /// with this version's.
-fn check_format(db: &Database, meta: &Keyspace, data: &Keyspace, known: &Keyspace) -> Result<()> {
+fn check_format(
+    db: &Database,
+    meta: &Keyspace,
+    data: &Keyspace,
+    known: &Keyspace,
+    found: &Found,
+) -> Result<()> {
     match meta.get(FORMAT_KEY)? {
         Some(v) if v.as_ref() == [FORMAT] => Ok(()),
         Some(v) => Err(StorageError::UnsupportedFormat {
             found: v.first().copied().map_or(0, u32::from),
             supported: u32::from(FORMAT),
         }),
+        // A complete directory had its mark: losing it means losing
+        // what the journal or the meta keyspace held.
+        None if found.is_marked() => Err(StorageError::Damaged {
+            what: "the storage format mark is gone (a journal or the meta keyspace was lost)"
+                .into(),
+        }),
+        None if data.is_empty()? && known.is_empty()? && matches!(found, Found::Unmarked) => {
+            Err(StorageError::Damaged {
+                what: "neither the directory's mark nor its storage format mark is there".into(),
+            })
+        }
         None if data.is_empty()? && known.is_empty()? => {
             meta.insert(FORMAT_KEY, [FORMAT])?;
             db.persist(PersistMode::SyncAll)?;

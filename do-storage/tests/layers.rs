@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "error",        // the error type
     "keys",         // the key layout of every keyspace
+    "marker",       // the mark of a complete data directory
     "limits",       // key, value and batch limits
     "list",         // list options, key ranges, the overlay merge
     "writes",       // a buffer of writes by key

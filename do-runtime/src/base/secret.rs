@@ -34,11 +34,16 @@ pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
     }
 }
 
-/// The runtime secret of a data directory, made and stored durably if it
-/// has none.
+/// The runtime secret of a data directory, made and stored durably when the
+/// directory is new; the directory is then marked complete. A directory
+/// that holds data, or was marked complete, never gets a new secret: every
+/// id made with the old one would change.
 pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
     let setup =
         |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
+    let mark = |e: do_storage::StorageError| {
+        Error::Setup(format!("cannot mark the data directory complete: {e}"))
+    };
     if let Some(secret) = store.get_meta(SECRET_KEY).map_err(setup)? {
         if secret.len() != SECRET_BYTES {
             return Err(Error::Setup(format!(
@@ -46,10 +51,19 @@ pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
                 secret.len()
             )));
         }
+        // A directory from before marks: marked now that it is known whole.
+        store.mark_complete().map_err(mark)?;
         return Ok(secret.to_vec());
+    }
+    if store.is_complete() || !store.is_empty().map_err(setup)? {
+        return Err(Error::Setup(
+            "the data directory is damaged: its runtime secret is gone (a journal or the meta keyspace was lost); refusing to make a new one, which would change every id"
+                .into(),
+        ));
     }
     let mut secret = vec![0u8; SECRET_BYTES];
     getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
     store.put_meta_durable(SECRET_KEY, &secret).map_err(setup)?;
+    store.mark_complete().map_err(mark)?;
     Ok(secret)
 }
