@@ -580,3 +580,52 @@ async fn a_client_that_never_reads_replies_cannot_stall_the_server() {
     assert!(flooded < 1_000_000, "{flooded}");
     flood.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_say_hello_do_not_keep_a_client_out() {
+    use tokio::io::AsyncReadExt;
+    let rt = builder().build_for_test().unwrap();
+    let server = rt
+        .server()
+        .token("s3cret")
+        .max_connections(2)
+        .max_handshakes(8, 4)
+        .handshake_timeout(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    // Far more idle sockets than the pool holds, all from this address.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // A client gets in while they would wait out an hour-long timeout.
+    let client = tokio::time::timeout(HANG, Client::builder().token("s3cret").connect(addr))
+        .await
+        .expect("the client was admitted")
+        .unwrap();
+    let counter = client
+        .namespace::<Counter>()
+        .unwrap()
+        .get_by_name("admitted");
+    assert_eq!(counter.increment(1).await.unwrap(), 1);
+    // The oldest idle sockets were let go: reading one finds it closed.
+    let mut oldest = idle.remove(0);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(HANG, oldest.read(&mut byte))
+        .await
+        .expect("the oldest idle socket was closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Past max_connections, a client that said hello is refused, told why.
+    let _second = Client::builder()
+        .token("s3cret")
+        .connect(addr)
+        .await
+        .unwrap();
+    let third = Client::builder().token("s3cret").connect(addr).await;
+    match third {
+        Err(e) => assert!(e.to_string().contains("too many connections"), "{e}"),
+        Ok(_) => panic!("a third connection was admitted past max_connections(2)"),
+    }
+}

@@ -4,5 +4,6 @@
 
 pub(crate) mod client;
 pub(crate) mod frame;
+pub(crate) mod handshakes;
 pub(crate) mod server;
 pub(crate) mod sink;

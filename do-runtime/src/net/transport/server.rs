@@ -23,6 +23,7 @@ use crate::engine::shared::Shared;
 use crate::net::transport::frame::{
     self, ClientFrame, FrameReader, NamespaceInfo, PROTOCOL_VERSION, ServerFrame,
 };
+use crate::net::transport::handshakes::{Handshakes, Limits, Open, Slot};
 use crate::net::transport::sink::{FrameReply, FrameSink};
 use crate::service::runtime::Runtime;
 
@@ -44,6 +45,7 @@ struct Config {
     max_in_flight: usize,
     max_stubs: usize,
     max_connections: usize,
+    handshakes: Limits,
     handshake_timeout: Duration,
     frame_timeout: Duration,
 }
@@ -96,6 +98,10 @@ impl Runtime {
                 max_in_flight: 4096,
                 max_stubs: 65_536,
                 max_connections: 1024,
+                handshakes: Limits {
+                    total: 128,
+                    per_addr: 16,
+                },
                 handshake_timeout: Duration::from_secs(10),
                 frame_timeout: Duration::from_secs(30),
             },
@@ -141,9 +147,26 @@ impl ServerBuilder {
         self
     }
 
-    /// How many connections may be open at once; more are refused. Default: 1024.
+    /// How many connections past their handshake may be open at once; more
+    /// are refused after their hello. Default: 1024.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.max_connections = connections.max(1);
+        self
+    }
+
+    /// How many connections may wait for their hello at once, in all and
+    /// from one address; they do not count against
+    /// [`max_connections`](Self::max_connections). When either is full, the
+    /// oldest waiting connection (from that address, for its share) is
+    /// closed to make room, so sockets that never say hello cannot keep a
+    /// client out while they wait out the
+    /// [`handshake_timeout`](Self::handshake_timeout). Default: 128 in all,
+    /// 16 from one address.
+    pub fn max_handshakes(mut self, total: usize, per_addr: usize) -> Self {
+        self.config.handshakes = Limits {
+            total: total.max(1),
+            per_addr: per_addr.max(1),
+        };
         self
     }
 
@@ -188,6 +211,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, config: Config) {
             .collect(),
     );
     let mut connections = JoinSet::new();
+    let pool = Arc::new(Handshakes::default());
     loop {
         let accepted = listener.accept().await;
         while connections.try_join_next().is_some() {}
@@ -200,24 +224,23 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, config: Config) {
             }
         };
         let _ = stream.set_nodelay(true);
-        if connections.len() >= config.max_connections {
-            connections.spawn(refuse(stream, "the server has too many connections".into()));
-            continue;
-        }
-        let (shared, config, welcome) = (shared.clone(), config.clone(), welcome.clone());
+        // Its place among those waiting for a hello, taken now: a full pool
+        // lets its oldest go.
+        let slot = pool.enter(peer.ip(), config.handshakes);
+        let (shared, config, welcome, pool) = (
+            shared.clone(),
+            config.clone(),
+            welcome.clone(),
+            pool.clone(),
+        );
         connections.spawn(async move {
             let _open = ConnectionGuard::open(&shared);
-            if let Err(reason) = serve_connection(stream, &shared, &config, &welcome).await {
+            if let Err(reason) =
+                serve_connection(stream, &shared, &config, &welcome, slot, &pool).await
+            {
                 tracing::warn!(%peer, %reason, "closed a client connection");
             }
         });
-    }
-}
-
-async fn refuse(mut stream: TcpStream, reason: String) {
-    let mut out = Vec::new();
-    if frame::encode(&ServerFrame::Refused { reason }, &mut out).is_ok() {
-        let _ = stream.write_all(&out).await;
     }
 }
 
@@ -240,13 +263,17 @@ async fn serve_connection(
     shared: &Arc<Shared>,
     config: &Config,
     welcome: &[NamespaceInfo],
+    slot: Slot,
+    pool: &Arc<Handshakes>,
 ) -> std::result::Result<(), String> {
     let (mut rd, wr) = stream.into_split();
     let mut wr = BufWriter::new(wr);
     let mut reader = FrameReader::default();
     let mut out = Vec::new();
 
-    // The handshake: one Hello within the timeout.
+    // The handshake: one Hello within the timeout, unless the pool of
+    // connections waiting for one lets this one go first.
+    let evicted = slot.evicted.clone();
     let hello = tokio::time::timeout(config.handshake_timeout, async {
         loop {
             if let Some(frame) = reader
@@ -261,9 +288,14 @@ async fn serve_connection(
                 Err(e) => return Err(e.to_string()),
             }
         }
-    })
-    .await
-    .map_err(|_| "no hello within the handshake timeout".to_owned())??;
+    });
+    let hello = tokio::select! {
+        hello = hello => hello.map_err(|_| "no hello within the handshake timeout".to_owned())??,
+        () = evicted.notified() => {
+            return Err("closed while waiting for its hello, to make room for newer connections".into());
+        }
+    };
+    drop(slot);
     let ClientFrame::Hello { version, token } = hello else {
         return Err("the first frame was not a hello".into());
     };
@@ -276,6 +308,11 @@ async fn serve_connection(
     } else {
         None
     };
+    let open = Open::take(pool, config.max_connections);
+    let refusal = refusal.or_else(|| {
+        open.is_none()
+            .then(|| "the server has too many connections".to_owned())
+    });
     if let Some(reason) = refusal {
         frame::encode(
             &ServerFrame::Refused {

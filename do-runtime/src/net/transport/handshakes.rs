@@ -1,0 +1,203 @@
+//! The server's connections waiting for their hello, kept apart from the
+//! connections that said it: a pool of their own, smaller, with a share per
+//! address. When the pool (or an address's share) is full, the oldest
+//! waiting connection (of that address) is let go to make room: sockets
+//! that never say hello cannot keep a good client out while they wait out
+//! their handshake timeout, and one address cannot fill the pool for the
+//! others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// The bounds of the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Connections waiting for their hello, in all.
+    pub total: usize,
+    /// Connections waiting for their hello, from one address.
+    pub per_addr: usize,
+}
+
+/// The connections waiting for their hello.
+#[derive(Default)]
+pub(crate) struct Handshakes {
+    waiting: Mutex<Waiting>,
+    /// Connections past their handshake, open now.
+    pub(crate) open: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    /// By arrival, oldest first: address and the signal that lets it go.
+    by_age: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+    per_addr: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place in the pool, given back when dropped. `evicted`
+/// fires when the connection must let its place go.
+pub(crate) struct Slot {
+    pool: Arc<Handshakes>,
+    number: u64,
+    pub(crate) evicted: Arc<Notify>,
+}
+
+impl Handshakes {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a connection from `addr`, letting the oldest
+    /// waiting connection (of `addr`, when its share is full) go first.
+    pub(crate) fn enter(self: &Arc<Self>, addr: IpAddr, limits: Limits) -> Slot {
+        let mut waiting = self.lock();
+        if waiting.per_addr.get(&addr).copied().unwrap_or(0) >= limits.per_addr.max(1) {
+            let oldest = waiting
+                .by_age
+                .iter()
+                .find(|(_, (a, _))| *a == addr)
+                .map(|(n, _)| *n);
+            if let Some(n) = oldest {
+                waiting.evict(n);
+            }
+        }
+        while waiting.by_age.len() >= limits.total.max(1) {
+            let Some(n) = waiting.by_age.keys().next().copied() else {
+                break;
+            };
+            waiting.evict(n);
+        }
+        let number = waiting.next;
+        waiting.next += 1;
+        let evicted = Arc::new(Notify::new());
+        waiting.by_age.insert(number, (addr, evicted.clone()));
+        *waiting.per_addr.entry(addr).or_default() += 1;
+        Slot {
+            pool: self.clone(),
+            number,
+            evicted,
+        }
+    }
+
+    /// Connections waiting now.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.lock().by_age.len()
+    }
+}
+
+impl Waiting {
+    /// Takes connection `number` out and tells it to go.
+    fn evict(&mut self, number: u64) {
+        if let Some((_, notify)) = self.remove(number) {
+            // A permit: it goes even if it is not waiting on the signal yet.
+            notify.notify_one();
+        }
+    }
+
+    fn remove(&mut self, number: u64) -> Option<(IpAddr, Arc<Notify>)> {
+        let (addr, notify) = self.by_age.remove(&number)?;
+        if let Some(count) = self.per_addr.get_mut(&addr) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_addr.remove(&addr);
+            }
+        }
+        Some((addr, notify))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pool.lock().remove(self.number);
+    }
+}
+
+/// Counts one connection past its handshake while it lives.
+pub(crate) struct Open(Arc<Handshakes>);
+
+impl Open {
+    /// Counts a connection open, or `None` when `most` are open already.
+    pub(crate) fn take(pool: &Arc<Handshakes>, most: usize) -> Option<Open> {
+        let before = pool.open.fetch_add(1, Ordering::AcqRel);
+        if before >= most {
+            pool.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Open(pool.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn a_full_pool_lets_its_oldest_connection_go() {
+        let pool = Arc::new(Handshakes::default());
+        let limits = Limits {
+            total: 3,
+            per_addr: 3,
+        };
+        let first = pool.enter(addr(1), limits);
+        let _second = pool.enter(addr(2), limits);
+        let _third = pool.enter(addr(3), limits);
+        assert_eq!(pool.waiting(), 3);
+        let _fourth = pool.enter(addr(4), limits);
+        assert_eq!(pool.waiting(), 3);
+        // The first was told to go (a stored permit).
+        {
+            let told = first.evicted.notified();
+            futures_util::pin_mut!(told);
+            assert!(futures_util::FutureExt::now_or_never(told).is_some());
+        }
+        // Its drop after eviction changes nothing.
+        drop(first);
+        assert_eq!(pool.waiting(), 3);
+    }
+
+    #[test]
+    fn one_address_only_replaces_its_own_connections() {
+        let pool = Arc::new(Handshakes::default());
+        let limits = Limits {
+            total: 10,
+            per_addr: 2,
+        };
+        let other = pool.enter(addr(9), limits);
+        let a1 = pool.enter(addr(1), limits);
+        let _a2 = pool.enter(addr(1), limits);
+        let _a3 = pool.enter(addr(1), limits);
+        assert_eq!(pool.waiting(), 3, "one of the address's own went");
+        let told = a1.evicted.notified();
+        futures_util::pin_mut!(told);
+        assert!(futures_util::FutureExt::now_or_never(told).is_some());
+        let kept = other.evicted.notified();
+        futures_util::pin_mut!(kept);
+        assert!(futures_util::FutureExt::now_or_never(kept).is_none());
+    }
+
+    #[test]
+    fn open_connections_are_bounded() {
+        let pool = Arc::new(Handshakes::default());
+        let a = Open::take(&pool, 2);
+        let b = Open::take(&pool, 2);
+        assert!(a.is_some() && b.is_some());
+        assert!(Open::take(&pool, 2).is_none());
+        drop(a);
+        assert!(Open::take(&pool, 2).is_some());
+    }
+}
