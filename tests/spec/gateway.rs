@@ -653,3 +653,120 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
         .expect("a close frame");
     assert_eq!(code, 1007);
 }
+
+/// The process's resident memory, in bytes.
+fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/self/status");
+    let kib: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// The status code of the HTTP answer on `tcp`.
+async fn status_of(tcp: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n") {
+        let mut byte = [0u8; 1];
+        if tcp.read_exact(&mut byte).await.is_err() {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP status line: {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_past_the_limit_is_refused_before_any_byte_is_read() {
+    use tokio::io::AsyncWriteExt;
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let mut tcp = tokio::net::TcpStream::connect(gateway.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"POST /Web/big/ HTTP/1.1\r\nhost: gateway\r\ncontent-length: 1073741824\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // No byte of the body is sent: the answer comes anyway.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), status_of(&mut tcp))
+        .await
+        .expect("an answer without the body");
+    assert_eq!(status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_sending_bodies_hold_no_more_than_the_client_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    const BUDGET: usize = 16 * 1024 * 1024;
+    const CLIENTS: usize = 1000;
+    const SENT: usize = 256 * 1024;
+    let rt = builder()
+        .client_memory_bytes(BUDGET)
+        .build_for_test()
+        .unwrap();
+    let gateway = start(&rt).await;
+    let addr = gateway.local_addr();
+    let before = resident_bytes();
+    let chunk = std::sync::Arc::new(vec![b'x'; SENT]);
+    // Half declare their length (1 MiB, of which they send a quarter), half
+    // send chunked bodies; none finishes, so the gateway holds what it read.
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let chunk = chunk.clone();
+        clients.push(tokio::spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let head = if i % 2 == 0 {
+                "POST /Web/b/ HTTP/1.1\r\nhost: gateway\r\ncontent-length: 1048576\r\n\r\n"
+                    .to_owned()
+            } else {
+                format!(
+                    "POST /Web/b/ HTTP/1.1\r\nhost: gateway\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                    chunk.len()
+                )
+            };
+            tcp.write_all(head.as_bytes()).await.ok()?;
+            // The gateway may answer 503 and stop reading meanwhile.
+            let _ = tcp.write_all(&chunk).await;
+            Some(tcp)
+        }));
+    }
+    let mut open = Vec::new();
+    for client in clients {
+        if let Some(tcp) = client.await.unwrap() {
+            open.push(tcp);
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let grown = resident_bytes().saturating_sub(before);
+    // Without a budget the gateway would hold CLIENTS × SENT = 250 MiB.
+    assert!(
+        grown < BUDGET + 48 * 1024 * 1024,
+        "resident memory grew by {} MiB with a {} MiB budget",
+        grown / (1024 * 1024),
+        BUDGET / (1024 * 1024)
+    );
+    // Most were told to come back later.
+    let mut unavailable = 0;
+    for tcp in open.iter_mut().take(200) {
+        if let Ok(status) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), status_of(tcp)).await
+            && status == 503
+        {
+            unavailable += 1;
+        }
+    }
+    assert!(unavailable > 100, "{unavailable} of 200 got 503");
+}

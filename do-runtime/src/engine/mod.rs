@@ -7,6 +7,7 @@
 //! (reply sinks are a trait), or of the service that starts it.
 
 pub(crate) mod alarms;
+pub(crate) mod budget;
 pub(crate) mod class;
 pub(crate) mod input_gate;
 pub(crate) mod instance;

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_deadline: Duration,
     pub(crate) registry: Registry,
     pub(crate) sockets: crate::engine::sockets::Sockets,
+    /// Bytes held for clients (request bodies, partial frames).
+    pub(crate) client_budget: Arc<crate::engine::budget::Budget>,
     pub(crate) closing: AtomicBool,
     pub(crate) stopped: AtomicBool,
     /// Spans and metrics on (a hidden switch, for measuring their cost).

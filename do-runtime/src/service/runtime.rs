@@ -121,6 +121,7 @@ pub struct RuntimeBuilder {
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
     websockets: crate::engine::sockets::Limits,
+    client_memory_bytes: usize,
     metrics: crate::engine::telemetry::Source,
     instrument: bool,
     alarm_policy: crate::engine::alarms::RetryPolicy,
@@ -156,6 +157,7 @@ impl Runtime {
             idle_timeout: Some(Duration::from_secs(30)),
             shutdown_deadline: Duration::from_secs(30),
             websockets: crate::engine::sockets::Limits::default(),
+            client_memory_bytes: 256 * 1024 * 1024,
             metrics: crate::engine::telemetry::Source::default(),
             instrument: true,
             alarm_policy: crate::engine::alarms::RetryPolicy::default(),
@@ -463,6 +465,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The most bytes held on behalf of clients at once, over every
+    /// connection of the runtime's gateways and servers: request bodies
+    /// being read, frames begun and not yet whole. Past it, a request gets
+    /// 503 and a connection whose frame does not fit is closed, so no number
+    /// of connections (authenticated or not) can make the runtime hold more.
+    /// Default: 256 MiB.
+    pub fn client_memory_bytes(mut self, bytes: usize) -> Self {
+        self.client_memory_bytes = bytes.max(1);
+        self
+    }
+
     /// The largest WebSocket message, in bytes, either way. A client that
     /// sends a larger one is disconnected (close code 1009); an object's
     /// `send` of one fails with [`Error::WebSocketLimit`]. Default: 1 MiB.
@@ -631,6 +644,7 @@ impl RuntimeBuilder {
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
             registry: Registry::new(),
+            client_budget: crate::engine::budget::Budget::new(self.client_memory_bytes),
             sockets: crate::engine::sockets::Sockets::new(
                 self.websockets,
                 metrics.websockets.clone(),

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -333,6 +333,41 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     // Dropping the set aborts the connections still open.
 }
 
+/// Why a request's body could not be read whole.
+enum BodyError {
+    /// Past the gateway's largest body.
+    TooLarge,
+    /// Past the runtime's budget of bytes held for clients.
+    Busy,
+    /// The connection failed.
+    Read,
+}
+
+/// Reads a request's body, at most `max` bytes, growing `held` (the bytes
+/// taken from the budget for clients) as it arrives.
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    held: &mut crate::engine::budget::Held,
+) -> std::result::Result<Bytes, BodyError> {
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = bytes.len() + data.len();
+        if total > max {
+            return Err(BodyError::TooLarge);
+        }
+        if total > held.bytes() && !held.resize(total) {
+            return Err(BodyError::Busy);
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(bytes.freeze())
+}
+
 /// How long a client may take to send a request's headers, and its body.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -358,20 +393,49 @@ async fn handle(
         None
     };
     let (parts, body) = request.into_parts();
+    let too_large = || {
+        to_hyper(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body exceeds {} bytes", state.max_body_bytes),
+        ))
+    };
+    let busy = || {
+        to_hyper(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server holds as many request bodies as it may; try again".to_owned(),
+        ))
+    };
+    // The body's bytes count against the runtime's budget for clients
+    // until the request is answered. A declared length is refused (413)
+    // or taken from the budget (503 if it does not fit) before any byte
+    // of the body is read.
+    let mut held = state.shared.client_budget.hold();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared {
+        let Ok(declared) = usize::try_from(declared) else {
+            return too_large();
+        };
+        if declared > state.max_body_bytes {
+            return too_large();
+        }
+        if !held.grow(declared) {
+            return busy();
+        }
+    }
     let collected = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        Limited::new(body, state.max_body_bytes).collect(),
+        read_body(body, state.max_body_bytes, &mut held),
     )
     .await;
     let body = match collected {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return to_hyper(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body exceeds {} bytes", state.max_body_bytes),
-            ));
-        }
-        Ok(Err(_)) => {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Busy)) => return busy(),
+        Ok(Err(BodyError::Read)) => {
             return to_hyper(plain(
                 StatusCode::BAD_REQUEST,
                 "cannot read the body".to_owned(),

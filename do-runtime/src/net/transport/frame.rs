@@ -228,6 +228,11 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Bytes read and not yet taken as frames: a frame begun, at most.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     /// Room to read into: the caller appends to this buffer.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         // Forget consumed bytes before growing, so the buffer stays bounded

@@ -334,6 +334,7 @@ async fn serve_connection(
     )
     .map_err(|e| e.to_string())?;
 
+    let mut held = shared.client_budget.hold();
     let mut connection = Connection::new(shared, config);
     let sink = connection.sink.clone();
     let mut pipelining = Pipelining::new(shared);
@@ -359,6 +360,10 @@ async fn serve_connection(
         if calls > 0 {
             pipelining.observe(calls);
             connection.count_in_flight();
+        }
+        // Frames taken: what was counted of them goes back to the budget.
+        if held.bytes() > 0 && reader.pending() <= UNCOUNTED_PENDING {
+            held.resize(0);
         }
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -425,10 +430,22 @@ async fn serve_connection(
                     Ok(_) => {}
                     Err(e) => return Err(e.to_string()),
                 }
+                // A frame begun counts against the runtime's budget for
+                // clients (past a small allowance per connection).
+                let pending = reader.pending();
+                let counted = if pending > UNCOUNTED_PENDING { pending } else { 0 };
+                if counted != held.bytes() && !held.resize(counted) {
+                    return Err("the runtime holds as many bytes for clients as it may: closing a connection whose frame does not fit".into());
+                }
             }
         }
     }
 }
+
+/// Bytes of a frame begun that a connection may hold without counting them
+/// against the runtime's budget for clients: most frames are smaller, and
+/// so cost no shared counter.
+const UNCOUNTED_PENDING: usize = 64 * 1024;
 
 /// How many times a pipelining client's connection lets the workers run
 /// before writing the replies it has, as long as each time brings more:
