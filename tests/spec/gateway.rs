@@ -654,22 +654,8 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
     assert_eq!(code, 1007);
 }
 
-/// The process's resident memory, in bytes.
-fn resident_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/self/status");
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number of kB");
-    kib * 1024
-}
-
-/// The status code of the HTTP answer on `tcp`.
+/// The status code of the HTTP answer on `tcp` (0 when it closed without
+/// one).
 async fn status_of(tcp: &mut tokio::net::TcpStream) -> u16 {
     use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
@@ -681,6 +667,9 @@ async fn status_of(tcp: &mut tokio::net::TcpStream) -> u16 {
         head.push(byte[0]);
     }
     let line = String::from_utf8_lossy(&head);
+    if line.is_empty() {
+        return 0;
+    }
     line.split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
@@ -719,7 +708,7 @@ async fn many_clients_sending_bodies_hold_no_more_than_the_client_memory_budget(
         .unwrap();
     let gateway = start(&rt).await;
     let addr = gateway.local_addr();
-    let before = resident_bytes();
+    let before = do_tests::resident_bytes();
     let chunk = std::sync::Arc::new(vec![b'x'; SENT]);
     // Half declare their length (1 MiB, of which they send a quarter), half
     // send chunked bodies; none finishes, so the gateway holds what it read.
@@ -750,23 +739,34 @@ async fn many_clients_sending_bodies_hold_no_more_than_the_client_memory_budget(
         }
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let grown = resident_bytes().saturating_sub(before);
-    // Without a budget the gateway would hold CLIENTS × SENT = 250 MiB.
+    let grown = do_tests::resident_bytes().saturating_sub(before);
+    // Resident memory is the whole test process's (other tests run
+    // beside this one): shown, not asserted. What the runtime holds for
+    // clients is its own figure, and stays within the budget.
+    eprintln!("resident memory grew by {} KiB", grown / 1024);
+    let held = rt.stats().client_bytes_held;
     assert!(
-        grown < BUDGET + 48 * 1024 * 1024,
-        "resident memory grew by {} MiB with a {} MiB budget",
-        grown / (1024 * 1024),
-        BUDGET / (1024 * 1024)
+        held <= BUDGET,
+        "{held} bytes held with a budget of {BUDGET}"
     );
-    // Most were told to come back later.
+    // Most were told to come back later (the others wait for the rest of
+    // their body: they are given a few seconds).
+    let answers: Vec<_> = open
+        .into_iter()
+        .map(|mut tcp| {
+            tokio::spawn(async move {
+                tokio::time::timeout(std::time::Duration::from_secs(5), status_of(&mut tcp))
+                    .await
+                    .ok()
+            })
+        })
+        .collect();
     let mut unavailable = 0;
-    for tcp in open.iter_mut().take(200) {
-        if let Ok(status) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), status_of(tcp)).await
-            && status == 503
-        {
-            unavailable += 1;
-        }
+    for answer in answers {
+        unavailable += usize::from(answer.await.unwrap() == Some(503));
     }
-    assert!(unavailable > 100, "{unavailable} of 200 got 503");
+    assert!(
+        unavailable > CLIENTS / 2,
+        "{unavailable} of {CLIENTS} got 503"
+    );
 }

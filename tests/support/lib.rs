@@ -40,3 +40,18 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Web>()
         .register::<Alarmed>()
 }
+
+/// The process's resident memory, in bytes.
+pub fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/self/status");
+    let kib: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
+}

@@ -38,7 +38,6 @@ impl Budget {
     }
 
     /// Bytes held now.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }

@@ -92,6 +92,10 @@ pub struct Stats {
     /// handed over: a few may still have been sent by the worker, if that
     /// runtime shut down or did not run the task in time.)
     pub relayed_replies: u64,
+    /// Bytes held now on behalf of clients (request bodies being read,
+    /// frames begun), against
+    /// [`RuntimeBuilder::client_memory_bytes`].
+    pub client_bytes_held: usize,
 }
 
 impl Stats {
@@ -215,6 +219,7 @@ impl Runtime {
             cache_hits,
             cache_misses,
             relayed_replies: counters.relayed_replies.load(Ordering::Relaxed),
+            client_bytes_held: shared.client_budget.held(),
         }
     }
 

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::error::Error;
 
-/// Bumped whenever a frame changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped whenever a frame changes incompatibly (3: a disconnected error
+/// carries its reason).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -99,8 +99,8 @@ impl Runtime {
                 max_stubs: 65_536,
                 max_connections: 1024,
                 handshakes: Limits {
-                    total: 128,
-                    per_addr: 16,
+                    total: 256,
+                    per_addr: 64,
                 },
                 handshake_timeout: Duration::from_secs(10),
                 frame_timeout: Duration::from_secs(30),
@@ -160,8 +160,8 @@ impl ServerBuilder {
     /// oldest waiting connection (from that address, for its share) is
     /// closed to make room, so sockets that never say hello cannot keep a
     /// client out while they wait out the
-    /// [`handshake_timeout`](Self::handshake_timeout). Default: 128 in all,
-    /// 16 from one address.
+    /// [`handshake_timeout`](Self::handshake_timeout). Default: 256 in all,
+    /// 64 from one address.
     pub fn max_handshakes(mut self, total: usize, per_addr: usize) -> Self {
         self.config.handshakes = Limits {
             total: total.max(1),
