@@ -688,10 +688,10 @@ async fn frames_begun_by_many_clients_hold_no_more_than_the_client_memory_budget
         .map(|mut tcp| {
             tokio::spawn(async move {
                 let mut rest = Vec::new();
-                matches!(
-                    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await,
-                    Ok(_)
-                )
+                // Ended (closed or reset) within the time, or not.
+                tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+                    .await
+                    .is_ok()
             })
         })
         .collect();
