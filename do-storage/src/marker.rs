@@ -12,6 +12,11 @@
 //! nothing is stored), unmarked (fjall's files but no mark: a store made
 //! before marks existed, accepted only with its format mark), or complete,
 //! in which case every part the mark lists must be there.
+//!
+//! The mark tells missing files, and a lost format mark (the journal or the
+//! meta keyspace of a young store). It cannot tell a journal that lost only
+//! its newest entries, or one emptied after fjall flushed the meta keyspace
+//! to its own files: those lose writes without losing a part.
 
 use std::path::Path;
 
@@ -64,7 +69,12 @@ pub(crate) fn inspect(dir: &Path) -> Result<Found> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| io(dir, e))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A mark being written when the process stopped: never whole.
+        if name == format!("{MARK_FILE}.new") {
+            continue;
+        }
+        names.push(name);
     }
     if names.is_empty() {
         return Ok(Found::New);

@@ -37,6 +37,11 @@ impl Budget {
         }
     }
 
+    /// The most bytes it holds.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes held now.
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)

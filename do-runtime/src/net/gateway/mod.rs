@@ -216,8 +216,17 @@ impl GatewayBuilder {
 
     /// Binds and starts serving on the current tokio runtime. Fails with
     /// [`Error::Setup`](crate::Error::Setup) for an admin token that is
-    /// empty or only whitespace.
+    /// empty or only whitespace, and for a `max_body_bytes` larger than the
+    /// runtime's [`client_memory_bytes`](crate::RuntimeBuilder::client_memory_bytes)
+    /// (such a body could never be read).
     pub async fn start(self) -> Result<Gateway> {
+        if self.max_body_bytes > self.shared.client_budget.limit() {
+            return Err(crate::base::error::Error::Setup(format!(
+                "max_body_bytes ({}) is larger than the runtime's client_memory_bytes ({})",
+                self.max_body_bytes,
+                self.shared.client_budget.limit()
+            )));
+        }
         if let Some(token) = &self.admin {
             crate::base::secret::check_token(token.as_bytes(), "the admin token")?;
         }
@@ -360,7 +369,9 @@ async fn read_body(
         if total > max {
             return Err(BodyError::TooLarge);
         }
-        if total > held.bytes() && !held.resize(total) {
+        // What is held is the buffer's room, not only its bytes.
+        bytes.reserve(data.len());
+        if bytes.capacity() > held.bytes() && !held.resize(bytes.capacity()) {
             return Err(BodyError::Busy);
         }
         bytes.extend_from_slice(&data);
@@ -405,10 +416,9 @@ async fn handle(
             "the server holds as many request bodies as it may; try again".to_owned(),
         ))
     };
-    // The body's bytes count against the runtime's budget for clients
-    // until the request is answered. A declared length is refused (413)
-    // or taken from the budget (503 if it does not fit) before any byte
-    // of the body is read.
+    // The body's bytes count against the runtime's budget for clients, as
+    // they arrive, until the request is answered. A declared length past
+    // the limit is refused (413) before any byte of the body is read.
     let mut held = state.shared.client_budget.hold();
     let declared = parts
         .headers
@@ -421,9 +431,6 @@ async fn handle(
         };
         if declared > state.max_body_bytes {
             return too_large();
-        }
-        if !held.grow(declared) {
-            return busy();
         }
     }
     let collected = tokio::time::timeout(

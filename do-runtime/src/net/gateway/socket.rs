@@ -265,6 +265,12 @@ impl Pump {
                 }
             }
         };
+        // An event still on its way (a close, say, while a write failed)
+        // reaches the object before the socket is forgotten: its handler
+        // must still find the socket.
+        if let Some(in_flight) = in_flight.take() {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, in_flight.call).await;
+        }
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code: CloseCode::from(code),

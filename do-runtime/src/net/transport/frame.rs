@@ -229,9 +229,19 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// Bytes read and not yet taken as frames: a frame begun, at most.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+    /// The memory the reader holds: its buffer's room.
+    pub fn footprint(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Gives back the room of a large frame once it is taken, keeping what
+    /// is pending and one read's worth.
+    pub fn shrink(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.shrink_to(self.buf.len().max(READ_CHUNK));
     }
 
     /// Room to read into: the caller appends to this buffer.
@@ -242,7 +252,22 @@ impl FrameReader {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.reserve(READ_CHUNK);
+        // A frame begun whose length is known grows the buffer toward
+        // exactly its size (its length was checked against the limit when
+        // its header arrived): at most doubling per read, so room is not
+        // taken before bytes arrive, and never past the frame.
+        let wanted = self
+            .buf
+            .get(..4)
+            .map(|head| 4 + u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize);
+        match wanted {
+            Some(wanted) if wanted > self.buf.len() + READ_CHUNK => {
+                let len = self.buf.len();
+                self.buf
+                    .reserve_exact((wanted - len).min(len.max(READ_CHUNK)));
+            }
+            _ => self.buf.reserve(READ_CHUNK),
+        }
         &mut self.buf
     }
 

@@ -101,6 +101,7 @@ impl Runtime {
                 handshakes: Limits {
                     total: 256,
                     per_addr: 64,
+                    min_age: Duration::from_secs(1),
                 },
                 handshake_timeout: Duration::from_secs(10),
                 frame_timeout: Duration::from_secs(30),
@@ -158,14 +159,16 @@ impl ServerBuilder {
     /// from one address; they do not count against
     /// [`max_connections`](Self::max_connections). When either is full, the
     /// oldest waiting connection (from that address, for its share) is
-    /// closed to make room, so sockets that never say hello cannot keep a
-    /// client out while they wait out the
+    /// closed to make room if it has waited a second (else the newcomer is
+    /// refused), so sockets that never say hello cannot keep a client out
+    /// while they wait out the
     /// [`handshake_timeout`](Self::handshake_timeout). Default: 256 in all,
     /// 64 from one address.
     pub fn max_handshakes(mut self, total: usize, per_addr: usize) -> Self {
         self.config.handshakes = Limits {
             total: total.max(1),
             per_addr: per_addr.max(1),
+            ..self.config.handshakes
         };
         self
     }
@@ -186,10 +189,19 @@ impl ServerBuilder {
 
     /// Binds and starts accepting connections. Fails with
     /// [`Error::Setup`](crate::Error::Setup) for a token that is empty or
-    /// only whitespace.
+    /// only whitespace, and for a `max_frame_bytes` larger than the runtime's
+    /// [`client_memory_bytes`](crate::RuntimeBuilder::client_memory_bytes)
+    /// (such a frame could never be read).
     pub async fn start(self) -> Result<Server> {
         if let Some(token) = &self.config.token {
             crate::base::secret::check_token(token, "the server token")?;
+        }
+        let budget = self.shared.client_budget.limit();
+        if self.config.max_frame_bytes > budget {
+            return Err(Error::Setup(format!(
+                "max_frame_bytes ({}) is larger than the runtime's client_memory_bytes ({budget})",
+                self.config.max_frame_bytes
+            )));
         }
         let (listener, local_addr) = listen(self.addr).await?;
         let task = tokio::spawn(accept(listener, self.shared, self.config));
@@ -226,7 +238,13 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, config: Config) {
         let _ = stream.set_nodelay(true);
         // Its place among those waiting for a hello, taken now: a full pool
         // lets its oldest go.
-        let slot = pool.enter(peer.ip(), config.handshakes);
+        let Some(slot) = pool.enter(peer.ip(), config.handshakes) else {
+            connections.spawn(refuse(
+                stream,
+                "too many connections are waiting for their handshake; try again".into(),
+            ));
+            continue;
+        };
         let (shared, config, welcome, pool) = (
             shared.clone(),
             config.clone(),
@@ -241,6 +259,15 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, config: Config) {
                 tracing::warn!(%peer, %reason, "closed a client connection");
             }
         });
+    }
+}
+
+/// Tells a connection it is refused, then closes it (giving up after a
+/// second: a client that does not read is not waited for).
+async fn refuse(mut stream: TcpStream, reason: String) {
+    let mut out = Vec::new();
+    if frame::encode(&ServerFrame::Refused { reason }, &mut out).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     }
 }
 
@@ -290,6 +317,7 @@ async fn serve_connection(
         }
     });
     let hello = tokio::select! {
+        biased;
         hello = hello => hello.map_err(|_| "no hello within the handshake timeout".to_owned())??,
         () = evicted.notified() => {
             return Err("closed while waiting for its hello, to make room for newer connections".into());
@@ -361,9 +389,12 @@ async fn serve_connection(
             pipelining.observe(calls);
             connection.count_in_flight();
         }
-        // Frames taken: what was counted of them goes back to the budget.
-        if held.bytes() > 0 && reader.pending() <= UNCOUNTED_PENDING {
-            held.resize(0);
+        // Frames taken: the room of a large one goes back, and so does
+        // what was counted of it.
+        if held.bytes() > 0 && !reader.has_partial() {
+            reader.shrink();
+            let room = reader.footprint();
+            held.resize(if room > UNCOUNTED_PENDING { room } else { 0 });
         }
         if !out.is_empty() {
             wr.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -430,10 +461,10 @@ async fn serve_connection(
                     Ok(_) => {}
                     Err(e) => return Err(e.to_string()),
                 }
-                // A frame begun counts against the runtime's budget for
-                // clients (past a small allowance per connection).
-                let pending = reader.pending();
-                let counted = if pending > UNCOUNTED_PENDING { pending } else { 0 };
+                // The reader's buffer counts against the runtime's budget
+                // for clients (past a small allowance per connection).
+                let room = reader.footprint();
+                let counted = if room > UNCOUNTED_PENDING { room } else { 0 };
                 if counted != held.bytes() && !held.resize(counted) {
                     return Err("the runtime holds as many bytes for clients as it may: closing a connection whose frame does not fit".into());
                 }
@@ -442,9 +473,9 @@ async fn serve_connection(
     }
 }
 
-/// Bytes of a frame begun that a connection may hold without counting them
-/// against the runtime's budget for clients: most frames are smaller, and
-/// so cost no shared counter.
+/// Bytes of buffer a connection may hold without counting them against the
+/// runtime's budget for clients: most frames are smaller, and so cost no
+/// shared counter.
 const UNCOUNTED_PENDING: usize = 64 * 1024;
 
 /// How many times a pipelining client's connection lets the workers run
