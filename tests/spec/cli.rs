@@ -214,3 +214,69 @@ async fn the_cli_works_against_a_running_server() {
     .await
     .unwrap();
 }
+
+/// A read-only bind mount of a directory, unmounted when dropped.
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn of(source: &std::path::Path, at: &std::path::Path) -> ReadOnlyMount {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run mount ({e}): this test needs root"));
+            assert!(
+                status.success(),
+                "mount {args:?} failed: this test needs root (CI runs as root)"
+            );
+        };
+        let (source, target) = (source.to_str().unwrap(), at.to_str().unwrap());
+        run(&["--bind", source, target]);
+        let mount = ReadOnlyMount(at.to_owned());
+        run(&["-o", "remount,bind,ro", target]);
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_a_read_only_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path()).await;
+    let at = tempfile::tempdir().unwrap();
+    let mount = ReadOnlyMount::of(dir.path(), at.path());
+    assert!(
+        std::fs::write(at.path().join("probe"), b"x").is_err(),
+        "the mount is read-only"
+    );
+    let data = at.path().to_str().unwrap().to_owned();
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("kv.jsonl");
+    let file = file.to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (code, out, err) = cli(&["--data", &data, "namespaces"], "");
+        assert_eq!(code, 0, "{err}");
+        assert!(out.lines().any(|l| l == "Kv"), "{out}");
+        let (code, all, err) = cli(&["--data", &data, "list", "Counter", "--all"], "");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(all.lines().count(), 5, "{all}");
+        let (code, shown, err) = cli(&["--data", &data, "show", "Kv", "doc"], "");
+        assert_eq!(code, 0, "{err}");
+        assert!(shown.contains("  title = \"Hello\""), "{shown}");
+        let (code, _, err) = cli(&["--data", &data, "export", "Kv", "--out", &file], "");
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 2);
+        // Writing is refused, clearly.
+        let (code, out, err) = cli(&["--data", &data, "delete", "Kv", "doc"], "y\n");
+        assert_ne!(code, 0, "{out}");
+        assert!(err.contains("read-only"), "{err}");
+    })
+    .await
+    .unwrap();
+    drop(mount);
+}

@@ -15,9 +15,16 @@ use crate::base::id::{DurableObjectId, NamespaceKey};
 /// A data directory opened by a tool while no runtime has it open: list,
 /// show, export, import and delete objects of any class, without their
 /// code.
+///
+/// A directory the tool may not write (a read-only mount, a backup) is read
+/// from a copy in the system's temporary directory: listing, showing and
+/// exporting work, while deleting and importing fail with
+/// [`Error::Unsupported`]. The copy goes when the `DataDir` does.
 pub struct DataDir {
+    // Dropped in this order: the store before its copy.
     store: Store,
     classes: Vec<(String, u16, NamespaceKey)>,
+    copy: Option<TempCopy>,
 }
 
 impl DataDir {
@@ -29,8 +36,19 @@ impl DataDir {
                 path.display()
             )));
         }
-        let store = Store::open(path, StoreOptions::default())
-            .map_err(|e| Error::Setup(format!("cannot open {}: {e}", path.display())))?;
+        let cannot = |e: &dyn std::fmt::Display| {
+            Error::Setup(format!("cannot open {}: {e}", path.display()))
+        };
+        let (store, copy) = match Store::open(path, StoreOptions::default()) {
+            Ok(store) => (store, None),
+            Err(e) if cannot_write(&e) => {
+                let copy = TempCopy::of(path).map_err(|e| cannot(&e))?;
+                let store =
+                    Store::open(&copy.0, StoreOptions::default()).map_err(|e| cannot(&e))?;
+                (store, Some(copy))
+            }
+            Err(e) => return Err(cannot(&e)),
+        };
         let secret = crate::base::secret::load_secret(&store)?;
         let classes = store
             .namespaces()?
@@ -40,7 +58,11 @@ impl DataDir {
                 (name, number, key)
             })
             .collect();
-        Ok(DataDir { store, classes })
+        Ok(DataDir {
+            store,
+            classes,
+            copy,
+        })
     }
 
     /// The class names of the namespaces the directory holds.
@@ -95,8 +117,24 @@ impl DataDir {
         dump(&store, id.clone(), name)
     }
 
+    /// Whether the directory is read from a copy (it cannot be written).
+    pub fn is_read_only(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    fn writable(&self) -> Result<()> {
+        match self.copy {
+            Some(_) => Err(Error::Unsupported(
+                "the data directory cannot be written (read-only); only list, show and export work"
+                    .into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Removes an object's keys and alarm; tells how many keys there were.
     pub async fn delete(&self, class: &str, id: &DurableObjectId) -> Result<usize> {
+        self.writable()?;
         let store = self.object(class, id)?;
         let count = store.delete_all(true)?;
         store.barrier().await?;
@@ -105,6 +143,7 @@ impl DataDir {
 
     /// Writes the records of one object (the class and id of the first).
     pub async fn import(&self, records: &[Record]) -> Result<usize> {
+        self.writable()?;
         let Some(first) = records.first() else {
             return Ok(0);
         };
@@ -131,6 +170,58 @@ impl DataDir {
     pub fn close(self) {
         self.store.close();
     }
+}
+
+/// Whether opening failed because the directory cannot be written.
+fn cannot_write(e: &do_storage::StorageError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            )
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// A copy of a directory in the system's temporary directory, removed when
+/// dropped.
+struct TempCopy(std::path::PathBuf);
+
+impl TempCopy {
+    fn of(from: &Path) -> std::io::Result<TempCopy> {
+        let mut tag = [0u8; 8];
+        getrandom::fill(&mut tag).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let to = std::env::temp_dir().join(format!("do-cli-copy-{}", hex::encode(tag)));
+        let copy = TempCopy(to);
+        copy_dir(from, &copy.0)?;
+        Ok(copy)
+    }
+}
+
+impl Drop for TempCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for DataDir {
