@@ -706,7 +706,14 @@ async fn many_clients_sending_bodies_hold_no_more_than_the_client_memory_budget(
         .client_memory_bytes(BUDGET)
         .build_for_test()
         .unwrap();
-    let gateway = start(&rt).await;
+    // A body counts three times while its request is handled: the largest
+    // body is at most a third of the budget.
+    let gateway = rt
+        .gateway()
+        .max_body_bytes(BUDGET / 4)
+        .start()
+        .await
+        .unwrap();
     let addr = gateway.local_addr();
     let before = do_tests::resident_bytes();
     let chunk = std::sync::Arc::new(vec![b'x'; SENT]);
@@ -769,4 +776,23 @@ async fn many_clients_sending_bodies_hold_no_more_than_the_client_memory_budget(
         unavailable > CLIENTS / 2,
         "{unavailable} of {CLIENTS} got 503"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_that_could_never_fit_the_client_budget_are_refused_at_start() {
+    let rt = builder()
+        .client_memory_bytes(12 * 1024 * 1024)
+        .build_for_test()
+        .unwrap();
+    // A body counts three times while handled: 4 MiB fits, 5 MiB never would.
+    assert!(rt.gateway().max_body_bytes(4 << 20).start().await.is_ok());
+    assert!(matches!(
+        rt.gateway().max_body_bytes(5 << 20).start().await,
+        Err(do_runtime::Error::Setup(_))
+    ));
+    assert!(matches!(
+        rt.server().max_frame_bytes(13 << 20).start().await,
+        Err(do_runtime::Error::Setup(_))
+    ));
+    assert!(rt.server().max_frame_bytes(12 << 20).start().await.is_ok());
 }

@@ -216,13 +216,15 @@ impl GatewayBuilder {
 
     /// Binds and starts serving on the current tokio runtime. Fails with
     /// [`Error::Setup`](crate::Error::Setup) for an admin token that is
-    /// empty or only whitespace, and for a `max_body_bytes` larger than the
-    /// runtime's [`client_memory_bytes`](crate::RuntimeBuilder::client_memory_bytes)
-    /// (such a body could never be read).
+    /// empty or only whitespace, and for a `max_body_bytes` more than a
+    /// third of the runtime's
+    /// [`client_memory_bytes`](crate::RuntimeBuilder::client_memory_bytes)
+    /// (a body counts three times while its request is handled: such a
+    /// body could never be).
     pub async fn start(self) -> Result<Gateway> {
-        if self.max_body_bytes > self.shared.client_budget.limit() {
+        if self.max_body_bytes.saturating_mul(3) > self.shared.client_budget.limit() {
             return Err(crate::base::error::Error::Setup(format!(
-                "max_body_bytes ({}) is larger than the runtime's client_memory_bytes ({})",
+                "max_body_bytes ({}) is more than a third of the runtime's client_memory_bytes ({})",
                 self.max_body_bytes,
                 self.shared.client_budget.limit()
             )));
@@ -455,6 +457,12 @@ async fn handle(
             ));
         }
     };
+    // On its way to the object the body is copied twice (into the call's
+    // encoded arguments, then into the object's request): while the
+    // request is handled it counts three times.
+    if !held.resize(body.len().saturating_mul(3)) {
+        return busy();
+    }
     let request = Request::from_parts(parts, body);
     if let Some(token) = &state.admin
         && request.uri().path().starts_with("/admin/")
