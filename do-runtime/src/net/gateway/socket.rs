@@ -267,8 +267,9 @@ impl Pump {
         };
         // An event still on its way (a close, say, while a write failed)
         // reaches the object before the socket is forgotten: its handler
-        // must still find the socket.
-        if let Some(in_flight) = in_flight.take() {
+        // must still find the socket. Not while the gateway stops: that
+        // does not wait for handlers.
+        if let Some(in_flight) = in_flight.take().filter(|_| !*stopped.borrow()) {
             let _ = tokio::time::timeout(WRITE_TIMEOUT, in_flight.call).await;
         }
         if let End::Close(code, reason) = end {
