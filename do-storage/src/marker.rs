@@ -149,9 +149,7 @@ pub(crate) fn write_creating(dir: &Path) -> Result<()> {
 pub(crate) fn write(dir: &Path, keyspaces: &[(&str, &Path)]) -> Result<()> {
     let mut text = format!("{MARK_HEADER}\n");
     for (name, folder) in keyspaces {
-        let relative = folder.strip_prefix(dir).unwrap_or(folder);
-        let relative = relative.to_string_lossy().replace('\\', "/");
-        text.push_str(&format!("keyspace {name} {relative}\n"));
+        text.push_str(&format!("keyspace {name} {}\n", relative(dir, folder)));
     }
     put(dir, text)
 }
@@ -171,6 +169,12 @@ fn put(dir: &Path, text: String) -> Result<()> {
         .map_err(failed)
 }
 
+/// `folder` as the mark names it: relative to `dir`, with `/` separators.
+fn relative(dir: &Path, folder: &Path) -> String {
+    let relative = folder.strip_prefix(dir).unwrap_or(folder);
+    relative.to_string_lossy().replace('\\', "/")
+}
+
 /// Checks that fjall opened each keyspace where the mark says it was: a
 /// keyspace it made anew would live in another folder.
 pub(crate) fn check_folders(
@@ -179,8 +183,7 @@ pub(crate) fn check_folders(
     opened: &[(&str, &Path)],
 ) -> Result<()> {
     for (name, folder) in opened {
-        let relative = folder.strip_prefix(dir).unwrap_or(folder);
-        let relative = relative.to_string_lossy().replace('\\', "/");
+        let relative = relative(dir, folder);
         let expected = marked.iter().find(|(n, _)| n == name);
         match expected {
             Some((_, f)) if *f == relative => {}

@@ -739,23 +739,7 @@ async fn many_clients_sending_bodies_hold_no_more_than_the_client_memory_budget(
             Some(tcp)
         }));
     }
-    let mut open = Vec::new();
-    for client in clients {
-        if let Some(tcp) = client.await.unwrap() {
-            open.push(tcp);
-        }
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let grown = do_tests::resident_bytes().saturating_sub(before);
-    // Resident memory is the whole test process's (other tests run
-    // beside this one): shown, not asserted. What the runtime holds for
-    // clients is its own figure, and stays within the budget.
-    eprintln!("resident memory grew by {} KiB", grown / 1024);
-    let held = rt.stats().client_bytes_held;
-    assert!(
-        held <= BUDGET,
-        "{held} bytes held with a budget of {BUDGET}"
-    );
+    let open = do_tests::clients_within_budget(&rt, BUDGET, before, clients).await;
     // Most were told to come back later (the others wait for the rest of
     // their body: they are given a few seconds).
     let answers: Vec<_> = open

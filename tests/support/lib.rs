@@ -55,3 +55,31 @@ pub fn resident_bytes() -> usize {
         .expect("a number of kB");
     kib * 1024
 }
+
+/// Waits for flood `clients` (each a connection, or `None` if it failed
+/// early), lets the runtime take what they sent, and checks that what it
+/// holds for clients stays within `budget`. Resident memory since `before`
+/// is the whole test process's (other tests run beside): shown, not
+/// asserted. Returns the connections still open.
+pub async fn clients_within_budget(
+    rt: &Runtime,
+    budget: usize,
+    before: usize,
+    clients: Vec<tokio::task::JoinHandle<Option<tokio::net::TcpStream>>>,
+) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for client in clients {
+        if let Some(tcp) = client.await.expect("a client task") {
+            open.push(tcp);
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let grown = resident_bytes().saturating_sub(before);
+    eprintln!("resident memory grew by {} KiB", grown / 1024);
+    let held = rt.stats().client_bytes_held;
+    assert!(
+        held <= budget,
+        "{held} bytes held with a budget of {budget}"
+    );
+    open
+}

@@ -177,6 +177,13 @@ mod tests {
         IpAddr::from([127, 0, 0, last])
     }
 
+    /// Whether `slot` was told to let its place go.
+    fn told(slot: &Slot) -> bool {
+        let told = slot.evicted.notified();
+        futures_util::pin_mut!(told);
+        futures_util::FutureExt::now_or_never(told).is_some()
+    }
+
     #[test]
     fn a_full_pool_lets_its_oldest_connection_go() {
         let pool = Arc::new(Handshakes::default());
@@ -192,11 +199,7 @@ mod tests {
         let _fourth = pool.enter(addr(4), limits).unwrap();
         assert_eq!(pool.waiting(), 3);
         // The first was told to go (a stored permit).
-        {
-            let told = first.evicted.notified();
-            futures_util::pin_mut!(told);
-            assert!(futures_util::FutureExt::now_or_never(told).is_some());
-        }
+        assert!(told(&first));
         // Its drop after eviction changes nothing.
         drop(first);
         assert_eq!(pool.waiting(), 3);
@@ -215,12 +218,8 @@ mod tests {
         let _a2 = pool.enter(addr(1), limits).unwrap();
         let _a3 = pool.enter(addr(1), limits).unwrap();
         assert_eq!(pool.waiting(), 3, "one of the address's own went");
-        let told = a1.evicted.notified();
-        futures_util::pin_mut!(told);
-        assert!(futures_util::FutureExt::now_or_never(told).is_some());
-        let kept = other.evicted.notified();
-        futures_util::pin_mut!(kept);
-        assert!(futures_util::FutureExt::now_or_never(kept).is_none());
+        assert!(told(&a1));
+        assert!(!told(&other));
     }
 
     #[test]
