@@ -15,6 +15,7 @@ use fjall::{Database, Keyspace, PersistMode, Slice};
 
 use crate::commit_stats::{CommitGroup, CommitHook, CommitStats};
 use crate::error::{Result, StorageError};
+use crate::highwater::{self, HighWater};
 use crate::keys::{NEXT_KEY, ObjectPrefix, Space};
 use crate::numbers::Numbers;
 use crate::queue::Queue;
@@ -187,6 +188,7 @@ impl Committer {
         db: Database,
         data: Keyspaces,
         numbering: Numbering,
+        chain: Chain,
         persist_delay: std::time::Duration,
         spin: std::time::Duration,
         on_commit: Option<CommitHook>,
@@ -200,6 +202,7 @@ impl Committer {
             db,
             spaces: data,
             numbering,
+            chain,
             queue: link.queue.clone(),
             stats: stats.clone(),
             signal: link.signal.clone(),
@@ -279,6 +282,13 @@ pub(crate) struct Numbering {
     pub next: u64,
 }
 
+/// The numbers of the commit groups (see `highwater`): the last one
+/// applied, and the mark of the last one durable.
+pub(crate) struct Chain {
+    pub last: u64,
+    pub mark: HighWater,
+}
+
 /// The commit thread's timing knobs.
 #[derive(Clone, Copy)]
 struct Timing {
@@ -296,6 +306,7 @@ struct CommitThread {
     db: Database,
     spaces: Keyspaces,
     numbering: Numbering,
+    chain: Chain,
     queue: Arc<Queue<Job>>,
     stats: Arc<Counters>,
     signal: Arc<GroupSignal>,
@@ -309,6 +320,7 @@ impl CommitThread {
             db,
             spaces,
             mut numbering,
+            mut chain,
             queue,
             stats,
             signal,
@@ -318,7 +330,15 @@ impl CommitThread {
         let (db, data, queue, stats, signal, hook) =
             (&db, &spaces, &*queue, &*stats, &*signal, hook.as_ref());
         let mut commit = |group: &mut Group| {
-            commit_group(db, data, &mut numbering, group, stats, timing.delay, hook);
+            commit_group(
+                db,
+                data,
+                (&mut numbering, &mut chain),
+                group,
+                stats,
+                timing.delay,
+                hook,
+            );
             signal.fire();
         };
         // Should this thread ever panic (a bug), later writes fail with
@@ -364,6 +384,9 @@ impl CommitThread {
                 std::time::Duration::ZERO
             };
         }
+        if let Err(e) = chain.mark.sync() {
+            tracing::error!(target: "do_storage::commit", error = %e, "cannot sync the commit mark");
+        }
     }
 }
 
@@ -395,7 +418,7 @@ impl Group {
 fn commit_group(
     db: &Database,
     spaces: &Keyspaces,
-    numbering: &mut Numbering,
+    (numbering, chain): (&mut Numbering, &mut Chain),
     group: &mut Group,
     stats: &Counters,
     delay: std::time::Duration,
@@ -466,8 +489,15 @@ fn commit_group(
     if let Some(next) = next {
         batch.insert(&spaces.meta, NEXT_KEY, next.to_be_bytes().to_vec());
     }
+    // Last in the batch, though the batch is one journal entry anyway.
+    let number = chain.last + 1;
+    if chain.last > 0 {
+        batch.remove(&spaces.meta, highwater::chain_key(chain.last));
+    }
+    batch.insert(&spaces.meta, highwater::chain_key(number), []);
     let applied = batch.commit();
     if applied.is_ok() {
+        chain.last = number;
         for commit in group.iter() {
             commit.sync.applied.fetch_max(commit.seq, Ordering::Release);
         }
@@ -511,6 +541,12 @@ fn commit_group(
         .fetch_add(group.len() as u64, Ordering::Relaxed);
     stats.writes.fetch_add(writes, Ordering::Relaxed);
     stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+    if outcome.is_ok()
+        && let Err(e) = chain.mark.advance(number)
+    {
+        // The group is durable; only the check of a later open is weaker.
+        tracing::error!(target: "do_storage::commit", error = %e, "cannot write the commit mark");
+    }
     let failed = outcome.err().map(StorageError::from);
     let result = failed.clone().map_or(Ok(()), Err);
     for commit in group.drain(..) {

@@ -34,6 +34,7 @@ mod cache;
 mod commit_stats;
 mod committer;
 mod error;
+mod highwater;
 mod keys;
 pub mod limits;
 mod list;

@@ -54,7 +54,7 @@ impl Found {
 }
 
 /// An I/O failure on `path` (not damage: the directory may be fine).
-fn io(path: &Path, e: std::io::Error) -> StorageError {
+pub(crate) fn io(path: &Path, e: std::io::Error) -> StorageError {
     StorageError::Engine(format!("{}: {e}", path.display()).into())
 }
 

@@ -10,6 +10,7 @@ use crate::alarm::{Alarm, DueAlarm};
 use crate::commit_stats::{CommitHook, CommitStats};
 use crate::committer::{Commit, CommitLink, Committer, Release};
 use crate::error::{Result, StorageError};
+use crate::highwater::HighWater;
 use crate::keys::{
     self, DataPrefix, FORMAT, FORMAT_KEY, NS_BY_NAME, NS_BY_NUMBER, OBJECT_ID_BYTES, ObjectPrefix,
 };
@@ -118,11 +119,18 @@ impl Store {
         if matches!(found, Found::New) {
             marker::write_creating(path)?;
         }
-        let db = Database::builder(path)
-            .cache_size(options.cache_bytes)
-            // We persist explicitly, once per group of batches, on the commit thread.
-            .manual_journal_persist(true)
-            .open()?;
+        let open = || {
+            Database::builder(path)
+                .cache_size(options.cache_bytes)
+                // We persist explicitly, once per group of batches, on the commit thread.
+                .manual_journal_persist(true)
+                .open()
+        };
+        // Some damage to a journal trips an assertion in fjall's recovery
+        // (in debug builds) rather than returning an error.
+        let db = std::panic::catch_unwind(open).map_err(|_| StorageError::Damaged {
+            what: "fjall failed recovering its journal (it panicked reading it)".into(),
+        })??;
         let memtable = options.memtable_bytes.max(1024 * 1024);
         let data = db.keyspace("objects", || {
             KeyspaceCreateOptions::default().max_memtable_size(memtable)
@@ -142,6 +150,7 @@ impl Store {
             )?;
         }
         check_format(&db, &meta, &data, &known, &found)?;
+        let (mark, last_group) = HighWater::open(path, &meta)?;
         let next = crate::numbers::stored_next(&meta)?;
         let numbers = Arc::new(Numbers::new(next));
         let committer = Committer::start(
@@ -156,6 +165,10 @@ impl Store {
             crate::committer::Numbering {
                 numbers: numbers.clone(),
                 next,
+            },
+            crate::committer::Chain {
+                last: last_group,
+                mark,
             },
             options.persist_delay,
             options.commit_spin,

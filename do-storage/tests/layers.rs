@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "error",        // the error type
     "keys",         // the key layout of every keyspace
     "marker",       // the mark of a complete data directory
+    "highwater",    // the commit groups' chain and high-water mark
     "limits",       // key, value and batch limits
     "list",         // list options, key ranges, the overlay merge
     "writes",       // a buffer of writes by key
