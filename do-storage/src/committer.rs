@@ -167,9 +167,16 @@ pub(crate) struct Counters {
     writes: AtomicU64,
     bytes: AtomicU64,
     persist_nanos: AtomicU64,
+    /// The first group's failure: fjall refuses every write after one
+    /// (see [`crate::Store::failure`]).
+    failure: std::sync::OnceLock<StorageError>,
 }
 
 impl Counters {
+    pub fn failure(&self) -> Option<&StorageError> {
+        self.failure.get()
+    }
+
     pub fn snapshot(&self) -> CommitStats {
         CommitStats {
             groups: self.groups.load(Ordering::Relaxed),
@@ -227,6 +234,10 @@ impl Committer {
 
     pub fn stats(&self) -> CommitStats {
         self.stats.snapshot()
+    }
+
+    pub fn failure(&self) -> Option<StorageError> {
+        self.stats.failure().cloned()
     }
 
     /// What a thread holding replies needs of the commit thread.
@@ -548,6 +559,9 @@ fn commit_group(
         tracing::error!(target: "do_storage::commit", error = %e, "cannot write the commit mark");
     }
     let failed = outcome.err().map(StorageError::from);
+    if let Some(e) = &failed {
+        let _ = stats.failure.set(e.clone());
+    }
     let result = failed.clone().map_or(Ok(()), Err);
     for commit in group.drain(..) {
         // Wakes `sync()` waiters only when there are any: replies go out below.

@@ -127,7 +127,22 @@ impl EngineError {
 
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "storage engine failure: {}", self.cause())
+        write!(f, "storage engine failure: {}", self.cause())?;
+        if self.is_poisoned() {
+            // fjall's own word says nothing of why or what next.
+            f.write_str(
+                " (fjall stopped writing after a write or fsync failed: a full disk or an I/O error; writes fail until the store is reopened)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl EngineError {
+    /// Whether fjall refuses every write from now on (it failed to write
+    /// or sync a file earlier): only reopening the database ends it.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(&self.0, Cause::Fjall(e) if matches!(**e, fjall::Error::Poisoned))
     }
 }
 

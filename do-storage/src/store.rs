@@ -432,6 +432,36 @@ impl Store {
         self.inner.committer.link().release(sync, seq, release);
     }
 
+    /// The failure of the first commit group that failed, if one did.
+    ///
+    /// After a failed write or fsync fjall refuses every later write (its
+    /// journal may be torn at that point), so a store that reports a
+    /// failure stays unwritable: reads of what was committed still work;
+    /// close it, drop every handle and view, and open the directory again
+    /// (the runtime does, see its storage recovery). Nothing acknowledged
+    /// is lost by that: acknowledged groups were synced before the failure.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.inner.committer.failure()
+    }
+
+    /// Bytes free to an unprivileged writer on the file system that holds
+    /// `dir`, where the platform says (on Unix). A store needs room for a
+    /// memtable's worth of table ([`StoreOptions::memtable_bytes`]) to
+    /// flush; the runtime waits for that much before reopening a store
+    /// whose writes failed.
+    pub fn free_bytes(dir: &Path) -> Option<u64> {
+        #[cfg(unix)]
+        {
+            let stat = rustix::fs::statvfs(dir).ok()?;
+            Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            None
+        }
+    }
+
     /// What the commit thread has done so far.
     pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()

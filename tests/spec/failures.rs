@@ -264,3 +264,166 @@ async fn a_disconnected_error_says_why_the_stub_lost_its_object() {
         Some(DisconnectReason::Other)
     );
 }
+
+/// A tmpfs of `size` mounted on `at` for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run mount ({e}): this test needs root"));
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed: this test needs root (CI runs as root)"
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    /// Bytes free on it, as `df` reports them.
+    fn free(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .expect("df runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the free bytes")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    let response = do_tests::client::get(addr, "/readyz").await;
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body()).into_owned(),
+    )
+}
+
+/// Waits (at most `HANG`) until `/readyz` answers `status`; returns its text.
+async fn wait_ready(addr: std::net::SocketAddr, status: u16) -> String {
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        let (got, text) = readyz(addr).await;
+        if got == status {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz stayed {got} ({text}), never {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_writes_typed_reports_not_ready_and_recovers_without_a_restart() {
+    let at = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(at.path(), "96m");
+    let dir = at.path().join("data");
+    let rt = builder().data_dir(&dir).build().unwrap();
+    let gateway = rt.gateway().health(true).start().await.unwrap();
+    let addr = gateway.local_addr();
+    let kv = rt.namespace::<do_tests::Kv>();
+    kv.get_by_name("before")
+        .put_bytes("k".into(), vec![1; 10])
+        .await
+        .unwrap();
+    assert_eq!(readyz(addr).await.0, 200);
+    // Leave 3 MiB: less than one memtable's table.
+    let ballast = at.path().join("ballast");
+    let room = disk.free().saturating_sub(3 << 20) as usize;
+    std::fs::write(&ballast, vec![0xa5u8; room]).unwrap();
+    let filler = kv.get_by_name("filler");
+    let mut acknowledged = Vec::new();
+    let mut failure = None;
+    for i in 0..4000u32 {
+        match filler.put_bytes(format!("k{i}"), vec![7; 64 * 1024]).await {
+            Ok(()) => acknowledged.push(i),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a write fails once the disk is full");
+    assert!(
+        matches!(&failure, Error::Storage(m) if m.contains("a write or fsync failed")),
+        "{failure:?}"
+    );
+    assert!(
+        acknowledged.len() > 10,
+        "writes succeeded before the disk filled"
+    );
+    // Not ready while writes cannot be made, and saying why.
+    let why = wait_ready(addr, 503).await;
+    assert!(why.contains("storage cannot write"), "{why}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let why = wait_ready(addr, 503).await;
+    assert!(why.contains("waiting for free space"), "{why}");
+    // Meanwhile every call is answered, typed: reads of committed data or
+    // a retryable error.
+    match kv.get_by_name("before").get_bytes("k".into()).await {
+        Ok(value) => assert_eq!(value, Some(vec![1; 10])),
+        Err(e) => assert!(e.is_retryable(), "{e:?}"),
+    }
+    let refused = kv.get_by_name("other").put_bytes("k".into(), vec![2]).await;
+    assert!(
+        refused.as_ref().is_err_and(Error::is_retryable),
+        "{refused:?}"
+    );
+    // Space comes back: the runtime serves again, same process.
+    std::fs::remove_file(&ballast).unwrap();
+    wait_ready(addr, 200).await;
+    let again = kv.get_by_name("after");
+    again.put_bytes("k".into(), vec![3]).await.unwrap();
+    assert_eq!(again.get_bytes("k".into()).await.unwrap(), Some(vec![3]));
+    let filler = kv.get_by_name("filler");
+    for i in &acknowledged {
+        let value = filler.get_bytes(format!("k{i}")).await.unwrap();
+        assert_eq!(
+            value.map(|v| v.len()),
+            Some(64 * 1024),
+            "k{i} was acknowledged"
+        );
+    }
+    assert_eq!(
+        kv.get_by_name("before")
+            .get_bytes("k".into())
+            .await
+            .unwrap(),
+        Some(vec![1; 10])
+    );
+    // And a restart finds everything too.
+    drop(gateway);
+    rt.shutdown().await;
+    drop(rt);
+    let rt = builder().data_dir(&dir).build().unwrap();
+    let kv = rt.namespace::<do_tests::Kv>();
+    let filler = kv.get_by_name("filler");
+    for i in &acknowledged {
+        let value = filler.get_bytes(format!("k{i}")).await.unwrap();
+        assert!(value.is_some(), "k{i} was acknowledged");
+    }
+    assert_eq!(
+        kv.get_by_name("after").get_bytes("k".into()).await.unwrap(),
+        Some(vec![3])
+    );
+    rt.shutdown().await;
+    drop(rt);
+    drop(disk);
+}

@@ -101,8 +101,10 @@ pub(crate) fn list_local(
     after: Option<[u8; 16]>,
     limit: usize,
 ) -> Result<Vec<WireEntry>> {
-    let store = shared.store().ok_or_else(|| {
-        Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down")
+    let store = shared.store().ok_or_else(|| match shared.storage_fault() {
+        // Being reopened after a failed write (see `service::recovery`).
+        Some(fault) => Error::disconnected(DisconnectReason::Reset, fault),
+        None => Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down"),
     })?;
     entries(&store, class.storage_namespace, &class.key, after, limit)
 }

@@ -28,7 +28,7 @@ use crate::engine::input_gate::InputGate;
 use crate::engine::registry::ObjectHandle;
 use crate::engine::reply::{Reply, ReplyTo};
 use crate::engine::shared::Shared;
-use crate::engine::worker::{Envelope, Kind, ObjectKey, Objects, WorkerLocal};
+use crate::engine::worker::{Envelope, Kind, ObjectKey, Objects, WorkerLocal, WorkerStorage};
 
 /// How many messages one poll delivers before yielding to the worker's other tasks.
 const DELIVERY_BUDGET: usize = 64;
@@ -52,6 +52,9 @@ struct Slot {
     seen: Cell<(u64, Instant)>,
     /// `Some` once eviction was asked for, with whoever waits for it.
     eviction: RefCell<Option<Vec<oneshot::Sender<bool>>>>,
+    /// Set when the store failed: the task resets its object, refuses what
+    /// is queued and leaves, letting go of its view of the store.
+    detached: Cell<bool>,
     /// The task's state, which the router may drive itself (see
     /// [`Mailbox::deliver_inline`]). Weak: the task owns it.
     task: OnceCell<Weak<RefCell<ObjectTask>>>,
@@ -77,6 +80,7 @@ impl Default for Mailbox {
                 activity: Cell::new(0),
                 seen: Cell::new((0, Instant::now())),
                 eviction: RefCell::default(),
+                detached: Cell::new(false),
                 task: OnceCell::new(),
                 inline: Cell::new(false),
                 parked_inline: Cell::new(false),
@@ -249,6 +253,13 @@ impl Mailbox {
             .set(self.slot.activity.get().wrapping_add(1));
     }
 
+    /// Asks the task to reset its object and leave at once (the store
+    /// failed; see `WorkerMsg::Detach`).
+    pub fn request_detach(&self) {
+        self.slot.detached.set(true);
+        self.wake();
+    }
+
     /// Asks the task to drop its instance and leave once idle.
     pub fn request_eviction(&self, done: Option<oneshot::Sender<bool>>) {
         self.slot
@@ -286,12 +297,13 @@ impl ObjectTask {
         handle: Arc<ObjectHandle>,
         mailbox: Mailbox,
         worker: &WorkerLocal,
+        storage: &WorkerStorage,
     ) -> Self {
         let prefix = do_storage::ObjectPrefix::new(class.storage_namespace, id.base());
-        let store = Rc::new(worker.store.object_on_thread(
+        let store = Rc::new(storage.store.object_on_thread(
             prefix,
-            worker.cache.clone(),
-            worker.releases.clone(),
+            storage.cache.clone(),
+            storage.releases.clone(),
         ));
         if let Some(name) = id.name() {
             store.set_name(name);
@@ -327,6 +339,14 @@ impl ObjectTask {
     /// object is idle (`Ready` once it left); on the router's turn the
     /// router hands the writes over.
     fn step(&mut self, cx: &mut Context<'_>, own_poll: bool) -> Poll<()> {
+        if self.mailbox.slot.detached.get() {
+            if own_poll {
+                self.detach();
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         // WebSocket sends made by the object's code wait for its writes.
         let store = self.store.clone();
         crate::engine::output_gate::with(&store, || self.turn(cx));
@@ -604,6 +624,27 @@ impl ObjectTask {
         }
     }
 
+    /// Leaves because the store failed: resets the object (its running
+    /// calls' callers see their stubs broken), refuses every queued call,
+    /// and tells whoever waits for an eviction that nothing was evicted.
+    /// The worker has already taken the task out of its object map.
+    fn detach(&mut self) {
+        self.reset();
+        while let Some(envelope) = self.mailbox.pop() {
+            refuse(envelope, crate::engine::worker::storage_reopening());
+        }
+        for done in self
+            .mailbox
+            .slot
+            .eviction
+            .borrow_mut()
+            .take()
+            .unwrap_or_default()
+        {
+            let _ = done.send(false);
+        }
+    }
+
     /// Drops the instance and every call running on it (their callers see a
     /// disconnected error), forgets unflushed writes, and starts a new
     /// generation so the stubs bound to the old instance break.
@@ -698,6 +739,18 @@ impl ObjectTask {
             let _ = done.send(was_live);
         }
         true
+    }
+}
+
+/// Answers a message that will not run with `e`: a call's caller gets it
+/// (and its queue room back); a closure is dropped unrun.
+pub(crate) fn refuse(envelope: Envelope, e: Error) {
+    if let Kind::Call {
+        reply, slot, port, ..
+    } = envelope.kind
+    {
+        port.handle().release(slot);
+        reply.send(Err(e));
     }
 }
 

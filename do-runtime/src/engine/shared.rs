@@ -23,8 +23,13 @@ pub(crate) struct Shared {
     pub(crate) by_type: HashMap<TypeId, usize>,
     pub(crate) workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Taken out at stop, so the database closes even while stubs live on.
+    /// Taken out at stop, so the database closes even while stubs live on,
+    /// and while a failed store is reopened (see `service::recovery`).
     pub(crate) store: Mutex<Option<Store>>,
+    /// Where the store was opened from and how, to open it again.
+    pub(crate) store_source: (std::path::PathBuf, do_storage::StoreOptions),
+    /// Why the store cannot write now, while it is being reopened.
+    pub(crate) storage_fault: Mutex<Option<String>>,
     pub(crate) value_cache_bytes: usize,
     pub(crate) worker_io: bool,
     pub(crate) worker_spin: Duration,
@@ -99,6 +104,21 @@ impl Shared {
     /// The store, until the runtime stops.
     pub(crate) fn store(&self) -> Option<Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the store cannot take writes now, if it cannot: a commit group
+    /// failed, and until the store is reopened (see `service::recovery`)
+    /// every write fails.
+    pub(crate) fn storage_fault(&self) -> Option<String> {
+        let fault = self
+            .storage_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        fault.or_else(|| {
+            let failure = self.store()?.failure()?;
+            Some(format!("the storage cannot write: {failure}"))
+        })
     }
 
     pub(crate) fn worker_io(&self) -> bool {
@@ -223,8 +243,11 @@ impl Shared {
     /// Whether the store is open and every worker answers a ping within
     /// `within`; the error says what is wrong.
     pub(crate) async fn readiness(&self, within: Duration) -> std::result::Result<(), String> {
-        if self.is_closing() || self.store().is_none() {
+        if self.is_closing() || self.stopped.load(Ordering::Acquire) {
             return Err("the runtime is shutting down".into());
+        }
+        if let Some(fault) = self.storage_fault() {
+            return Err(fault);
         }
         for worker in 0..self.workers.len() {
             let (done, answered) = tokio::sync::oneshot::channel();

@@ -14,6 +14,7 @@ use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::LocalSet;
 
+use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::engine::class::ObjectParts;
 use crate::engine::instance::{Mailbox, ObjectTask};
@@ -109,6 +110,12 @@ pub(crate) enum WorkerMsg {
     },
     /// Answer at once: the worker is responsive.
     Ping(oneshot::Sender<()>),
+    /// The store failed: reset every object (their views of the store go
+    /// with their tasks) and let go of the store until `Attach`; calls
+    /// meanwhile are refused. Answers once the store is let go.
+    Detach(oneshot::Sender<()>),
+    /// Serve from this (reopened) store.
+    Attach(do_storage::Store),
     /// Spawn a task on the worker's `LocalSet` (see `Runtime::spawn`).
     Spawn(Box<dyn FnOnce() + Send>),
     Stop,
@@ -119,16 +126,64 @@ pub(crate) type ObjectKey = (u32, [u8; 16]);
 /// What every object task of one worker shares.
 pub(crate) struct WorkerLocal {
     pub shared: Arc<Shared>,
-    pub store: do_storage::Store,
-    pub cache: ValueCache,
-    /// Replies of this worker's objects held until their writes are
-    /// durable; released here, by a task on the worker.
-    pub releases: do_storage::Releases,
+    /// `None` while the runtime reopens a failed store (see
+    /// `service::recovery`).
+    pub storage: RefCell<Option<WorkerStorage>>,
     pub objects: Objects,
     /// Replies of this worker's objects waiting for their writes to be
     /// durable; the worker spins while there are some (see `spin`).
     pub awaiting: Arc<AtomicUsize>,
 }
+/// The worker's part of one opened store.
+pub(crate) struct WorkerStorage {
+    pub store: do_storage::Store,
+    pub cache: ValueCache,
+    /// Replies of this worker's objects held until their writes are
+    /// durable; released here, by a task on the worker.
+    pub releases: do_storage::Releases,
+    /// That task, ended with this store.
+    releasing: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerStorage {
+    /// Starts serving `store` on worker `index`: a new (empty) value cache,
+    /// and the task that releases held replies.
+    fn attach(index: usize, shared: &Arc<Shared>, store: do_storage::Store) -> WorkerStorage {
+        let releases = do_storage::Releases::new(&store);
+        let runtime = shared.clone();
+        let releasing = tokio::task::spawn_local(releases.clone().run_in_bursts(move |release| {
+            let relayed = crate::engine::relay::burst(release);
+            if relayed > 0 {
+                runtime
+                    .counters
+                    .relayed_replies
+                    .fetch_add(relayed, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+        WorkerStorage {
+            store,
+            cache: ValueCache::with_counters(
+                shared.value_cache_per_worker(),
+                shared
+                    .counters
+                    .caches
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            releases,
+            releasing,
+        }
+    }
+}
+
+impl Drop for WorkerStorage {
+    fn drop(&mut self) {
+        // Replies it still holds go to the commit thread (see `Releases`).
+        self.releasing.abort();
+    }
+}
+
 /// The worker's objects, looked up on every call. Keyed with foldhash's
 /// randomly seeded hasher: much cheaper than SipHash, and still seeded, for
 /// an id's base is chosen by whoever holds its namespace's key (every remote
@@ -190,30 +245,9 @@ async fn route(
     // The store is held for the worker's life; the runtime takes its own
     // copy out at stop.
     let Some(store) = shared.store() else { return };
-    let releases = do_storage::Releases::new(&store);
-    let runtime = shared.clone();
-    tokio::task::spawn_local(releases.clone().run_in_bursts(move |release| {
-        let relayed = crate::engine::relay::burst(release);
-        if relayed > 0 {
-            runtime
-                .counters
-                .relayed_replies
-                .fetch_add(relayed, std::sync::atomic::Ordering::Relaxed);
-        }
-    }));
     let local = WorkerLocal {
         shared: shared.clone(),
-        store,
-        cache: ValueCache::with_counters(
-            shared.value_cache_per_worker(),
-            shared
-                .counters
-                .caches
-                .get(index)
-                .cloned()
-                .unwrap_or_default(),
-        ),
-        releases,
+        storage: RefCell::new(Some(WorkerStorage::attach(index, &shared, store))),
         objects: Objects::default(),
         awaiting,
     };
@@ -342,6 +376,19 @@ impl Router {
             WorkerMsg::Ping(done) => {
                 let _ = done.send(());
             }
+            WorkerMsg::Detach(done) => {
+                router.local.storage.borrow_mut().take();
+                // Taken out first: a task may look itself up as it leaves.
+                let objects = std::mem::take(&mut *router.local.objects.borrow_mut());
+                for mailbox in objects.values() {
+                    mailbox.request_detach();
+                }
+                let _ = done.send(());
+            }
+            WorkerMsg::Attach(store) => {
+                let storage = WorkerStorage::attach(router.index, &router.local.shared, store);
+                *router.local.storage.borrow_mut() = Some(storage);
+            }
             WorkerMsg::Stop => return true,
         }
         false
@@ -366,20 +413,31 @@ impl Router {
     fn deliver(&self, envelope: Envelope) {
         let key = (envelope.class, envelope.id().base());
         let mailbox = self.local.objects.borrow().get(&key).cloned();
-        let mailbox = mailbox.unwrap_or_else(|| {
-            let mailbox = Mailbox::default();
-            let class = self.local.shared.classes()[envelope.class as usize].clone();
-            let task = ObjectTask::new(
-                class,
-                envelope.id().clone(),
-                envelope.handle().clone(),
-                mailbox.clone(),
-                &self.local,
-            );
-            self.local.objects.borrow_mut().insert(key, mailbox.clone());
-            task.spawn();
-            mailbox
-        });
+        let mailbox = match mailbox {
+            Some(mailbox) => mailbox,
+            None => {
+                let mailbox = Mailbox::default();
+                let class = self.local.shared.classes()[envelope.class as usize].clone();
+                let task = {
+                    let storage = self.local.storage.borrow();
+                    let Some(storage) = storage.as_ref() else {
+                        crate::engine::instance::refuse(envelope, storage_reopening());
+                        return;
+                    };
+                    ObjectTask::new(
+                        class,
+                        envelope.id().clone(),
+                        envelope.handle().clone(),
+                        mailbox.clone(),
+                        &self.local,
+                        storage,
+                    )
+                };
+                self.local.objects.borrow_mut().insert(key, mailbox.clone());
+                task.spawn();
+                mailbox
+            }
+        };
         // A sleeping object's turn runs here; a busy or new one's task
         // takes the call from its mailbox.
         match mailbox.deliver_inline(envelope) {
@@ -403,6 +461,15 @@ impl Router {
         std::mem::swap(&mut *slot, &mut deferred);
         slot.append(&mut deferred);
     }
+}
+
+/// What a call meets while the runtime reopens its failed store: its object
+/// was reset, and a new stub's call succeeds once the store is back.
+pub(crate) fn storage_reopening() -> Error {
+    Error::disconnected(
+        DisconnectReason::Reset,
+        "the storage failed and is being reopened; the object was reset: get a new stub and retry",
+    )
 }
 
 thread_local! {

@@ -48,7 +48,11 @@ async fn schedule(shared: Arc<Shared>) {
             refreshed = std::time::Instant::now();
             shared.refresh_gauges();
         }
-        let Some(store) = shared.store() else { break };
+        let Some(store) = shared.store() else {
+            // Being reopened after a failure (at stop, `stopped` ends the loop).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
         let clock = shared.clock();
         let now = clock.now_ms();
         let room = MAX_RUNNING.saturating_sub(scheduler.running().len());

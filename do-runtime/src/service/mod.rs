@@ -3,6 +3,7 @@
 //! `engine` and `base`.
 
 pub(crate) mod alarms;
+pub(crate) mod recovery;
 pub(crate) mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;

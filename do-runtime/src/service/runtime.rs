@@ -612,7 +612,7 @@ impl RuntimeBuilder {
                 counters.export_cache(&metrics);
             })));
         }
-        let store = Store::open(&dir, store_options).map_err(|e| {
+        let store = Store::open(&dir, store_options.clone()).map_err(|e| {
             Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
         })?;
         let secret = load_or_create_secret(&store)?;
@@ -640,6 +640,8 @@ impl RuntimeBuilder {
             workers: senders,
             threads: Mutex::new(Vec::new()),
             store: Mutex::new(Some(store)),
+            store_source: (dir.clone(), store_options),
+            storage_fault: Mutex::new(None),
             value_cache_bytes: self.value_cache_bytes,
             worker_io: self.worker_io,
             worker_spin,
@@ -670,6 +672,15 @@ impl RuntimeBuilder {
                 shared.stop();
                 return Err(Error::Setup(format!(
                     "cannot start the alarm scheduler: {e}"
+                )));
+            }
+        }
+        match crate::service::recovery::spawn(shared.clone()) {
+            Ok(handle) => shared.lock_threads().push(handle),
+            Err(e) => {
+                shared.stop();
+                return Err(Error::Setup(format!(
+                    "cannot start the storage recovery thread: {e}"
                 )));
             }
         }
