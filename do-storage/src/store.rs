@@ -135,10 +135,11 @@ impl Store {
         let data = db.keyspace("objects", || {
             KeyspaceCreateOptions::default().max_memtable_size(memtable)
         })?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         // Small keyspaces of small entries: small memtables keep their
-        // memory bounded however many alarms and objects there are.
+        // memory bounded however many alarms and objects there are (and,
+        // for `meta`, however many commit groups: each writes its number).
         let small = || KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024);
+        let meta = db.keyspace("meta", small)?;
         let alarms = db.keyspace("alarms", small)?;
         let alarm_of = db.keyspace("alarm_of", small)?;
         let known = db.keyspace("known", small)?;
