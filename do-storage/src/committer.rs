@@ -240,6 +240,12 @@ impl Committer {
         self.stats.failure().cloned()
     }
 
+    /// Records a failed write made beside the commit thread (fjall refuses
+    /// the commit thread's next write after it too).
+    pub fn record_failure(&self, e: &StorageError) {
+        let _ = self.stats.failure.set(e.clone());
+    }
+
     /// What a thread holding replies needs of the commit thread.
     pub fn link(&self) -> &CommitLink {
         &self.link
@@ -282,6 +288,23 @@ pub(crate) struct Keyspaces {
     pub alarm_of: Keyspace,
     pub known: Keyspace,
     pub meta: Keyspace,
+}
+
+impl Keyspaces {
+    /// Each keyspace, with its name.
+    pub fn named(&self) -> [(&'static str, &Keyspace); 5] {
+        [
+            ("objects", &self.data),
+            ("meta", &self.meta),
+            ("alarms", &self.alarms),
+            ("alarm_of", &self.alarm_of),
+            ("known", &self.known),
+        ]
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Keyspace> {
+        self.named().into_iter().map(|(_, k)| k)
+    }
 }
 
 /// The object numbers the commit thread keeps on disk: it raises the
@@ -449,7 +472,7 @@ fn commit_group(
     // Sized up front: growing it would free ever larger buffers, and each
     // large allocation makes the allocator consolidate its free lists.
     let items: usize = group.iter().map(|c| c.ops.len() + c.extra.len()).sum();
-    let mut batch = fjall::OwnedWriteBatch::with_capacity(db.clone(), items + 1);
+    let mut batch = fjall::OwnedWriteBatch::with_capacity(db.clone(), items + 1 + 2 * 5);
     let (mut writes, mut bytes) = (0u64, 0u64);
     let data = &spaces.data;
     for commit in group.iter_mut() {
@@ -502,10 +525,12 @@ fn commit_group(
     }
     // Last in the batch, though the batch is one journal entry anyway.
     let number = chain.last + 1;
-    if chain.last > 0 {
-        batch.remove(&spaces.meta, highwater::chain_key(chain.last));
+    for keyspace in spaces.all() {
+        if chain.last > 0 {
+            batch.remove(keyspace, highwater::chain_key(chain.last));
+        }
+        batch.insert(keyspace, highwater::chain_key(number), []);
     }
-    batch.insert(&spaces.meta, highwater::chain_key(number), []);
     let applied = batch.commit();
     if applied.is_ok() {
         chain.last = number;

@@ -6,12 +6,18 @@
 //! fjall has no stricter mode, so the store checks it itself, two ways:
 //!
 //! - **The chain.** Every commit group numbers itself: in the same atomic
-//!   batch as its writes it inserts `commit-group\0<n>` into the meta
-//!   keyspace and removes `commit-group\0<n-1>`. An intact store holds
-//!   exactly one such key. When recovery drops groups from the middle of
-//!   the journal (a sealed journal file truncated, later files replayed),
-//!   the last group before the gap keeps its key, because the group that
-//!   removed it is gone: two keys, a gap.
+//!   batch as its writes it inserts [`CHAIN`]`<n>` into every keyspace and
+//!   removes [`CHAIN`]`<n-1>`. An intact store holds exactly one such key
+//!   per keyspace, the same number in each. When recovery drops groups
+//!   from the middle of the journal (a sealed journal file truncated,
+//!   later files replayed), the last group before the gap keeps its key,
+//!   because the group that removed it is gone: two keys, a gap. Every
+//!   keyspace, because fjall flushes each on its own and replays the
+//!   journal only into those that had not flushed it: a keyspace flushed
+//!   past the damage keeps its numbers while another loses its writes, and
+//!   then their numbers differ. The key starts with `0xff`, which no key
+//!   of any keyspace starts with (see `keys`), so it sorts after them and
+//!   no object's range holds it.
 //! - **The high-water mark.** After each group's fsync, before its
 //!   replies leave, its number is written to the file `commit-mark` beside
 //!   the journal (two slots written in turn, each with its complement, so a
@@ -44,8 +50,8 @@ use crate::marker::io;
 /// The file beside the journal.
 pub(crate) const FILE: &str = "commit-mark";
 
-/// The meta keyspace's prefix of a group's number.
-const CHAIN: &[u8] = b"commit-group\0";
+/// The start of a group's number, in every keyspace.
+pub(crate) const CHAIN: &[u8] = b"\xffcommit-group\0";
 
 /// How often the commit thread syncs the mark.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -81,27 +87,39 @@ pub(crate) struct HighWater {
 }
 
 impl HighWater {
-    /// Checks the journal recovered by fjall against the chain and the mark
-    /// in `dir`, and returns the mark opened for writing with the number of
-    /// the last commit group.
-    pub fn open(dir: &Path, meta: &Keyspace) -> Result<(HighWater, u64)> {
+    /// Checks the journal recovered by fjall against the chain in each of
+    /// `spaces` (named) and the mark in `dir`, and returns the mark opened
+    /// for writing with the number of the last commit group.
+    pub fn open(dir: &Path, spaces: &[(&str, &Keyspace)]) -> Result<(HighWater, u64)> {
         let damaged = |what: String| StorageError::Damaged { what };
-        let mut groups = Vec::new();
-        for entry in meta.prefix(CHAIN) {
-            let key = entry.key()?;
-            let n = key
-                .get(CHAIN.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| damaged("a commit group's number is damaged".into()))?;
-            groups.push(n);
+        let mut found: Option<(&str, u64)> = None;
+        for (name, keyspace) in spaces {
+            let mut groups = Vec::new();
+            for entry in keyspace.prefix(CHAIN) {
+                let key = entry.key()?;
+                let n = key
+                    .get(CHAIN.len()..)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| damaged("a commit group's number is damaged".into()))?;
+                groups.push(n);
+            }
+            if let [first, .., last] = groups[..] {
+                return Err(damaged(format!(
+                    "the journal lost commit groups of keyspace `{name}`: group {first} is kept but some groups after it, up to {last}, are gone"
+                )));
+            }
+            let n = groups.first().copied().unwrap_or(0);
+            match found {
+                Some((other, m)) if m != n => {
+                    return Err(damaged(format!(
+                        "the journal lost commit groups: keyspace `{other}` holds up to group {m}, keyspace `{name}` up to group {n}"
+                    )));
+                }
+                _ => found = Some((name, n)),
+            }
         }
-        if let [first, .., last] = groups[..] {
-            return Err(damaged(format!(
-                "the journal lost commit groups: group {first} is kept but some groups after it, up to {last}, are gone"
-            )));
-        }
-        let stored = groups.first().copied().unwrap_or(0);
+        let stored = found.map_or(0, |(_, n)| n);
         let path = dir.join(FILE);
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
@@ -123,6 +141,12 @@ impl HighWater {
                 };
                 mark.write(stored)?;
                 mark.sync()?;
+                // The file's name, too, is durable before any group is
+                // numbered: else a power loss could lose the file but
+                // not the numbers, and refuse a healthy store.
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io(dir, e))?;
                 return Ok((mark, stored));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -320,7 +344,27 @@ mod tests {
         }
         let error = open_error(dir.path());
         assert!(
-            error.contains("the journal lost commit groups: group 4 is kept"),
+            error.contains("lost commit groups of keyspace `meta`: group 4 is kept"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_keyspace_behind_the_others_refuses_the_open() {
+        let (dir, _) = counter_at_ten();
+        {
+            // As if the data keyspace lost the last group's writes while
+            // the others had flushed them to their tables.
+            let store = crate::Store::open(dir.path(), Default::default()).expect("open");
+            store.data().remove(chain_key(10)).expect("remove");
+            store.data().insert(chain_key(9), []).expect("insert");
+            store.put_meta_durable(b"probe", b"").expect("persist");
+            store.close();
+        }
+        let error = open_error(dir.path());
+        assert!(
+            error.contains("keyspace `objects` up to group 9")
+                || error.contains("keyspace `objects` holds up to group 9"),
             "{error}"
         );
     }

@@ -12,6 +12,11 @@
 //!   order finds the earliest alarms first.
 //! - `meta` (the store's own): [`FORMAT_KEY`], [`NEXT_KEY`], and the
 //!   namespace numbers under [`NS_BY_NAME`] and [`NS_BY_NUMBER`].
+//! - every keyspace: the last commit group's number, under a key that
+//!   starts with `0xff` (see `highwater`), a byte no other key starts
+//!   with: a data key starts with its prefix's length (1–8), an index key
+//!   with a due time in milliseconds, a registry key with a namespace
+//!   number (fewer than 65 280 namespaces), a meta key with a letter.
 //!
 //! A change of any of these is a new [`FORMAT`].
 

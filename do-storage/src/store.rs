@@ -10,7 +10,7 @@ use crate::alarm::{Alarm, DueAlarm};
 use crate::commit_stats::{CommitHook, CommitStats};
 use crate::committer::{Commit, CommitLink, Committer, Release};
 use crate::error::{Result, StorageError};
-use crate::highwater::HighWater;
+use crate::highwater::{self, HighWater};
 use crate::keys::{
     self, DataPrefix, FORMAT, FORMAT_KEY, NS_BY_NAME, NS_BY_NUMBER, OBJECT_ID_BYTES, ObjectPrefix,
 };
@@ -151,18 +151,19 @@ impl Store {
             )?;
         }
         check_format(&db, &meta, &data, &known, &found)?;
-        let (mark, last_group) = HighWater::open(path, &meta)?;
+        let spaces = crate::committer::Keyspaces {
+            data: data.clone(),
+            alarms: alarms.clone(),
+            alarm_of: alarm_of.clone(),
+            known: known.clone(),
+            meta: meta.clone(),
+        };
+        let (mark, last_group) = HighWater::open(path, &spaces.named())?;
         let next = crate::numbers::stored_next(&meta)?;
         let numbers = Arc::new(Numbers::new(next));
         let committer = Committer::start(
             db.clone(),
-            crate::committer::Keyspaces {
-                data: data.clone(),
-                alarms: alarms.clone(),
-                alarm_of: alarm_of.clone(),
-                known: known.clone(),
-                meta: meta.clone(),
-            },
+            spaces,
             crate::committer::Numbering {
                 numbers: numbers.clone(),
                 next,
@@ -236,7 +237,7 @@ impl Store {
     /// Whether nothing was ever stored for any object (no data and no
     /// object registered).
     pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.inner.data.is_empty()? && self.inner.known.is_empty()?)
+        Ok(!holds_entries(&self.inner.data)? && !holds_entries(&self.inner.known)?)
     }
 
     /// The committed alarm of the object under `prefix`.
@@ -332,6 +333,9 @@ impl Store {
         match self.inner.alarms.first_key_value() {
             Some(entry) => {
                 let key = entry.key()?;
+                if key.starts_with(highwater::CHAIN) {
+                    return Ok(None);
+                }
                 Ok(keys::index_key_due(&key))
             }
             None => Ok(None),
@@ -381,7 +385,7 @@ impl Store {
         self.inner
             .meta
             .insert([NS_BY_NUMBER, &next.to_be_bytes()].concat(), class)?;
-        self.inner.db.persist(PersistMode::SyncAll)?;
+        self.persist()?;
         Ok(next)
     }
 
@@ -410,8 +414,17 @@ impl Store {
     /// Meant for rare writes (the runtime secret), not for object data.
     pub fn put_meta_durable(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.inner.meta.insert(key, value)?;
-        self.inner.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        self.persist()
+    }
+
+    /// Syncs the journal for a write made beside the commit thread; a
+    /// failure is the store's failure (see [`Store::failure`]).
+    fn persist(&self) -> Result<()> {
+        self.inner.db.persist(PersistMode::SyncAll).map_err(|e| {
+            let e = StorageError::from(e);
+            self.inner.committer.record_failure(&e);
+            e
+        })
     }
 
     pub(crate) fn data(&self) -> &Keyspace {
@@ -463,6 +476,34 @@ impl Store {
         }
     }
 
+    /// The free bytes the store in `dir` needs to open and get going
+    /// again after a failed write: opening replays the journal into
+    /// memtables, which are then flushed to tables (about the journal's
+    /// size on disk), and new writes need a memtable's worth of table and
+    /// some journal (4 MiB).
+    pub fn room_to_reopen(dir: &Path, options: &StoreOptions) -> u64 {
+        let journals: u64 = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| {
+                // A journal is preallocated: count the blocks it uses.
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.blocks() * 512).min(m.len())
+                }
+                #[cfg(not(unix))]
+                {
+                    m.len()
+                }
+            })
+            .sum();
+        journals + options.memtable_bytes.max(1 << 20) + (4 << 20)
+    }
+
     /// What the commit thread has done so far.
     pub fn commit_stats(&self) -> CommitStats {
         self.inner.committer.stats()
@@ -472,6 +513,15 @@ impl Store {
     /// Later writes fail with [`StorageError::Closed`]. Idempotent.
     pub fn close(&self) {
         self.inner.committer.stop();
+    }
+}
+
+/// Whether `keyspace` holds anything but the commit groups' numbers (which
+/// sort last: see `highwater`).
+fn holds_entries(keyspace: &Keyspace) -> Result<bool> {
+    match keyspace.first_key_value() {
+        Some(entry) => Ok(!entry.key()?.starts_with(highwater::CHAIN)),
+        None => Ok(false),
     }
 }
 
@@ -496,12 +546,15 @@ fn check_format(
             what: "the storage format mark is gone (a journal or the meta keyspace was lost)"
                 .into(),
         }),
-        None if data.is_empty()? && known.is_empty()? && matches!(found, Found::Unmarked) => {
+        None if !holds_entries(data)?
+            && !holds_entries(known)?
+            && matches!(found, Found::Unmarked) =>
+        {
             Err(StorageError::Damaged {
                 what: "neither the directory's mark nor its storage format mark is there".into(),
             })
         }
-        None if data.is_empty()? && known.is_empty()? => {
+        None if !holds_entries(data)? && !holds_entries(known)? => {
             meta.insert(FORMAT_KEY, [FORMAT])?;
             db.persist(PersistMode::SyncAll)?;
             Ok(())

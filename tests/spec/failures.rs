@@ -344,6 +344,12 @@ async fn a_full_disk_fails_writes_typed_reports_not_ready_and_recovers_without_a
         .await
         .unwrap();
     assert_eq!(readyz(addr).await.0, 200);
+    // An object waiting behind its closed input gate (nothing wakes it for
+    // ten minutes) must let go of the store too, or it could not reopen.
+    let held = rt.namespace::<do_tests::Gatekeeper>().get_by_name("held");
+    assert_eq!(held.echo(vec![1]).await.unwrap(), 1);
+    let holding = tokio::spawn(async move { held.hold(600_000).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // Leave 3 MiB: less than one memtable's table.
     let ballast = at.path().join("ballast");
     let room = disk.free().saturating_sub(3 << 20) as usize;
@@ -389,6 +395,8 @@ async fn a_full_disk_fails_writes_typed_reports_not_ready_and_recovers_without_a
     // Space comes back: the runtime serves again, same process.
     std::fs::remove_file(&ballast).unwrap();
     wait_ready(addr, 200).await;
+    let held = holding.await.unwrap();
+    assert!(held.as_ref().is_err_and(Error::is_retryable), "{held:?}");
     let again = kv.get_by_name("after");
     again.put_bytes("k".into(), vec![3]).await.unwrap();
     assert_eq!(again.get_bytes("k".into()).await.unwrap(), Some(vec![3]));

@@ -55,6 +55,11 @@ struct Slot {
     /// Set when the store failed: the task resets its object, refuses what
     /// is queued and leaves, letting go of its view of the store.
     detached: Cell<bool>,
+    /// The task's own waker, as of its last own poll: `waker` holds one
+    /// only while the task is parked on an empty mailbox, not while it
+    /// waits for its input gate or for calls, and a detach must reach it
+    /// then too. Cloned only when it changes (once, in practice).
+    runner: RefCell<Option<Waker>>,
     /// The task's state, which the router may drive itself (see
     /// [`Mailbox::deliver_inline`]). Weak: the task owns it.
     task: OnceCell<Weak<RefCell<ObjectTask>>>,
@@ -81,6 +86,7 @@ impl Default for Mailbox {
                 seen: Cell::new((0, Instant::now())),
                 eviction: RefCell::default(),
                 detached: Cell::new(false),
+                runner: RefCell::default(),
                 task: OnceCell::new(),
                 inline: Cell::new(false),
                 parked_inline: Cell::new(false),
@@ -258,6 +264,10 @@ impl Mailbox {
     pub fn request_detach(&self) {
         self.slot.detached.set(true);
         self.wake();
+        let runner = self.slot.runner.borrow_mut().take();
+        if let Some(runner) = runner {
+            runner.wake();
+        }
     }
 
     /// Asks the task to drop its instance and leave once idle.
@@ -763,7 +773,15 @@ impl Future for Runner {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match self.0.try_borrow_mut() {
-            Ok(mut task) => task.step(cx, true),
+            Ok(mut task) => {
+                {
+                    let mut runner = task.mailbox.slot.runner.borrow_mut();
+                    if !runner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *runner = Some(cx.waker().clone());
+                    }
+                }
+                task.step(cx, true)
+            }
             // Never while the router drives it (that happens on the router's
             // own turn); should it ever, try again on the next.
             Err(_) => {

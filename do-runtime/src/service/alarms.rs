@@ -181,19 +181,42 @@ async fn reschedule(
     fired: u64,
     next: Option<Alarm>,
 ) {
-    let outcome =
-        crate::api::namespace::run_with_storage(shared, class, &id, move |storage| async move {
-            storage.raw_alarm().and_then(|current| match current {
-                // Removed by the failed run (or never changed): retry.
-                None => storage.raw_set_alarm(next),
-                Some(a) if a.due_ms == fired => storage.raw_set_alarm(next),
-                // The handler set a new alarm before failing: keep it.
-                Some(_) => Ok(()),
-            })
-        })
+    // While the store is being reopened after a failed write (see
+    // `service::recovery`) the retry cannot be written, and the failed run
+    // already removed the alarm: keep trying until the store is back.
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let outcome = crate::api::namespace::run_with_storage(
+            shared,
+            class,
+            &id,
+            move |storage| async move {
+                storage.raw_alarm().and_then(|current| match current {
+                    // Removed by the failed run (or never changed): retry.
+                    None => storage.raw_set_alarm(next),
+                    Some(a) if a.due_ms == fired => storage.raw_set_alarm(next),
+                    // The handler set a new alarm before failing: keep it.
+                    Some(_) => Ok(()),
+                })
+            },
+        )
         .await;
-    if let Err(e) = outcome.and_then(|set| set) {
-        tracing::warn!(error = %e, "cannot reschedule a failed alarm");
+        match outcome.and_then(|set| set) {
+            Ok(()) => break,
+            Err(e)
+                if shared.storage_fault().is_some()
+                    && !shared.alarms().stopped()
+                    && !shared.is_closing() =>
+            {
+                tracing::debug!(error = %e, "the store is being reopened: rescheduling an alarm later");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reschedule a failed alarm");
+                break;
+            }
+        }
     }
     // The retry is on disk now: look again.
     shared.alarms().wake();

@@ -10,9 +10,11 @@
 //!    (running calls fail with `Disconnected`, reason `Reset`), refuses
 //!    their queued calls, drops its value cache, and refuses new calls until
 //!    step 4;
-//! 3. closes the store, waits until its file system has room to flush a
-//!    memtable (the memtable size and 4 MiB more, where the platform tells
-//!    free space), and opens the directory again, retrying with backoff
+//! 3. closes the store, waits until its file system has room to replay
+//!    and flush the journal and write a memtable's worth
+//!    ([`do_storage::Store::room_to_reopen`], where the platform tells free
+//!    space; and, when it failed again within 30 s of the last reopen, a
+//!    hold of 1 s doubling to 30 s), and opens the directory again, retrying with backoff
 //!    (up to 5 s apart) while that fails: the old handles take a moment to
 //!    go, and a directory that cannot be opened keeps the runtime not
 //!    ready, with the reason;
@@ -36,6 +38,12 @@ use crate::engine::worker::WorkerMsg;
 /// How often the thread looks at the store.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
 
+/// A failure this soon after a reopen counts as the same trouble.
+const AGAIN_WITHIN: Duration = Duration::from_secs(30);
+
+/// The longest hold before reopening after repeated failures.
+const MAX_HOLD: Duration = Duration::from_secs(30);
+
 /// The longest wait between two attempts to reopen.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -51,11 +59,20 @@ fn stopping(shared: &Shared) -> bool {
 }
 
 fn watch(shared: &Shared) {
+    let mut last: Option<std::time::Instant> = None;
+    let mut hold = Duration::ZERO;
     while !stopping(shared) {
         std::thread::sleep(WATCH_EVERY);
         let failure = shared.store().and_then(|store| store.failure());
         if let Some(failure) = failure {
-            recover(shared, failure);
+            hold = match last {
+                Some(at) if at.elapsed() < AGAIN_WITHIN => {
+                    (hold * 2).clamp(Duration::from_secs(1), MAX_HOLD)
+                }
+                _ => Duration::ZERO,
+            };
+            recover(shared, failure, hold);
+            last = Some(std::time::Instant::now());
         }
     }
 }
@@ -79,7 +96,7 @@ fn set_fault(shared: &Shared, fault: Option<String>) {
         .unwrap_or_else(|p| p.into_inner()) = fault;
 }
 
-fn recover(shared: &Shared, failure: StorageError) {
+fn recover(shared: &Shared, failure: StorageError, hold: Duration) {
     let fault = format!("the storage cannot write: {failure}; reopening it");
     tracing::error!(error = %failure, "a commit failed: reopening the store");
     set_fault(shared, Some(fault.clone()));
@@ -106,9 +123,11 @@ fn recover(shared: &Shared, failure: StorageError) {
     let (dir, options) = &shared.store_source;
     let mut backoff = Duration::from_millis(20);
     let mut attempts = 0u32;
-    // Room for a memtable's table, and some for the journal.
-    let needed = options.memtable_bytes.max(1 << 20) + (4 << 20);
+    // Failing again soon after a reopen: the disk is still (nearly) full;
+    // wait longer each time rather than reset every object in a loop.
+    pause(shared, hold);
     while !stopping(shared) {
+        let needed = Store::room_to_reopen(dir, options);
         if let Some(free) = Store::free_bytes(dir)
             && free < needed
         {

@@ -470,6 +470,15 @@ impl Pump {
             Err(_) if self.shared.is_closing() => {
                 return Err(End::Close(1001, "the runtime is shutting down".into()));
             }
+            // The store failed and is being reopened (see
+            // `service::recovery`): the event cannot be delivered now, and
+            // a socket left open would let the client think it was.
+            Err(_) if self.shared.storage_fault().is_some() => {
+                return Err(End::Close(
+                    1012,
+                    "the service is reopening its storage: reconnect".into(),
+                ));
+            }
             // A reset of the instance (another socket's handler panicked)
             // lost the event: send it once more, to the new instance.
             Err(Error::Disconnected(_)) if !done.retried => {
