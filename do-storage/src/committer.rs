@@ -291,19 +291,19 @@ pub(crate) struct Keyspaces {
 }
 
 impl Keyspaces {
-    /// Each keyspace, with its name.
-    pub fn named(&self) -> [(&'static str, &Keyspace); 5] {
-        [
-            ("objects", &self.data),
-            ("meta", &self.meta),
-            ("alarms", &self.alarms),
-            ("alarm_of", &self.alarm_of),
-            ("known", &self.known),
-        ]
+    /// The keyspaces besides `meta` that carry the chain, in the order of
+    /// `highwater::Numbers::lasts`.
+    pub fn tracked(&self) -> [&Keyspace; highwater::TRACKED] {
+        [&self.data, &self.alarms, &self.alarm_of, &self.known]
     }
+}
 
-    fn all(&self) -> impl Iterator<Item = &Keyspace> {
-        self.named().into_iter().map(|(_, k)| k)
+/// Where a keyspace of [`Space`] is in [`Keyspaces::tracked`].
+fn tracked_index(space: Space) -> usize {
+    match space {
+        Space::Index => 1,
+        Space::ByObject => 2,
+        Space::Known => 3,
     }
 }
 
@@ -319,7 +319,7 @@ pub(crate) struct Numbering {
 /// The numbers of the commit groups (see `highwater`): the last one
 /// applied, and the mark of the last one durable.
 pub(crate) struct Chain {
-    pub last: u64,
+    pub numbers: highwater::Numbers,
     pub mark: HighWater,
 }
 
@@ -472,9 +472,12 @@ fn commit_group(
     // Sized up front: growing it would free ever larger buffers, and each
     // large allocation makes the allocator consolidate its free lists.
     let items: usize = group.iter().map(|c| c.ops.len() + c.extra.len()).sum();
-    let mut batch = fjall::OwnedWriteBatch::with_capacity(db.clone(), items + 1 + 2 * 5);
+    let mut batch =
+        fjall::OwnedWriteBatch::with_capacity(db.clone(), items + 1 + 2 * (highwater::TRACKED + 1));
     let (mut writes, mut bytes) = (0u64, 0u64);
     let data = &spaces.data;
+    // Which tracked keyspaces this group writes (see `highwater`).
+    let mut touched = [false; highwater::TRACKED];
     for commit in group.iter_mut() {
         // Moved into the batch, not cloned: the commit thread then frees
         // nothing of them but their vectors.
@@ -486,6 +489,7 @@ fn commit_group(
                 .map(|((key, value), place)| (key, value, place)),
         );
         for (space, key, value) in commit.extra.drain(..) {
+            touched[tracked_index(space)] = true;
             let keyspace = match space {
                 Space::Index => &spaces.alarms,
                 Space::ByObject => &spaces.alarm_of,
@@ -504,6 +508,7 @@ fn commit_group(
     // group (two batches of one object) keeps its order, so the later write
     // still wins: ties go by place. (An unstable sort: a stable one
     // allocates a scratch buffer as large as the group every time.)
+    touched[0] = !ops.is_empty();
     ops.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
     for (key, value, _) in ops.drain(..) {
         writes += 1;
@@ -524,16 +529,31 @@ fn commit_group(
         batch.insert(&spaces.meta, NEXT_KEY, next.to_be_bytes().to_vec());
     }
     // Last in the batch, though the batch is one journal entry anyway.
-    let number = chain.last + 1;
-    for keyspace in spaces.all() {
-        if chain.last > 0 {
-            batch.remove(keyspace, highwater::chain_key(chain.last));
+    let number = chain.numbers.last + 1;
+    let mut lasts = chain.numbers.lasts;
+    for ((keyspace, last), touched) in spaces.tracked().into_iter().zip(&mut lasts).zip(touched) {
+        if touched {
+            if *last > 0 {
+                batch.remove(keyspace, highwater::chain_key(*last));
+            }
+            batch.insert(keyspace, highwater::chain_key(number), []);
+            *last = number;
         }
-        batch.insert(keyspace, highwater::chain_key(number), []);
     }
+    if chain.numbers.last > 0 {
+        batch.remove(&spaces.meta, highwater::chain_key(chain.numbers.last));
+    }
+    batch.insert(
+        &spaces.meta,
+        highwater::chain_key(number),
+        highwater::encode_lasts(&lasts),
+    );
     let applied = batch.commit();
     if applied.is_ok() {
-        chain.last = number;
+        chain.numbers = highwater::Numbers {
+            last: number,
+            lasts,
+        };
         for commit in group.iter() {
             commit.sync.applied.fetch_max(commit.seq, Ordering::Release);
         }

@@ -6,18 +6,24 @@
 //! fjall has no stricter mode, so the store checks it itself, two ways:
 //!
 //! - **The chain.** Every commit group numbers itself: in the same atomic
-//!   batch as its writes it inserts [`CHAIN`]`<n>` into every keyspace and
-//!   removes [`CHAIN`]`<n-1>`. An intact store holds exactly one such key
-//!   per keyspace, the same number in each. When recovery drops groups
-//!   from the middle of the journal (a sealed journal file truncated,
+//!   batch as its writes it inserts [`CHAIN`]`<n>` into the meta keyspace
+//!   and removes the previous group's key; into each other keyspace it
+//!   writes, it likewise inserts `<n>` and removes the number of the last
+//!   group that wrote there; and the meta entry's value lists, for each
+//!   keyspace, that last group. An intact store holds one such key per
+//!   keyspace, and each agrees with the meta entry. When recovery drops
+//!   groups from the middle of the journal (a sealed journal file cut,
 //!   later files replayed), the last group before the gap keeps its key,
-//!   because the group that removed it is gone: two keys, a gap. Every
-//!   keyspace, because fjall flushes each on its own and replays the
-//!   journal only into those that had not flushed it: a keyspace flushed
-//!   past the damage keeps its numbers while another loses its writes, and
-//!   then their numbers differ. The key starts with `0xff`, which no key
-//!   of any keyspace starts with (see `keys`), so it sorts after them and
-//!   no object's range holds it.
+//!   because the group that removed it is gone: two keys, a gap. Keys in
+//!   every keyspace written, because fjall flushes each keyspace on its own
+//!   and replays the journal only into those that had not flushed it: a
+//!   keyspace flushed past the damage keeps its writes while another loses
+//!   them, and then one disagrees with the meta entry. The key starts with
+//!   `0xff`, which no other key of any keyspace starts with (see `keys`),
+//!   so it sorts after them and no object's range holds it. Only the
+//!   keyspaces a group writes get its number, so a group of data writes
+//!   alone touches two keyspaces (the chain in all five cost a single
+//!   durable write 25 µs, BENCHMARKS.md).
 //! - **The high-water mark.** After each group's fsync, before its
 //!   replies leave, its number is written to the file `commit-mark` beside
 //!   the journal (two slots written in turn, each with its complement, so a
@@ -56,7 +62,60 @@ pub(crate) const CHAIN: &[u8] = b"\xffcommit-group\0";
 /// How often the commit thread syncs the mark.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The meta key that names commit group `n`.
+/// How many keyspaces besides `meta` carry the chain: data, the alarm
+/// index, alarms by object, the registry.
+pub(crate) const TRACKED: usize = 4;
+
+/// Their names, as errors give them.
+const TRACKED_NAMES: [&str; TRACKED] = ["objects", "alarms", "alarm_of", "known"];
+
+/// Where the chain stands: the last commit group's number, and for each
+/// tracked keyspace the number of the last group that wrote to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Numbers {
+    pub last: u64,
+    pub lasts: [u64; TRACKED],
+}
+
+/// The value of `meta`'s chain key: each tracked keyspace's last group.
+pub(crate) fn encode_lasts(lasts: &[u64; TRACKED]) -> Vec<u8> {
+    lasts.iter().flat_map(|n| n.to_be_bytes()).collect()
+}
+
+fn decode_lasts(value: &[u8]) -> Option<[u64; TRACKED]> {
+    if value.len() != 8 * TRACKED {
+        return None;
+    }
+    let mut lasts = [0; TRACKED];
+    for (last, bytes) in lasts.iter_mut().zip(value.chunks_exact(8)) {
+        *last = u64::from_be_bytes(bytes.try_into().ok()?);
+    }
+    Some(lasts)
+}
+
+/// The one chain number `keyspace` holds (with its value), if any; two or
+/// more mean the journal lost the groups that removed the older ones.
+fn one_number(keyspace: &Keyspace, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
+    let damaged = |what: String| StorageError::Damaged { what };
+    let mut found: Option<(u64, Vec<u8>)> = None;
+    for entry in keyspace.prefix(CHAIN) {
+        let (key, value) = entry.into_inner()?;
+        let n = key
+            .get(CHAIN.len()..)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| damaged("a commit group's number is damaged".into()))?;
+        if let Some((first, _)) = found {
+            return Err(damaged(format!(
+                "the journal lost commit groups of keyspace `{name}`: group {first} is kept but some groups after it, up to {n}, are gone"
+            )));
+        }
+        found = Some((n, value.to_vec()));
+    }
+    Ok(found)
+}
+
+/// The key that names commit group `n`.
 pub(crate) fn chain_key(n: u64) -> Vec<u8> {
     [CHAIN, &n.to_be_bytes()].concat()
 }
@@ -87,39 +146,38 @@ pub(crate) struct HighWater {
 }
 
 impl HighWater {
-    /// Checks the journal recovered by fjall against the chain in each of
-    /// `spaces` (named) and the mark in `dir`, and returns the mark opened
-    /// for writing with the number of the last commit group.
-    pub fn open(dir: &Path, spaces: &[(&str, &Keyspace)]) -> Result<(HighWater, u64)> {
+    /// Checks the journal recovered by fjall against the chain (`meta` and
+    /// the [`TRACKED`] keyspaces `others`, in that order) and the mark in
+    /// `dir`. Returns the mark opened for writing and the numbers to go on
+    /// from: the last commit group's, and each tracked keyspace's last.
+    pub fn open(
+        dir: &Path,
+        meta: &Keyspace,
+        others: [&Keyspace; TRACKED],
+    ) -> Result<(HighWater, Numbers)> {
         let damaged = |what: String| StorageError::Damaged { what };
-        let mut found: Option<(&str, u64)> = None;
-        for (name, keyspace) in spaces {
-            let mut groups = Vec::new();
-            for entry in keyspace.prefix(CHAIN) {
-                let key = entry.key()?;
-                let n = key
-                    .get(CHAIN.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| damaged("a commit group's number is damaged".into()))?;
-                groups.push(n);
-            }
-            if let [first, .., last] = groups[..] {
+        let (stored, value) = match one_number(meta, "meta")? {
+            Some((n, value)) => (n, value),
+            None => (0, Vec::new()),
+        };
+        let lasts = if stored == 0 {
+            [0; TRACKED]
+        } else {
+            decode_lasts(&value)
+                .ok_or_else(|| damaged("the last commit group's entry is damaged".into()))?
+        };
+        for ((keyspace, name), last) in others.iter().zip(TRACKED_NAMES).zip(lasts) {
+            let held = one_number(keyspace, name)?.map_or(0, |(n, _)| n);
+            if held != last {
                 return Err(damaged(format!(
-                    "the journal lost commit groups of keyspace `{name}`: group {first} is kept but some groups after it, up to {last}, are gone"
+                    "the journal lost commit groups: keyspace `{name}` holds group {held}, but group {stored} says it last wrote there in group {last}"
                 )));
             }
-            let n = groups.first().copied().unwrap_or(0);
-            match found {
-                Some((other, m)) if m != n => {
-                    return Err(damaged(format!(
-                        "the journal lost commit groups: keyspace `{other}` holds up to group {m}, keyspace `{name}` up to group {n}"
-                    )));
-                }
-                _ => found = Some((name, n)),
-            }
         }
-        let stored = found.map_or(0, |(_, n)| n);
+        let numbers = Numbers {
+            last: stored,
+            lasts,
+        };
         let path = dir.join(FILE);
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
@@ -147,7 +205,7 @@ impl HighWater {
                 std::fs::File::open(dir)
                     .and_then(|d| d.sync_all())
                     .map_err(|e| io(dir, e))?;
-                return Ok((mark, stored));
+                return Ok((mark, numbers));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(damaged(format!(
@@ -184,7 +242,7 @@ impl HighWater {
         if stored > acknowledged {
             mark.write(stored)?;
         }
-        Ok((mark, stored))
+        Ok((mark, numbers))
     }
 
     /// Records that commit group `n` is durable; syncs the file when a
@@ -363,8 +421,23 @@ mod tests {
         }
         let error = open_error(dir.path());
         assert!(
-            error.contains("keyspace `objects` up to group 9")
-                || error.contains("keyspace `objects` holds up to group 9"),
+            error.contains("keyspace `objects` holds group 9, but group 10 says it last wrote there in group 10"),
+            "{error}"
+        );
+        // The registry was written only by the first group (registering
+        // the object): losing that write shows too.
+        let (dir, _) = counter_at_ten();
+        {
+            let store = crate::Store::open(dir.path(), Default::default()).expect("open");
+            store.known().remove(chain_key(1)).expect("remove");
+            store.put_meta_durable(b"probe", b"").expect("persist");
+            store.close();
+        }
+        let error = open_error(dir.path());
+        assert!(
+            error.contains(
+                "keyspace `known` holds group 0, but group 10 says it last wrote there in group 1"
+            ),
             "{error}"
         );
     }

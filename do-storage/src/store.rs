@@ -158,7 +158,7 @@ impl Store {
             known: known.clone(),
             meta: meta.clone(),
         };
-        let (mark, last_group) = HighWater::open(path, &spaces.named())?;
+        let (mark, numbers_of_groups) = HighWater::open(path, &meta, spaces.tracked())?;
         let next = crate::numbers::stored_next(&meta)?;
         let numbers = Arc::new(Numbers::new(next));
         let committer = Committer::start(
@@ -169,7 +169,7 @@ impl Store {
                 next,
             },
             crate::committer::Chain {
-                last: last_group,
+                numbers: numbers_of_groups,
                 mark,
             },
             options.persist_delay,
