@@ -24,8 +24,8 @@
 //!   keyspaces a group writes get its number, so a group of data writes
 //!   alone touches two keyspaces (the chain in all five cost a single
 //!   durable write 25 µs, BENCHMARKS.md).
-//! - **The high-water mark.** After each group's fsync, before its
-//!   replies leave, its number is written to the file `commit-mark` beside
+//! - **The high-water mark.** After each group's fsync (just after its
+//!   replies leave), its number is written to the file `commit-mark` beside
 //!   the journal (two slots written in turn, each with its complement, so a
 //!   torn or flipped write spoils one slot and never both). A journal that
 //!   ends before the mark lost its tail.
@@ -36,7 +36,9 @@
 //! cost of a commit); the commit thread syncs it at most once a second and
 //! when it stops. So after a process crash (`kill -9`) the mark is exact,
 //! and after a power loss or an OS crash it may lag by up to a second of
-//! groups: damage confined to those last groups is then not detected.
+//! groups: damage confined to those last groups is then not detected. (A
+//! process crash between a group's replies and its mark, a window of
+//! microseconds, leaves the mark one group behind.)
 //! What is also not detected: a write made outside the commit thread (the
 //! namespace numbers, the runtime's secret) lost at the journal's very end,
 //! and a change that keeps fjall's 64-bit batch checksum valid. Damage to
