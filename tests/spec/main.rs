@@ -2,6 +2,7 @@
 
 mod admin;
 mod alarms;
+mod bindings;
 mod calls;
 mod chat;
 mod cli;

@@ -301,7 +301,7 @@ mod wire {
         out
     }
     pub fn hello() -> Vec<u8> {
-        frame(&[0, 3, 0]) // Hello { version: 3, token: None }
+        frame(&[0, 4, 0]) // Hello { version: 4, token: None }
     }
     pub fn call(call: u64, stub: u64, class: u32, id: &[u8], method: u32, args: &[u8]) -> Vec<u8> {
         let mut body = vec![1];

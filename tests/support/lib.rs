@@ -39,6 +39,7 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Slow>()
         .register::<Web>()
         .register::<Alarmed>()
+        .register::<Configured>()
 }
 
 /// The process's resident memory, in bytes.

@@ -725,3 +725,41 @@ impl Alarmed {
         Ok(())
     }
 }
+
+/// A typed binding for the binding tests: the limits of a rate limiter.
+pub struct Limits {
+    pub per_minute: u32,
+}
+
+/// Reads the runtime's bindings (SPEC B1).
+pub struct Configured {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Configured {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    pub async fn var(&self, name: String) -> Result<String, Error> {
+        Ok(self.ctx.env().var(&name)?.to_owned())
+    }
+
+    /// Whether the secret `name` is `guess`: the secret itself never leaves.
+    pub async fn secret_is(&self, name: String, guess: String) -> Result<bool, Error> {
+        Ok(self.ctx.env().secret(&name)? == guess)
+    }
+
+    pub async fn per_minute(&self) -> Result<u32, Error> {
+        Ok(self.ctx.env().get::<Limits>()?.per_minute)
+    }
+
+    /// Reads the secret and stores something derived from it (its length),
+    /// so a call touching it leaves spans, metrics and stored data behind.
+    pub async fn remember_secret_length(&self, name: String) -> Result<usize, Error> {
+        let length = self.ctx.env().secret(&name)?.len();
+        self.ctx.storage().put("length", &length)?;
+        Ok(length)
+    }
+}

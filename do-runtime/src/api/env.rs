@@ -77,6 +77,53 @@ impl Env {
         crate::api::untyped::namespace_named(&self.shared, class)
     }
 
+    /// The plain value bound to `name` with
+    /// [`RuntimeBuilder::var`](crate::RuntimeBuilder::var), or
+    /// [`Error::MissingBinding`] naming it.
+    pub fn var(&self, name: &str) -> Result<&str> {
+        self.shared.bindings.var(name)
+    }
+
+    /// The secret bound to `name` with
+    /// [`RuntimeBuilder::secret`](crate::RuntimeBuilder::secret), or
+    /// [`Error::MissingBinding`] naming it. The runtime never shows it;
+    /// what the object does with it is the object's business.
+    pub fn secret(&self, name: &str) -> Result<&str> {
+        self.shared.bindings.secret(name)
+    }
+
+    /// The value of type `T` bound with
+    /// [`RuntimeBuilder::binding`](crate::RuntimeBuilder::binding), or
+    /// [`Error::MissingBinding`] naming the type.
+    ///
+    /// ```
+    /// # use do_runtime::{durable_object, Ctx, Error, Runtime};
+    /// pub struct Limits { pub per_minute: u32 }
+    ///
+    /// pub struct RateLimiter { ctx: Ctx }
+    ///
+    /// #[durable_object]
+    /// impl RateLimiter {
+    ///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+    ///
+    ///     pub async fn limit(&self) -> Result<u32, Error> {
+    ///         Ok(self.ctx.env().get::<Limits>()?.per_minute)
+    ///     }
+    /// }
+    /// # #[tokio::main] async fn main() -> Result<(), Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let rt = Runtime::builder()
+    ///     .data_dir(dir.path())
+    ///     .binding(Limits { per_minute: 60 })
+    ///     .register::<RateLimiter>()
+    ///     .build()?;
+    /// assert_eq!(rt.namespace::<RateLimiter>().get_by_name("ip").limit().await?, 60);
+    /// # Ok(()) }
+    /// ```
+    pub fn get<T: std::any::Any + Send + Sync>(&self) -> Result<&T> {
+        self.shared.bindings.get::<T>()
+    }
+
     /// The class names of the registered namespaces, in registration order.
     pub fn namespaces(&self) -> Vec<String> {
         self.shared
@@ -91,6 +138,7 @@ impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Env")
             .field("namespaces", &self.namespaces())
+            .field("bindings", &self.shared.bindings)
             .finish()
     }
 }

@@ -157,6 +157,16 @@ pub enum Error {
     /// attachment size. The message says which and what the limit is.
     #[error("WebSocket limit: {0}")]
     WebSocketLimit(String),
+    /// `Env` has no binding of this kind (`var`, `secret`, or `binding` for
+    /// a typed one, whose `name` is then its type) and name: set it on the
+    /// [`RuntimeBuilder`](crate::RuntimeBuilder).
+    #[error("no {kind} named {name:?} is bound: set it with RuntimeBuilder::{kind}")]
+    MissingBinding {
+        /// `var`, `secret` or `binding`.
+        kind: String,
+        /// The name asked for (a typed binding's type name).
+        name: String,
+    },
 }
 
 /// Why a stub lost its object (see [`Error::Disconnected`]).

@@ -2,6 +2,7 @@
 //! and their keys, clocks, trace ids, the wire form of HTTP messages, the
 //! wire ids of methods, the runtime secret. Imports nothing else of the crate.
 
+pub(crate) mod bindings;
 pub(crate) mod clock;
 pub(crate) mod error;
 pub(crate) mod fetch;

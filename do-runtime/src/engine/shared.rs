@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) store_source: (std::path::PathBuf, do_storage::StoreOptions),
     /// Why the store cannot write now, while it is being reopened.
     pub(crate) storage_fault: Mutex<Option<String>>,
+    /// The configuration objects read through `Env` (SPEC B1).
+    pub(crate) bindings: crate::base::bindings::Bindings,
     pub(crate) value_cache_bytes: usize,
     pub(crate) worker_io: bool,
     pub(crate) worker_spin: Duration,

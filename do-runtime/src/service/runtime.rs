@@ -131,6 +131,7 @@ pub struct RuntimeBuilder {
     alarm_policy: crate::engine::alarms::RetryPolicy,
     clock: crate::base::clock::Clock,
     classes: Vec<ClassSpec>,
+    bindings: crate::base::bindings::Bindings,
 }
 
 #[derive(Clone)]
@@ -167,6 +168,7 @@ impl Runtime {
             alarm_policy: crate::engine::alarms::RetryPolicy::default(),
             clock: crate::base::clock::Clock::default(),
             classes: Vec::new(),
+            bindings: Default::default(),
         }
     }
 
@@ -539,6 +541,58 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Binds the plain value `value` to `name`: objects read it with
+    /// `ctx.env().var(name)` (SPEC B1). A later call with the same name
+    /// replaces it.
+    ///
+    /// ```
+    /// # use do_runtime::{durable_object, Ctx, Error, Runtime};
+    /// pub struct Greeter { ctx: Ctx }
+    ///
+    /// #[durable_object]
+    /// impl Greeter {
+    ///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+    ///
+    ///     pub async fn greet(&self, who: String) -> Result<String, Error> {
+    ///         let greeting = self.ctx.env().var("GREETING")?;
+    ///         Ok(format!("{greeting}, {who}"))
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let rt = Runtime::builder()
+    ///     .data_dir(dir.path())
+    ///     .var("GREETING", "Hello")
+    ///     .secret("API_KEY", "sk-test-only")
+    ///     .register::<Greeter>()
+    ///     .build()?;
+    /// let greeter = rt.namespace::<Greeter>().get_by_name("a");
+    /// assert_eq!(greeter.greet("Ada".into()).await?, "Hello, Ada");
+    /// # Ok(()) }
+    /// ```
+    pub fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.bindings.set_var(name.into(), value.into());
+        self
+    }
+
+    /// Binds the secret `value` to `name`: objects read it with
+    /// `ctx.env().secret(name)`. The runtime never shows it: not in
+    /// `Debug` output, logs, spans, metrics or the admin API, and it never
+    /// leaves the process (remote clients cannot read bindings).
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.bindings.set_secret(name.into(), value.into());
+        self
+    }
+
+    /// Binds a value of type `T` (a config struct, an HTTP client, a
+    /// connection pool): objects read it with `ctx.env().get::<T>()`, one
+    /// value per type. Shared by every object, so it is `Send + Sync`.
+    pub fn binding<T: std::any::Any + Send + Sync>(mut self, value: T) -> Self {
+        self.bindings.set_typed(value);
+        self
+    }
+
     /// Registers class `T`, under its class name.
     pub fn register<T: DurableObject>(mut self) -> Self {
         self.classes.push(ClassSpec {
@@ -569,6 +623,7 @@ impl RuntimeBuilder {
         } else {
             (self.worker_spin, self.caller_spin)
         };
+        self.bindings.check()?;
         let dir = self.data_dir.ok_or_else(|| {
             Error::Setup("no data directory: call RuntimeBuilder::data_dir".into())
         })?;
@@ -642,6 +697,7 @@ impl RuntimeBuilder {
             store: Mutex::new(Some(store)),
             store_source: (dir.clone(), store_options),
             storage_fault: Mutex::new(None),
+            bindings: self.bindings,
             value_cache_bytes: self.value_cache_bytes,
             worker_io: self.worker_io,
             worker_spin,
