@@ -168,7 +168,8 @@ fn namespaces_are_named_after_their_class() {
             "Relay",
             "Slow",
             "Web",
-            "Alarmed"
+            "Alarmed",
+            "Configured"
         ]
     );
 }
