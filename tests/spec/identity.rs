@@ -169,7 +169,8 @@ fn namespaces_are_named_after_their_class() {
             "Slow",
             "Web",
             "Alarmed",
-            "Configured"
+            "Configured",
+            "Aborter"
         ]
     );
 }

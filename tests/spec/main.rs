@@ -16,6 +16,7 @@ mod gateway;
 mod identity;
 mod layers;
 mod lifecycle;
+mod lifecycle_controls;
 mod listing;
 mod macro_ui;
 mod observability;

@@ -40,6 +40,7 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Web>()
         .register::<Alarmed>()
         .register::<Configured>()
+        .register::<Aborter>()
 }
 
 /// The process's resident memory, in bytes.

@@ -763,3 +763,35 @@ impl Configured {
         Ok(length)
     }
 }
+
+/// Aborts itself on demand (SPEC B3, `Ctx::abort`).
+pub struct Aborter {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Aborter {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    pub async fn put(&self, key: String) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &1u8)
+    }
+
+    pub async fn has(&self, key: String) -> Result<bool, Error> {
+        Ok(self.ctx.storage().get::<u8>(&key).await?.is_some())
+    }
+
+    /// Writes `key` (not committed before the call ends), then aborts.
+    pub async fn write_then_abort(&self, key: String) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &1u8)?;
+        Err(self.ctx.abort("bad state"))
+    }
+
+    /// Waits `ms`, then answers.
+    pub async fn wait(&self, ms: u64) -> u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        ms
+    }
+}

@@ -129,6 +129,41 @@ impl Ctx {
         }
     }
 
+    /// Resets this instance on purpose, as Cloudflare's `ctx.abort()`: at
+    /// the end of the current step the instance is dropped with every call
+    /// running on it, writes not yet committed are dropped (committed ones
+    /// are kept), and the stubs bound to it break with
+    /// [`DisconnectReason::Aborted`](crate::DisconnectReason::Aborted);
+    /// a new stub gets a new instance. Returns that error, for the calling
+    /// method to return:
+    ///
+    /// ```
+    /// # use do_runtime::{durable_object, Ctx, Error};
+    /// pub struct Ledger { ctx: Ctx }
+    ///
+    /// #[durable_object]
+    /// impl Ledger {
+    ///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+    ///
+    ///     pub async fn apply(&self, entry: i64) -> Result<(), Error> {
+    ///         if entry == i64::MIN {
+    ///             // Memory can no longer be trusted: start over from storage.
+    ///             return Err(self.ctx.abort("impossible entry"));
+    ///         }
+    ///         self.ctx.storage().put("last", &entry)
+    ///     }
+    /// }
+    /// ```
+    pub fn abort(&self, reason: impl Into<String>) -> Error {
+        let reason = reason.into();
+        let error = Error::disconnected(
+            crate::base::error::DisconnectReason::Aborted,
+            format!("the object aborted: {reason}"),
+        );
+        self.inner.gate.abort(reason);
+        error
+    }
+
     /// The id of this object.
     pub fn id(&self) -> &DurableObjectId {
         &self.inner.id

@@ -43,8 +43,9 @@ pub(crate) trait RemotePort: Send + Sync {
     fn method(&self, method: u32) -> Option<&'static MethodInfo>;
     /// Whether every call now fails with a disconnected error.
     fn is_broken(&self) -> bool;
-    /// Breaks the stub for good.
-    fn mark_broken(&self);
+    /// Breaks the stub for good (`aborted`: because its object aborted
+    /// itself, which later calls then say).
+    fn mark_broken(&self, aborted: bool);
     /// Sends one call now (so calls keep their order); returns where its
     /// reply will arrive.
     fn send(

@@ -137,15 +137,26 @@ impl Target {
     /// Why a call whose way back closed unanswered was lost.
     fn lost_reason(&self) -> DisconnectReason {
         match self {
-            Target::Local(s) => s.runtime.lost_reason(),
+            Target::Local(s) => match s.runtime.lost_reason() {
+                DisconnectReason::Reset => s.handle().reset_reason(),
+                other => other,
+            },
             Target::Remote(_) => DisconnectReason::ConnectionLost,
         }
     }
 
-    pub(crate) fn mark_broken(&self) {
+    /// Breaks the stub; `aborted`: because its object aborted itself.
+    pub(crate) fn mark_broken(&self, aborted: bool) {
         match self {
-            Target::Local(s) => s.mark_broken(),
-            Target::Remote(r) => r.mark_broken(),
+            Target::Local(s) => s.mark_broken(aborted),
+            Target::Remote(r) => r.mark_broken(aborted),
+        }
+    }
+
+    /// Breaks the stub if `reply` says it lost its object.
+    fn break_on(&self, reply: &Reply) {
+        if let Err(e @ Error::Disconnected(_)) = reply {
+            self.mark_broken(e.disconnect_reason() == Some(DisconnectReason::Aborted));
         }
     }
 }
@@ -330,9 +341,7 @@ impl Tracked {
 
     /// The call's reply is `reply`: recorded as a [`Call`] would record it.
     pub(crate) fn finish(&mut self, reply: &Reply) {
-        if matches!(reply, Err(Error::Disconnected(_))) {
-            self.target.mark_broken();
-        }
+        self.target.break_on(reply);
         self.watch.finish(&self.target, reply);
     }
 }
@@ -528,17 +537,21 @@ impl<O> Future for Call<O> {
                         // A panic in a method breaks the stub through the
                         // reset's new generation; a panic in a constructor
                         // breaks nothing.
-                        if matches!(reply, Err(Error::Disconnected(_))) {
-                            target.mark_broken();
-                        }
+                        target.break_on(&reply);
                         reply
                     }
                     Err(_) => {
-                        target.mark_broken();
-                        Err(Error::disconnected(
-                            target.lost_reason(),
-                            "the object's instance was reset or the runtime shut down",
-                        ))
+                        let reason = target.lost_reason();
+                        target.mark_broken(reason == DisconnectReason::Aborted);
+                        match (reason, &*target) {
+                            (DisconnectReason::Aborted, Target::Local(port)) => {
+                                Err(port.handle().aborted_error())
+                            }
+                            _ => Err(Error::disconnected(
+                                reason,
+                                "the object's instance was reset or the runtime shut down",
+                            )),
+                        }
                     }
                 }
             }

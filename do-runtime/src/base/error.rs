@@ -169,6 +169,22 @@ pub enum Error {
     },
 }
 
+/// What a call on a broken stub gets: `Broken`, or `Aborted` when what
+/// broke it was its object's abort (so every later call says so too).
+pub(crate) fn broken_stub(aborted: bool) -> Error {
+    if aborted {
+        Error::disconnected(
+            DisconnectReason::Aborted,
+            "the object aborted itself; get a new stub from the namespace",
+        )
+    } else {
+        Error::disconnected(
+            DisconnectReason::Broken,
+            "the stub is broken; get a new stub from the namespace",
+        )
+    }
+}
+
 /// Why a stub lost its object (see [`Error::Disconnected`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -188,6 +204,9 @@ pub enum DisconnectReason {
     SocketClosed,
     /// Not said: made from a bare message.
     Other,
+    /// The object reset itself on purpose (`Ctx::abort`): its writes not
+    /// yet committed were dropped; a new stub gets a new instance.
+    Aborted,
 }
 
 /// A disconnected error: why, and what happened, in words.

@@ -17,6 +17,8 @@ pub(crate) struct InputGate {
     waker: RefCell<Option<Waker>>,
     /// The message of a panic in a blocking future: the instance must reset.
     poisoned: RefCell<Option<String>>,
+    /// Why the object aborted itself (`Ctx::abort`): the instance must reset.
+    aborted: RefCell<Option<String>>,
     tasks: RefCell<Vec<AbortHandle>>,
 }
 
@@ -32,6 +34,19 @@ impl InputGate {
 
     pub fn take_poison(&self) -> Option<String> {
         self.poisoned.borrow_mut().take()
+    }
+
+    /// Asks for the instance to be reset at the end of the current step
+    /// (the first reason given wins), waking the task if it waits here.
+    pub fn abort(&self, reason: String) {
+        self.aborted.borrow_mut().get_or_insert(reason);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    pub fn take_abort(&self) -> Option<String> {
+        self.aborted.borrow_mut().take()
     }
 
     /// Stops every blocking future (the instance is going away).

@@ -447,13 +447,14 @@ impl ObjectTask {
         // The runtime's own events (WebSocket messages) belong to no
         // instance: a reset does not turn them away.
         if !system && !port.bind(generation) {
-            self.refuse(
-                envelope.kind,
-                Error::disconnected(
-                    DisconnectReason::Reset,
-                    "the object was reset since this stub's first call; get a new stub",
-                ),
-            );
+            let reason = self.handle.reset_reason();
+            let message = match reason {
+                DisconnectReason::Aborted => {
+                    "the object aborted itself since this stub's first call; get a new stub"
+                }
+                _ => "the object was reset since this stub's first call; get a new stub",
+            };
+            self.refuse(envelope.kind, Error::disconnected(reason, message));
             return;
         }
         let instance = match self.instance() {
@@ -619,6 +620,7 @@ impl ObjectTask {
                 crate::engine::output_gate::release_reply(
                     &self.store,
                     &self.awaiting,
+                    &self.handle,
                     reply,
                     relay,
                     result,
@@ -659,15 +661,35 @@ impl ObjectTask {
     /// disconnected error), forgets unflushed writes, and starts a new
     /// generation so the stubs bound to the old instance break.
     fn reset(&mut self) {
+        self.reset_as(None);
+    }
+
+    /// [`ObjectTask::reset`], with the reason when it is the object's own
+    /// abort (see `Ctx::abort`): the stubs it breaks then say `Aborted`.
+    fn reset_as(&mut self, abort: Option<&str>) {
         if self.instance.take().is_some() {
-            self.live_changed(false, "reset");
+            self.live_changed(false, if abort.is_some() { "abort" } else { "reset" });
         }
+        self.handle.note_reset(abort);
         self.running = FuturesUnordered::new();
         self.mailbox.slot.busy.set(0);
         self.gate.abort_all();
         self.gate = Rc::default();
         self.store.discard_unflushed();
         self.handle.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Resets the instance if its code asked to (`Ctx::abort`).
+    fn check_abort(&mut self) {
+        if let Some(reason) = self.gate.take_abort() {
+            tracing::warn!(
+                class = %self.class.name,
+                id = %self.id,
+                reason = %reason,
+                "the object aborted itself: its instance is reset"
+            );
+            self.reset_as(Some(&reason));
+        }
     }
 
     /// Delivers queued messages and runs everything ready, until nothing is,
@@ -679,6 +701,7 @@ impl ObjectTask {
                 // A `block_concurrency_while` future panicked: like a method.
                 self.reset();
             }
+            self.check_abort();
             // Polled only when it holds calls: polling an empty set still
             // registers the waker in its shared queue, memory the call would
             // not touch otherwise. A call pushed there was polled with this
@@ -688,6 +711,8 @@ impl ObjectTask {
             {
                 self.finish(done);
             }
+            // A call that just ended may have aborted: before anything else runs.
+            self.check_abort();
             if !self.gate.is_open() {
                 self.gate.wait(cx.waker());
                 return;

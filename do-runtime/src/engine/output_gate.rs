@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use do_storage::{ObjectStore, StorageError};
 
 use crate::base::error::{DisconnectReason, Error};
+use crate::engine::registry::ObjectHandle;
 use crate::engine::relay::RelayId;
 use crate::engine::reply::{Reply, ReplyTo};
 
@@ -27,29 +28,40 @@ use crate::engine::reply::{Reply, ReplyTo};
 pub(crate) fn release_reply(
     store: &ObjectStore,
     awaiting: &Arc<AtomicUsize>,
+    handle: &Arc<ObjectHandle>,
     reply: ReplyTo,
     relay: Option<RelayId>,
     result: Reply,
 ) {
     if let Some(durable) = store.durable_now() {
-        reply.send(after_durable(durable, result));
+        reply.send(after_durable(durable, result, handle));
         return;
     }
     let held = HeldReply::new(awaiting);
+    let handle = handle.clone();
     store.release_when_durable(Box::new(move |durable| {
         drop(held);
-        crate::engine::relay::deliver(reply, relay, after_durable(durable, result));
+        let reply_now = after_durable(durable, result, &handle);
+        crate::engine::relay::deliver(reply, relay, reply_now);
     }));
 }
 
-/// A call's reply, once its writes' fate is known.
-fn after_durable(durable: Result<(), StorageError>, result: Reply) -> Reply {
+/// A call's reply, once its writes' fate is known. Writes are discarded
+/// only by a reset, which `handle` tells apart from an abort.
+fn after_durable(durable: Result<(), StorageError>, result: Reply, handle: &ObjectHandle) -> Reply {
     match durable {
         Ok(()) => result,
-        Err(StorageError::Discarded) => Err(Error::disconnected(
-            DisconnectReason::Reset,
-            "the object was reset before this call's writes were committed",
-        )),
+        Err(StorageError::Discarded) => match handle.reset_reason() {
+            // The object aborted itself: every call of it says why.
+            DisconnectReason::Aborted => {
+                drop(result);
+                Err(handle.aborted_error())
+            }
+            reason => Err(Error::disconnected(
+                reason,
+                "the object was reset before this call's writes were committed",
+            )),
+        },
         Err(e) => Err(Error::from(e)),
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Port {
     /// is delivered.
     bound: AtomicU64,
     broken: AtomicBool,
+    /// Broken by its object's abort: later calls say `Aborted`.
+    aborted: AtomicBool,
 }
 
 impl Port {
@@ -44,6 +46,7 @@ impl Port {
             handle,
             bound: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
         }
     }
 
@@ -75,13 +78,17 @@ impl Port {
         }
         let bound = self.bound.load(Ordering::Acquire);
         if bound != 0 && bound != self.handle.generation.load(Ordering::Acquire) {
-            self.broken.store(true, Ordering::Release);
+            self.mark_broken(self.handle.reset_reason() == DisconnectReason::Aborted);
             return true;
         }
         false
     }
 
-    pub(crate) fn mark_broken(&self) {
+    /// Breaks the stub; `aborted`: because its object aborted itself.
+    pub(crate) fn mark_broken(&self, aborted: bool) {
+        if aborted {
+            self.aborted.store(true, Ordering::Release);
+        }
         self.broken.store(true, Ordering::Release);
     }
 
@@ -156,10 +163,7 @@ impl Port {
             e
         };
         if self.check_broken() {
-            let e = Error::disconnected(
-                DisconnectReason::Broken,
-                "the stub is broken; get a new stub from the namespace",
-            );
+            let e = crate::base::error::broken_stub(self.aborted.load(Ordering::Acquire));
             return Err(refuse(reply, e));
         }
         if self.runtime.is_closing() {
@@ -207,7 +211,7 @@ impl Port {
         // Not sent: the envelope, and with it the reply, is dropped, which
         // answers a served connection's call.
         if let Err(e) = self.runtime.send(self.worker, envelope) {
-            self.mark_broken();
+            self.mark_broken(false);
             return Err(e);
         }
         Ok(())

@@ -17,6 +17,11 @@ pub(crate) struct ObjectHandle {
     pub queued_bytes: AtomicUsize,
     /// Starts at 1; each reset of the instance adds one.
     pub generation: AtomicU64,
+    /// Whether the last reset was the object's own abort (`Ctx::abort`):
+    /// the stubs it broke then say `Aborted` rather than `Reset`.
+    pub aborted: std::sync::atomic::AtomicBool,
+    /// The reason given to the last abort (rare: a lock is fine).
+    abort_reason: std::sync::Mutex<Option<Arc<str>>>,
     /// How long the replies of recent calls took to come back (µs, a moving
     /// average), counted over calls whose callers spun for them.
     pub reply_micros: AtomicU32,
@@ -33,7 +38,45 @@ impl ObjectHandle {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
+            aborted: std::sync::atomic::AtomicBool::new(false),
+            abort_reason: std::sync::Mutex::new(None),
             reply_micros: AtomicU32::new(0),
+        }
+    }
+
+    /// Records the instance's reset: `Some(reason)` when the object
+    /// aborted itself.
+    pub fn note_reset(&self, abort: Option<&str>) {
+        if let Some(reason) = abort {
+            *self.abort_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+        }
+        self.aborted
+            .store(abort.is_some(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// What a call lost to the object's abort gets: the reason it gave.
+    pub fn aborted_error(&self) -> crate::base::error::Error {
+        let reason = self
+            .abort_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        crate::base::error::Error::disconnected(
+            crate::base::error::DisconnectReason::Aborted,
+            format!(
+                "the object aborted: {}",
+                reason.as_deref().unwrap_or("no reason given")
+            ),
+        )
+    }
+
+    /// Why a stub bound to an older generation lost its instance: the
+    /// object aborted itself, or it was reset.
+    pub fn reset_reason(&self) -> crate::base::error::DisconnectReason {
+        if self.aborted.load(std::sync::atomic::Ordering::Acquire) {
+            crate::base::error::DisconnectReason::Aborted
+        } else {
+            crate::base::error::DisconnectReason::Reset
         }
     }
 

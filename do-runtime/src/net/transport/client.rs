@@ -440,6 +440,7 @@ impl ClientShared {
             wrong_namespace: (id.namespace_tag() != class.key.tag()).then(|| class.name.clone()),
             id,
             broken: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
         }
     }
 }
@@ -484,6 +485,8 @@ pub(crate) struct RemoteStub {
     /// Set when the id belongs to another namespace: every call fails.
     wrong_namespace: Option<String>,
     broken: AtomicBool,
+    /// Broken by its object's abort: later calls say `Aborted`.
+    aborted: AtomicBool,
 }
 
 impl RemotePort for RemoteStub {
@@ -495,7 +498,10 @@ impl RemotePort for RemoteStub {
         self.broken.load(Ordering::Acquire) || self.conn.state.is_closed()
     }
 
-    fn mark_broken(&self) {
+    fn mark_broken(&self, aborted: bool) {
+        if aborted {
+            self.aborted.store(true, Ordering::Release);
+        }
         self.broken.store(true, Ordering::Release);
     }
 
@@ -516,9 +522,8 @@ impl RemotePort for RemoteStub {
             });
         }
         if self.broken.load(Ordering::Acquire) {
-            return Err(Error::disconnected(
-                DisconnectReason::Broken,
-                "the stub is broken; get a new stub from the namespace",
+            return Err(crate::base::error::broken_stub(
+                self.aborted.load(Ordering::Acquire),
             ));
         }
         let (reply, rx) = oneshot::channel();
@@ -536,7 +541,7 @@ impl RemotePort for RemoteStub {
         );
         if let Err(e) = queued {
             if matches!(e, Error::Disconnected(_)) {
-                self.mark_broken();
+                self.mark_broken(false);
             }
             return Err(e);
         }

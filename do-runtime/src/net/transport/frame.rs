@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::base::error::Error;
 
 /// Bumped whenever a frame changes incompatibly (3: a disconnected error
-/// carries its reason; 4: errors may be `MissingBinding`).
+/// carries its reason; 4: errors may be `MissingBinding`, reasons
+/// `Aborted`).
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// What a client sends.
