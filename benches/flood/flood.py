@@ -7,6 +7,13 @@ import socket, sys, threading, time
 
 mode, pid, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 
+
+def run_all(one, clients):
+    """Runs `one` on `clients` threads at once and waits for them all."""
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+
 def rss():
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -62,9 +69,7 @@ def body_flood(clients=100, size=16 << 20):
             s.close()
         except Exception:
             pass
-    threads = [threading.Thread(target=one) for _ in range(clients)]
-    for t in threads: t.start()
-    for t in threads: t.join()
+    run_all(one, clients)
     print(f"  {clients} clients sent (or tried) {size >> 20} MiB bodies")
 
 def frame_flood(version, token, clients=60, size=(16 << 20) - 64):
@@ -89,9 +94,7 @@ def frame_flood(version, token, clients=60, size=(16 << 20) - 64):
             s.close()
         except Exception:
             pass
-    threads = [threading.Thread(target=one) for _ in range(clients)]
-    for t in threads: t.start()
-    for t in threads: t.join()
+    run_all(one, clients)
     print(f"  {clients} clients each began a frame of {size >> 20} MiB")
 
 before = rss()

@@ -23,7 +23,7 @@
 //!   so it sorts after them and no object's range holds it. Only the
 //!   keyspaces a group writes get its number, so a group of data writes
 //!   alone touches two keyspaces (the chain in all five cost a single
-//!   durable write 25 µs, BENCHMARKS.md).
+//!   durable write about 30 µs, BENCHMARKS.md).
 //! - **The high-water mark.** After each group's fsync (just after its
 //!   replies leave), its number is written to the file `commit-mark` beside
 //!   the journal (two slots written in turn, each with its complement, so a

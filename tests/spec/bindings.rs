@@ -21,10 +21,9 @@ fn missing(e: &Error, kind: &str, name: &str) -> bool {
     matches!(e, Error::MissingBinding { kind: k, name: n } if k == kind && n == name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_read_vars_secrets_and_typed_values_and_a_missing_one_is_a_typed_error() {
-    let rt = configured().build_for_test().unwrap();
-    let object = rt.namespace::<Configured>().get_by_name("a");
+/// What an object of a `configured()` runtime reads, and a missing var,
+/// through `object` (in process or remote).
+async fn reads_the_bindings(object: &do_runtime::Stub<Configured>) {
     assert_eq!(object.var("REGION".into()).await.unwrap(), "eu-west");
     assert!(
         object
@@ -36,6 +35,13 @@ async fn objects_read_vars_secrets_and_typed_values_and_a_missing_one_is_a_typed
     let e = object.var("ZONE".into()).await.unwrap_err();
     assert!(missing(&e, "var", "ZONE"), "{e:?}");
     assert!(e.to_string().contains("RuntimeBuilder::var"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_read_vars_secrets_and_typed_values_and_a_missing_one_is_a_typed_error() {
+    let rt = configured().build_for_test().unwrap();
+    let object = rt.namespace::<Configured>().get_by_name("a");
+    reads_the_bindings(&object).await;
     let e = object
         .secret_is("REGION".into(), String::new())
         .await
@@ -62,15 +68,7 @@ async fn a_remote_client_gets_what_the_object_returns_and_the_missing_binding_er
     let server = rt.server().start().await.unwrap();
     let client = Client::connect(server.local_addr()).await.unwrap();
     let object = client.namespace::<Configured>().unwrap().get_by_name("r");
-    assert_eq!(object.var("REGION".into()).await.unwrap(), "eu-west");
-    assert!(
-        object
-            .secret_is("API_KEY".into(), SECRET.into())
-            .await
-            .unwrap()
-    );
-    let e = object.var("ZONE".into()).await.unwrap_err();
-    assert!(missing(&e, "var", "ZONE"), "{e:?}");
+    reads_the_bindings(&object).await;
 }
 
 #[test]

@@ -270,6 +270,14 @@ impl Mailbox {
         }
     }
 
+    /// Tells whoever asked for an eviction whether a live instance left.
+    fn answer_evictions(&self, evicted: bool) {
+        let waiting = self.slot.eviction.borrow_mut().take();
+        for done in waiting.unwrap_or_default() {
+            let _ = done.send(evicted);
+        }
+    }
+
     /// Asks the task to drop its instance and leave once idle.
     pub fn request_eviction(&self, done: Option<oneshot::Sender<bool>>) {
         self.slot
@@ -645,16 +653,7 @@ impl ObjectTask {
         while let Some(envelope) = self.mailbox.pop() {
             refuse(envelope, crate::engine::worker::storage_reopening());
         }
-        for done in self
-            .mailbox
-            .slot
-            .eviction
-            .borrow_mut()
-            .take()
-            .unwrap_or_default()
-        {
-            let _ = done.send(false);
-        }
+        self.mailbox.answer_evictions(false);
     }
 
     /// Drops the instance and every call running on it (their callers see a
@@ -763,16 +762,7 @@ impl ObjectTask {
         // An object without sockets forgets its auto-response with its
         // instance; the next instance sets it again.
         self.shared.sockets().forget_idle(&self.class, &self.id);
-        for done in self
-            .mailbox
-            .slot
-            .eviction
-            .borrow_mut()
-            .take()
-            .unwrap_or_default()
-        {
-            let _ = done.send(was_live);
-        }
+        self.mailbox.answer_evictions(was_live);
         true
     }
 }
