@@ -170,6 +170,7 @@ pub use base::id::DurableObjectId;
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;
 pub use engine::spawn::JoinHandle;
+pub use engine::stalls::Stall;
 pub use net::transport::client::{Client, ClientBuilder};
 pub use net::transport::server::{Server, ServerBuilder};
 pub use service::runtime::{Runtime, RuntimeBuilder, Stats};

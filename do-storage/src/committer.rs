@@ -196,9 +196,7 @@ impl Committer {
         data: Keyspaces,
         numbering: Numbering,
         chain: Chain,
-        persist_delay: std::time::Duration,
-        spin: std::time::Duration,
-        on_commit: Option<CommitHook>,
+        knobs: Knobs,
     ) -> Result<Committer> {
         let link = CommitLink {
             queue: Arc::new(Queue::new()),
@@ -214,10 +212,11 @@ impl Committer {
             stats: stats.clone(),
             signal: link.signal.clone(),
             timing: Timing {
-                delay: persist_delay,
-                spin,
+                delay: knobs.persist_delay,
+                spin: knobs.spin,
             },
-            hook: on_commit,
+            fail: knobs.fail_commits,
+            hook: knobs.on_commit,
         };
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
@@ -323,6 +322,14 @@ pub(crate) struct Chain {
     pub mark: HighWater,
 }
 
+/// What the store's options set of the commit thread (see `StoreOptions`).
+pub(crate) struct Knobs {
+    pub persist_delay: std::time::Duration,
+    pub spin: std::time::Duration,
+    pub fail_commits: Arc<std::sync::atomic::AtomicUsize>,
+    pub on_commit: Option<CommitHook>,
+}
+
 /// The commit thread's timing knobs.
 #[derive(Clone, Copy)]
 struct Timing {
@@ -345,6 +352,8 @@ struct CommitThread {
     stats: Arc<Counters>,
     signal: Arc<GroupSignal>,
     timing: Timing,
+    /// Fault injection: groups left to fail (see `StoreOptions::fail_commits`).
+    fail: Arc<std::sync::atomic::AtomicUsize>,
     hook: Option<CommitHook>,
 }
 
@@ -359,6 +368,7 @@ impl CommitThread {
             stats,
             signal,
             timing,
+            fail,
             hook,
         } = self;
         let (db, data, queue, stats, signal, hook) =
@@ -370,7 +380,7 @@ impl CommitThread {
                 (&mut numbering, &mut chain),
                 group,
                 stats,
-                timing.delay,
+                (timing.delay, &fail),
                 hook,
             );
             signal.fire();
@@ -455,7 +465,7 @@ fn commit_group(
     (numbering, chain): (&mut Numbering, &mut Chain),
     group: &mut Group,
     stats: &Counters,
-    delay: std::time::Duration,
+    (delay, fail): (std::time::Duration, &std::sync::atomic::AtomicUsize),
     hook: Option<&CommitHook>,
 ) {
     let Group {
@@ -548,7 +558,18 @@ fn commit_group(
         highwater::chain_key(number),
         highwater::encode_lasts(&lasts),
     );
-    let applied = batch.commit();
+    let injected = fail.load(Ordering::Relaxed) > 0
+        && fail
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+    let applied = if injected {
+        drop(batch);
+        Err(fjall::Error::Io(std::io::Error::other(
+            "injected commit failure (StoreOptions::fail_commits)",
+        )))
+    } else {
+        batch.commit()
+    };
     if applied.is_ok() {
         chain.numbers = highwater::Numbers {
             last: number,

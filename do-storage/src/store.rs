@@ -36,6 +36,12 @@ pub struct StoreOptions {
     /// batch stays applied-but-not-durable for a while. Zero in production.
     #[doc(hidden)]
     pub persist_delay: std::time::Duration,
+    /// Fault injection for tests: while above zero, each commit group
+    /// takes one from it and fails as a failed write would (nothing of it
+    /// applied, every batch in it reported failed, the store's
+    /// [`failure`](Store::failure) set). Zero in production.
+    #[doc(hidden)]
+    pub fail_commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Called on the commit thread after every commit group, with what it
     /// wrote and how long its fsync took.
     pub on_commit: Option<CommitHook>,
@@ -54,6 +60,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             memtable_bytes: 16 * 1024 * 1024,
             persist_delay: std::time::Duration::ZERO,
+            fail_commits: Default::default(),
             on_commit: None,
             commit_spin: std::time::Duration::ZERO,
         }
@@ -172,9 +179,12 @@ impl Store {
                 numbers: numbers_of_groups,
                 mark,
             },
-            options.persist_delay,
-            options.commit_spin,
-            options.on_commit.clone(),
+            crate::committer::Knobs {
+                persist_delay: options.persist_delay,
+                spin: options.commit_spin,
+                fail_commits: options.fail_commits.clone(),
+                on_commit: options.on_commit.clone(),
+            },
         )?;
         Ok(Store {
             inner: Arc::new(Inner {

@@ -170,7 +170,8 @@ fn namespaces_are_named_after_their_class() {
             "Web",
             "Alarmed",
             "Configured",
-            "Aborter"
+            "Aborter",
+            "Chores"
         ]
     );
 }

@@ -28,7 +28,12 @@ struct Store {
     live: HashMap<u64, usize>,
     /// Only spans of these objects (short ids) are kept.
     watched: std::collections::HashSet<String>,
+    /// Events of the targets in `EVENT_TARGETS`, with their fields.
+    events: Vec<(String, HashMap<String, String>)>,
 }
+
+/// The targets whose events are kept (they are rare).
+const EVENT_TARGETS: &[&str] = &["do_runtime::stall"];
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Store>>);
@@ -77,6 +82,17 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         if let Some(&index) = store.live.get(&id.into_u64()) {
             values.record(&mut Fields(&mut store.spans[index].fields));
         }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let target = event.metadata().target();
+        if !EVENT_TARGETS.contains(&target) {
+            return;
+        }
+        let mut fields = HashMap::new();
+        event.record(&mut Fields(&mut fields));
+        let mut store = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        store.events.push((target.to_owned(), fields));
     }
 
     fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
@@ -139,5 +155,20 @@ pub fn indexed_spans_of(short_id: &str) -> Vec<(usize, CapturedSpan)> {
         .enumerate()
         .filter(|(_, s)| s.fields.get("id").is_some_and(|id| id == short_id))
         .map(|(i, s)| (i, s.clone()))
+        .collect()
+}
+
+/// The fields of every event of `target` (one of `EVENT_TARGETS`) captured
+/// since [`install`].
+pub fn events(target: &str) -> Vec<HashMap<String, String>> {
+    let Some(capture) = CAPTURE.get() else {
+        return Vec::new();
+    };
+    let store = capture.0.lock().unwrap_or_else(|p| p.into_inner());
+    store
+        .events
+        .iter()
+        .filter(|(t, _)| t == target)
+        .map(|(_, fields)| fields.clone())
         .collect()
 }

@@ -41,6 +41,7 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Alarmed>()
         .register::<Configured>()
         .register::<Aborter>()
+        .register::<Chores>()
 }
 
 /// The process's resident memory, in bytes.

@@ -795,3 +795,84 @@ impl Aborter {
         ms
     }
 }
+
+/// Uses the lifecycle controls beside its calls: background work,
+/// blocking futures, a count kept in memory and in storage, and a method
+/// that blocks its thread.
+pub struct Chores {
+    ctx: Ctx,
+    /// Tells instances apart: a new one gets a new token.
+    token: u64,
+    /// The stored count, as this instance believes it.
+    count: Rc<Cell<i64>>,
+}
+
+#[durable_object]
+impl Chores {
+    pub fn new(ctx: Ctx) -> Self {
+        static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let count = Rc::new(Cell::new(0));
+        let (storage, slot) = (ctx.storage().clone(), count.clone());
+        ctx.block_concurrency_while(async move {
+            slot.set(
+                storage
+                    .get::<i64>("count")
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0),
+            );
+        });
+        let token = TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { ctx, token, count }
+    }
+
+    pub async fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Answers at once; `ms` later, in the background, writes `key`.
+    pub async fn later(&self, key: String, ms: u64) {
+        let storage = self.ctx.storage().clone();
+        self.ctx.wait_until(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            let _ = storage.put(&key, &1u8);
+        });
+    }
+
+    /// Answers at once; `ms` later, the background work panics.
+    pub async fn panic_later(&self, ms: u64) {
+        self.ctx.wait_until(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            panic!("the background work failed");
+        });
+    }
+
+    pub async fn has(&self, key: String) -> Result<bool, Error> {
+        Ok(self.ctx.storage().get::<u8>(&key).await?.is_some())
+    }
+
+    /// Holds the input gate for `ms`.
+    pub async fn block_for(&self, ms: u64) {
+        self.ctx
+            .block_concurrency_while(tokio::time::sleep(std::time::Duration::from_millis(ms)))
+            .await;
+    }
+
+    /// Adds one to the count in memory, and stores it.
+    pub async fn increment(&self) -> Result<i64, Error> {
+        self.count.set(self.count.get() + 1);
+        self.ctx.storage().put("count", &self.count.get())?;
+        Ok(self.count.get())
+    }
+
+    /// The count as this instance believes it.
+    pub async fn count(&self) -> i64 {
+        self.count.get()
+    }
+
+    /// Blocks its worker thread for `ms`, as a synchronous loop would.
+    pub async fn hog(&self, ms: u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}

@@ -119,14 +119,55 @@ impl Ctx {
     /// ```
     ///
     /// A panic inside `future` resets the instance, like a panic in a method.
+    /// So does a `future` still running after the runtime's limit (30 s
+    /// unless set with
+    /// [`RuntimeBuilder::block_concurrency_limit`](crate::RuntimeBuilder::block_concurrency_limit)):
+    /// rather than hang for good, the instance is reset, and the calls it
+    /// held and the stubs bound to it fail with
+    /// [`DisconnectReason::TimedOut`](crate::DisconnectReason::TimedOut).
     pub fn block_concurrency_while<F>(&self, future: F) -> Blocking<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
+        let limit = self.inner.env.shared().block_concurrency_limit();
         Blocking {
-            future: Box::pin(self.inner.gate.block_while(future)),
+            future: Box::pin(self.inner.gate.block_while(future, limit)),
         }
+    }
+
+    /// Runs `future` on this object's thread beside its calls, as
+    /// Cloudflare's `ctx.waitUntil`: the method that starts it can answer
+    /// at once, and the instance is not evicted (not even hibernated) until
+    /// the future ends. Its writes are committed as it makes them, like a
+    /// method's. A panic inside it resets the instance, like a panic in a
+    /// method; a reset or the runtime's stop drops it unfinished.
+    ///
+    /// ```
+    /// use do_runtime::{durable_object, Ctx, Error};
+    ///
+    /// pub struct Orders { ctx: Ctx }
+    ///
+    /// #[durable_object]
+    /// impl Orders {
+    ///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+    ///
+    ///     pub async fn place(&self, order: String) -> Result<(), Error> {
+    ///         self.ctx.storage().put(&order, &"placed")?;
+    ///         let storage = self.ctx.storage().clone();
+    ///         // Answered now; the receipt is written in the background.
+    ///         self.ctx.wait_until(async move {
+    ///             let _ = storage.put(&format!("receipt/{order}"), &"sent");
+    ///         });
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn wait_until<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.inner.gate.wait_until(future);
     }
 
     /// Resets this instance on purpose, as Cloudflare's `ctx.abort()`: at
@@ -160,7 +201,9 @@ impl Ctx {
             crate::base::error::DisconnectReason::Aborted,
             format!("the object aborted: {reason}"),
         );
-        self.inner.gate.abort(reason);
+        self.inner
+            .gate
+            .request_reset(crate::engine::input_gate::ResetCause::Aborted(reason));
         error
     }
 

@@ -543,15 +543,16 @@ impl<O> Future for Call<O> {
                     Err(_) => {
                         let reason = target.lost_reason();
                         target.mark_broken(reason == DisconnectReason::Aborted);
-                        match (reason, &*target) {
-                            (DisconnectReason::Aborted, Target::Local(port)) => {
-                                Err(port.handle().aborted_error())
-                            }
-                            _ => Err(Error::disconnected(
+                        let cause = match (reason, &*target) {
+                            (DisconnectReason::Shutdown, _) | (_, Target::Remote(_)) => None,
+                            (_, Target::Local(port)) => port.handle().reset_error(),
+                        };
+                        Err(cause.unwrap_or_else(|| {
+                            Error::disconnected(
                                 reason,
                                 "the object's instance was reset or the runtime shut down",
-                            )),
-                        }
+                            )
+                        }))
                     }
                 }
             }

@@ -207,6 +207,11 @@ pub enum DisconnectReason {
     /// The object reset itself on purpose (`Ctx::abort`): its writes not
     /// yet committed were dropped; a new stub gets a new instance.
     Aborted,
+    /// The instance was reset because a `block_concurrency_while` future
+    /// held its input gate past the time limit
+    /// ([`RuntimeBuilder::block_concurrency_limit`](crate::RuntimeBuilder::block_concurrency_limit)):
+    /// its writes not yet committed were dropped; a new stub gets a new instance.
+    TimedOut,
 }
 
 /// A disconnected error: why, and what happened, in words.

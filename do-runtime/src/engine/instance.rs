@@ -24,7 +24,7 @@ use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
 use crate::engine::class::{Class, Instance, ObjectParts};
-use crate::engine::input_gate::InputGate;
+use crate::engine::input_gate::{InputGate, ResetCause};
 use crate::engine::registry::ObjectHandle;
 use crate::engine::reply::{Reply, ReplyTo};
 use crate::engine::shared::Shared;
@@ -44,6 +44,9 @@ struct Slot {
     waker: RefCell<Option<Waker>>,
     /// Calls (and closures) running in the task.
     busy: Cell<usize>,
+    /// `wait_until` futures running beside them: the object is not idle
+    /// (not evicted) while there are any.
+    background: Cell<usize>,
     /// Counts deliveries and finished calls: the sweeper tells activity
     /// from it without a clock read per call.
     activity: Cell<u64>,
@@ -82,6 +85,7 @@ impl Default for Mailbox {
                 queue: RefCell::default(),
                 waker: RefCell::default(),
                 busy: Cell::new(0),
+                background: Cell::new(0),
                 activity: Cell::new(0),
                 seen: Cell::new((0, Instant::now())),
                 eviction: RefCell::default(),
@@ -234,9 +238,36 @@ impl Mailbox {
         }
     }
 
-    /// Whether nothing is queued or running.
+    /// Whether nothing is queued or running, not even background work.
     pub fn is_idle(&self) -> bool {
-        self.slot.busy.get() == 0 && self.slot.queue.borrow().is_empty()
+        self.slot.busy.get() == 0
+            && self.slot.background.get() == 0
+            && self.slot.queue.borrow().is_empty()
+    }
+
+    /// Counts a `wait_until` future started.
+    pub fn background_started(&self) {
+        self.slot.background.set(self.slot.background.get() + 1);
+    }
+
+    /// Counts a `wait_until` future ended (or dropped), as activity: the
+    /// idle timeout counts from here; and wakes the task, in case an
+    /// eviction waited for it.
+    pub fn background_ended(&self) {
+        self.slot
+            .background
+            .set(self.slot.background.get().saturating_sub(1));
+        self.touch();
+        self.wake_task();
+    }
+
+    /// Wakes the task wherever it waits (its mailbox, its gate, its calls),
+    /// so its next turn sees what changed.
+    pub fn wake_task(&self) {
+        self.wake();
+        if let Some(runner) = self.slot.runner.borrow().as_ref() {
+            runner.wake_by_ref();
+        }
     }
 
     /// How long the object has been idle, as far as the sweeper can tell:
@@ -327,6 +358,12 @@ impl ObjectTask {
             store.set_name(name);
         }
         let key = (class.index, id.base());
+        let of = crate::engine::stalls::StepOf {
+            class: key.0,
+            base: key.1,
+            method: 0,
+        };
+        let gate = Rc::new(InputGate::new(mailbox.clone(), of));
         ObjectTask {
             class,
             id,
@@ -337,7 +374,7 @@ impl ObjectTask {
             key,
             awaiting: worker.awaiting.clone(),
             store,
-            gate: Rc::default(),
+            gate,
             instance: None,
             running: FuturesUnordered::new(),
             retry: None,
@@ -407,7 +444,10 @@ impl ObjectTask {
         }
         let parts = self.parts();
         let construct = self.class.construct;
-        match catch_unwind(AssertUnwindSafe(|| construct(parts))) {
+        let of = self.step_of(crate::engine::stalls::CONSTRUCTOR);
+        match crate::engine::stalls::step(&of, || {
+            catch_unwind(AssertUnwindSafe(|| construct(parts)))
+        }) {
             Ok(instance) => {
                 self.instance = Some(instance.clone());
                 self.live_changed(true, "activate");
@@ -417,7 +457,7 @@ impl ObjectTask {
                 // No half-built instance: forget what the constructor wrote or started.
                 self.store.discard_unflushed();
                 self.gate.abort_all();
-                self.gate = Rc::default();
+                self.gate = self.fresh_gate();
                 Err(Error::Panicked(format!(
                     "the constructor of {} panicked: {}",
                     self.class.name,
@@ -439,6 +479,7 @@ impl ObjectTask {
                 };
                 let future = run(self.parts());
                 self.start(
+                    crate::engine::stalls::CLOSURE,
                     None,
                     None,
                     Box::pin(async move {
@@ -459,6 +500,10 @@ impl ObjectTask {
             let message = match reason {
                 DisconnectReason::Aborted => {
                     "the object aborted itself since this stub's first call; get a new stub"
+                }
+                DisconnectReason::TimedOut => {
+                    "the object was reset since this stub's first call: its input gate stayed \
+                     closed past its limit; get a new stub"
                 }
                 _ => "the object was reset since this stub's first call; get a new stub",
             };
@@ -494,7 +539,7 @@ impl ObjectTask {
         match catch_unwind(AssertUnwindSafe(|| {
             instance.dispatch(method, &args, system)
         })) {
-            Ok(Ok(call)) => self.start(Some(reply), relay, call, watch, cx),
+            Ok(Ok(call)) => self.start(method, Some(reply), relay, call, watch, cx),
             Ok(Err(e)) => {
                 watch.fail(&e);
                 reply.send(Err(e));
@@ -583,6 +628,7 @@ impl ObjectTask {
     /// first poll, and skip the set of running calls altogether).
     fn start(
         &mut self,
+        method: u32,
         reply: Option<ReplyTo>,
         relay: Option<crate::engine::relay::RelayId>,
         call: LocalBoxFuture<'static, Reply>,
@@ -591,6 +637,7 @@ impl ObjectTask {
     ) {
         self.mailbox.slot.busy.set(self.mailbox.slot.busy.get() + 1);
         let mut running = Running {
+            step: self.step_of(method),
             reply,
             relay,
             call,
@@ -660,35 +707,88 @@ impl ObjectTask {
     /// disconnected error), forgets unflushed writes, and starts a new
     /// generation so the stubs bound to the old instance break.
     fn reset(&mut self) {
-        self.reset_as(None);
+        self.reset_as(ResetCause::Panic);
     }
 
-    /// [`ObjectTask::reset`], with the reason when it is the object's own
-    /// abort (see `Ctx::abort`): the stubs it breaks then say `Aborted`.
-    fn reset_as(&mut self, abort: Option<&str>) {
+    /// [`ObjectTask::reset`] for `cause`: the calls it cuts off and the
+    /// stubs it breaks report it (see [`ResetCause::disconnect`]).
+    fn reset_as(&mut self, cause: ResetCause) {
         if self.instance.take().is_some() {
-            self.live_changed(false, if abort.is_some() { "abort" } else { "reset" });
+            let what = match cause {
+                ResetCause::Aborted(_) => "abort",
+                _ => "reset",
+            };
+            self.live_changed(false, what);
         }
-        self.handle.note_reset(abort);
-        self.running = FuturesUnordered::new();
+        let disconnect = cause.disconnect();
+        self.handle.note_reset(disconnect.clone());
+        let running = std::mem::take(&mut self.running);
+        if let Some(disconnect) = disconnect {
+            // Told why, rather than left to find their replies dropped.
+            for mut call in running {
+                if let Some(reply) = call.reply.take() {
+                    reply.send(Err(Error::Disconnected(disconnect.clone())));
+                }
+            }
+        }
         self.mailbox.slot.busy.set(0);
         self.gate.abort_all();
-        self.gate = Rc::default();
+        self.gate = self.fresh_gate();
         self.store.discard_unflushed();
         self.handle.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Resets the instance if its code asked to (`Ctx::abort`).
-    fn check_abort(&mut self) {
-        if let Some(reason) = self.gate.take_abort() {
+    /// The input gate of a next instance.
+    fn fresh_gate(&self) -> Rc<InputGate> {
+        Rc::new(InputGate::new(self.mailbox.clone(), self.step_of(0)))
+    }
+
+    /// A step of this object's `method`, for the stall watch.
+    fn step_of(&self, method: u32) -> crate::engine::stalls::StepOf {
+        crate::engine::stalls::StepOf {
+            class: self.key.0,
+            base: self.key.1,
+            method,
+        }
+    }
+
+    /// Resets the instance if something asked for it outside a call's own
+    /// reply: the object's abort, a blocking or background future that
+    /// panicked or ran too long, a write that failed to commit.
+    fn check_reset(&mut self) {
+        // Read first: a swap writes the line the stubs read, every turn.
+        if self.handle.commit_failed.load(Ordering::Relaxed)
+            && self.handle.commit_failed.swap(false, Ordering::AcqRel)
+        {
             tracing::warn!(
+                target: "do_runtime::lifecycle",
+                class = %self.class.name,
+                id = %self.id,
+                "a write failed to commit: the instance is reset"
+            );
+            self.reset_as(ResetCause::CommitFailed);
+        }
+        let Some(cause) = self.gate.take_reset() else {
+            return;
+        };
+        match &cause {
+            ResetCause::Aborted(reason) => tracing::warn!(
+                target: "do_runtime::lifecycle",
                 class = %self.class.name,
                 id = %self.id,
                 reason = %reason,
                 "the object aborted itself: its instance is reset"
-            );
-            self.reset_as(Some(&reason));
+            ),
+            ResetCause::Blocked(limit) => tracing::error!(
+                target: "do_runtime::lifecycle",
+                class = %self.class.name,
+                id = %self.id,
+                limit = ?limit,
+                "a block_concurrency_while future ran past its limit: the instance is reset"
+            ),
+            ResetCause::Panic | ResetCause::CommitFailed => {}
         }
+        self.reset_as(cause);
     }
 
     /// Delivers queued messages and runs everything ready, until nothing is,
@@ -696,11 +796,9 @@ impl ObjectTask {
     fn turn(&mut self, cx: &mut Context<'_>) {
         let mut delivered = 0;
         loop {
-            if self.gate.take_poison().is_some() {
-                // A `block_concurrency_while` future panicked: like a method.
-                self.reset();
-            }
-            self.check_abort();
+            // A panic in a blocking or background future resets like one
+            // in a method.
+            self.check_reset();
             // Polled only when it holds calls: polling an empty set still
             // registers the waker in its shared queue, memory the call would
             // not touch otherwise. A call pushed there was polled with this
@@ -711,7 +809,7 @@ impl ObjectTask {
                 self.finish(done);
             }
             // A call that just ended may have aborted: before anything else runs.
-            self.check_abort();
+            self.check_reset();
             if !self.gate.is_open() {
                 self.gate.wait(cx.waker());
                 return;
@@ -872,6 +970,8 @@ impl ObjectSpan {
 
 /// One call in progress; a panic while polling it becomes its outcome.
 struct Running {
+    /// Whose step each poll is, for the stall watch.
+    step: crate::engine::stalls::StepOf,
     reply: Option<ReplyTo>,
     relay: Option<crate::engine::relay::RelayId>,
     call: LocalBoxFuture<'static, Reply>,
@@ -891,8 +991,10 @@ impl Future for Running {
         let polled = {
             let _entered = this.watch.span.enter();
             let call = &mut this.call;
-            crate::base::trace::with_current(this.watch.trace, || {
-                catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)))
+            crate::engine::stalls::step(&this.step, || {
+                crate::base::trace::with_current(this.watch.trace, || {
+                    catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)))
+                })
             })
         };
         let outcome = match polled {

@@ -20,6 +20,7 @@ pub(crate) mod shared;
 pub(crate) mod sockets;
 pub(crate) mod spawn;
 pub(crate) mod spin;
+pub(crate) mod stalls;
 pub mod telemetry;
 pub(crate) mod wakes;
 pub(crate) mod worker;

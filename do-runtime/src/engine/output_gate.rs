@@ -47,22 +47,25 @@ pub(crate) fn release_reply(
 }
 
 /// A call's reply, once its writes' fate is known. Writes are discarded
-/// only by a reset, which `handle` tells apart from an abort.
+/// only by a reset, whose cause `handle` keeps; a failed commit marks the
+/// object for a reset (before its caller hears of it) so its memory does
+/// not keep what storage lost.
 fn after_durable(durable: Result<(), StorageError>, result: Reply, handle: &ObjectHandle) -> Reply {
     match durable {
         Ok(()) => result,
-        Err(StorageError::Discarded) => match handle.reset_reason() {
-            // The object aborted itself: every call of it says why.
-            DisconnectReason::Aborted => {
-                drop(result);
-                Err(handle.aborted_error())
-            }
-            reason => Err(Error::disconnected(
-                reason,
-                "the object was reset before this call's writes were committed",
-            )),
-        },
-        Err(e) => Err(Error::from(e)),
+        Err(StorageError::Discarded) => {
+            drop(result);
+            Err(handle.reset_error().unwrap_or_else(|| {
+                Error::disconnected(
+                    DisconnectReason::Reset,
+                    "the object was reset before this call's writes were committed",
+                )
+            }))
+        }
+        Err(e) => {
+            handle.commit_failed.store(true, Ordering::Release);
+            Err(Error::from(e))
+        }
     }
 }
 

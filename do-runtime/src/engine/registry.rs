@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::base::error::{Disconnect, DisconnectReason, Error};
+
 /// Shared by every stub of one object and by its task while it runs.
 #[derive(Debug)]
 pub(crate) struct ObjectHandle {
@@ -17,11 +19,15 @@ pub(crate) struct ObjectHandle {
     pub queued_bytes: AtomicUsize,
     /// Starts at 1; each reset of the instance adds one.
     pub generation: AtomicU64,
-    /// Whether the last reset was the object's own abort (`Ctx::abort`):
-    /// the stubs it broke then say `Aborted` rather than `Reset`.
-    pub aborted: std::sync::atomic::AtomicBool,
-    /// The reason given to the last abort (rare: a lock is fine).
-    abort_reason: std::sync::Mutex<Option<Arc<str>>>,
+    /// Why the last reset happened, when more than a panic caused it (the
+    /// object's own abort, a blocked input gate, a failed commit): what the
+    /// calls and stubs it cut off report. `None` after a panic's reset.
+    /// Read only when a call is refused or lost: a lock is fine.
+    last_reset: Mutex<Option<Disconnect>>,
+    /// Set (before the reply says so) when a write of the object failed to
+    /// commit: its task resets the instance before anything else runs, so
+    /// memory never holds what storage lost.
+    pub commit_failed: std::sync::atomic::AtomicBool,
     /// How long the replies of recent calls took to come back (µs, a moving
     /// average), counted over calls whose callers spun for them.
     pub reply_micros: AtomicU32,
@@ -38,46 +44,37 @@ impl ObjectHandle {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
-            aborted: std::sync::atomic::AtomicBool::new(false),
-            abort_reason: std::sync::Mutex::new(None),
+            last_reset: Mutex::new(None),
+            commit_failed: std::sync::atomic::AtomicBool::new(false),
             reply_micros: AtomicU32::new(0),
         }
     }
 
-    /// Records the instance's reset: `Some(reason)` when the object
-    /// aborted itself.
-    pub fn note_reset(&self, abort: Option<&str>) {
-        if let Some(reason) = abort {
-            *self.abort_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
-        }
-        self.aborted
-            .store(abort.is_some(), std::sync::atomic::Ordering::Release);
+    /// Records the instance's reset and what it tells the calls and
+    /// stubs it cuts off (`None`: a panic's reset, the plain words).
+    pub fn note_reset(&self, cause: Option<Disconnect>) {
+        *self.last_reset.lock().unwrap_or_else(|p| p.into_inner()) = cause;
     }
 
-    /// What a call lost to the object's abort gets: the reason it gave.
-    pub fn aborted_error(&self) -> crate::base::error::Error {
-        let reason = self
-            .abort_reason
+    /// What a call lost to the last reset gets, when that reset said more
+    /// than "reset" (see [`note_reset`](Self::note_reset)).
+    pub fn reset_error(&self) -> Option<Error> {
+        self.last_reset
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        crate::base::error::Error::disconnected(
-            crate::base::error::DisconnectReason::Aborted,
-            format!(
-                "the object aborted: {}",
-                reason.as_deref().unwrap_or("no reason given")
-            ),
-        )
+            .clone()
+            .map(Error::Disconnected)
     }
 
-    /// Why a stub bound to an older generation lost its instance: the
-    /// object aborted itself, or it was reset.
-    pub fn reset_reason(&self) -> crate::base::error::DisconnectReason {
-        if self.aborted.load(std::sync::atomic::Ordering::Acquire) {
-            crate::base::error::DisconnectReason::Aborted
-        } else {
-            crate::base::error::DisconnectReason::Reset
-        }
+    /// Why a stub bound to an older generation lost its instance: the last
+    /// reset's reason (`Aborted` after the object's own abort, `TimedOut`
+    /// after a blocked input gate), `Reset` otherwise.
+    pub fn reset_reason(&self) -> DisconnectReason {
+        self.last_reset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(DisconnectReason::Reset, |d| d.reason)
     }
 
     /// How long a caller spins for this object's reply: twice its recent

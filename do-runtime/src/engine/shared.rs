@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) queue: QueueLimits,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) shutdown_deadline: Duration,
+    /// How long a `block_concurrency_while` future may hold its gate.
+    pub(crate) block_concurrency_limit: Duration,
     pub(crate) registry: Registry,
     pub(crate) sockets: crate::engine::sockets::Sockets,
     /// Bytes held for clients (request bodies, partial frames).
@@ -57,6 +59,11 @@ pub(crate) struct Shared {
     pub(crate) clock: crate::base::clock::Clock,
     /// The worker the next [`Runtime::spawn`] goes to (modulo their number).
     pub(crate) next_task: AtomicUsize,
+    /// Each worker's mark of the object code it runs, for the stall watch;
+    /// empty when the watch is off.
+    pub(crate) beats: Vec<Arc<crate::engine::stalls::Beat>>,
+    /// The steps stalled as of the watch's last look.
+    pub(crate) stalls: Mutex<Vec<crate::engine::stalls::Stall>>,
 }
 
 /// The most calls in flight with which a served client's pipelining still
@@ -92,6 +99,8 @@ pub(crate) struct Counters {
     pub exported_misses: std::sync::atomic::AtomicU64,
     /// Replies handed to callers' relays (see `relay`).
     pub relayed_replies: std::sync::atomic::AtomicU64,
+    /// Steps of object code the stall watch reported.
+    pub stalled_steps: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -213,6 +222,10 @@ impl Shared {
         self.queue
     }
 
+    pub(crate) fn block_concurrency_limit(&self) -> Duration {
+        self.block_concurrency_limit
+    }
+
     pub(crate) fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
@@ -225,6 +238,11 @@ impl Shared {
         } else {
             DisconnectReason::Reset
         }
+    }
+
+    /// Whether the runtime is shutting down or stopped: its threads leave.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.is_closing() || self.stopped.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -135,6 +135,8 @@ impl MethodMetrics {
 pub(crate) struct ClassMetrics {
     methods: Vec<(u32, Arc<MethodMetrics>)>,
     unknown: Arc<MethodMetrics>,
+    /// Steps of the class's code reported stalled (see `service::stalls`).
+    pub stalled: Counter,
 }
 
 impl ClassMetrics {
@@ -263,6 +265,10 @@ impl Source {
         methods.sort_by_key(|(id, _)| *id);
         methods.dedup_by_key(|(id, _)| *id);
         ClassMetrics {
+            stalled: self.counter(Key::from_parts(
+                "do_stalled_steps_total",
+                vec![Label::from_static_parts("class", class)],
+            )),
             methods,
             unknown: method(MethodInfo {
                 id: 0,

@@ -199,6 +199,9 @@ pub(crate) fn spawn(
         .name(format!("do-worker-{index}"))
         .spawn(move || {
             crate::engine::spin::mark_worker();
+            if let Some(beat) = shared.beats.get(index) {
+                crate::engine::stalls::install(beat.clone());
+            }
             let mut builder = tokio::runtime::Builder::new_current_thread();
             builder.enable_time();
             if shared.worker_io() {

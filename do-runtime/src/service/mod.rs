@@ -5,5 +5,6 @@
 pub(crate) mod alarms;
 pub(crate) mod recovery;
 pub(crate) mod runtime;
+pub(crate) mod stalls;
 #[cfg(feature = "testing")]
 pub mod testing;

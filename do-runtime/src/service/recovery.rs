@@ -27,7 +27,6 @@
 //! before the failure was seen), as with any failed write.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use do_storage::{StorageError, Store};
@@ -55,7 +54,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHan
 }
 
 fn stopping(shared: &Shared) -> bool {
-    shared.is_closing() || shared.stopped.load(Ordering::Acquire)
+    shared.is_stopping()
 }
 
 fn watch(shared: &Shared) {

@@ -96,6 +96,12 @@ pub struct Stats {
     /// frames begun), against
     /// [`RuntimeBuilder::client_memory_bytes`].
     pub client_bytes_held: usize,
+    /// Steps of object code reported for holding their worker thread past
+    /// [`RuntimeBuilder::stall_threshold`], since the runtime started.
+    pub stalled_steps: u64,
+    /// Those still running as of the stall watch's last look (at most one
+    /// per worker); [`Runtime::stalls`] says which.
+    pub stalled_now: usize,
 }
 
 impl Stats {
@@ -124,6 +130,8 @@ pub struct RuntimeBuilder {
     queue: QueueLimits,
     idle_timeout: Option<Duration>,
     shutdown_deadline: Duration,
+    block_concurrency_limit: Duration,
+    stall_threshold: Option<Duration>,
     websockets: crate::engine::sockets::Limits,
     client_memory_bytes: usize,
     metrics: crate::engine::telemetry::Source,
@@ -161,6 +169,8 @@ impl Runtime {
             },
             idle_timeout: Some(Duration::from_secs(30)),
             shutdown_deadline: Duration::from_secs(30),
+            block_concurrency_limit: Duration::from_secs(30),
+            stall_threshold: Some(Duration::from_secs(1)),
             websockets: crate::engine::sockets::Limits::default(),
             client_memory_bytes: 256 * 1024 * 1024,
             metrics: crate::engine::telemetry::Source::default(),
@@ -222,7 +232,25 @@ impl Runtime {
             cache_misses,
             relayed_replies: counters.relayed_replies.load(Ordering::Relaxed),
             client_bytes_held: shared.client_budget.held(),
+            stalled_steps: counters.stalled_steps.load(Ordering::Relaxed),
+            stalled_now: shared
+                .stalls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len(),
         }
+    }
+
+    /// The steps of object code holding their worker thread past
+    /// [`RuntimeBuilder::stall_threshold`] as of the stall watch's last
+    /// look: class, id, method, worker and for how long. Empty when
+    /// nothing stalls (or the watch is off).
+    pub fn stalls(&self) -> Vec<crate::engine::stalls::Stall> {
+        self.shared
+            .stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Shuts the runtime down gracefully: new calls fail at once with
@@ -464,6 +492,29 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a [`Ctx::block_concurrency_while`] future may hold its
+    /// object's input gate. Past it the instance is reset: the calls it
+    /// held and the stubs bound to it fail with
+    /// [`DisconnectReason::TimedOut`](crate::DisconnectReason::TimedOut),
+    /// instead of the object hanging for good. Default: 30 s.
+    pub fn block_concurrency_limit(mut self, limit: Duration) -> Self {
+        self.block_concurrency_limit = limit;
+        self
+    }
+
+    /// How long one step of an object's code (a method's poll, a
+    /// constructor, a `wait_until` or `block_concurrency_while` future's
+    /// poll) may hold its worker thread before the runtime reports it: a
+    /// synchronous loop or a `std::thread::sleep` cannot be pre-empted, and
+    /// stalls every object of that worker. A stalled step is reported once,
+    /// as a `tracing` warning naming class, id and method, the counter
+    /// `do_stalled_steps_total`, and in [`Runtime::stats`]. `None` turns
+    /// the watch off. Default: 1 s.
+    pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.stall_threshold = threshold.filter(|t| !t.is_zero());
+        self
+    }
+
     /// The most WebSockets one object may hold (accepted, not yet closed).
     /// Past it, [`Ctx::accept_websocket`] fails with
     /// [`Error::WebSocketLimit`]. Default: 32 768.
@@ -531,6 +582,14 @@ impl RuntimeBuilder {
     #[doc(hidden)]
     pub fn __instrument(mut self, on: bool) -> Self {
         self.instrument = on;
+        self
+    }
+
+    /// Fault injection for tests: while `fail` is above zero, each commit
+    /// group takes one from it and fails as a failed write would.
+    #[doc(hidden)]
+    pub fn __fail_commits(mut self, fail: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        self.store.fail_commits = fail;
         self
     }
 
@@ -706,6 +765,7 @@ impl RuntimeBuilder {
             queue: self.queue,
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
+            block_concurrency_limit: self.block_concurrency_limit,
             registry: Registry::new(),
             client_budget: crate::engine::budget::Budget::new(self.client_memory_bytes),
             sockets: crate::engine::sockets::Sockets::new(
@@ -721,6 +781,11 @@ impl RuntimeBuilder {
             alarm_policy: self.alarm_policy,
             clock: self.clock.clone(),
             next_task: AtomicUsize::new(0),
+            beats: match self.stall_threshold {
+                Some(_) => (0..n).map(|_| Arc::default()).collect(),
+                None => Vec::new(),
+            },
+            stalls: Mutex::new(Vec::new()),
         });
         match crate::service::alarms::spawn(shared.clone()) {
             Ok(handle) => shared.lock_threads().push(handle),
@@ -729,6 +794,15 @@ impl RuntimeBuilder {
                 return Err(Error::Setup(format!(
                     "cannot start the alarm scheduler: {e}"
                 )));
+            }
+        }
+        if let Some(threshold) = self.stall_threshold {
+            match crate::service::stalls::spawn(shared.clone(), threshold) {
+                Ok(handle) => shared.lock_threads().push(handle),
+                Err(e) => {
+                    shared.stop();
+                    return Err(Error::Setup(format!("cannot start the stall watch: {e}")));
+                }
             }
         }
         match crate::service::recovery::spawn(shared.clone()) {
