@@ -18,6 +18,8 @@ use crate::base::error::Error;
 pub use crate::base::fetch::encode_request;
 use crate::base::fetch::{Request, Response, WireFetchReply, WireRequest, WireResponse};
 pub use crate::base::wire::{MethodInfo, method_id};
+/// The wire protocol's version, for tests that write frames by hand.
+pub use crate::net::transport::frame::PROTOCOL_VERSION;
 
 /// A type that can cross a call: arguments and results. Implemented for
 /// every serde type; the message below is what a user sees for any other.
@@ -34,8 +36,11 @@ pub trait Wire: Sized {
 
     /// Decodes a whole reply: one value and nothing after it.
     fn decode_reply(mut bytes: &[u8]) -> Result<Self, Error> {
-        let value = Self::decode(&mut bytes)
-            .map_err(|e| Error::Codec(format!("cannot decode the result: {e}")))?;
+        let value = Self::decode(&mut bytes).map_err(|e| match e {
+            Error::Codec(e) => Error::Codec(format!("cannot decode the result: {e}")),
+            // An id or stub refused by its check: as it was refused.
+            e => e,
+        })?;
         if !bytes.is_empty() {
             return Err(Error::Codec(format!(
                 "{} bytes left over after the result",
@@ -62,8 +67,13 @@ impl<T: Serialize + DeserializeOwned> Wire for T {
         Ok(())
     }
     fn decode(input: &mut &[u8]) -> Result<Self, Error> {
-        let (value, rest) =
-            postcard::take_from_bytes(input).map_err(|e| Error::Codec(e.to_string()))?;
+        let (value, rest) = postcard::take_from_bytes(input).map_err(|e| match e {
+            // An id or stub that failed its check says why, typed.
+            postcard::Error::SerdeDeCustom => {
+                crate::base::passing::take_failure().unwrap_or(Error::Codec(e.to_string()))
+            }
+            e => Error::Codec(e.to_string()),
+        })?;
         *input = rest;
         Ok(value)
     }
@@ -100,9 +110,13 @@ pub fn call<O>(
 
 /// The error for arguments that do not decode.
 pub fn bad_args(class: &str, method: &str, e: Error) -> Error {
-    Error::Codec(format!(
-        "cannot decode the arguments of {class}::{method}: {e}"
-    ))
+    match e {
+        Error::Codec(e) => Error::Codec(format!(
+            "cannot decode the arguments of {class}::{method}: {e}"
+        )),
+        // An id or stub refused by its check: as it was refused.
+        e => e,
+    }
 }
 
 /// The error for a result that does not encode.

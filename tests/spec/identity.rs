@@ -171,7 +171,8 @@ fn namespaces_are_named_after_their_class() {
             "Alarmed",
             "Configured",
             "Aborter",
-            "Chores"
+            "Chores",
+            "Passer"
         ]
     );
 }

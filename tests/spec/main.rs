@@ -20,6 +20,7 @@ mod lifecycle_controls;
 mod listing;
 mod macro_ui;
 mod observability;
+mod passing;
 mod persistence;
 mod remote;
 mod storage_api;

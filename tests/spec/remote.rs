@@ -301,7 +301,8 @@ mod wire {
         out
     }
     pub fn hello() -> Vec<u8> {
-        frame(&[0, 4, 0]) // Hello { version: 4, token: None }
+        // Hello { version, token: None }; versions below 128 are one byte.
+        frame(&[0, do_runtime::__private::PROTOCOL_VERSION as u8, 0])
     }
     pub fn call(call: u64, stub: u64, class: u32, id: &[u8], method: u32, args: &[u8]) -> Vec<u8> {
         let mut body = vec![1];

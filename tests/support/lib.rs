@@ -42,6 +42,7 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Configured>()
         .register::<Aborter>()
         .register::<Chores>()
+        .register::<Passer>()
 }
 
 /// The process's resident memory, in bytes.

@@ -876,3 +876,53 @@ impl Chores {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
+
+/// Takes and returns ids and stubs of other objects (SPEC B2).
+pub struct Passer {
+    ctx: Ctx,
+}
+
+#[durable_object]
+impl Passer {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    /// Returns the id it was given, as it arrived.
+    pub async fn echo_id(&self, id: do_runtime::DurableObjectId) -> do_runtime::DurableObjectId {
+        id
+    }
+
+    /// Calls the counter it was given.
+    pub async fn bump(&self, counter: do_runtime::Stub<Counter>, by: i64) -> Result<i64, Error> {
+        counter.increment(by).await
+    }
+
+    /// A stub of the counter called `name`, for the caller to call.
+    pub async fn counter_for(&self, name: String) -> do_runtime::Stub<Counter> {
+        self.ctx.env().namespace::<Counter>().get_by_name(&name)
+    }
+
+    /// Keeps `id` in storage.
+    pub async fn remember(&self, id: do_runtime::DurableObjectId) -> Result<(), Error> {
+        self.ctx.storage().put("id", &id)
+    }
+
+    /// The id kept, read back from storage.
+    pub async fn recall(&self) -> Result<Option<do_runtime::DurableObjectId>, Error> {
+        self.ctx.storage().get("id").await
+    }
+
+    /// Reads an id in its JSON form from the body and answers its text
+    /// form, or 400 with why it was refused.
+    pub async fn fetch(&self, request: do_runtime::Request) -> do_runtime::Response {
+        match serde_json::from_slice::<do_runtime::DurableObjectId>(request.body()) {
+            Ok(id) => do_runtime::Response::new(id.to_string().into()),
+            Err(e) => {
+                let mut response = do_runtime::Response::new(e.to_string().into());
+                *response.status_mut() = do_runtime::http::StatusCode::BAD_REQUEST;
+                response
+            }
+        }
+    }
+}

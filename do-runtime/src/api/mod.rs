@@ -10,6 +10,7 @@ pub(crate) mod env;
 pub(crate) mod listing;
 pub(crate) mod namespace;
 pub(crate) mod object;
+pub(crate) mod passing;
 pub(crate) mod remote;
 pub(crate) mod storage;
 pub(crate) mod stub;

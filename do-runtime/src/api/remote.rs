@@ -43,6 +43,8 @@ pub(crate) trait RemotePort: Send + Sync {
     fn method(&self, method: u32) -> Option<&'static MethodInfo>;
     /// Whether every call now fails with a disconnected error.
     fn is_broken(&self) -> bool;
+    /// Where ids and stubs in this stub's results come to life: its client.
+    fn home(&self) -> Option<Arc<dyn crate::base::passing::Home>>;
     /// Breaks the stub for good (`aborted`: because its object aborted
     /// itself, which later calls then say).
     fn mark_broken(&self, aborted: bool);

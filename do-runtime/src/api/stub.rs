@@ -145,6 +145,14 @@ impl Target {
         }
     }
 
+    /// Where ids and stubs in results through this target come to life.
+    fn home(&self) -> Option<Arc<dyn crate::base::passing::Home>> {
+        match self {
+            Target::Local(s) => s.runtime.home.get().cloned(),
+            Target::Remote(r) => r.home(),
+        }
+    }
+
     /// Breaks the stub; `aborted`: because its object aborted itself.
     pub(crate) fn mark_broken(&self, aborted: bool) {
         match self {
@@ -574,7 +582,27 @@ impl<O> Future for Call<O> {
             this.watch.finish(target, &reply);
         }
         Poll::Ready(match reply {
-            Ok(bytes) => (this.decode)(&bytes),
+            Ok(bytes) => {
+                let out = (this.decode)(&bytes);
+                // The result holds ids or stubs this thread's home (if it
+                // has one) does not know: decode it again under the home
+                // of the runtime or client the call was made through.
+                match &this.state {
+                    State::Waiting(_, target) if crate::base::passing::take_wanted() => {
+                        match target.home() {
+                            Some(home) => {
+                                drop(out);
+                                let again =
+                                    crate::base::passing::with_home(home, || (this.decode)(&bytes));
+                                crate::base::passing::take_wanted();
+                                again
+                            }
+                            None => out,
+                        }
+                    }
+                    _ => out,
+                }
+            }
             Err(e) => (this.fail)(e),
         })
     }

@@ -7,6 +7,7 @@ pub(crate) mod clock;
 pub(crate) mod error;
 pub(crate) mod fetch;
 pub(crate) mod id;
+pub(crate) mod passing;
 pub(crate) mod scoped;
 pub(crate) mod secret;
 pub(crate) mod trace;

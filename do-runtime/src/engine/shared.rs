@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) beats: Vec<Arc<crate::engine::stalls::Beat>>,
     /// The steps stalled as of the watch's last look.
     pub(crate) stalls: Mutex<Vec<crate::engine::stalls::Stall>>,
+    /// Where ids and stubs decoded on this runtime's threads come to life
+    /// (see `base::passing`); set before the workers start.
+    pub(crate) home: std::sync::OnceLock<Arc<dyn crate::base::passing::Home>>,
 }
 
 /// The most calls in flight with which a served client's pipelining still

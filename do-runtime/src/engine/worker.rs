@@ -199,6 +199,9 @@ pub(crate) fn spawn(
         .name(format!("do-worker-{index}"))
         .spawn(move || {
             crate::engine::spin::mark_worker();
+            if let Some(home) = shared.home.get() {
+                crate::base::passing::install(home.clone());
+            }
             if let Some(beat) = shared.beats.get(index) {
                 crate::engine::stalls::install(beat.clone());
             }

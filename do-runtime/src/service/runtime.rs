@@ -786,7 +786,9 @@ impl RuntimeBuilder {
                 None => Vec::new(),
             },
             stalls: Mutex::new(Vec::new()),
+            home: std::sync::OnceLock::new(),
         });
+        let _ = shared.home.set(crate::api::passing::LocalHome::of(&shared));
         match crate::service::alarms::spawn(shared.clone()) {
             Ok(handle) => shared.lock_threads().push(handle),
             Err(e) => {

@@ -18,8 +18,10 @@ use crate::api::listing::WireEntry;
 use crate::api::namespace::Namespace;
 use crate::api::object::DurableObject;
 use crate::api::remote::{RemoteNamespace, RemotePort};
+use crate::api::stub::RawStub;
 use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
+use crate::base::passing::Home;
 use crate::base::wire::MethodInfo;
 use crate::engine::reply::Reply;
 use crate::net::transport::frame::{
@@ -79,6 +81,42 @@ pub(crate) struct ClientShared {
     classes: Vec<Arc<RemoteClass>>,
     current: Mutex<Connection>,
     runtime: tokio::runtime::Handle,
+    /// Where ids and stubs in results come to life (see `base::passing`).
+    home: std::sync::OnceLock<Arc<dyn Home>>,
+}
+
+/// A client as the home of what its results carry: ids checked under the
+/// server's namespace keys, stubs through the client's connection.
+struct ClientHome {
+    keys: Vec<NamespaceKey>,
+    /// Weak: the client holds its home.
+    client: std::sync::Weak<ClientShared>,
+}
+
+impl Home for ClientHome {
+    fn key(&self, tag: u64) -> Option<&NamespaceKey> {
+        self.keys.iter().find(|k| k.tag() == tag)
+    }
+
+    fn stub(
+        &self,
+        class: &str,
+        methods: &'static [MethodInfo],
+        id: DurableObjectId,
+    ) -> Result<Box<dyn std::any::Any + Send>> {
+        let client = self.client.upgrade().ok_or_else(|| {
+            Error::disconnected(DisconnectReason::ConnectionLost, "the client is gone")
+        })?;
+        let found = client.classes.iter().find(|c| c.name == class).cloned();
+        let class = found.ok_or_else(|| Error::NotRegistered(class.to_owned()))?;
+        if id.namespace_tag() != class.key.tag() {
+            return Err(Error::WrongNamespace {
+                class: class.name.clone(),
+            });
+        }
+        let port: Arc<dyn RemotePort> = Arc::new(client.stub(&class, id, methods));
+        Ok(Box::new(RawStub::remote(port)))
+    }
 }
 
 /// A namespace of the server.
@@ -298,15 +336,20 @@ impl ClientBuilder {
             reader,
             settings.max_frame_bytes,
         ));
-        Ok(Client {
-            shared: Arc::new(ClientShared {
-                settings,
-                welcome,
-                classes,
-                current: Mutex::new(Connection::new(state)),
-                runtime,
-            }),
-        })
+        let shared = Arc::new(ClientShared {
+            settings,
+            welcome,
+            classes,
+            current: Mutex::new(Connection::new(state)),
+            runtime,
+            home: std::sync::OnceLock::new(),
+        });
+        let home = ClientHome {
+            keys: shared.classes.iter().map(|c| c.key.clone()).collect(),
+            client: Arc::downgrade(&shared),
+        };
+        let _ = shared.home.set(Arc::new(home));
+        Ok(Client { shared })
     }
 }
 
@@ -441,6 +484,7 @@ impl ClientShared {
             id,
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            home: self.home.get().cloned(),
         }
     }
 }
@@ -487,6 +531,8 @@ pub(crate) struct RemoteStub {
     broken: AtomicBool,
     /// Broken by its object's abort: later calls say `Aborted`.
     aborted: AtomicBool,
+    /// The client's home, for the ids and stubs in results.
+    home: Option<Arc<dyn Home>>,
 }
 
 impl RemotePort for RemoteStub {
@@ -496,6 +542,10 @@ impl RemotePort for RemoteStub {
 
     fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire) || self.conn.state.is_closed()
+    }
+
+    fn home(&self) -> Option<Arc<dyn Home>> {
+        self.home.clone()
     }
 
     fn mark_broken(&self, aborted: bool) {

@@ -10,8 +10,9 @@ use crate::base::error::Error;
 
 /// Bumped whenever a frame changes incompatibly (3: a disconnected error
 /// carries its reason; 4: errors may be `MissingBinding`, reasons
-/// `Aborted`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// `Aborted`; 5: reasons may be `TimedOut`, and arguments and results may
+/// carry ids and stubs).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
