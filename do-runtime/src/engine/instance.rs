@@ -754,20 +754,9 @@ impl ObjectTask {
 
     /// Resets the instance if something asked for it outside a call's own
     /// reply: the object's abort, a blocking or background future that
-    /// panicked or ran too long, a write that failed to commit.
+    /// panicked or ran too long. (A failed commit is checked at the start
+    /// of each turn.)
     fn check_reset(&mut self) {
-        // Read first: a swap writes the line the stubs read, every turn.
-        if self.handle.commit_failed.load(Ordering::Relaxed)
-            && self.handle.commit_failed.swap(false, Ordering::AcqRel)
-        {
-            tracing::warn!(
-                target: "do_runtime::lifecycle",
-                class = %self.class.name,
-                id = %self.id,
-                "a write failed to commit: the instance is reset"
-            );
-            self.reset_as(ResetCause::CommitFailed);
-        }
         let Some(cause) = self.gate.take_reset() else {
             return;
         };
@@ -794,6 +783,19 @@ impl ObjectTask {
     /// Delivers queued messages and runs everything ready, until nothing is,
     /// the gate closes, or the delivery budget is spent.
     fn turn(&mut self, cx: &mut Context<'_>) {
+        // Once per turn, not per message: the flag shares its line with
+        // the counters every caller writes. Read first: a swap writes it.
+        if self.handle.commit_failed.load(Ordering::Relaxed)
+            && self.handle.commit_failed.swap(false, Ordering::AcqRel)
+        {
+            tracing::warn!(
+                target: "do_runtime::lifecycle",
+                class = %self.class.name,
+                id = %self.id,
+                "a write failed to commit: the instance is reset"
+            );
+            self.reset_as(ResetCause::CommitFailed);
+        }
         let mut delivered = 0;
         loop {
             // A panic in a blocking or background future resets like one
