@@ -162,6 +162,7 @@ pub use api::object::DurableObject;
 pub use api::storage::{ListOptions, MAX_TRANSACTION_ATTEMPTS, Storage, Transaction, WriteOptions};
 pub use api::stub::{Call, Stub};
 pub use api::untyped::{AnyNamespace, AnyStub};
+pub use api::values::StoredValue;
 pub use api::websocket::{AutoResponse, Message, WebSocket};
 pub use base::clock::ManualClock;
 pub use base::error::{Disconnect, DisconnectReason, Error, Result};

@@ -29,9 +29,14 @@ pub const OBJECT_ID_BYTES: usize = 16;
 /// Bytes of an [`ObjectPrefix`].
 pub const PREFIX_BYTES: usize = NAMESPACE_BYTES + OBJECT_ID_BYTES;
 
-/// The storage format this version reads and writes: 2 keys data by object
-/// number (see `numbers.rs`); 1 (before) keyed it by the 18-byte prefix.
-pub(crate) const FORMAT: u8 = 2;
+/// The storage format this version reads and writes: 3 puts a kind byte in
+/// front of every value (see `values.rs`; a directory of format 2 is
+/// migrated in place when opened); 2 keys data by object number (see
+/// `numbers.rs`); 1 (before) keyed it by the 18-byte prefix.
+pub(crate) const FORMAT: u8 = 3;
+
+/// The format before this one, which open migrates.
+pub(crate) const FORMAT_BEFORE: u8 = 2;
 
 /// `meta` key of the storage format (one byte).
 pub(crate) const FORMAT_KEY: &[u8] = b"storage-format\0";

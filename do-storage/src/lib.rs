@@ -47,6 +47,7 @@ mod signal;
 mod store;
 mod sync;
 mod txn;
+pub mod values;
 mod writes;
 
 pub use alarm::{Alarm, DueAlarm};

@@ -4,7 +4,8 @@ use crate::error::{Result, StorageError};
 
 /// The longest key, in bytes of its UTF-8 encoding.
 pub const MAX_KEY_BYTES: usize = 2048;
-/// The largest value, in bytes of its encoding.
+/// The largest value, in bytes of its encoding (its kind byte, see
+/// `values`, not counted).
 pub const MAX_VALUE_BYTES: usize = 128 * 1024;
 /// The most keys one batch operation (`get_many`, `put_many`, `delete_many`) may name.
 pub const MAX_BATCH_KEYS: usize = 128;
@@ -20,13 +21,15 @@ pub fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks one entry: its key, then its encoded value against [`MAX_VALUE_BYTES`].
+/// Checks one entry: its key, then its stored value (kind byte and
+/// encoding) against [`MAX_VALUE_BYTES`] for the encoding.
 pub fn check_entry(key: &str, value: &[u8]) -> Result<()> {
     check_key(key)?;
-    if value.len() > MAX_VALUE_BYTES {
+    let len = value.len().saturating_sub(crate::values::KIND_BYTES);
+    if len > MAX_VALUE_BYTES {
         return Err(StorageError::ValueTooLarge {
             key: key.to_owned(),
-            len: value.len(),
+            len,
             limit: MAX_VALUE_BYTES,
         });
     }

@@ -278,7 +278,7 @@ mod tests {
             refused,
             Err(StorageError::UnsupportedFormat {
                 found: 1,
-                supported: 2
+                supported: u32::from(crate::keys::FORMAT)
             })
         );
         // Refusing wrote nothing: the same answer again.
@@ -291,7 +291,7 @@ mod tests {
             refused,
             Err(StorageError::UnsupportedFormat {
                 found: 9,
-                supported: 2
+                supported: u32::from(crate::keys::FORMAT)
             })
         );
     }

@@ -546,6 +546,18 @@ fn check_format(
 ) -> Result<()> {
     match meta.get(FORMAT_KEY)? {
         Some(v) if v.as_ref() == [FORMAT] => Ok(()),
+        Some(v) if v.as_ref() == [crate::keys::FORMAT_BEFORE] => {
+            let rewritten = crate::values::migrate(db, data, meta, |batch| {
+                batch.insert(meta, FORMAT_KEY, [FORMAT]);
+            })?;
+            tracing::info!(
+                target: "do_storage::migrate",
+                values = rewritten,
+                "migrated the data directory from storage format {} to {FORMAT}",
+                crate::keys::FORMAT_BEFORE
+            );
+            Ok(())
+        }
         Some(v) => Err(StorageError::UnsupportedFormat {
             found: v.first().copied().map_or(0, u32::from),
             supported: u32::from(FORMAT),

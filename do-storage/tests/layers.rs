@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "error",        // the error type
     "keys",         // the key layout of every keyspace
+    "values",       // the kind byte of stored values; migrating format 2
     "marker",       // the mark of a complete data directory
     "highwater",    // the commit groups' chain and high-water mark
     "limits",       // key, value and batch limits

@@ -172,7 +172,8 @@ fn namespaces_are_named_after_their_class() {
             "Configured",
             "Aborter",
             "Chores",
-            "Passer"
+            "Passer",
+            "Blobs"
         ]
     );
 }

@@ -22,6 +22,7 @@ mod macro_ui;
 mod observability;
 mod passing;
 mod persistence;
+mod raw_values;
 mod remote;
 mod storage_api;
 mod storage_basics;

@@ -43,6 +43,7 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Aborter>()
         .register::<Chores>()
         .register::<Passer>()
+        .register::<Blobs>()
 }
 
 /// The process's resident memory, in bytes.

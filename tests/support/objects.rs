@@ -926,3 +926,128 @@ impl Passer {
         }
     }
 }
+
+/// Raw values beside serde values, keys without values, alarms in
+/// transactions, and write options on deletes and alarms.
+pub struct Blobs {
+    ctx: Ctx,
+}
+
+/// `allow_unconfirmed` when `confirm` is false.
+fn options(confirm: bool) -> do_runtime::WriteOptions {
+    do_runtime::WriteOptions::new().allow_unconfirmed(!confirm)
+}
+
+#[durable_object]
+impl Blobs {
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+
+    pub async fn put_raw(&self, key: String, bytes: Vec<u8>) -> Result<(), Error> {
+        self.ctx.storage().put_bytes(&key, bytes)
+    }
+
+    pub async fn get_raw(&self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.ctx.storage().get_bytes(&key).await
+    }
+
+    pub async fn put_text(&self, key: String, value: String) -> Result<(), Error> {
+        self.ctx.storage().put(&key, &value)
+    }
+
+    pub async fn get_text(&self, key: String) -> Result<Option<String>, Error> {
+        self.ctx.storage().get(&key).await
+    }
+
+    pub async fn texts(&self) -> Result<Vec<(String, String)>, Error> {
+        self.ctx.storage().list(ListOptions::new()).await
+    }
+
+    pub async fn keys(&self, options: ListOptions) -> Result<Vec<String>, Error> {
+        self.ctx.storage().list_keys(options).await
+    }
+
+    /// Writes `key` (raw), then lists the keys in the same call.
+    pub async fn write_then_keys(&self, key: String) -> Result<Vec<String>, Error> {
+        self.ctx.storage().put_bytes(&key, [1u8])?;
+        self.ctx.storage().list_keys(ListOptions::new()).await
+    }
+
+    /// Every entry undecoded: key, whether raw, bytes.
+    pub async fn raw_entries(&self) -> Result<Vec<(String, bool, Vec<u8>)>, Error> {
+        Ok(self
+            .ctx
+            .storage()
+            .list_raw(ListOptions::new())
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.is_bytes(), v.as_bytes().to_vec()))
+            .collect())
+    }
+
+    /// In one transaction: writes `key` (raw) and sets the alarm `in_ms`
+    /// from now; reads both back inside; rolls back if asked.
+    pub async fn txn_alarm(&self, key: String, in_ms: u64, rollback: bool) -> Result<bool, Error> {
+        let at = self.ctx.now() + std::time::Duration::from_millis(in_ms);
+        self.ctx
+            .storage()
+            .transaction(|txn| {
+                let key = key.clone();
+                async move {
+                    txn.put_bytes(&key, [7u8])?;
+                    txn.set_alarm(at)?;
+                    let seen = txn.get_alarm().await? == Some(at)
+                        && txn.get_bytes(&key).await? == Some(vec![7u8])
+                        && txn.list_keys(ListOptions::new()).await?.contains(&key);
+                    if rollback {
+                        txn.rollback();
+                    }
+                    Ok::<_, Error>(seen)
+                }
+            })
+            .await
+    }
+
+    /// Deletes the alarm in a transaction.
+    pub async fn txn_delete_alarm(&self) -> Result<(), Error> {
+        self.ctx
+            .storage()
+            .transaction(|txn| async move { txn.delete_alarm() })
+            .await
+    }
+
+    /// When the alarm is due, in ms since the Unix epoch.
+    pub async fn alarm_ms(&self) -> Result<Option<u64>, Error> {
+        Ok(self.ctx.storage().get_alarm().await?.map(|at| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        }))
+    }
+
+    pub async fn alarm(&self, _info: AlarmInfo) -> Result<(), Error> {
+        let rang = self.ctx.storage().get::<u32>("rang").await?.unwrap_or(0);
+        self.ctx.storage().put("rang", &(rang + 1))
+    }
+
+    pub async fn rang(&self) -> Result<u32, Error> {
+        Ok(self.ctx.storage().get::<u32>("rang").await?.unwrap_or(0))
+    }
+
+    pub async fn delete_keys(&self, keys: Vec<String>, confirm: bool) -> Result<usize, Error> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.ctx
+            .storage()
+            .delete_many_with(&keys, options(confirm))
+            .await
+    }
+
+    pub async fn delete_everything(&self, confirm: bool) -> Result<(), Error> {
+        self.ctx.storage().delete_all_with(options(confirm)).await
+    }
+
+    pub async fn set_alarm_in(&self, in_ms: u64, confirm: bool) -> Result<(), Error> {
+        let at = self.ctx.now() + std::time::Duration::from_millis(in_ms);
+        self.ctx.storage().set_alarm_with(at, options(confirm))
+    }
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::values::StoredValue;
 use crate::base::error::{Error, Result};
 use crate::base::id::DurableObjectId;
 
@@ -18,13 +19,13 @@ pub struct ObjectDump {
     pub name: Option<String>,
     /// When its alarm is due, if one is set.
     pub alarm: Option<SystemTime>,
-    /// Every key with its encoded (postcard) value, in key order.
-    pub entries: Vec<(String, Vec<u8>)>,
+    /// Every key with its value, in key order.
+    pub entries: Vec<(String, StoredValue)>,
 }
 
 /// A stored value made readable: postcard is not self-describing, so a
-/// value that decodes as exactly one string is shown as that text, and
-/// anything else as hex.
+/// serialized value that decodes as exactly one string is shown as that
+/// text, and anything else (raw bytes included) as hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueView {
     /// The value was a string.
@@ -34,18 +35,23 @@ pub enum ValueView {
 }
 
 impl ValueView {
-    /// Views an encoded value.
+    /// Views a stored value.
     ///
     /// ```
+    /// use do_runtime::StoredValue;
     /// use do_runtime::admin::ValueView;
-    /// let text = postcard::to_stdvec("hello").unwrap();
+    /// let text = StoredValue::Serialized(postcard::to_stdvec("hello").unwrap());
     /// assert_eq!(ValueView::of(&text), ValueView::Text("hello".into()));
-    /// assert_eq!(ValueView::of(&[0xff, 0x01]), ValueView::Hex("ff01".into()));
+    /// let bytes = StoredValue::Bytes(vec![0xff, 0x01]);
+    /// assert_eq!(ValueView::of(&bytes), ValueView::Hex("ff01".into()));
     /// ```
-    pub fn of(bytes: &[u8]) -> Self {
-        match postcard::take_from_bytes::<String>(bytes) {
-            Ok((text, [])) => ValueView::Text(text),
-            _ => ValueView::Hex(hex::encode(bytes)),
+    pub fn of(value: &StoredValue) -> Self {
+        match value {
+            StoredValue::Serialized(bytes) => match postcard::take_from_bytes::<String>(bytes) {
+                Ok((text, [])) => ValueView::Text(text),
+                _ => ValueView::Hex(hex::encode(bytes)),
+            },
+            StoredValue::Bytes(bytes) => ValueView::Hex(hex::encode(bytes)),
         }
     }
 }
@@ -65,9 +71,14 @@ pub struct Record {
     /// The key, for a key record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The encoded value in hex, for a key record.
+    /// The value in hex, for a key record: its postcard encoding, or with
+    /// `raw` its raw bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// Whether `value` is raw bytes (written with `put_bytes`). Absent in
+    /// exports made before raw values existed: those are all serialized.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
     /// When the alarm is due (ms since the Unix epoch), for an alarm record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<u64>,
@@ -82,6 +93,7 @@ impl ObjectDump {
             name: self.name.clone(),
             key: None,
             value: None,
+            raw: false,
             alarm: None,
         };
         let mut records: Vec<Record> = self
@@ -89,7 +101,8 @@ impl ObjectDump {
             .iter()
             .map(|(key, value)| Record {
                 key: Some(key.clone()),
-                value: Some(hex::encode(value)),
+                value: Some(hex::encode(value.as_bytes())),
+                raw: value.is_bytes(),
                 ..base.clone()
             })
             .collect();
@@ -109,11 +122,7 @@ pub(crate) fn dump(
     id: DurableObjectId,
     name: Option<String>,
 ) -> Result<ObjectDump> {
-    let entries = store
-        .list(&do_storage::ListOptions::new())?
-        .into_iter()
-        .map(|(k, v)| (k, v.to_vec()))
-        .collect();
+    let entries = crate::api::values::stored_all(store.list(&do_storage::ListOptions::new())?)?;
     let alarm = store
         .alarm()?
         .map(|a| UNIX_EPOCH + Duration::from_millis(a.due_ms));
@@ -125,13 +134,18 @@ pub(crate) fn dump(
     })
 }
 
-/// A record's value bytes, checked.
-fn record_value(record: &Record) -> Result<Option<(String, Vec<u8>)>> {
+/// A record's value, checked.
+fn record_value(record: &Record) -> Result<Option<(String, StoredValue)>> {
     match (&record.key, &record.value) {
         (Some(key), Some(value)) => {
             let bytes = hex::decode(value)
                 .map_err(|_| Error::BadRequest(format!("the value of {key:?} is not hex")))?;
-            Ok(Some((key.clone(), bytes)))
+            let value = if record.raw {
+                StoredValue::Bytes(bytes)
+            } else {
+                StoredValue::Serialized(bytes)
+            };
+            Ok(Some((key.clone(), value)))
         }
         (None, None) => Ok(None),
         _ => Err(Error::BadRequest(
@@ -145,7 +159,7 @@ pub(crate) fn apply(store: &do_storage::ObjectStore, records: &[Record]) -> Resu
     let mut written = 0;
     for record in records {
         if let Some((key, value)) = record_value(record)? {
-            store.put(&key, value, true)?;
+            store.put(&key, value.to_stored(), true)?;
             written += 1;
         }
         if let Some(due_ms) = record.alarm {

@@ -15,4 +15,5 @@ pub(crate) mod remote;
 pub(crate) mod storage;
 pub(crate) mod stub;
 pub(crate) mod untyped;
+pub(crate) mod values;
 pub mod websocket;

@@ -5,12 +5,15 @@ use std::rc::Rc;
 
 use std::future::Future;
 
-use do_storage::{ObjectStore, Slice, Txn, TxnOutcome};
+use do_storage::{ObjectStore, Txn, TxnOutcome};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use do_storage::ListOptions;
 
+use crate::api::values::{
+    StoredValue, decode_all, decode_bytes, decode_opt, encode, encode_all, encode_bytes, stored_all,
+};
 use crate::base::error::{Error, Result};
 
 /// One object's private, transactional, durable key-value storage.
@@ -106,13 +109,18 @@ impl Storage {
     ///
     /// Fails with [`Error::Unsupported`] when the class has no `alarm` handler.
     pub fn set_alarm(&self, at: std::time::SystemTime) -> Result<()> {
+        self.set_alarm_with(at, WriteOptions::new())
+    }
+
+    /// [`Storage::set_alarm`] with options.
+    pub fn set_alarm_with(&self, at: std::time::SystemTime, options: WriteOptions) -> Result<()> {
         let hooks = self.alarm_hooks()?;
         self.store.set_alarm(
             Some(do_storage::Alarm {
                 due_ms: crate::base::clock::millis(at),
                 retries: 0,
             }),
-            true,
+            !options.allow_unconfirmed,
         )?;
         self.wake_after_commit(hooks);
         Ok(())
@@ -120,7 +128,12 @@ impl Storage {
 
     /// Removes the object's alarm, if any.
     pub fn delete_alarm(&self) -> Result<()> {
-        self.store.set_alarm(None, true)?;
+        self.delete_alarm_with(WriteOptions::new())
+    }
+
+    /// [`Storage::delete_alarm`] with options.
+    pub fn delete_alarm_with(&self, options: WriteOptions) -> Result<()> {
+        self.store.set_alarm(None, !options.allow_unconfirmed)?;
         Ok(())
     }
 
@@ -228,13 +241,73 @@ impl Storage {
 
     /// Removes `keys` (at most 128); tells how many of them existed.
     pub async fn delete_many(&self, keys: &[&str]) -> Result<usize> {
-        Ok(self.store.delete_many(keys, true)?)
+        self.delete_many_with(keys, WriteOptions::new()).await
     }
 
-    /// Removes every key of this object. Other objects are untouched.
+    /// [`Storage::delete_many`] with options.
+    pub async fn delete_many_with(&self, keys: &[&str], options: WriteOptions) -> Result<usize> {
+        Ok(self.store.delete_many(keys, !options.allow_unconfirmed)?)
+    }
+
+    /// Removes every key of this object, and its alarm. Other objects are
+    /// untouched.
     pub async fn delete_all(&self) -> Result<()> {
-        self.store.delete_all(true)?;
+        self.delete_all_with(WriteOptions::new()).await
+    }
+
+    /// [`Storage::delete_all`] with options.
+    pub async fn delete_all_with(&self, options: WriteOptions) -> Result<()> {
+        self.store.delete_all(!options.allow_unconfirmed)?;
         Ok(())
+    }
+
+    /// Stores the raw `bytes` under `key`, as given: no serde, no framing;
+    /// [`Storage::get_bytes`] gives back the same bytes. Like `put`, it
+    /// need not be awaited and commits with the object's other writes.
+    /// Reading the key with `get::<T>` (or listing it with `list::<T>`) is
+    /// [`Error::ValueType`], naming the key.
+    ///
+    /// ```no_run
+    /// # async fn f(storage: &do_runtime::Storage) -> Result<(), do_runtime::Error> {
+    /// storage.put_bytes("avatar.png", b"\x89PNG...".to_vec())?;
+    /// assert_eq!(storage.get_bytes("avatar.png").await?.as_deref(), Some(&b"\x89PNG..."[..]));
+    /// # Ok(()) }
+    /// ```
+    pub fn put_bytes(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<()> {
+        self.put_bytes_with(key, bytes, WriteOptions::new())
+    }
+
+    /// [`Storage::put_bytes`] with options.
+    pub fn put_bytes_with(
+        &self,
+        key: &str,
+        bytes: impl AsRef<[u8]>,
+        options: WriteOptions,
+    ) -> Result<()> {
+        Ok(self.store.put(
+            key,
+            encode_bytes(bytes.as_ref()),
+            !options.allow_unconfirmed,
+        )?)
+    }
+
+    /// The raw bytes stored under `key` with `put_bytes`, or `None`. A key
+    /// holding a serde value (written with `put`) is [`Error::ValueType`].
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        decode_bytes(key, self.store.get(key)?)
+    }
+
+    /// The keys `options` select, in key order (descending with
+    /// `reverse`), without reading or decoding their values: for objects
+    /// whose keys hold values of several types, or to count and page.
+    pub async fn list_keys(&self, options: ListOptions) -> Result<Vec<String>> {
+        Ok(self.store.list_keys(&options)?)
+    }
+
+    /// The entries `options` select, undecoded: each value as a
+    /// [`StoredValue`], serialized or raw bytes, to decode as each key needs.
+    pub async fn list_raw(&self, options: ListOptions) -> Result<Vec<(String, StoredValue)>> {
+        stored_all(self.store.list(&options)?)
     }
 
     /// The entries `options` select, in key order (descending with `reverse`).
@@ -296,9 +369,24 @@ impl Storage {
     {
         for _ in 0..MAX_TRANSACTION_ATTEMPTS {
             let txn = Rc::new(Txn::begin(self.store.clone()));
-            let value = body(Transaction { txn: txn.clone() }).await?;
+            let alarm = Rc::new(std::cell::Cell::new(None));
+            let value = body(Transaction {
+                txn: txn.clone(),
+                storage: self.clone(),
+                alarm: alarm.clone(),
+            })
+            .await?;
             match txn.commit() {
-                TxnOutcome::Committed | TxnOutcome::RolledBack => return Ok(value),
+                TxnOutcome::Committed => {
+                    // In the same step as the writes, so in their batch.
+                    match alarm.take() {
+                        Some(Some(at)) => self.set_alarm(at).map_err(E::from)?,
+                        Some(None) => self.delete_alarm().map_err(E::from)?,
+                        None => {}
+                    }
+                    return Ok(value);
+                }
+                TxnOutcome::RolledBack => return Ok(value),
                 TxnOutcome::Conflict => continue,
             }
         }
@@ -313,6 +401,9 @@ impl Storage {
 #[derive(Clone)]
 pub struct Transaction {
     txn: Rc<Txn>,
+    storage: Storage,
+    /// The alarm change to commit with the writes: `Some(None)` deletes it.
+    alarm: Rc<std::cell::Cell<Option<Option<std::time::SystemTime>>>>,
 }
 
 impl Transaction {
@@ -357,6 +448,56 @@ impl Transaction {
         decode_all(self.txn.list(&options)?)
     }
 
+    /// Stores raw `bytes` under `key` when the transaction commits (see
+    /// [`Storage::put_bytes`]).
+    pub fn put_bytes(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<()> {
+        Ok(self.txn.put(key, encode_bytes(bytes.as_ref()))?)
+    }
+
+    /// The raw bytes of `key` as this transaction sees them (see
+    /// [`Storage::get_bytes`]).
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        decode_bytes(key, self.txn.get(key)?)
+    }
+
+    /// The keys `options` select, as this transaction sees them.
+    pub async fn list_keys(&self, options: ListOptions) -> Result<Vec<String>> {
+        Ok(self
+            .txn
+            .list(&options)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// The entries `options` select, undecoded, as this transaction sees them.
+    pub async fn list_raw(&self, options: ListOptions) -> Result<Vec<(String, StoredValue)>> {
+        stored_all(self.txn.list(&options)?)
+    }
+
+    /// Sets the object's alarm when the transaction commits (and not if it
+    /// rolls back or runs again); see [`Storage::set_alarm`].
+    pub fn set_alarm(&self, at: std::time::SystemTime) -> Result<()> {
+        self.storage.alarm_hooks()?;
+        self.alarm.set(Some(Some(at)));
+        Ok(())
+    }
+
+    /// Removes the object's alarm when the transaction commits.
+    pub fn delete_alarm(&self) -> Result<()> {
+        self.alarm.set(Some(None));
+        Ok(())
+    }
+
+    /// The object's alarm as this transaction sees it: its own change, if
+    /// it made one, or the stored alarm.
+    pub async fn get_alarm(&self) -> Result<Option<std::time::SystemTime>> {
+        match self.alarm.get() {
+            Some(change) => Ok(change),
+            None => self.storage.get_alarm().await,
+        }
+    }
+
     /// Abandons the transaction: nothing it wrote will be stored, and it is
     /// not re-run. The closure's result is still returned.
     pub fn rollback(&self) {
@@ -369,47 +510,6 @@ impl std::fmt::Debug for Transaction {
         f.debug_struct("Transaction")
             .field("rolled_back", &self.txn.is_rolled_back())
             .finish_non_exhaustive()
-    }
-}
-
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| Error::Codec(format!("cannot encode a value: {e}")))
-}
-
-fn encode_all<K: AsRef<str>, T: Serialize>(entries: &[(K, T)]) -> Result<Vec<(String, Vec<u8>)>> {
-    entries
-        .iter()
-        .map(|(k, v)| Ok((k.as_ref().to_owned(), encode(v)?)))
-        .collect()
-}
-
-fn decode_opt<T: DeserializeOwned>(key: &str, value: Option<Slice>) -> Result<Option<T>> {
-    value.map(|bytes| decode(key, &bytes)).transpose()
-}
-
-fn decode_all<T: DeserializeOwned>(entries: Vec<(String, Slice)>) -> Result<Vec<(String, T)>> {
-    entries
-        .into_iter()
-        .map(|(k, v)| decode(&k, &v).map(|v| (k, v)))
-        .collect()
-}
-
-/// Decodes a stored value, insisting that the whole value is consumed: postcard
-/// is not self-describing, so leftover bytes are the surest sign of a value
-/// read as the wrong type.
-fn decode<T: DeserializeOwned>(key: &str, bytes: &Slice) -> Result<T> {
-    let wrong = |message: String| Error::ValueType {
-        key: key.to_owned(),
-        type_name: std::any::type_name::<T>().to_owned(),
-        message,
-    };
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(wrong(format!(
-            "{} bytes left over after decoding",
-            rest.len()
-        ))),
-        Err(e) => Err(wrong(e.to_string())),
     }
 }
 

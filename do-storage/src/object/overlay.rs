@@ -107,6 +107,21 @@ impl ObjectStore {
 
     /// The entries the options select, buffered writes included.
     pub fn list(&self, options: &ListOptions) -> Result<Vec<(String, Slice)>> {
+        self.list_entries(options, false)
+    }
+
+    /// The keys the options select, buffered writes included, without
+    /// reading the stored values (fjall's iterator yields a key alone).
+    pub fn list_keys(&self, options: &ListOptions) -> Result<Vec<String>> {
+        Ok(self
+            .list_entries(options, true)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// [`list`](Self::list); with `keys_only`, every value is left empty.
+    fn list_entries(&self, options: &ListOptions, keys_only: bool) -> Result<Vec<(String, Slice)>> {
         let range = options.bounds()?;
         let limit = options.limit.unwrap_or(usize::MAX);
         if range.is_empty() {
@@ -128,13 +143,13 @@ impl ObjectStore {
         if overlay.is_empty() {
             // Nothing buffered: the engine's entries as they come.
             return if reverse {
-                engine_entries(engine.rev(), skip, limit)
+                engine_entries(engine.rev(), skip, limit, keys_only)
             } else {
-                engine_entries(engine, skip, limit)
+                engine_entries(engine, skip, limit, keys_only)
             };
         }
         let strip = |guard: fjall::Guard| -> Result<(Vec<u8>, Slice)> {
-            let (k, v) = guard.into_inner()?;
+            let (k, v) = entry(guard, keys_only)?;
             Ok((k.get(skip..).unwrap_or_default().to_vec(), v))
         };
         if reverse {
@@ -176,13 +191,24 @@ fn engine_entries(
     range: impl Iterator<Item = fjall::Guard>,
     skip: usize,
     limit: usize,
+    keys_only: bool,
 ) -> Result<Vec<(String, Slice)>> {
     let mut out = Vec::with_capacity(limit.min(1024));
     for guard in range.take(limit) {
-        let (k, v) = guard.into_inner()?;
+        let (k, v) = entry(guard, keys_only)?;
         out.push((list::key_string(k.get(skip..).unwrap_or_default())?, v));
     }
     Ok(out)
+}
+
+/// An engine entry: key and value, or with `keys_only` the key and an
+/// empty value.
+fn entry(guard: fjall::Guard, keys_only: bool) -> Result<(Slice, Slice)> {
+    if keys_only {
+        Ok((guard.key()?, Slice::from(&[][..])))
+    } else {
+        Ok(guard.into_inner()?)
+    }
 }
 
 /// The engine range of `range`'s keys under `prefix`.

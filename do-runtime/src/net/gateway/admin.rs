@@ -218,7 +218,8 @@ pub fn group_by_object(records: Vec<Record>) -> Vec<Vec<Record>> {
 }
 
 /// An object's state as JSON: `id`, `name`, `alarm` (ms since the Unix
-/// epoch) and `entries` (`key`, `value` in hex, `text` when it is a string).
+/// epoch) and `entries` (`key`, `value` in hex, `raw` when it is raw bytes,
+/// `text` when it is a string).
 pub fn dump_json(dump: &ObjectDump) -> Value {
     let entries: Vec<Value> = dump
         .entries
@@ -228,7 +229,12 @@ pub fn dump_json(dump: &ObjectDump) -> Value {
                 ValueView::Text(text) => Some(text),
                 ValueView::Hex(_) => None,
             };
-            json!({ "key": key, "value": hex::encode(value), "text": text })
+            json!({
+                "key": key,
+                "value": hex::encode(value.as_bytes()),
+                "raw": value.is_bytes(),
+                "text": text,
+            })
         })
         .collect();
     json!({
