@@ -652,6 +652,49 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
         .await
         .expect("a close frame");
     assert_eq!(code, 1007);
+    // The object's `websocket_error` heard why.
+    let errors = rt
+        .namespace::<Web>()
+        .get_by_name("utf")
+        .errors()
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("not UTF-8"), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auto_response_timestamp_says_when_the_runtime_last_answered_for_the_object() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = start(&rt).await;
+    let mut socket = open(gateway.local_addr(), "stamped", "s", "").await;
+    assert_eq!(ask(&mut socket, "auto-at").await, "none");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert_eq!(ask(&mut socket, "ping").await, "pong");
+    let at: u128 = ask(&mut socket, "auto-at").await.parse().unwrap();
+    assert!(at >= before, "{at} is not before the ping ({before})");
+    // Another socket of the object was never auto-answered.
+    let mut other = open(gateway.local_addr(), "stamped", "t", "").await;
+    assert_eq!(ask(&mut other, "auto-at").await, "none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handler_past_the_event_timeout_is_stopped_and_the_socket_goes_on() {
+    let rt = builder()
+        .websocket_event_timeout(Some(std::time::Duration::from_millis(200)))
+        .build_for_test()
+        .unwrap();
+    let gateway = start(&rt).await;
+    let mut socket = open(gateway.local_addr(), "hanging", "h", "").await;
+    // Without the timeout this handler would hold the socket's events
+    // for good: the next message would never be answered.
+    send(&mut socket, "hang").await;
+    assert_eq!(ask(&mut socket, "whoami").await, "h");
+    // The instance was not reset: the same one answers.
+    assert_eq!(web_constructions("hanging"), 1);
 }
 
 /// The status code of the HTTP answer on `tcp` (0 when it closed without

@@ -179,6 +179,18 @@ impl Web {
             socket.send("reflects a durable write")
         } else if text == "panic" {
             panic!("the message handler panicked")
+        } else if text == "hang" {
+            // Never ends: only an event timeout stops it.
+            std::future::pending::<()>().await;
+            Ok(())
+        } else if text == "auto-at" {
+            let at = self.ctx.websocket_auto_response_timestamp(&socket);
+            socket.send(at.map_or("none".to_owned(), |at| {
+                let ms = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                ms.to_string()
+            }))
         } else {
             socket.send(format!("echo:{text}"))
         }
@@ -200,6 +212,29 @@ impl Web {
             .unwrap_or_default();
         closes.push((code, reason, clean));
         storage.put("closes", &closes).ok();
+    }
+
+    pub async fn websocket_error(&self, _socket: WebSocket, error: String) {
+        let storage = self.ctx.storage();
+        let mut errors: Vec<String> = storage
+            .get("errors")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        errors.push(error);
+        storage.put("errors", &errors).ok();
+    }
+
+    /// The errors `websocket_error` was told of.
+    pub async fn errors(&self) -> Vec<String> {
+        self.ctx
+            .storage()
+            .get("errors")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// An ordinary method beside the handlers.

@@ -287,6 +287,18 @@ impl Ctx {
             .auto_response(&self.inner.class, &self.inner.id)
     }
 
+    /// When the runtime last answered a message on `socket` with the
+    /// auto-response (see [`Ctx::set_websocket_auto_response`]), by the
+    /// runtime's clock; `None` if it never did. As Cloudflare's
+    /// `getWebSocketAutoResponseTimestamp`: a hibernated object can tell
+    /// a client that still pings from one that went quiet.
+    pub fn websocket_auto_response_timestamp(
+        &self,
+        socket: &WebSocket,
+    ) -> Option<std::time::SystemTime> {
+        socket.entry().auto_response_at()
+    }
+
     /// The socket `socket` of this object.
     pub(crate) fn websocket(&self, socket: u64) -> Option<WebSocket> {
         self.inner

@@ -72,6 +72,10 @@ impl WebSocket {
     pub(crate) fn of(entry: Arc<SocketEntry>) -> Self {
         WebSocket { entry }
     }
+
+    pub(crate) fn entry(&self) -> &SocketEntry {
+        &self.entry
+    }
 }
 
 impl WebSocket {

@@ -539,7 +539,15 @@ impl ObjectTask {
         match catch_unwind(AssertUnwindSafe(|| {
             instance.dispatch(method, &args, system)
         })) {
-            Ok(Ok(call)) => self.start(method, Some(reply), relay, call, watch, cx),
+            Ok(Ok(call)) => {
+                let call = match self.shared.websocket_event_timeout {
+                    Some(limit) if system && is_websocket_event(method) => {
+                        Box::pin(event_with_timeout(call, limit))
+                    }
+                    _ => call,
+                };
+                self.start(method, Some(reply), relay, call, watch, cx)
+            }
             Ok(Err(e)) => {
                 watch.fail(&e);
                 reply.send(Err(e));
@@ -864,6 +872,28 @@ impl ObjectTask {
         self.shared.sockets().forget_idle(&self.class, &self.id);
         self.mailbox.answer_evictions(was_live);
         true
+    }
+}
+
+/// Whether `method` is one of the WebSocket event handlers.
+fn is_websocket_event(method: u32) -> bool {
+    use crate::base::wire::{WEBSOCKET_CLOSE, WEBSOCKET_ERROR, WEBSOCKET_MESSAGE, method_id};
+    [WEBSOCKET_MESSAGE, WEBSOCKET_CLOSE, WEBSOCKET_ERROR]
+        .iter()
+        .any(|h| method_id(h.name) == method)
+}
+
+/// A WebSocket event handler's call, stopped past `limit`
+/// (`RuntimeBuilder::websocket_event_timeout`).
+async fn event_with_timeout(call: LocalBoxFuture<'static, Reply>, limit: Duration) -> Reply {
+    match tokio::time::timeout(limit, call).await {
+        Ok(reply) => reply,
+        Err(_) => Err(Error::disconnected(
+            DisconnectReason::TimedOut,
+            format!(
+                "the WebSocket event handler ran past its timeout of {limit:?} and was stopped"
+            ),
+        )),
     }
 }
 

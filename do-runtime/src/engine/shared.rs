@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_deadline: Duration,
     /// How long a `block_concurrency_while` future may hold its gate.
     pub(crate) block_concurrency_limit: Duration,
+    /// How long a WebSocket event handler may run; `None`: no limit.
+    pub(crate) websocket_event_timeout: Option<Duration>,
     pub(crate) registry: Registry,
     pub(crate) sockets: crate::engine::sockets::Sockets,
     /// Bytes held for clients (request bodies, partial frames).

@@ -194,6 +194,9 @@ pub(crate) struct SocketEntry {
     /// Messages and bytes sent and not yet written to the client.
     queued: AtomicUsize,
     queued_bytes: AtomicUsize,
+    /// When the runtime last sent the auto-response on this socket (ms
+    /// since the Unix epoch, by the runtime's clock); 0: never.
+    auto_at: AtomicU64,
 }
 
 /// The sockets and auto-response of one object.
@@ -342,6 +345,7 @@ impl Sockets {
                 next_seq: AtomicU64::new(0),
                 queued: AtomicUsize::new(0),
                 queued_bytes: AtomicUsize::new(0),
+                auto_at: AtomicU64::new(0),
             });
             sockets.push(entry.clone());
             Ok(entry)
@@ -624,6 +628,19 @@ impl SocketEntry {
     }
 
     /// The answer to `text` if it is the object's auto-response request.
+    /// Records that the auto-response went out at `ms` (since the epoch).
+    pub(crate) fn note_auto_response(&self, ms: u64) {
+        self.auto_at.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// When the auto-response last went out on this socket, if ever.
+    pub(crate) fn auto_response_at(&self) -> Option<std::time::SystemTime> {
+        match self.auto_at.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+        }
+    }
+
     pub(crate) fn auto_answer(&self, text: &str) -> Option<String> {
         lock(&self.group.auto_response)
             .as_ref()

@@ -132,6 +132,7 @@ pub struct RuntimeBuilder {
     shutdown_deadline: Duration,
     block_concurrency_limit: Duration,
     stall_threshold: Option<Duration>,
+    websocket_event_timeout: Option<Duration>,
     websockets: crate::engine::sockets::Limits,
     client_memory_bytes: usize,
     metrics: crate::engine::telemetry::Source,
@@ -171,6 +172,7 @@ impl Runtime {
             shutdown_deadline: Duration::from_secs(30),
             block_concurrency_limit: Duration::from_secs(30),
             stall_threshold: Some(Duration::from_secs(1)),
+            websocket_event_timeout: None,
             websockets: crate::engine::sockets::Limits::default(),
             client_memory_bytes: 256 * 1024 * 1024,
             metrics: crate::engine::telemetry::Source::default(),
@@ -515,6 +517,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a WebSocket event handler (`websocket_message`,
+    /// `websocket_close`, `websocket_error`) may run, as Cloudflare's
+    /// `setHibernatableWebSocketEventTimeout`. Past it the handler is
+    /// stopped (dropped at its await; the instance and its other calls
+    /// carry on, its writes so far stay), a warning is logged, and the
+    /// socket's next event is delivered. `None`: no limit (the default).
+    pub fn websocket_event_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.websocket_event_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
     /// The most WebSockets one object may hold (accepted, not yet closed).
     /// Past it, [`Ctx::accept_websocket`] fails with
     /// [`Error::WebSocketLimit`]. Default: 32 768.
@@ -766,6 +779,7 @@ impl RuntimeBuilder {
             idle_timeout: self.idle_timeout,
             shutdown_deadline: self.shutdown_deadline,
             block_concurrency_limit: self.block_concurrency_limit,
+            websocket_event_timeout: self.websocket_event_timeout,
             registry: Registry::new(),
             client_budget: crate::engine::budget::Budget::new(self.client_memory_bytes),
             sockets: crate::engine::sockets::Sockets::new(

@@ -314,7 +314,11 @@ impl Pump {
             Some(Ok(Frame::Text(text))) => {
                 if let Some(answer) = self.entry.auto_answer(text.as_str()) {
                     return match write(stream, Frame::text(answer)).await {
-                        Ok(()) => Step::Continue,
+                        Ok(()) => {
+                            let now = crate::base::clock::millis(self.shared.clock().now());
+                            self.entry.note_auto_response(now);
+                            Step::Continue
+                        }
                         Err(()) => Step::End(End::Drop),
                     };
                 }
@@ -478,6 +482,14 @@ impl Pump {
                     1012,
                     "the service is reopening its storage: reconnect".into(),
                 ));
+            }
+            // The handler ran past the event timeout: it was stopped,
+            // and running it again would only stop again.
+            Err(e)
+                if e.disconnect_reason()
+                    == Some(crate::base::error::DisconnectReason::TimedOut) =>
+            {
+                tracing::warn!(error = %e, socket = self.socket(), "a WebSocket handler timed out");
             }
             // A reset of the instance (another socket's handler panicked)
             // lost the event: send it once more, to the new instance.
