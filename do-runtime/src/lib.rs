@@ -168,6 +168,9 @@ pub use base::clock::ManualClock;
 pub use base::error::{Disconnect, DisconnectReason, Error, Result};
 pub use base::fetch::{IntoRequest, Request, Response};
 pub use base::id::DurableObjectId;
+pub use base::streaming::{
+    BUFFERED_CHUNKS, BodySender, BodyStream, body_stream, is_streamed, streaming_response,
+};
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;
 pub use engine::spawn::JoinHandle;

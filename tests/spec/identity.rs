@@ -173,7 +173,8 @@ fn namespaces_are_named_after_their_class() {
             "Aborter",
             "Chores",
             "Passer",
-            "Blobs"
+            "Blobs",
+            "Streamer"
         ]
     );
 }

@@ -26,6 +26,7 @@ mod raw_values;
 mod remote;
 mod storage_api;
 mod storage_basics;
+mod streaming;
 mod tasks;
 mod transactions;
 mod wire;

@@ -44,6 +44,7 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Chores>()
         .register::<Passer>()
         .register::<Blobs>()
+        .register::<Streamer>()
 }
 
 /// The process's resident memory, in bytes.

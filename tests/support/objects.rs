@@ -1051,3 +1051,75 @@ impl Blobs {
         self.ctx.storage().set_alarm_with(at, options(confirm))
     }
 }
+
+/// Streams response bodies (issue 26 item 5).
+pub struct Streamer {
+    ctx: Ctx,
+    /// Lets the server-sent events' last event go.
+    release: Rc<tokio::sync::Notify>,
+    /// How the last streamed download ended: `None` while it runs.
+    ended: Rc<RefCell<Option<String>>>,
+}
+
+#[durable_object]
+impl Streamer {
+    pub fn new(ctx: Ctx) -> Self {
+        Self {
+            ctx,
+            release: Rc::default(),
+            ended: Rc::default(),
+        }
+    }
+
+    pub async fn fetch(&self, request: do_runtime::Request) -> do_runtime::Response {
+        let (mut response, body) = do_runtime::streaming_response();
+        match request.uri().path() {
+            // Server-sent events: the first now, the last once released.
+            "/sse" => {
+                response.headers_mut().insert(
+                    "content-type",
+                    do_runtime::http::HeaderValue::from_static("text/event-stream"),
+                );
+                let release = self.release.clone();
+                self.ctx.wait_until(async move {
+                    if body.send("data: first\n\n").await.is_ok() {
+                        release.notified().await;
+                        let _ = body.send("data: last\n\n").await;
+                    }
+                });
+            }
+            // `mib` chunks of 1 MiB.
+            _ => {
+                let mib: usize = request
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("mib="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                let ended = self.ended.clone();
+                *ended.borrow_mut() = None;
+                self.ctx.wait_until(async move {
+                    let mut outcome = "complete".to_owned();
+                    for _ in 0..mib {
+                        if let Err(e) = body.send(vec![b'x'; 1 << 20]).await {
+                            outcome = format!("stopped: {e}");
+                            break;
+                        }
+                    }
+                    *ended.borrow_mut() = Some(outcome);
+                });
+            }
+        }
+        response
+    }
+
+    /// Lets the last server-sent event go.
+    pub async fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// How the last download ended, if it did.
+    pub async fn ended(&self) -> Option<String> {
+        self.ended.borrow().clone()
+    }
+}

@@ -55,6 +55,15 @@ impl Home for LocalHome {
         }
         Ok(Box::new(RawStub::new(shared, class, id)))
     }
+
+    fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream, Error> {
+        crate::base::streaming::claim(number).ok_or_else(|| {
+            Error::disconnected(
+                DisconnectReason::Other,
+                "the streamed body is gone (not claimed in time, or claimed already)",
+            )
+        })
+    }
 }
 
 /// A stub travels as its object's id (see [`DurableObjectId`]'s wire form).

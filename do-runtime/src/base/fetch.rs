@@ -130,6 +130,9 @@ pub(crate) struct WireResponse {
     status: u16,
     headers: Vec<(String, Bytes)>,
     body: Bytes,
+    /// The number of its streamed body in this process's table (see
+    /// `base::streaming`), if it has one.
+    stream: Option<u64>,
 }
 
 /// What a `fetch` call replies: a response, or the handler's own error,
@@ -211,6 +214,7 @@ impl WireResponse {
             status: response.status().as_u16(),
             headers: wire_headers(response.headers()),
             body: response.body().clone(),
+            stream: crate::base::streaming::register(response),
         }
     }
 
@@ -220,6 +224,10 @@ impl WireResponse {
         let mut response = Response::new(self.body);
         *response.status_mut() = status;
         *response.headers_mut() = header_map(self.headers)?;
+        if let Some(number) = self.stream {
+            let body = crate::base::passing::claim_stream(number)?;
+            crate::base::streaming::attach(&mut response, body);
+        }
         Ok(response)
     }
 }

@@ -10,5 +10,6 @@ pub(crate) mod id;
 pub(crate) mod passing;
 pub(crate) mod scoped;
 pub(crate) mod secret;
+pub(crate) mod streaming;
 pub(crate) mod trace;
 pub(crate) mod wire;

@@ -35,6 +35,14 @@ pub(crate) trait Home: Send + Sync {
         methods: &'static [MethodInfo],
         id: DurableObjectId,
     ) -> Result<Box<dyn Any + Send>, Error>;
+    /// The streamed body registered under `number` by an object of this
+    /// process (see `base::streaming`); a remote client's home has none.
+    fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream, Error> {
+        let _ = number;
+        Err(Error::Unsupported(
+            "a streamed response body does not cross a remote connection yet".into(),
+        ))
+    }
 }
 
 thread_local! {
@@ -178,6 +186,18 @@ impl<'de> Deserialize<'de> for DurableObjectId {
         };
         check(tag, &bytes, name).map_err(fail::<D::Error>)
     }
+}
+
+/// Claims the streamed body `number` of a decoded response through this
+/// thread's home; without one, notes that the decoding wants one.
+pub(crate) fn claim_stream(number: u64) -> Result<crate::base::streaming::BodyStream, Error> {
+    let claimed = HOME.with(|home| Some(home.borrow().as_ref()?.claim_stream(number)));
+    claimed.unwrap_or_else(|| {
+        WANTED.with(|w| w.set(true));
+        Err(Error::Unsupported(
+            "a streamed response body is claimed only where a runtime decodes it".into(),
+        ))
+    })
 }
 
 /// Decodes a stub of class `class` (whose methods are `methods`): its id,

@@ -393,7 +393,7 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
 async fn handle(
     state: &Arc<State>,
     mut request: hyper::Request<Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<Body> {
     if let Some(response) = operations(state, request.uri().path()).await {
         return to_hyper(response);
     }
@@ -547,9 +547,21 @@ async fn operations(state: &State, path: &str) -> Option<Response> {
     }
 }
 
+/// A response body as the gateway sends it: whole, or streamed as the
+/// object sends it (see `base::streaming`).
+type Body = http_body_util::Either<Full<Bytes>, http_body_util::StreamBody<Chunks>>;
+
+/// A streamed body's chunks as hyper's frames.
+type Chunks = futures_util::stream::Map<
+    crate::base::streaming::BodyStream,
+    fn(Bytes) -> Result<hyper::body::Frame<Bytes>, Infallible>,
+>;
+
 /// The response as hyper sends it: HTTP/1.1, without the internal socket
-/// headers or hop-by-hop headers an object may have set.
-fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
+/// headers or hop-by-hop headers an object may have set; a streamed body
+/// goes out chunk by chunk as the object sends it.
+fn to_hyper(mut response: Response) -> hyper::Response<Body> {
+    let streamed = crate::base::streaming::body_stream(&mut response);
     let (mut parts, body) = response.into_parts();
     parts.version = http::Version::HTTP_11;
     parts.headers.remove(SOCKET_HEADER);
@@ -564,5 +576,16 @@ fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
             parts.headers.remove(hop);
         }
     }
-    hyper::Response::from_parts(parts, Full::new(body))
+    let body = match streamed {
+        Some(stream) => {
+            use futures_util::StreamExt;
+            let frame: fn(Bytes) -> Result<hyper::body::Frame<Bytes>, Infallible> =
+                |chunk| Ok(hyper::body::Frame::data(chunk));
+            // Its length is not known: hyper sends it chunked.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            http_body_util::Either::Right(http_body_util::StreamBody::new(stream.map(frame)))
+        }
+        None => http_body_util::Either::Left(Full::new(body)),
+    };
+    hyper::Response::from_parts(parts, body)
 }

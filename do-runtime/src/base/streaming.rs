@@ -1,0 +1,187 @@
+//! Streamed response bodies: a `fetch` handler answers at once with a
+//! [`streaming_response`] and sends the body chunk by chunk through its
+//! [`BodySender`] (typically from `ctx.wait_until`), and the caller (or the
+//! gateway, for an HTTP client) reads it as a [`BodyStream`] while it is
+//! produced. At most [`BUFFERED_CHUNKS`] chunks wait between the two: a
+//! producer faster than its reader waits in `send` (backpressure), so a
+//! body of any size holds a bounded amount of memory.
+//!
+//! The receiving end crosses the call beside the reply: the object's side
+//! registers it under a number in this process's table of streams, the
+//! reply carries the number, and the caller's side claims it through its
+//! thread's home (see `base::passing`), which only a runtime of this
+//! process does. A body not claimed within [`UNCLAIMED_FOR`] is dropped
+//! (its sender then fails).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::base::error::{DisconnectReason, Error};
+use crate::base::fetch::Response;
+
+/// Chunks that may wait between a streamed body's producer and its reader.
+pub const BUFFERED_CHUNKS: usize = 4;
+
+/// How long a streamed body may wait for its caller to claim it.
+pub const UNCLAIMED_FOR: Duration = Duration::from_secs(30);
+
+/// The sending end of a streamed body; see [`streaming_response`].
+#[derive(Debug, Clone)]
+pub struct BodySender {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl BodySender {
+    /// Sends the next chunk, waiting while [`BUFFERED_CHUNKS`] chunks wait
+    /// for the reader. Fails with [`Error::Disconnected`] (reason
+    /// `ConnectionLost`) once the reader is gone: the HTTP client hung up,
+    /// or the caller dropped the body. The body ends when every sender is
+    /// dropped.
+    pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<(), Error> {
+        self.tx.send(chunk.into()).await.map_err(|_| {
+            Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                "the reader of the streamed body went away",
+            )
+        })
+    }
+
+    /// Whether the reader is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A streamed body as its reader gets it: a `Stream` of chunks, ending
+/// when the producer drops its sender.
+#[derive(Debug)]
+pub struct BodyStream {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl BodyStream {
+    /// The next chunk, or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_util::Stream for BodyStream {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The extension of a response whose body is streamed: the receiving end,
+/// until the reply's encoding or its reader takes it.
+#[derive(Clone)]
+struct Streamed(Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>);
+
+/// A `200 OK` response whose body is streamed: set its status and headers
+/// as on any [`Response`], return it from `fetch`, and send the body with
+/// the [`BodySender`], from `ctx.wait_until` so the object stays while it
+/// streams. Through the gateway an HTTP client receives each chunk as it
+/// is sent (chunked transfer encoding); a stub's caller takes the body with
+/// [`body_stream`].
+///
+/// ```
+/// use do_runtime::{durable_object, streaming_response, Ctx, Request, Response};
+///
+/// pub struct Ticker { ctx: Ctx }
+///
+/// #[durable_object]
+/// impl Ticker {
+///     pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+///
+///     /// Server-sent events: one a tick, three ticks.
+///     pub async fn fetch(&self, _request: Request) -> Response {
+///         let (mut response, body) = streaming_response();
+///         response.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+///         self.ctx.wait_until(async move {
+///             for n in 1..=3 {
+///                 if body.send(format!("data: tick {n}\n\n")).await.is_err() {
+///                     return; // the client left
+///                 }
+///             }
+///         });
+///         response
+///     }
+/// }
+/// ```
+pub fn streaming_response() -> (Response, BodySender) {
+    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
+    let mut response = Response::new(Bytes::new());
+    response
+        .extensions_mut()
+        .insert(Streamed(Arc::new(Mutex::new(Some(rx)))));
+    (response, BodySender { tx })
+}
+
+/// Takes the streamed body of `response`, if it has one (once: a second
+/// call gives `None`). The buffered body of such a response is empty.
+pub fn body_stream(response: &mut Response) -> Option<BodyStream> {
+    let streamed = response.extensions_mut().remove::<Streamed>()?;
+    let rx = lock(&streamed.0).take()?;
+    Some(BodyStream { rx })
+}
+
+/// Whether `response` has a streamed body not yet taken.
+pub fn is_streamed(response: &Response) -> bool {
+    response
+        .extensions()
+        .get::<Streamed>()
+        .is_some_and(|s| lock(&s.0).is_some())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This process's streamed bodies between a reply's encoding and its
+/// caller's claim.
+static STREAMS: Mutex<Option<Table>> = Mutex::new(None);
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    waiting: HashMap<u64, (Instant, mpsc::Receiver<Bytes>)>,
+}
+
+/// Registers the streamed body of `response`, if it has one, for its
+/// reply to carry: returns its number.
+pub(crate) fn register(response: &Response) -> Option<u64> {
+    let streamed = response.extensions().get::<Streamed>()?;
+    let rx = lock(&streamed.0).take()?;
+    let mut table = lock(&STREAMS);
+    let table = table.get_or_insert_with(Table::default);
+    let now = Instant::now();
+    table
+        .waiting
+        .retain(|_, (since, _)| now.saturating_duration_since(*since) < UNCLAIMED_FOR);
+    table.next += 1;
+    let number = table.next;
+    table.waiting.insert(number, (now, rx));
+    Some(number)
+}
+
+/// Claims the streamed body registered under `number`.
+pub(crate) fn claim(number: u64) -> Option<BodyStream> {
+    let mut table = lock(&STREAMS);
+    let (_, rx) = table.as_mut()?.waiting.remove(&number)?;
+    Some(BodyStream { rx })
+}
+
+/// Puts a claimed body back on a decoded response, for its reader.
+pub(crate) fn attach(response: &mut Response, body: BodyStream) {
+    response
+        .extensions_mut()
+        .insert(Streamed(Arc::new(Mutex::new(Some(body.rx)))));
+}

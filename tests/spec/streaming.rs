@@ -1,0 +1,175 @@
+//! Streamed response bodies (issue 26 item 5): a `fetch` handler answers
+//! at once and sends its body as it makes it; callers in process and HTTP
+//! clients through the gateway read it as it comes, with bounded memory.
+
+use std::time::Duration;
+
+use do_runtime::{Client, Error, body_stream};
+use do_tests::{Streamer, builder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_caller_reads_the_first_event_before_the_last_is_made() {
+    let rt = builder().build_for_test().unwrap();
+    let streamer = rt.namespace::<Streamer>().get_by_name("in-process");
+    let mut response = streamer.fetch("http://do/sse").await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = body_stream(&mut response).expect("a streamed body");
+    assert!(response.body().is_empty(), "nothing buffered");
+    assert_eq!(body.next_chunk().await.unwrap(), "data: first\n\n");
+    // The last event is made only now: had the body been buffered whole,
+    // the first would never have arrived.
+    streamer.release().await.unwrap();
+    assert_eq!(body.next_chunk().await.unwrap(), "data: last\n\n");
+    assert_eq!(
+        body.next_chunk().await,
+        None,
+        "the body ends with its sender"
+    );
+}
+
+/// Sends a GET for `path` on a new connection; returns it after the
+/// response's head, and the head.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (tokio::net::TcpStream, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    (tcp, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Reads from `tcp` until what was read holds `text`.
+async fn read_until(tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, text: &str) {
+    let wait = async {
+        while !String::from_utf8_lossy(seen).contains(text) {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection ended before {text:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{text:?} never arrived"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_reach_an_http_client_as_they_are_made() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = rt.gateway().start().await.unwrap();
+    let (mut tcp, head) = get(gateway.local_addr(), "/Streamer/events/sse").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let mut seen = Vec::new();
+    read_until(&mut tcp, &mut seen, "data: first").await;
+    assert!(!String::from_utf8_lossy(&seen).contains("data: last"));
+    rt.namespace::<Streamer>()
+        .get_by_name("events")
+        .release()
+        .await
+        .unwrap();
+    read_until(&mut tcp, &mut seen, "data: last").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_download_through_the_gateway_holds_a_bounded_amount_of_memory() {
+    const MIB: usize = 256;
+    let rt = builder().build_for_test().unwrap();
+    let gateway = rt.gateway().start().await.unwrap();
+    let before = do_tests::resident_bytes();
+    let (mut tcp, head) = get(
+        gateway.local_addr(),
+        &format!("/Streamer/big/download?mib={MIB}"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(do_tests::resident_bytes());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        }
+    });
+    // The body, chunked: count its bytes of data (the chunk sizes are hex
+    // digits, never an `x`).
+    let mut data = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let read = async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            data += buf[..n].iter().filter(|b| **b == b'x').count();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), read)
+        .await
+        .expect("the download ends");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.await.unwrap();
+    assert_eq!(data, MIB << 20, "every byte arrived");
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "{MIB} MiB streamed; resident memory grew by {:.1} MiB at most",
+        grown as f64 / f64::from(1 << 20)
+    );
+    assert!(
+        grown < 64 << 20,
+        "the server grew by {} MiB for a {MIB} MiB download",
+        grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_stops_the_producer_with_a_typed_error() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = rt.gateway().start().await.unwrap();
+    let (mut tcp, _) = get(gateway.local_addr(), "/Streamer/quitter/download?mib=4096").await;
+    let mut buf = vec![0u8; 1 << 20];
+    tcp.read_exact(&mut buf).await.unwrap();
+    drop(tcp);
+    let streamer = rt.namespace::<Streamer>().get_by_name("quitter");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        if let Some(ended) = streamer.ended().await.unwrap() {
+            break ended;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ended.starts_with("stopped"), "{ended}");
+    assert!(ended.contains("went away"), "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_through_a_remote_client_is_refused_as_unsupported_for_now() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let streamer = client
+        .namespace::<Streamer>()
+        .unwrap()
+        .get_by_name("remote");
+    let refused = streamer.fetch("http://do/sse").await;
+    assert!(
+        matches!(&refused, Err(Error::Unsupported(_))),
+        "{refused:?}"
+    );
+}
