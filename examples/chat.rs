@@ -7,7 +7,10 @@
 //!
 //! Open the page in two browser windows, join the same room, and talk. The
 //! room keeps its last 100 messages, so a newcomer (or a restarted server)
-//! shows them. Stop it with Ctrl-C.
+//! shows them. `curl http://127.0.0.1:8787/rooms` lists the rooms and their
+//! members; `curl -N http://127.0.0.1:8787/ChatRoom/lobby/events` follows a
+//! room as server-sent events. `CHAT_MOTD` sets the message of the day.
+//! Stop it with Ctrl-C.
 
 #[path = "chat_room.rs"]
 mod chat_room;
@@ -15,7 +18,7 @@ mod chat_room;
 #[allow(dead_code)]
 mod counter_object;
 
-use chat_room::ChatRoom;
+use chat_room::{ChatDirectory, ChatRoom};
 use do_runtime::Runtime;
 
 #[tokio::main]
@@ -31,9 +34,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or("127.0.0.1:8787")
         .parse()?;
     let dir = std::env::var_os("CHAT_DATA").unwrap_or_else(|| "chat-data".into());
+    let motd = std::env::var("CHAT_MOTD").unwrap_or_else(|_| "be kind".to_owned());
     let rt = Runtime::builder()
         .data_dir(dir)
+        .var("CHAT_MOTD", motd)
         .register::<ChatRoom>()
+        .register::<ChatDirectory>()
         .build()?;
     let gateway = rt
         .gateway()

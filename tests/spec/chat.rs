@@ -93,3 +93,66 @@ async fn the_chat_page_is_served_and_rooms_broadcast_and_keep_history() {
         1
     );
 }
+
+/// Reads from `tcp` until what was read holds `text` (at most 20 s).
+async fn read_until(tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, text: &str) {
+    use tokio::io::AsyncReadExt;
+    let wait = async {
+        while !String::from_utf8_lossy(seen).contains(text) {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection ended before {text:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{text:?} never arrived"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_lists_rooms_a_follower_streams_them_and_newcomers_get_the_motd() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::builder()
+        .data_dir(dir.path())
+        .var("CHAT_MOTD", "be kind")
+        .register::<ChatRoom>()
+        .register::<chat_room::ChatDirectory>()
+        .build()
+        .unwrap();
+    let gateway = rt.gateway().route(chat_room::route).start().await.unwrap();
+    let addr = gateway.local_addr();
+    // A binding reaches the room: the message of the day comes first.
+    let mut alice = join(addr, "garden", "alice").await;
+    assert_eq!(next_text(&mut alice).await, "motd\tbe kind");
+    assert_eq!(next_text(&mut alice).await, "join\talice");
+    // The room announced itself (a stub as an argument, after the join
+    // was answered); the directory hands rooms out (stubs as results).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = String::from_utf8_lossy(get(addr, "/rooms").await.body()).into_owned();
+        if listed == "garden\t1\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A follower gets the room's frames as server-sent events, as they happen.
+    let mut follower = tokio::net::TcpStream::connect(addr).await.unwrap();
+    follower
+        .write_all(b"GET /ChatRoom/garden/events HTTP/1.1\r\nhost: chat\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut follower, &mut seen, "text/event-stream").await;
+    send(&mut alice, "hello garden").await;
+    assert_eq!(next_text(&mut alice).await, "msg\talice\thello garden");
+    read_until(&mut follower, &mut seen, "data: msg alice hello garden\n\n").await;
+    let mut bob = join(addr, "garden", "bob").await;
+    assert_eq!(next_text(&mut bob).await, "motd\tbe kind");
+    read_until(&mut follower, &mut seen, "data: join bob\n\n").await;
+}

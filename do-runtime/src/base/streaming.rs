@@ -52,6 +52,27 @@ impl BodySender {
         })
     }
 
+    /// Sends the next chunk if there is room now: `Ok(true)` when sent,
+    /// `Ok(false)` when [`BUFFERED_CHUNKS`] chunks wait already (a reader
+    /// that falls behind then misses this one, as a slow WebSocket client
+    /// would). Fails like [`send`](Self::send) once the reader is gone.
+    pub fn try_send(&self, chunk: impl Into<Bytes>) -> Result<bool, Error> {
+        match self.tx.try_send(chunk.into()) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                "the reader of the streamed body went away",
+            )),
+        }
+    }
+
+    /// Resolves once the reader is gone: `ctx.wait_until(body.closed())`
+    /// keeps the object alive while its reader stays.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
     /// Whether the reader is gone.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
