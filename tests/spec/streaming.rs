@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use do_runtime::{Client, Error, body_stream};
+use do_runtime::{Client, body_stream};
 use do_tests::{Streamer, builder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,14 +16,13 @@ async fn a_stub_caller_reads_the_first_event_before_the_last_is_made() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = body_stream(&mut response).expect("a streamed body");
     assert!(response.body().is_empty(), "nothing buffered");
-    assert_eq!(body.next_chunk().await.unwrap(), "data: first\n\n");
+    assert_eq!(body.next_chunk().await.unwrap().unwrap(), "data: first\n\n");
     // The last event is made only now: had the body been buffered whole,
     // the first would never have arrived.
     streamer.release().await.unwrap();
-    assert_eq!(body.next_chunk().await.unwrap(), "data: last\n\n");
-    assert_eq!(
-        body.next_chunk().await,
-        None,
+    assert_eq!(body.next_chunk().await.unwrap().unwrap(), "data: last\n\n");
+    assert!(
+        body.next_chunk().await.is_none(),
         "the body ends with its sender"
     );
 }
@@ -159,7 +158,7 @@ async fn a_client_that_stops_reading_stops_the_producer_with_a_typed_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_response_through_a_remote_client_is_refused_as_unsupported_for_now() {
+async fn a_remote_client_reads_a_streamed_body_as_it_is_made() {
     let rt = builder().build_for_test().unwrap();
     let server = rt.server().start().await.unwrap();
     let client = Client::connect(server.local_addr()).await.unwrap();
@@ -167,9 +166,56 @@ async fn a_streamed_response_through_a_remote_client_is_refused_as_unsupported_f
         .namespace::<Streamer>()
         .unwrap()
         .get_by_name("remote");
-    let refused = streamer.fetch("http://do/sse").await;
+    let mut response = streamer.fetch("http://do/sse").await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = body_stream(&mut response).expect("a streamed body");
+    assert_eq!(body.next_chunk().await.unwrap().unwrap(), "data: first\n\n");
+    streamer.release().await.unwrap();
+    assert_eq!(body.next_chunk().await.unwrap().unwrap(), "data: last\n\n");
+    assert!(body.next_chunk().await.is_none());
+    // A whole download, every byte.
+    let mut response = streamer.fetch("http://do/download?mib=32").await.unwrap();
+    let mut body = body_stream(&mut response).unwrap();
+    let mut bytes = 0;
+    while let Some(chunk) = body.next_chunk().await {
+        bytes += chunk.unwrap().len();
+    }
+    assert_eq!(bytes, 32 << 20);
+    let ended = streamer.ended().await.unwrap();
+    assert_eq!(ended.as_deref(), Some("complete"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_reader_that_stops_reading_holds_the_producer_back_and_one_that_leaves_stops_it() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let streamer = client.namespace::<Streamer>().unwrap().get_by_name("slow");
+    let mut response = streamer.fetch("http://do/download?mib=1024").await.unwrap();
+    let mut body = body_stream(&mut response).unwrap();
+    body.next_chunk().await.unwrap().unwrap();
+    // The reader stops. Given time to run ahead, the producer gets no
+    // further than the chunks that may wait on each side of the
+    // connection, and one in each hand.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = streamer.sent().await.unwrap();
+    let bound = 1 + 2 * do_runtime::BUFFERED_CHUNKS + 2;
     assert!(
-        matches!(&refused, Err(Error::Unsupported(_))),
-        "{refused:?}"
+        sent <= bound,
+        "{sent} chunks of 1 MiB sent to a reader that took one"
     );
+    // The reader leaves: the producer's next send fails, typed.
+    drop(body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        if let Some(ended) = streamer.ended().await.unwrap() {
+            break ended;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ended.contains("went away"), "{ended}");
 }

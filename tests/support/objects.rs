@@ -1059,6 +1059,8 @@ pub struct Streamer {
     release: Rc<tokio::sync::Notify>,
     /// How the last streamed download ended: `None` while it runs.
     ended: Rc<RefCell<Option<String>>>,
+    /// Chunks of the last download sent so far.
+    sent: Rc<Cell<usize>>,
 }
 
 #[durable_object]
@@ -1068,6 +1070,7 @@ impl Streamer {
             ctx,
             release: Rc::default(),
             ended: Rc::default(),
+            sent: Rc::default(),
         }
     }
 
@@ -1096,8 +1099,9 @@ impl Streamer {
                     .and_then(|q| q.strip_prefix("mib="))
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1);
-                let ended = self.ended.clone();
+                let (ended, sent) = (self.ended.clone(), self.sent.clone());
                 *ended.borrow_mut() = None;
+                sent.set(0);
                 self.ctx.wait_until(async move {
                     let mut outcome = "complete".to_owned();
                     for _ in 0..mib {
@@ -1105,6 +1109,7 @@ impl Streamer {
                             outcome = format!("stopped: {e}");
                             break;
                         }
+                        sent.set(sent.get() + 1);
                     }
                     *ended.borrow_mut() = Some(outcome);
                 });
@@ -1116,6 +1121,11 @@ impl Streamer {
     /// Lets the last server-sent event go.
     pub async fn release(&self) {
         self.release.notify_one();
+    }
+
+    /// Chunks of the last download sent so far.
+    pub async fn sent(&self) -> usize {
+        self.sent.get()
     }
 
     /// How the last download ended, if it did.

@@ -232,6 +232,21 @@ impl WireResponse {
     }
 }
 
+/// An encoded `fetch` reply whose response carries streamed body `n`,
+/// encoded again with the number `renumber(n)` gives instead; `None` when
+/// it carries none, or `renumber` gives none.
+pub(crate) fn restate_stream(
+    bytes: &[u8],
+    renumber: impl FnOnce(u64) -> Option<u64>,
+) -> Option<Vec<u8>> {
+    let mut reply: WireFetchReply = postcard::from_bytes(bytes).ok()?;
+    let WireFetchReply::Ok(response) = &mut reply else {
+        return None;
+    };
+    response.stream = Some(renumber(response.stream?)?);
+    postcard::to_stdvec(&reply).ok()
+}
+
 /// Decodes a whole `fetch` reply for a caller that knows no error type: the
 /// handler's own error becomes [`Error::App`].
 pub(crate) fn decode_untyped_reply(bytes: &[u8]) -> Result<Response, Error> {

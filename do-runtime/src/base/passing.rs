@@ -35,12 +35,13 @@ pub(crate) trait Home: Send + Sync {
         methods: &'static [MethodInfo],
         id: DurableObjectId,
     ) -> Result<Box<dyn Any + Send>, Error>;
-    /// The streamed body registered under `number` by an object of this
-    /// process (see `base::streaming`); a remote client's home has none.
+    /// The streamed body `number` of a decoded response (see
+    /// `base::streaming`): from this process's table for a runtime, from
+    /// its connection for a remote client. A home that cannot has none.
     fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream, Error> {
         let _ = number;
         Err(Error::Unsupported(
-            "a streamed response body does not cross a remote connection yet".into(),
+            "no streamed response body can be claimed here".into(),
         ))
     }
 }

@@ -9,9 +9,11 @@
 //! The receiving end crosses the call beside the reply: the object's side
 //! registers it under a number in this process's table of streams, the
 //! reply carries the number, and the caller's side claims it through its
-//! thread's home (see `base::passing`), which only a runtime of this
-//! process does. A body not claimed within [`UNCLAIMED_FOR`] is dropped
-//! (its sender then fails).
+//! thread's home (see `base::passing`): a runtime of this process from the
+//! table, a remote client from the chunks its connection receives (the
+//! server claimed the body and forwards it: `net::transport::streams`). A
+//! body not claimed within [`UNCLAIMED_FOR`] is dropped (its sender then
+//! fails).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -34,8 +36,11 @@ pub const UNCLAIMED_FOR: Duration = Duration::from_secs(30);
 /// The sending end of a streamed body; see [`streaming_response`].
 #[derive(Debug, Clone)]
 pub struct BodySender {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
 }
+
+/// One piece of a streamed body: a chunk, or why the body broke off.
+pub(crate) type Chunk = Result<Bytes, Error>;
 
 impl BodySender {
     /// Sends the next chunk, waiting while [`BUFFERED_CHUNKS`] chunks wait
@@ -44,7 +49,7 @@ impl BodySender {
     /// or the caller dropped the body. The body ends when every sender is
     /// dropped.
     pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<(), Error> {
-        self.tx.send(chunk.into()).await.map_err(|_| {
+        self.tx.send(Ok(chunk.into())).await.map_err(|_| {
             Error::disconnected(
                 DisconnectReason::ConnectionLost,
                 "the reader of the streamed body went away",
@@ -57,7 +62,7 @@ impl BodySender {
     /// that falls behind then misses this one, as a slow WebSocket client
     /// would). Fails like [`send`](Self::send) once the reader is gone.
     pub fn try_send(&self, chunk: impl Into<Bytes>) -> Result<bool, Error> {
-        match self.tx.try_send(chunk.into()) {
+        match self.tx.try_send(Ok(chunk.into())) {
             Ok(()) => Ok(true),
             Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::disconnected(
@@ -80,31 +85,66 @@ impl BodySender {
 }
 
 /// A streamed body as its reader gets it: a `Stream` of chunks, ending
-/// when the producer drops its sender.
-#[derive(Debug)]
+/// when the producer drops its sender. An `Err` says the body broke off
+/// (the connection to a remote runtime was lost); nothing follows it.
 pub struct BodyStream {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
+    /// What the transport does as the reader goes (see `Flow`).
+    flow: Option<Box<dyn Flow>>,
+}
+
+/// How a body that crosses a connection is paced: the reader took a
+/// chunk (room for one more), or let the body go.
+pub(crate) trait Flow: Send + Sync {
+    fn took(&self);
+    fn dropped(&self);
 }
 
 impl BodyStream {
-    /// The next chunk, or `None` at the end.
-    pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+    /// A body read from `rx`, paced by `flow`.
+    pub(crate) fn paced(rx: mpsc::Receiver<Chunk>, flow: Box<dyn Flow>) -> Self {
+        BodyStream {
+            rx,
+            flow: Some(flow),
+        }
+    }
+
+    /// The next chunk, `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, Error>> {
+        futures_util::StreamExt::next(self).await
     }
 }
 
 impl futures_util::Stream for BodyStream {
-    type Item = Bytes;
+    type Item = Result<Bytes, Error>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.rx.poll_recv(cx);
+        if let (Poll::Ready(Some(Ok(_))), Some(flow)) = (&polled, &self.flow) {
+            flow.took();
+        }
+        polled
+    }
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        if let Some(flow) = self.flow.take() {
+            flow.dropped();
+        }
+    }
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream").finish_non_exhaustive()
     }
 }
 
 /// The extension of a response whose body is streamed: the receiving end,
 /// until the reply's encoding or its reader takes it.
 #[derive(Clone)]
-struct Streamed(Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>);
+struct Streamed(Arc<Mutex<Option<BodyStream>>>);
 
 /// A `200 OK` response whose body is streamed: set its status and headers
 /// as on any [`Response`], return it from `fetch`, and send the body with
@@ -140,9 +180,7 @@ struct Streamed(Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>);
 pub fn streaming_response() -> (Response, BodySender) {
     let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
     let mut response = Response::new(Bytes::new());
-    response
-        .extensions_mut()
-        .insert(Streamed(Arc::new(Mutex::new(Some(rx)))));
+    attach(&mut response, BodyStream { rx, flow: None });
     (response, BodySender { tx })
 }
 
@@ -150,8 +188,7 @@ pub fn streaming_response() -> (Response, BodySender) {
 /// call gives `None`). The buffered body of such a response is empty.
 pub fn body_stream(response: &mut Response) -> Option<BodyStream> {
     let streamed = response.extensions_mut().remove::<Streamed>()?;
-    let rx = lock(&streamed.0).take()?;
-    Some(BodyStream { rx })
+    lock(&streamed.0).take()
 }
 
 /// Whether `response` has a streamed body not yet taken.
@@ -173,14 +210,14 @@ static STREAMS: Mutex<Option<Table>> = Mutex::new(None);
 #[derive(Default)]
 struct Table {
     next: u64,
-    waiting: HashMap<u64, (Instant, mpsc::Receiver<Bytes>)>,
+    waiting: HashMap<u64, (Instant, BodyStream)>,
 }
 
 /// Registers the streamed body of `response`, if it has one, for its
 /// reply to carry: returns its number.
 pub(crate) fn register(response: &Response) -> Option<u64> {
     let streamed = response.extensions().get::<Streamed>()?;
-    let rx = lock(&streamed.0).take()?;
+    let body = lock(&streamed.0).take()?;
     let mut table = lock(&STREAMS);
     let table = table.get_or_insert_with(Table::default);
     let now = Instant::now();
@@ -189,20 +226,26 @@ pub(crate) fn register(response: &Response) -> Option<u64> {
         .retain(|_, (since, _)| now.saturating_duration_since(*since) < UNCLAIMED_FOR);
     table.next += 1;
     let number = table.next;
-    table.waiting.insert(number, (now, rx));
+    table.waiting.insert(number, (now, body));
     Some(number)
 }
 
 /// Claims the streamed body registered under `number`.
 pub(crate) fn claim(number: u64) -> Option<BodyStream> {
     let mut table = lock(&STREAMS);
-    let (_, rx) = table.as_mut()?.waiting.remove(&number)?;
-    Some(BodyStream { rx })
+    let (_, body) = table.as_mut()?.waiting.remove(&number)?;
+    Some(body)
 }
 
 /// Puts a claimed body back on a decoded response, for its reader.
 pub(crate) fn attach(response: &mut Response, body: BodyStream) {
     response
         .extensions_mut()
-        .insert(Streamed(Arc::new(Mutex::new(Some(body.rx)))));
+        .insert(Streamed(Arc::new(Mutex::new(Some(body)))));
+}
+
+/// A channel for a body that arrives over a connection: its sending end
+/// for the transport, and the receiving end to pace with [`BodyStream::paced`].
+pub(crate) fn channel() -> (mpsc::Sender<Chunk>, mpsc::Receiver<Chunk>) {
+    mpsc::channel(BUFFERED_CHUNKS)
 }

@@ -551,10 +551,13 @@ async fn operations(state: &State, path: &str) -> Option<Response> {
 /// object sends it (see `base::streaming`).
 type Body = http_body_util::Either<Full<Bytes>, http_body_util::StreamBody<Chunks>>;
 
-/// A streamed body's chunks as hyper's frames.
+/// A streamed body's chunks as hyper's frames (a body that broke off
+/// ends the response with an error: the client sees it cut short).
 type Chunks = futures_util::stream::Map<
     crate::base::streaming::BodyStream,
-    fn(Bytes) -> Result<hyper::body::Frame<Bytes>, Infallible>,
+    fn(
+        Result<Bytes, crate::base::error::Error>,
+    ) -> Result<hyper::body::Frame<Bytes>, crate::base::error::Error>,
 >;
 
 /// The response as hyper sends it: HTTP/1.1, without the internal socket
@@ -579,8 +582,11 @@ fn to_hyper(mut response: Response) -> hyper::Response<Body> {
     let body = match streamed {
         Some(stream) => {
             use futures_util::StreamExt;
-            let frame: fn(Bytes) -> Result<hyper::body::Frame<Bytes>, Infallible> =
-                |chunk| Ok(hyper::body::Frame::data(chunk));
+            let frame: fn(
+                Result<Bytes, crate::base::error::Error>,
+            )
+                -> Result<hyper::body::Frame<Bytes>, crate::base::error::Error> =
+                |chunk| chunk.map(hyper::body::Frame::data);
             // Its length is not known: hyper sends it chunked.
             parts.headers.remove(http::header::CONTENT_LENGTH);
             http_body_util::Either::Right(http_body_util::StreamBody::new(stream.map(frame)))

@@ -85,6 +85,39 @@ pub(crate) struct ClientShared {
     home: std::sync::OnceLock<Arc<dyn Home>>,
 }
 
+/// One connection of a client as the home of what its results carry: the
+/// client's, and the streamed bodies arriving on this connection.
+struct ConnHome {
+    client: Arc<dyn Home>,
+    state: Arc<ConnState>,
+}
+
+impl Home for ConnHome {
+    fn key(&self, tag: u64) -> Option<&NamespaceKey> {
+        self.client.key(tag)
+    }
+
+    fn stub(
+        &self,
+        class: &str,
+        methods: &'static [MethodInfo],
+        id: DurableObjectId,
+    ) -> Result<Box<dyn std::any::Any + Send>> {
+        self.client.stub(class, methods, id)
+    }
+
+    fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream> {
+        let state = self.state.clone();
+        let tell = Arc::new(move |frame: &ClientFrame| state.tell(frame));
+        self.state.incoming.claim(number, tell).ok_or_else(|| {
+            Error::disconnected(
+                DisconnectReason::Other,
+                "the streamed body was claimed already",
+            )
+        })
+    }
+}
+
 /// A client as the home of what its results carry: ids checked under the
 /// server's namespace keys, stubs through the client's connection.
 struct ClientHome {
@@ -160,6 +193,8 @@ struct ConnState {
     next_stub: AtomicU64,
     /// The writer's task, woken when the first frame of a batch is queued.
     writer: AtomicWaker,
+    /// The streamed bodies arriving on this connection.
+    incoming: Arc<crate::net::transport::streams::Incoming>,
 }
 
 /// Keyed by call numbers, which the client picks: no need for a hasher
@@ -201,6 +236,7 @@ impl ConnState {
             }),
             next_stub: AtomicU64::new(0),
             writer: AtomicWaker::new(),
+            incoming: Arc::default(),
         })
     }
 
@@ -248,6 +284,7 @@ impl ConnState {
 
     /// Ends the connection: every call still waiting fails now.
     fn close(&self, reason: String) {
+        self.incoming.lost(&reason);
         let waiting = {
             let mut calls = self.lock();
             calls.closed.get_or_insert(reason.clone());
@@ -545,7 +582,11 @@ impl RemotePort for RemoteStub {
     }
 
     fn home(&self) -> Option<Arc<dyn Home>> {
-        self.home.clone()
+        let client = self.home.clone()?;
+        Some(Arc::new(ConnHome {
+            client,
+            state: self.conn.state.clone(),
+        }))
     }
 
     fn mark_broken(&self, aborted: bool) {
@@ -770,6 +811,14 @@ async fn read_replies(
         let broke = loop {
             match reader.next::<ServerFrame>(max_frame) {
                 Ok(Some(ServerFrame::Reply { call, result })) => read.push((call, result)),
+                Ok(Some(ServerFrame::Chunk { stream, bytes })) => {
+                    if let Err(broke) = state.incoming.chunk(stream, bytes) {
+                        break Some(format!("the server broke the protocol: {broke}"));
+                    }
+                }
+                Ok(Some(ServerFrame::StreamEnd { stream, error })) => {
+                    state.incoming.end(stream, error);
+                }
                 Ok(Some(other)) => {
                     break Some(format!(
                         "the server broke the protocol: unexpected {other:?}"

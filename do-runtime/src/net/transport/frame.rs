@@ -10,8 +10,8 @@ use crate::base::error::Error;
 
 /// Bumped whenever a frame changes incompatibly (3: a disconnected error
 /// carries its reason; 4: errors may be `MissingBinding`, reasons
-/// `Aborted`; 5: reasons may be `TimedOut`, and arguments and results may
-/// carry ids and stubs).
+/// `Aborted`; 5: reasons may be `TimedOut`, arguments and results may
+/// carry ids and stubs, fetch replies streamed bodies).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// What a client sends.
@@ -45,6 +45,12 @@ pub enum ClientFrame {
         after: Option<Vec<u8>>,
         limit: u32,
     },
+    /// The reader of streamed body `stream` (the number of the call that
+    /// answered with it) took `chunks` chunks: the server may send as many
+    /// more (see `base::streaming`).
+    Credit { stream: u64, chunks: u32 },
+    /// The reader let streamed body `stream` go: the server stops it.
+    CancelStream { stream: u64 },
 }
 
 /// [`ClientFrame::Call`] borrowing its bytes, for encoding: the same frame
@@ -92,6 +98,15 @@ pub enum ServerFrame {
         #[serde(deserialize_with = "bytes_or_error")]
         result: Result<Vec<u8>, Error>,
     },
+    /// The next chunk of streamed body `stream` (the number of the call
+    /// whose reply carries it), sent only against the client's credit.
+    Chunk {
+        stream: u64,
+        #[serde(deserialize_with = "bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Streamed body `stream` ended (`error`: it broke off).
+    StreamEnd { stream: u64, error: Option<Error> },
 }
 
 /// Decodes a byte string that was encoded as a `Vec<u8>`. In postcard a

@@ -7,3 +7,4 @@ pub(crate) mod frame;
 pub(crate) mod handshakes;
 pub(crate) mod server;
 pub(crate) mod sink;
+pub(crate) mod streams;

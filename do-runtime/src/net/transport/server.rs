@@ -438,7 +438,7 @@ async fn serve_connection(
             () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                 return Err(format!("a frame did not complete within {:?}", config.frame_timeout));
             }
-            () = std::future::poll_fn(|cx| sink.poll_ready(cx)), if outstanding > 0 => {
+            () = std::future::poll_fn(|cx| sink.poll_ready(cx)), if outstanding > 0 || sink.is_streaming() || sink.has_replies() => {
                 connection.took(sink.take(&mut out));
                 // A pipelining client's other replies are likely moments
                 // away (its calls come in bursts): let them come, as long
@@ -615,8 +615,10 @@ impl Connection<'_> {
                 };
                 let trace = (trace != 0).then_some(trace);
                 let sink = &self.sink;
+                const FETCH: u32 = crate::base::wire::method_id(crate::base::wire::FETCH);
+                let fetch = method == FETCH;
                 caller.stub.call_with(trace, method, args, |tracked| {
-                    ReplyTo::Sink(FrameReply::new(sink.clone(), call, tracked))
+                    ReplyTo::Sink(FrameReply::new(sink.clone(), call, tracked, fetch))
                 });
                 self.outstanding += 1;
                 self.spin = match self.outstanding {
@@ -656,6 +658,14 @@ impl Connection<'_> {
                 frame::encode_reply(call, &result, out);
                 Ok(())
             }
+            ClientFrame::Credit { stream, chunks } => {
+                self.sink.streams.credit(stream, chunks);
+                Ok(())
+            }
+            ClientFrame::CancelStream { stream } => {
+                self.sink.streams.cancel(stream);
+                Ok(())
+            }
             ClientFrame::Hello { .. } => Err("a second hello".into()),
         }
     }
@@ -663,11 +673,15 @@ impl Connection<'_> {
 
 impl<'a> Connection<'a> {
     fn new(shared: &'a Arc<Shared>, config: &'a Config) -> Self {
+        let sink = Arc::new(FrameSink::default());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            sink.serve_streams_on(runtime);
+        }
         Connection {
             shared,
             config,
             stubs: HashMap::default(),
-            sink: Arc::default(),
+            sink,
             outstanding: 0,
             counted: Counted {
                 shared: shared.clone(),

@@ -31,6 +31,10 @@ pub(crate) struct FrameSink {
     /// The worker thread that will wake the connection when its event
     /// loop's poll ends (see `engine::wakes`); 0: none.
     promised: AtomicU64,
+    /// The streamed bodies this connection sends (see `streams`).
+    pub(crate) streams: Arc<crate::net::transport::streams::Forwards>,
+    /// The connection's runtime, where streamed bodies are sent from.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -38,6 +42,8 @@ struct Frames {
     bytes: Vec<u8>,
     /// How many replies `bytes` holds.
     replies: usize,
+    /// How many other frames (chunks of streamed bodies) it holds.
+    others: usize,
     /// The connection has ended: later replies are dropped.
     closed: bool,
 }
@@ -56,10 +62,11 @@ impl FrameSink {
         if frames.closed {
             return;
         }
-        let first = frames.replies == 0;
+        let first = frames.replies + frames.others == 0;
         frame::encode_reply(call, result, &mut frames.bytes);
         frames.replies += 1;
-        self.waiting.store(frames.replies, Ordering::Release);
+        self.waiting
+            .store(frames.replies + frames.others, Ordering::Release);
         drop(frames);
         if !defer_wake(self) && first {
             self.waker.wake();
@@ -79,7 +86,42 @@ impl FrameSink {
             out.append(&mut frames.bytes);
         }
         self.waiting.store(0, Ordering::Release);
+        frames.others = 0;
         std::mem::take(&mut frames.replies)
+    }
+
+    /// Sends streamed bodies from `runtime` (the connection's).
+    pub(crate) fn serve_streams_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.runtime.set(runtime);
+    }
+
+    /// Whether the connection has frames to write other than replies: a
+    /// body it streams.
+    pub(crate) fn is_streaming(&self) -> bool {
+        self.streams.any()
+    }
+
+    /// A fetch reply whose response has a streamed body in this process's
+    /// table: the body is claimed and sent as this connection's stream
+    /// `call`, which the reply then names. Any other reply as it is.
+    fn stream_fetch_reply(self: &Arc<Self>, call: u64, reply: Reply) -> Reply {
+        let Ok(bytes) = reply else { return reply };
+        // A reply without a streamed body ends with the `None` of its
+        // stream number, a zero byte; a number is never 0.
+        if bytes.last() != Some(&0)
+            && let Some(runtime) = self.runtime.get()
+        {
+            let mut claimed = None;
+            if let Some(restated) = crate::base::fetch::restate_stream(&bytes, |number| {
+                claimed = crate::base::streaming::claim(number);
+                claimed.as_ref().map(|_| call)
+            }) && let Some(body) = claimed
+            {
+                self.streams.start(runtime, call, body, self.clone());
+                return Ok(restated);
+            }
+        }
+        Ok(bytes)
     }
 
     /// Whether replies are waiting.
@@ -102,10 +144,12 @@ impl FrameSink {
     /// The connection has ended: replies still to come are dropped, not
     /// kept until the last of them, and its task is let go.
     pub(crate) fn close(&self) {
+        self.streams.cancel_all();
         let mut frames = self.lock();
         frames.closed = true;
         frames.bytes = Vec::new();
         frames.replies = 0;
+        frames.others = 0;
         self.waiting.store(0, Ordering::Release);
         drop(frames);
         drop(self.waker.take());
@@ -122,15 +166,18 @@ pub(crate) struct FrameReply {
     call: u64,
     tracked: Tracked,
     sent: bool,
+    /// A `fetch` call: its response's body may be streamed.
+    fetch: bool,
 }
 
 impl FrameReply {
-    pub(crate) fn new(sink: Arc<FrameSink>, call: u64, tracked: Tracked) -> Box<Self> {
+    pub(crate) fn new(sink: Arc<FrameSink>, call: u64, tracked: Tracked, fetch: bool) -> Box<Self> {
         Box::new(FrameReply {
             sink,
             call,
             tracked,
             sent: false,
+            fetch,
         })
     }
 }
@@ -141,6 +188,11 @@ impl ReplySink for FrameReply {
         if self.sent {
             return;
         }
+        let reply = if self.fetch {
+            self.sink.stream_fetch_reply(self.call, reply)
+        } else {
+            reply
+        };
         // The frame first: nothing after it can lose the reply.
         self.sink.push(self.call, &reply);
         self.sent = true;
@@ -149,6 +201,31 @@ impl ReplySink for FrameReply {
 
     fn warm_up(&self) -> u64 {
         self.call ^ self.sink.promised.load(Ordering::Relaxed)
+    }
+}
+
+impl crate::net::transport::streams::FrameOut for FrameSink {
+    fn push_frame(&self, frame: &crate::net::transport::frame::ServerFrame) -> bool {
+        let mut frames = self.lock();
+        if frames.closed {
+            return false;
+        }
+        let first = frames.replies + frames.others == 0;
+        if frame::encode(frame, &mut frames.bytes).is_err() {
+            return false;
+        }
+        frames.others += 1;
+        self.waiting
+            .store(frames.replies + frames.others, Ordering::Release);
+        drop(frames);
+        if first {
+            self.waker.wake();
+        }
+        true
+    }
+
+    fn unwritten(&self) -> usize {
+        self.lock().bytes.len()
     }
 }
 
