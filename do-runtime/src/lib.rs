@@ -169,7 +169,8 @@ pub use base::error::{Disconnect, DisconnectReason, Error, Result};
 pub use base::fetch::{IntoRequest, Request, Response};
 pub use base::id::DurableObjectId;
 pub use base::streaming::{
-    BUFFERED_CHUNKS, BodySender, BodyStream, body_stream, is_streamed, streaming_response,
+    BUFFERED_CHUNKS, BodySender, BodyStream, body_stream, is_streamed, stream_request_body,
+    streaming_response,
 };
 pub use do_macros::durable_object;
 pub use do_storage::CommitStats;

@@ -219,3 +219,106 @@ async fn a_remote_reader_that_stops_reading_holds_the_producer_back_and_one_that
     };
     assert!(ended.contains("went away"), "{ended}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_request_body_is_read_by_the_object_as_the_caller_sends_it() {
+    let rt = builder().build_for_test().unwrap();
+    let streamer = rt.namespace::<Streamer>().get_by_name("upload");
+    let mut request = do_runtime::Request::new(Default::default());
+    *request.uri_mut() = "http://do/upload".parse().unwrap();
+    let body = do_runtime::stream_request_body(&mut request);
+    let answer = streamer.fetch(request);
+    body.send(vec![1u8; 1000]).await.unwrap();
+    // The object has the first chunk while the rest is still to come.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while streamer.seen().await.unwrap() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first chunk never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    body.send(vec![2u8; 24]).await.unwrap();
+    drop(body);
+    let response = answer.await.unwrap();
+    assert_eq!(response.body().as_ref(), b"bytes=1024");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_gateway_a_request_body_can_stream_to_the_object() {
+    let rt = builder().build_for_test().unwrap();
+    let gateway = rt
+        .gateway()
+        .stream_request_bodies(true)
+        .max_body_bytes(64 << 10)
+        .start()
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"POST /Streamer/up/upload HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\
+          transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    // The object reads the first chunk before the body is over.
+    let streamer = rt.namespace::<Streamer>().get_by_name("up");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while streamer.seen().await.unwrap() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first chunk never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tcp.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("bytes=11"), "{answer}");
+    // A declared length past the limit is refused at once (413); a
+    // chunked body that grows past it ends with an error the object reads
+    // (here, answering 400 with it), never as a body cut short.
+    for (head, status) in [
+        (format!("content-length: {}\r\n\r\n", 80 << 10), "413"),
+        (
+            format!("transfer-encoding: chunked\r\n\r\n{:x}\r\n", 80 << 10),
+            "400",
+        ),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head =
+            format!("POST /Streamer/up/upload HTTP/1.1\r\nhost: g\r\nconnection: close\r\n{head}");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let _ = tcp.write_all(&vec![b'z'; 80 << 10]).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains("exceeds"), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_request_through_a_remote_client_is_refused_as_unsupported_for_now() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let streamer = client
+        .namespace::<Streamer>()
+        .unwrap()
+        .get_by_name("remote-up");
+    let mut request = do_runtime::Request::new(Default::default());
+    *request.uri_mut() = "http://do/upload".parse().unwrap();
+    let body = do_runtime::stream_request_body(&mut request);
+    let refused = streamer.fetch(request).await;
+    assert!(
+        matches!(&refused, Err(do_runtime::Error::Unsupported(_))),
+        "{refused:?}"
+    );
+    assert!(body.is_closed(), "nothing keeps the body");
+}

@@ -1061,6 +1061,8 @@ pub struct Streamer {
     ended: Rc<RefCell<Option<String>>>,
     /// Chunks of the last download sent so far.
     sent: Rc<Cell<usize>>,
+    /// Chunks of the last upload read so far.
+    seen: Rc<Cell<usize>>,
 }
 
 #[durable_object]
@@ -1071,10 +1073,15 @@ impl Streamer {
             release: Rc::default(),
             ended: Rc::default(),
             sent: Rc::default(),
+            seen: Rc::default(),
         }
     }
 
     pub async fn fetch(&self, request: do_runtime::Request) -> do_runtime::Response {
+        let mut request = request;
+        if request.uri().path() == "/upload" {
+            return self.upload(&mut request).await;
+        }
         let (mut response, body) = do_runtime::streaming_response();
         match request.uri().path() {
             // Server-sent events: the first now, the last once released.
@@ -1123,6 +1130,11 @@ impl Streamer {
         self.release.notify_one();
     }
 
+    /// Chunks of the last upload read so far.
+    pub async fn seen(&self) -> usize {
+        self.seen.get()
+    }
+
     /// Chunks of the last download sent so far.
     pub async fn sent(&self) -> usize {
         self.sent.get()
@@ -1131,5 +1143,31 @@ impl Streamer {
     /// How the last download ended, if it did.
     pub async fn ended(&self) -> Option<String> {
         self.ended.borrow().clone()
+    }
+}
+
+impl Streamer {
+    /// Reads a streamed request body chunk by chunk: `bytes=<n>`, or 400
+    /// with the error that ended it.
+    async fn upload(&self, request: &mut do_runtime::Request) -> do_runtime::Response {
+        let Some(mut body) = do_runtime::body_stream(request) else {
+            return do_runtime::Response::new(format!("whole:{}", request.body().len()).into());
+        };
+        self.seen.set(0);
+        let mut bytes = 0;
+        while let Some(chunk) = body.next_chunk().await {
+            match chunk {
+                Ok(chunk) => {
+                    bytes += chunk.len();
+                    self.seen.set(self.seen.get() + 1);
+                }
+                Err(e) => {
+                    let mut response = do_runtime::Response::new(e.to_string().into());
+                    *response.status_mut() = do_runtime::http::StatusCode::BAD_REQUEST;
+                    return response;
+                }
+            }
+        }
+        do_runtime::Response::new(format!("bytes={bytes}").into())
     }
 }

@@ -122,6 +122,9 @@ pub(crate) struct WireRequest {
     uri: String,
     headers: Vec<(String, Bytes)>,
     body: Bytes,
+    /// The number of its streamed body in this process's table (see
+    /// `base::streaming`), if it has one.
+    stream: Option<u64>,
 }
 
 /// A response as it crosses a call.
@@ -184,12 +187,33 @@ fn header_map(headers: Vec<(String, Bytes)>) -> Result<http::HeaderMap, Error> {
 
 impl WireRequest {
     pub(crate) fn from_request(request: Request) -> Self {
+        let stream = crate::base::streaming::register(&request);
         let (parts, body) = request.into_parts();
         WireRequest {
             method: parts.method.as_str().to_owned(),
             uri: parts.uri.to_string(),
             headers: wire_headers(&parts.headers),
             body,
+            stream,
+        }
+    }
+
+    /// Whether encoded request `bytes` names a streamed body (its number
+    /// is taken back out of the table).
+    pub(crate) fn forget_stream(bytes: &[u8]) -> bool {
+        // Without one, the encoding ends with the `None` of its number.
+        if bytes.last() == Some(&0) {
+            return false;
+        }
+        match postcard::from_bytes::<WireRequest>(bytes) {
+            Ok(WireRequest {
+                stream: Some(number),
+                ..
+            }) => {
+                drop(crate::base::streaming::claim(number));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -204,6 +228,10 @@ impl WireRequest {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = header_map(self.headers)?;
+        if let Some(number) = self.stream {
+            let body = crate::base::passing::claim_stream(number)?;
+            crate::base::streaming::attach(&mut request, body);
+        }
         Ok(request)
     }
 }

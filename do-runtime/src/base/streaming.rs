@@ -82,6 +82,13 @@ impl BodySender {
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
+
+    /// Ends the body with `error` (after what was sent): the reader's next
+    /// item is that error.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) async fn fail(self, error: Error) {
+        let _ = self.tx.send(Err(error)).await;
+    }
 }
 
 /// A streamed body as its reader gets it: a `Stream` of chunks, ending
@@ -184,19 +191,80 @@ pub fn streaming_response() -> (Response, BodySender) {
     (response, BodySender { tx })
 }
 
-/// Takes the streamed body of `response`, if it has one (once: a second
-/// call gives `None`). The buffered body of such a response is empty.
-pub fn body_stream(response: &mut Response) -> Option<BodyStream> {
-    let streamed = response.extensions_mut().remove::<Streamed>()?;
+/// A request or a response: either may carry a streamed body.
+pub trait HttpMessage: sealed::Sealed {
+    #[doc(hidden)]
+    fn extensions(&self) -> &http::Extensions;
+    #[doc(hidden)]
+    fn extensions_mut(&mut self) -> &mut http::Extensions;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::base::fetch::Request {}
+    impl Sealed for crate::base::fetch::Response {}
+}
+
+impl HttpMessage for crate::base::fetch::Request {
+    fn extensions(&self) -> &http::Extensions {
+        self.extensions()
+    }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        self.extensions_mut()
+    }
+}
+
+impl HttpMessage for Response {
+    fn extensions(&self) -> &http::Extensions {
+        self.extensions()
+    }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        self.extensions_mut()
+    }
+}
+
+/// Takes the streamed body of `message` (a response, or a request), if it
+/// has one (once: a second call gives `None`). The buffered body of such a
+/// message is empty.
+pub fn body_stream<M: HttpMessage>(message: &mut M) -> Option<BodyStream> {
+    let streamed = message.extensions_mut().remove::<Streamed>()?;
     lock(&streamed.0).take()
 }
 
-/// Whether `response` has a streamed body not yet taken.
-pub fn is_streamed(response: &Response) -> bool {
-    response
+/// Whether `message` has a streamed body not yet taken.
+pub fn is_streamed<M: HttpMessage>(message: &M) -> bool {
+    message
         .extensions()
         .get::<Streamed>()
         .is_some_and(|s| lock(&s.0).is_some())
+}
+
+/// Gives `request` a streamed body (its buffered body should be empty) and
+/// returns its sender: the caller sends the body while the object reads it
+/// with [`body_stream`], each waiting for the other past
+/// [`BUFFERED_CHUNKS`]. Start the call first, then send, then await it:
+///
+/// ```no_run
+/// # async fn f(uploads: do_runtime::AnyStub) -> Result<(), do_runtime::Error> {
+/// use do_runtime::{Request, stream_request_body};
+/// let mut request = Request::new(Default::default());
+/// *request.uri_mut() = "http://do/upload".parse().unwrap();
+/// let body = stream_request_body(&mut request);
+/// let response = uploads.fetch(request);      // sent now
+/// for part in [&b"first"[..], b"second"] {
+///     body.send(part.to_vec()).await?;
+/// }
+/// drop(body);                                 // the end of the body
+/// let response = response.await?;
+/// # Ok(()) }
+/// ```
+///
+/// Through a remote client a streamed request is refused with
+/// [`Error::Unsupported`] for now.
+pub fn stream_request_body(request: &mut crate::base::fetch::Request) -> BodySender {
+    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
+    attach(request, BodyStream { rx, flow: None });
+    BodySender { tx }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -215,8 +283,8 @@ struct Table {
 
 /// Registers the streamed body of `response`, if it has one, for its
 /// reply to carry: returns its number.
-pub(crate) fn register(response: &Response) -> Option<u64> {
-    let streamed = response.extensions().get::<Streamed>()?;
+pub(crate) fn register<M: HttpMessage>(message: &M) -> Option<u64> {
+    let streamed = message.extensions().get::<Streamed>()?;
     let body = lock(&streamed.0).take()?;
     let mut table = lock(&STREAMS);
     let table = table.get_or_insert_with(Table::default);
@@ -238,8 +306,8 @@ pub(crate) fn claim(number: u64) -> Option<BodyStream> {
 }
 
 /// Puts a claimed body back on a decoded response, for its reader.
-pub(crate) fn attach(response: &mut Response, body: BodyStream) {
-    response
+pub(crate) fn attach<M: HttpMessage>(message: &mut M, body: BodyStream) {
+    message
         .extensions_mut()
         .insert(Streamed(Arc::new(Mutex::new(Some(body)))));
 }

@@ -63,6 +63,7 @@ pub struct GatewayBuilder {
     addr: SocketAddr,
     router: Arc<Router>,
     max_body_bytes: usize,
+    stream_request_bodies: bool,
     max_connections: usize,
     health: bool,
     admin: Option<String>,
@@ -125,6 +126,7 @@ impl Runtime {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             router: Arc::new(|request, env| Box::pin(default_route(request, env))),
             max_body_bytes: 16 * 1024 * 1024,
+            stream_request_bodies: false,
             max_connections: 10_000,
             health: false,
             admin: None,
@@ -156,7 +158,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Hands request bodies to objects as they arrive instead of whole:
+    /// the object's request has an empty buffered body and a streamed one
+    /// (read it with [`body_stream`](crate::body_stream)), and the client
+    /// is read only as fast as the object reads (backpressure). Default:
+    /// off (bodies arrive whole, up to [`max_body_bytes`](Self::max_body_bytes)).
+    pub fn stream_request_bodies(mut self, on: bool) -> Self {
+        self.stream_request_bodies = on;
+        self
+    }
+
     /// The largest request body accepted; larger ones get 413. Default: 16 MiB.
+    /// (With [`stream_request_bodies`](Self::stream_request_bodies), a
+    /// streamed body past it ends with an error for the object instead.)
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
@@ -241,6 +255,7 @@ impl GatewayBuilder {
             shared: self.shared,
             router: self.router,
             max_body_bytes: self.max_body_bytes,
+            stream_request_bodies: self.stream_request_bodies,
             max_connections: self.max_connections,
             health: self.health,
             admin: self.admin,
@@ -295,6 +310,7 @@ struct State {
     env: Env,
     router: Arc<Router>,
     max_body_bytes: usize,
+    stream_request_bodies: bool,
     max_connections: usize,
     health: bool,
     admin: Option<String>,
@@ -406,6 +422,26 @@ async fn handle(
         None
     };
     let (parts, body) = request.into_parts();
+    // The admin API reads its bodies whole.
+    let admin = state.admin.is_some() && parts.uri.path().starts_with("/admin/");
+    if state.stream_request_bodies && upgrade.is_none() && !admin {
+        // A declared length past the limit is refused before any byte is read.
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|d| d > state.max_body_bytes as u64) {
+            return to_hyper(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds {} bytes", state.max_body_bytes),
+            ));
+        }
+        let mut request = Request::from_parts(parts, Bytes::new());
+        let sender = crate::base::streaming::stream_request_body(&mut request);
+        tokio::spawn(pump_body(body, sender, state.max_body_bytes));
+        return answer(state, request, None, None).await;
+    }
     let too_large = || {
         to_hyper(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -464,6 +500,51 @@ async fn handle(
         return busy();
     }
     let request = Request::from_parts(parts, body);
+    answer(state, request, upgrade, Some(held)).await
+}
+
+/// Sends the body of a request as it arrives to the object reading it;
+/// past `max` bytes, or when the client's body breaks, the object reads
+/// an error.
+async fn pump_body(mut body: Incoming, sender: crate::base::streaming::BodySender, max: usize) {
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            sender
+                .fail(crate::base::error::Error::BadRequest(
+                    "the request body broke off".into(),
+                ))
+                .await;
+            return;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len();
+        if read > max {
+            sender
+                .fail(crate::base::error::Error::BadRequest(format!(
+                    "the body exceeds {max} bytes"
+                )))
+                .await;
+            return;
+        }
+        if sender.send(data).await.is_err() {
+            return; // the object let the body go
+        }
+    }
+}
+
+/// Routes `request` and answers it: through the router to the object, or
+/// the admin API; completes a WebSocket upgrade the object accepted.
+/// `held`: the request's body bytes counted for clients, until answered.
+async fn answer(
+    state: &Arc<State>,
+    request: Request,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    held: Option<crate::engine::budget::Held>,
+) -> hyper::Response<Body> {
+    let _held = held;
     if let Some(token) = &state.admin
         && request.uri().path().starts_with("/admin/")
     {

@@ -607,6 +607,12 @@ impl RemotePort for RemoteStub {
     /// Puts one call on the connection now (so calls keep their order) and
     /// returns where its reply will arrive.
     fn send(&self, method: u32, args: Vec<u8>, trace: u128) -> Result<oneshot::Receiver<Reply>> {
+        const FETCH: u32 = crate::base::wire::method_id(crate::base::wire::FETCH);
+        if method == FETCH && crate::base::fetch::WireRequest::forget_stream(&args) {
+            return Err(Error::Unsupported(
+                "a streamed request body does not cross a remote connection yet".into(),
+            ));
+        }
         if let Some(class) = &self.wrong_namespace {
             return Err(Error::WrongNamespace {
                 class: class.clone(),
