@@ -286,15 +286,28 @@ struct Table {
 pub(crate) fn register<M: HttpMessage>(message: &M) -> Option<u64> {
     let streamed = message.extensions().get::<Streamed>()?;
     let body = lock(&streamed.0).take()?;
-    let mut table = lock(&STREAMS);
-    let table = table.get_or_insert_with(Table::default);
-    let now = Instant::now();
-    table
-        .waiting
-        .retain(|_, (since, _)| now.saturating_duration_since(*since) < UNCLAIMED_FOR);
-    table.next += 1;
-    let number = table.next;
-    table.waiting.insert(number, (now, body));
+    let number = {
+        let mut guard = lock(&STREAMS);
+        let table = guard.get_or_insert_with(Table::default);
+        let now = Instant::now();
+        table
+            .waiting
+            .retain(|_, (since, _)| now.saturating_duration_since(*since) < UNCLAIMED_FOR);
+        table.next += 1;
+        table.waiting.insert(table.next, (now, body));
+        table.next
+    };
+    // Dropped unclaimed in time even if nothing else is registered after
+    // it (a caller that went away would otherwise hold its producer).
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            tokio::time::sleep(UNCLAIMED_FOR).await;
+            let unclaimed = lock(&STREAMS)
+                .as_mut()
+                .and_then(|table| table.waiting.remove(&number));
+            drop(unclaimed);
+        });
+    }
     Some(number)
 }
 
