@@ -239,7 +239,7 @@ async fn a_streamed_request_body_is_read_by_the_object_as_the_caller_sends_it() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     body.send(vec![2u8; 24]).await.unwrap();
-    drop(body);
+    body.finish();
     let response = answer.await.unwrap();
     assert_eq!(response.body().as_ref(), b"bytes=1024");
 }
@@ -321,4 +321,58 @@ async fn a_streamed_request_through_a_remote_client_is_refused_as_unsupported_fo
         "{refused:?}"
     );
     assert!(body.is_closed(), "nothing keeps the body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_sender_goes_without_finish_ends_with_an_error_not_as_complete() {
+    let rt = builder().build_for_test().unwrap();
+    let streamer = rt.namespace::<Streamer>().get_by_name("broken");
+    let mut response = streamer.fetch("http://do/broken").await.unwrap();
+    let mut body = body_stream(&mut response).unwrap();
+    assert_eq!(body.next_chunk().await.unwrap().unwrap(), "partial");
+    let end = body.next_chunk().await.expect("an error, not the end");
+    assert!(
+        matches!(&end, Err(e) if e.disconnect_reason() == Some(do_runtime::DisconnectReason::Reset)),
+        "{end:?}"
+    );
+    assert!(body.next_chunk().await.is_none(), "nothing after the error");
+    // Through a remote client the same.
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let remote = client
+        .namespace::<Streamer>()
+        .unwrap()
+        .get_by_name("broken-remote");
+    let mut response = remote.fetch("http://do/broken").await.unwrap();
+    let mut body = body_stream(&mut response).unwrap();
+    assert_eq!(body.next_chunk().await.unwrap().unwrap(), "partial");
+    let end = body.next_chunk().await.expect("an error, not the end");
+    assert!(end.is_err(), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_body_whose_connection_is_lost_ends_with_connection_lost() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let streamer = client.namespace::<Streamer>().unwrap().get_by_name("lost");
+    let mut response = streamer.fetch("http://do/download?mib=1024").await.unwrap();
+    let mut body = body_stream(&mut response).unwrap();
+    body.next_chunk().await.unwrap().unwrap();
+    drop(server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), body.next_chunk()).await {
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => break e,
+            Ok(None) => panic!("the body ended as if complete"),
+            Err(_) => panic!("the body never ended"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the body never ended");
+    };
+    assert_eq!(
+        end.disconnect_reason(),
+        Some(do_runtime::DisconnectReason::ConnectionLost),
+        "{end}"
+    );
 }

@@ -1094,8 +1094,16 @@ impl Streamer {
                 self.ctx.wait_until(async move {
                     if body.send("data: first\n\n").await.is_ok() {
                         release.notified().await;
-                        let _ = body.send("data: last\n\n").await;
+                        if body.send("data: last\n\n").await.is_ok() {
+                            body.finish();
+                        }
                     }
+                });
+            }
+            // One chunk, then the sender goes without `finish`.
+            "/broken" => {
+                self.ctx.wait_until(async move {
+                    let _ = body.send("partial").await;
                 });
             }
             // `mib` chunks of 1 MiB.
@@ -1117,6 +1125,9 @@ impl Streamer {
                             break;
                         }
                         sent.set(sent.get() + 1);
+                    }
+                    if outcome == "complete" {
+                        body.finish();
                     }
                     *ended.borrow_mut() = Some(outcome);
                 });

@@ -583,24 +583,33 @@ impl<O> Future for Call<O> {
         }
         Poll::Ready(match reply {
             Ok(bytes) => {
-                let out = (this.decode)(&bytes);
-                // The result holds ids or stubs this thread's home (if it
-                // has one) does not know: decode it again under the home
-                // of the runtime or client the call was made through.
+                crate::base::passing::clear_flags();
                 match &this.state {
-                    State::Waiting(_, target) if crate::base::passing::take_wanted() => {
+                    // A remote result decodes under its client's home from
+                    // the start: what it carries (ids, stubs, a streamed
+                    // body's number) is the remote runtime's, whatever
+                    // home this thread has.
+                    State::Waiting(_, target @ Target::Remote(_)) => match target.home() {
+                        Some(home) => {
+                            crate::base::passing::with_home(home, || (this.decode)(&bytes))
+                        }
+                        None => (this.decode)(&bytes),
+                    },
+                    State::Waiting(_, target) => {
+                        let out = (this.decode)(&bytes);
+                        // The result holds ids or stubs this thread's home
+                        // (if it has one) does not know: decode it again
+                        // under the home of the runtime it came from.
                         match target.home() {
-                            Some(home) => {
+                            Some(home) if crate::base::passing::take_wanted() => {
                                 drop(out);
-                                let again =
-                                    crate::base::passing::with_home(home, || (this.decode)(&bytes));
-                                crate::base::passing::take_wanted();
-                                again
+                                crate::base::passing::clear_flags();
+                                crate::base::passing::with_home(home, || (this.decode)(&bytes))
                             }
-                            None => out,
+                            _ => out,
                         }
                     }
-                    _ => out,
+                    State::Failed(_) => (this.decode)(&bytes),
                 }
             }
             Err(e) => (this.fail)(e),

@@ -168,8 +168,10 @@ fn decode_serialized<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> 
             "{} bytes left over after decoding",
             rest.len()
         ))),
-        Err(e) => Err(wrong(
+        // An id or stub that failed its check says why.
+        Err(e @ postcard::Error::SerdeDeCustom) => Err(wrong(
             crate::base::passing::take_failure().map_or_else(|| e.to_string(), |f| f.to_string()),
         )),
+        Err(e) => Err(wrong(e.to_string())),
     }
 }

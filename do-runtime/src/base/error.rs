@@ -207,13 +207,11 @@ pub enum DisconnectReason {
     /// The object reset itself on purpose (`Ctx::abort`): its writes not
     /// yet committed were dropped; a new stub gets a new instance.
     Aborted,
-    /// A time limit passed: a `block_concurrency_while` future held the
-    /// input gate past
-    /// [`RuntimeBuilder::block_concurrency_limit`](crate::RuntimeBuilder::block_concurrency_limit)
-    /// (the instance was reset, its writes not yet committed dropped; a
-    /// new stub gets a new instance), or a WebSocket event handler ran past
-    /// [`RuntimeBuilder::websocket_event_timeout`](crate::RuntimeBuilder::websocket_event_timeout)
-    /// (the handler was stopped).
+    /// The instance was reset because a `block_concurrency_while` future
+    /// held its input gate past
+    /// [`RuntimeBuilder::block_concurrency_limit`](crate::RuntimeBuilder::block_concurrency_limit):
+    /// its writes not yet committed were dropped; a new stub gets a new
+    /// instance.
     TimedOut,
 }
 

@@ -198,22 +198,29 @@ impl WireRequest {
         }
     }
 
-    /// Whether encoded request `bytes` names a streamed body (its number
-    /// is taken back out of the table).
-    pub(crate) fn forget_stream(bytes: &[u8]) -> bool {
+    /// The streamed body's number encoded request `bytes` names, if any.
+    fn stream_of(bytes: &[u8]) -> Option<u64> {
         // Without one, the encoding ends with the `None` of its number.
         if bytes.last() == Some(&0) {
-            return false;
+            return None;
         }
-        match postcard::from_bytes::<WireRequest>(bytes) {
-            Ok(WireRequest {
-                stream: Some(number),
-                ..
-            }) => {
+        postcard::from_bytes::<WireRequest>(bytes).ok()?.stream
+    }
+
+    /// Whether encoded request `bytes` names a streamed body.
+    pub(crate) fn names_stream(bytes: &[u8]) -> bool {
+        Self::stream_of(bytes).is_some()
+    }
+
+    /// Whether encoded request `bytes` names a streamed body; if so, the
+    /// body is taken back out of this process's table (and so ends).
+    pub(crate) fn forget_stream(bytes: &[u8]) -> bool {
+        match Self::stream_of(bytes) {
+            Some(number) => {
                 drop(crate::base::streaming::claim(number));
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -267,12 +274,27 @@ pub(crate) fn restate_stream(
     bytes: &[u8],
     renumber: impl FnOnce(u64) -> Option<u64>,
 ) -> Option<Vec<u8>> {
+    // `Ok` is the reply's first variant: an error reply carries no body.
+    if bytes.first() != Some(&0) {
+        return None;
+    }
     let mut reply: WireFetchReply = postcard::from_bytes(bytes).ok()?;
     let WireFetchReply::Ok(response) = &mut reply else {
         return None;
     };
     response.stream = Some(renumber(response.stream?)?);
     postcard::to_stdvec(&reply).ok()
+}
+
+/// The streamed body's number an encoded `fetch` reply names, if any.
+pub(crate) fn stream_of_reply(bytes: &[u8]) -> Option<u64> {
+    if bytes.first() != Some(&0) {
+        return None;
+    }
+    match postcard::from_bytes::<WireFetchReply>(bytes).ok()? {
+        WireFetchReply::Ok(response) => response.stream,
+        WireFetchReply::Err { .. } => None,
+    }
 }
 
 /// Decodes a whole `fetch` reply for a caller that knows no error type: the

@@ -70,6 +70,17 @@ pub(crate) fn take_wanted() -> bool {
     WANTED.with(|w| w.replace(false))
 }
 
+/// Forgets what earlier decodings on this thread noted: each decoding of a
+/// reply starts afresh.
+pub(crate) fn clear_flags() {
+    WANTED.with(|w| w.set(false));
+    FAILED.with(|f| {
+        if let Ok(mut failed) = f.try_borrow_mut() {
+            failed.take();
+        }
+    });
+}
+
 /// The typed error behind the last id or stub that failed to decode.
 pub(crate) fn take_failure() -> Option<Error> {
     FAILED.with(|f| f.borrow_mut().take())

@@ -33,10 +33,47 @@ pub const BUFFERED_CHUNKS: usize = 4;
 /// How long a streamed body may wait for its caller to claim it.
 pub const UNCLAIMED_FOR: Duration = Duration::from_secs(30);
 
-/// The sending end of a streamed body; see [`streaming_response`].
+/// The sending end of a streamed body; see [`streaming_response`]. Call
+/// [`finish`](Self::finish) when the body is complete: a body whose last
+/// sender is dropped without it (its object was reset, its task
+/// panicked) ends with an error for the reader, never as a body that
+/// looks complete.
 #[derive(Debug, Clone)]
 pub struct BodySender {
+    /// Before `tx`: dropped first, so the reader learns the body broke
+    /// before it sees the channel close.
+    ending: Arc<Ending>,
     tx: mpsc::Sender<Chunk>,
+}
+
+/// Why a body broke off, once it did: shared by its senders (or its
+/// connection) and its reader.
+#[derive(Default, Debug)]
+pub(crate) struct Broken(std::sync::OnceLock<Error>);
+
+impl Broken {
+    pub(crate) fn set(&self, error: Error) {
+        let _ = self.0.set(error);
+    }
+}
+
+/// Shared by the clones of one sender: the last to go says whether the
+/// body was finished.
+#[derive(Debug)]
+struct Ending {
+    broken: Arc<Broken>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if !self.finished.load(std::sync::atomic::Ordering::Acquire) {
+            self.broken.set(Error::disconnected(
+                DisconnectReason::Reset,
+                "the streamed body broke off: its sender went before finish() (the object was reset, or its task ended)",
+            ));
+        }
+    }
 }
 
 /// One piece of a streamed body: a chunk, or why the body broke off.
@@ -46,8 +83,7 @@ impl BodySender {
     /// Sends the next chunk, waiting while [`BUFFERED_CHUNKS`] chunks wait
     /// for the reader. Fails with [`Error::Disconnected`] (reason
     /// `ConnectionLost`) once the reader is gone: the HTTP client hung up,
-    /// or the caller dropped the body. The body ends when every sender is
-    /// dropped.
+    /// or the caller dropped the body.
     pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<(), Error> {
         self.tx.send(Ok(chunk.into())).await.map_err(|_| {
             Error::disconnected(
@@ -83,11 +119,30 @@ impl BodySender {
         self.tx.is_closed()
     }
 
+    /// Ends the body, complete: the reader reads to its end (once the
+    /// other clones of this sender, if any, are gone too).
+    pub fn finish(self) {
+        self.ending
+            .finished
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn new(tx: mpsc::Sender<Chunk>, broken: Arc<Broken>) -> Self {
+        BodySender {
+            ending: Arc::new(Ending {
+                broken,
+                finished: std::sync::atomic::AtomicBool::new(false),
+            }),
+            tx,
+        }
+    }
+
     /// Ends the body with `error` (after what was sent): the reader's next
     /// item is that error.
     #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) async fn fail(self, error: Error) {
         let _ = self.tx.send(Err(error)).await;
+        self.finish();
     }
 }
 
@@ -98,6 +153,10 @@ pub struct BodyStream {
     rx: mpsc::Receiver<Chunk>,
     /// What the transport does as the reader goes (see `Flow`).
     flow: Option<Box<dyn Flow>>,
+    /// Set when the body broke off; read once the channel ends.
+    broken: Arc<Broken>,
+    /// The end (or the error that ended it) was read.
+    over: bool,
 }
 
 /// How a body that crosses a connection is paced: the reader took a
@@ -109,11 +168,30 @@ pub(crate) trait Flow: Send + Sync {
 
 impl BodyStream {
     /// A body read from `rx`, paced by `flow`.
-    pub(crate) fn paced(rx: mpsc::Receiver<Chunk>, flow: Box<dyn Flow>) -> Self {
+    pub(crate) fn paced(
+        rx: mpsc::Receiver<Chunk>,
+        flow: Box<dyn Flow>,
+        broken: Arc<Broken>,
+    ) -> Self {
         BodyStream {
             rx,
             flow: Some(flow),
+            broken,
+            over: false,
         }
+    }
+
+    /// A new body: its sender, and its reader.
+    fn pair() -> (BodySender, BodyStream) {
+        let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
+        let broken = Arc::new(Broken::default());
+        let reader = BodyStream {
+            rx,
+            flow: None,
+            broken: broken.clone(),
+            over: false,
+        };
+        (BodySender::new(tx, broken), reader)
     }
 
     /// The next chunk, `None` at the end.
@@ -126,11 +204,27 @@ impl futures_util::Stream for BodyStream {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.rx.poll_recv(cx);
-        if let (Poll::Ready(Some(Ok(_))), Some(flow)) = (&polled, &self.flow) {
-            flow.took();
+        if self.over {
+            return Poll::Ready(None);
         }
-        polled
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(flow) = &self.flow {
+                    flow.took();
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.over = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            // The channel ended: completely, or broken off.
+            Poll::Ready(None) => {
+                self.over = true;
+                Poll::Ready(self.broken.0.get().cloned().map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -179,16 +273,17 @@ struct Streamed(Arc<Mutex<Option<BodyStream>>>);
 ///                     return; // the client left
 ///                 }
 ///             }
+///             body.finish(); // complete: without it the reader gets an error
 ///         });
 ///         response
 ///     }
 /// }
 /// ```
 pub fn streaming_response() -> (Response, BodySender) {
-    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
+    let (sender, reader) = BodyStream::pair();
     let mut response = Response::new(Bytes::new());
-    attach(&mut response, BodyStream { rx, flow: None });
-    (response, BodySender { tx })
+    attach(&mut response, reader);
+    (response, sender)
 }
 
 /// A request or a response: either may carry a streamed body.
@@ -254,7 +349,7 @@ pub fn is_streamed<M: HttpMessage>(message: &M) -> bool {
 /// for part in [&b"first"[..], b"second"] {
 ///     body.send(part.to_vec()).await?;
 /// }
-/// drop(body);                                 // the end of the body
+/// body.finish();                              // the end of the body
 /// let response = response.await?;
 /// # Ok(()) }
 /// ```
@@ -262,9 +357,9 @@ pub fn is_streamed<M: HttpMessage>(message: &M) -> bool {
 /// Through a remote client a streamed request is refused with
 /// [`Error::Unsupported`] for now.
 pub fn stream_request_body(request: &mut crate::base::fetch::Request) -> BodySender {
-    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
-    attach(request, BodyStream { rx, flow: None });
-    BodySender { tx }
+    let (sender, reader) = BodyStream::pair();
+    attach(request, reader);
+    sender
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -293,9 +388,19 @@ pub(crate) fn register<M: HttpMessage>(message: &M) -> Option<u64> {
         table
             .waiting
             .retain(|_, (since, _)| now.saturating_duration_since(*since) < UNCLAIMED_FOR);
-        table.next += 1;
-        table.waiting.insert(table.next, (now, body));
-        table.next
+        // Random, so that no number can be guessed (or taken over) by
+        // another caller of this process.
+        let mut number = 0;
+        while number == 0 || table.waiting.contains_key(&number) {
+            let mut bytes = [0u8; 8];
+            if getrandom::fill(&mut bytes).is_err() {
+                table.next += 1;
+                bytes = table.next.to_le_bytes();
+            }
+            number = u64::from_le_bytes(bytes);
+        }
+        table.waiting.insert(number, (now, body));
+        number
     };
     // Dropped unclaimed in time even if nothing else is registered after
     // it (a caller that went away would otherwise hold its producer).

@@ -200,7 +200,11 @@ impl InputGate {
                 }
             }
         });
-        self.tasks.borrow_mut().push(task.abort_handle());
+        let mut tasks = self.tasks.borrow_mut();
+        // Ended ones go: an instance that starts work per call would keep
+        // a handle per call otherwise.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task.abort_handle());
     }
 }
 

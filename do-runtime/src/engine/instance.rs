@@ -888,12 +888,18 @@ fn is_websocket_event(method: u32) -> bool {
 async fn event_with_timeout(call: LocalBoxFuture<'static, Reply>, limit: Duration) -> Reply {
     match tokio::time::timeout(limit, call).await {
         Ok(reply) => reply,
-        Err(_) => Err(Error::disconnected(
-            DisconnectReason::TimedOut,
-            format!(
+        // Not a disconnect: the instance carries on, and the gateway does
+        // not send the event again (as it does one a reset lost).
+        Err(_) => {
+            tracing::warn!(
+                target: "do_runtime::lifecycle",
+                limit = ?limit,
+                "a WebSocket event handler ran past websocket_event_timeout and was stopped"
+            );
+            Err(Error::App(format!(
                 "the WebSocket event handler ran past its timeout of {limit:?} and was stopped"
-            ),
-        )),
+            )))
+        }
     }
 }
 

@@ -24,9 +24,12 @@ pub(crate) struct ObjectHandle {
     /// calls and stubs it cut off report. `None` after a panic's reset.
     /// Read only when a call is refused or lost: a lock is fine.
     last_reset: Mutex<Option<Disconnect>>,
-    /// Set (before the reply says so) when a write of the object failed to
-    /// commit: its task resets the instance before anything else runs, so
-    /// memory never holds what storage lost.
+    /// Set (before the reply says so) when a write a call's reply waited
+    /// for failed to commit: the object's task resets the instance at the
+    /// start of its next turn, before that turn's messages run. (Writes no
+    /// reply waits for — `allow_unconfirmed`, `wait_until` work — set no
+    /// flag; the store's recovery, which follows every failed commit
+    /// within 50 ms, resets every instance anyway.)
     pub commit_failed: std::sync::atomic::AtomicBool,
     /// How long the replies of recent calls took to come back (µs, a moving
     /// average), counted over calls whose callers spun for them.

@@ -533,6 +533,7 @@ async fn pump_body(mut body: Incoming, sender: crate::base::streaming::BodySende
             return; // the object let the body go
         }
     }
+    sender.finish();
 }
 
 /// Routes `request` and answers it: through the router to the object, or

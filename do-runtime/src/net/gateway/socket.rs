@@ -483,14 +483,6 @@ impl Pump {
                     "the service is reopening its storage: reconnect".into(),
                 ));
             }
-            // The handler ran past the event timeout: it was stopped,
-            // and running it again would only stop again.
-            Err(e)
-                if e.disconnect_reason()
-                    == Some(crate::base::error::DisconnectReason::TimedOut) =>
-            {
-                tracing::warn!(error = %e, socket = self.socket(), "a WebSocket handler timed out");
-            }
             // A reset of the instance (another socket's handler panicked)
             // lost the event: send it once more, to the new instance.
             Err(Error::Disconnected(_)) if !done.retried => {

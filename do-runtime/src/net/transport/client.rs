@@ -109,12 +109,7 @@ impl Home for ConnHome {
     fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream> {
         let state = self.state.clone();
         let tell = Arc::new(move |frame: &ClientFrame| state.tell(frame));
-        self.state.incoming.claim(number, tell).ok_or_else(|| {
-            Error::disconnected(
-                DisconnectReason::Other,
-                "the streamed body was claimed already",
-            )
-        })
+        self.state.incoming.claim(number, tell)
     }
 }
 
@@ -511,6 +506,14 @@ impl ClientShared {
     ) -> RemoteStub {
         let conn = self.connection();
         let number = conn.state.next_stub.fetch_add(1, Ordering::Relaxed);
+        // The stub's results decode under its connection's home (their
+        // streamed bodies arrive on that connection).
+        let home = self.home.get().map(|client| {
+            Arc::new(ConnHome {
+                client: client.clone(),
+                state: conn.state.clone(),
+            }) as Arc<dyn Home>
+        });
         RemoteStub {
             conn,
             number,
@@ -521,7 +524,7 @@ impl ClientShared {
             id,
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
-            home: self.home.get().cloned(),
+            home,
         }
     }
 }
@@ -582,11 +585,7 @@ impl RemotePort for RemoteStub {
     }
 
     fn home(&self) -> Option<Arc<dyn Home>> {
-        let client = self.home.clone()?;
-        Some(Arc::new(ConnHome {
-            client,
-            state: self.conn.state.clone(),
-        }))
+        self.home.clone()
     }
 
     fn mark_broken(&self, aborted: bool) {
@@ -843,7 +842,13 @@ async fn read_replies(
             }
             drop(calls);
             for (reply, result) in answered.drain(..) {
-                let _ = reply.send(result);
+                // A caller that went away leaves a streamed body nobody
+                // will read: the server is told to stop it.
+                if let Err(Ok(bytes)) = reply.send(result)
+                    && let Some(stream) = crate::base::fetch::stream_of_reply(&bytes)
+                {
+                    state.incoming.abandon(stream, &|frame| state.tell(frame));
+                }
             }
         }
         if let Some(reason) = broke {

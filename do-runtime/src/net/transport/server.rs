@@ -617,6 +617,18 @@ impl Connection<'_> {
                 let sink = &self.sink;
                 const FETCH: u32 = crate::base::wire::method_id(crate::base::wire::FETCH);
                 let fetch = method == FETCH;
+                // A streamed request body cannot come from the network (a
+                // number would name a body of this process's table).
+                if fetch && crate::base::fetch::WireRequest::names_stream(&args) {
+                    frame::encode_reply(
+                        call,
+                        &Err(Error::Unsupported(
+                            "a streamed request body does not cross a remote connection yet".into(),
+                        )),
+                        out,
+                    );
+                    return Ok(());
+                }
                 caller.stub.call_with(trace, method, args, |tracked| {
                     ReplyTo::Sink(FrameReply::new(sink.clone(), call, tracked, fetch))
                 });

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::base::error::{DisconnectReason, Error};
-use crate::base::streaming::{BUFFERED_CHUNKS, BodyStream, Chunk, Flow};
+use crate::base::streaming::{BUFFERED_CHUNKS, BodyStream, Broken, Chunk, Flow};
 use crate::net::transport::frame::{ClientFrame, ServerFrame};
 
 /// Bytes a connection may have encoded and not yet written before a
@@ -140,7 +140,14 @@ impl Forwards {
             };
             tokio::select! {
                 _ = sent => {}
-                () = forward.stop.notified() => {}
+                () = forward.stop.notified() => {
+                    // The reader let it go: its end tells the client to
+                    // forget the stream.
+                    out.push_frame(&ServerFrame::StreamEnd {
+                        stream,
+                        error: None,
+                    });
+                }
             }
             forwards.remove(stream);
             // `body` goes here: the producer's next send fails.
@@ -153,13 +160,22 @@ impl Forwards {
 /// (chunks may come before the reply is decoded).
 #[derive(Default)]
 pub(crate) struct Incoming {
-    slots: Mutex<HashMap<u64, Slot>>,
+    state: Mutex<IncomingState>,
 }
 
 #[derive(Default)]
+struct IncomingState {
+    slots: HashMap<u64, Slot>,
+    /// Streams their readers let go: chunks still on their way are dropped.
+    cancelled: std::collections::HashSet<u64>,
+    /// Why the connection was lost, once it was: no stream starts after.
+    lost: Option<String>,
+}
+
 struct Slot {
     tx: Option<mpsc::Sender<Chunk>>,
     rx: Option<mpsc::Receiver<Chunk>>,
+    broken: Arc<Broken>,
 }
 
 impl Slot {
@@ -168,23 +184,26 @@ impl Slot {
         Slot {
             tx: Some(tx),
             rx: Some(rx),
+            broken: Arc::default(),
         }
     }
 }
 
 impl Incoming {
     /// A chunk of `stream` arrived; an error when the server sent past its
-    /// credit.
+    /// credit or after the stream's end.
     pub(crate) fn chunk(&self, stream: u64, bytes: Vec<u8>) -> Result<(), String> {
-        let mut slots = lock(&self.slots);
-        let slot = slots.entry(stream).or_insert_with(Slot::open);
+        let mut state = lock(&self.state);
+        if state.cancelled.contains(&stream) {
+            return Ok(());
+        }
+        let slot = state.slots.entry(stream).or_insert_with(Slot::open);
         match &slot.tx {
             Some(tx) => match tx.try_send(Ok(bytes.into())) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     Err(format!("the server sent stream {stream} past its credit"))
                 }
-                // The reader let it go; the cancel is on its way.
                 Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
             },
             None => Err(format!("a chunk of stream {stream} after its end")),
@@ -193,26 +212,44 @@ impl Incoming {
 
     /// `stream` ended (with `error`: broke off).
     pub(crate) fn end(&self, stream: u64, error: Option<Error>) {
-        let mut slots = lock(&self.slots);
-        let slot = slots.entry(stream).or_insert_with(Slot::open);
-        if let (Some(tx), Some(error)) = (slot.tx.take(), error) {
-            // Room is kept for it: the server sends it against credit too.
-            let _ = tx.try_send(Err(error));
+        let mut state = lock(&self.state);
+        if state.cancelled.remove(&stream) {
+            return;
         }
+        let slot = state.slots.entry(stream).or_insert_with(Slot::open);
+        if let Some(error) = error {
+            slot.broken.set(error);
+        }
+        slot.tx = None;
         if slot.rx.is_none() {
-            slots.remove(&stream);
+            state.slots.remove(&stream);
         }
     }
 
-    /// The connection was lost: every body not yet ended breaks off.
+    /// The connection was lost: every body not yet ended breaks off, and
+    /// none starts after.
     pub(crate) fn lost(&self, reason: &str) {
-        for (_, slot) in lock(&self.slots).drain() {
-            if let Some(tx) = slot.tx {
-                let _ = tx.try_send(Err(Error::disconnected(
-                    DisconnectReason::ConnectionLost,
-                    format!("the streamed body broke off: {reason}"),
-                )));
-            }
+        let mut state = lock(&self.state);
+        state.lost.get_or_insert_with(|| reason.to_owned());
+        for (_, slot) in state.slots.drain() {
+            slot.broken.set(Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                format!("the streamed body broke off: {reason}"),
+            ));
+        }
+    }
+
+    /// A reply naming `stream` reached no caller: let the body go.
+    pub(crate) fn abandon(&self, stream: u64, tell: &dyn Fn(&ClientFrame)) {
+        let mut state = lock(&self.state);
+        let open = match state.slots.remove(&stream) {
+            Some(slot) => slot.tx.is_some(),
+            None => true,
+        };
+        if open {
+            state.cancelled.insert(stream);
+            drop(state);
+            tell(&ClientFrame::CancelStream { stream });
         }
     }
 
@@ -222,20 +259,33 @@ impl Incoming {
         self: &Arc<Self>,
         stream: u64,
         tell: Arc<dyn Fn(&ClientFrame) + Send + Sync>,
-    ) -> Option<BodyStream> {
-        let mut slots = lock(&self.slots);
-        let slot = slots.entry(stream).or_insert_with(Slot::open);
-        let rx = slot.rx.take()?;
-        if slot.tx.is_none() {
-            slots.remove(&stream);
+    ) -> Result<BodyStream, Error> {
+        let mut state = lock(&self.state);
+        if let Some(reason) = &state.lost {
+            return Err(Error::disconnected(
+                DisconnectReason::ConnectionLost,
+                format!("the streamed body broke off: {reason}"),
+            ));
         }
-        Some(BodyStream::paced(
+        let slot = state.slots.entry(stream).or_insert_with(Slot::open);
+        let Some(rx) = slot.rx.take() else {
+            return Err(Error::disconnected(
+                DisconnectReason::Other,
+                "the streamed body was claimed already",
+            ));
+        };
+        let broken = slot.broken.clone();
+        if slot.tx.is_none() {
+            state.slots.remove(&stream);
+        }
+        Ok(BodyStream::paced(
             rx,
             Box::new(Paced {
                 stream,
                 incoming: self.clone(),
                 tell,
             }),
+            broken,
         ))
     }
 }
@@ -257,8 +307,11 @@ impl Flow for Paced {
     }
 
     fn dropped(&self) {
-        let open = lock(&self.incoming.slots).remove(&self.stream).is_some();
-        if open {
+        let mut state = lock(&self.incoming.state);
+        // Still open: the server is sending it.
+        if state.slots.remove(&self.stream).is_some() {
+            state.cancelled.insert(self.stream);
+            drop(state);
             (self.tell)(&ClientFrame::CancelStream {
                 stream: self.stream,
             });
