@@ -304,7 +304,7 @@ async fn through_the_gateway_a_request_body_can_stream_to_the_object() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_request_through_a_remote_client_is_refused_as_unsupported_for_now() {
+async fn a_streamed_request_body_crosses_a_remote_client_as_it_is_sent() {
     let rt = builder().build_for_test().unwrap();
     let server = rt.server().start().await.unwrap();
     let client = Client::connect(server.local_addr()).await.unwrap();
@@ -315,12 +315,25 @@ async fn a_streamed_request_through_a_remote_client_is_refused_as_unsupported_fo
     let mut request = do_runtime::Request::new(Default::default());
     *request.uri_mut() = "http://do/upload".parse().unwrap();
     let body = do_runtime::stream_request_body(&mut request);
-    let refused = streamer.fetch(request).await;
-    assert!(
-        matches!(&refused, Err(do_runtime::Error::Unsupported(_))),
-        "{refused:?}"
-    );
-    assert!(body.is_closed(), "nothing keeps the body");
+    let answer = streamer.fetch(request);
+    body.send(vec![1u8; 1000]).await.unwrap();
+    // The object has the first chunk while the rest is still to come.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while streamer.seen().await.unwrap() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first chunk never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Far more than the credit allows at once: sent as the object reads.
+    for _ in 0..64 {
+        body.send(vec![2u8; 1 << 16]).await.unwrap();
+    }
+    body.finish();
+    let response = answer.await.unwrap();
+    let expected = format!("bytes={}", 1000 + 64 * (1 << 16));
+    assert_eq!(response.body().as_ref(), expected.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

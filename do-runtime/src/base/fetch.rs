@@ -212,16 +212,16 @@ impl WireRequest {
         Self::stream_of(bytes).is_some()
     }
 
-    /// Whether encoded request `bytes` names a streamed body; if so, the
-    /// body is taken back out of this process's table (and so ends).
-    pub(crate) fn forget_stream(bytes: &[u8]) -> bool {
-        match Self::stream_of(bytes) {
-            Some(number) => {
-                drop(crate::base::streaming::claim(number));
-                true
-            }
-            None => false,
-        }
+    /// Encoded request `bytes` naming streamed body `n`, encoded again
+    /// with the number `renumber(n)` gives instead; `None` when it names
+    /// none, or `renumber` gives none.
+    pub(crate) fn restate_stream(
+        bytes: &[u8],
+        renumber: impl FnOnce(u64) -> Option<u64>,
+    ) -> Option<Vec<u8>> {
+        let mut request: WireRequest = postcard::from_bytes(bytes).ok()?;
+        request.stream = Some(renumber(request.stream?)?);
+        postcard::to_stdvec(&request).ok()
     }
 
     pub(crate) fn into_request(self) -> Result<Request, Error> {

@@ -354,8 +354,8 @@ pub fn is_streamed<M: HttpMessage>(message: &M) -> bool {
 /// # Ok(()) }
 /// ```
 ///
-/// Through a remote client a streamed request is refused with
-/// [`Error::Unsupported`] for now.
+/// Through a remote client the body crosses the connection as it is sent,
+/// paced by the server (see `net::transport::streams`).
 pub fn stream_request_body(request: &mut crate::base::fetch::Request) -> BodySender {
     let (sender, reader) = BodyStream::pair();
     attach(request, reader);
@@ -381,6 +381,11 @@ struct Table {
 pub(crate) fn register<M: HttpMessage>(message: &M) -> Option<u64> {
     let streamed = message.extensions().get::<Streamed>()?;
     let body = lock(&streamed.0).take()?;
+    Some(register_body(body))
+}
+
+/// Puts `body` in this process's table: returns its number.
+pub(crate) fn register_body(body: BodyStream) -> u64 {
     let number = {
         let mut guard = lock(&STREAMS);
         let table = guard.get_or_insert_with(Table::default);
@@ -413,7 +418,7 @@ pub(crate) fn register<M: HttpMessage>(message: &M) -> Option<u64> {
             drop(unclaimed);
         });
     }
-    Some(number)
+    number
 }
 
 /// Claims the streamed body registered under `number`.

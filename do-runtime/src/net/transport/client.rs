@@ -107,9 +107,7 @@ impl Home for ConnHome {
     }
 
     fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream> {
-        let state = self.state.clone();
-        let tell = Arc::new(move |frame: &ClientFrame| state.tell(frame));
-        self.state.incoming.claim(number, tell)
+        self.state.incoming.claim(number, self.state.clone())
     }
 }
 
@@ -190,6 +188,9 @@ struct ConnState {
     writer: AtomicWaker,
     /// The streamed bodies arriving on this connection.
     incoming: Arc<crate::net::transport::streams::Incoming>,
+    /// The streamed request bodies it sends, numbered by `next_stream`.
+    forwards: Arc<crate::net::transport::streams::Forwards>,
+    next_stream: AtomicU64,
 }
 
 /// Keyed by call numbers, which the client picks: no need for a hasher
@@ -232,6 +233,8 @@ impl ConnState {
             next_stub: AtomicU64::new(0),
             writer: AtomicWaker::new(),
             incoming: Arc::default(),
+            forwards: Arc::default(),
+            next_stream: AtomicU64::new(1),
         })
     }
 
@@ -280,6 +283,7 @@ impl ConnState {
     /// Ends the connection: every call still waiting fails now.
     fn close(&self, reason: String) {
         self.incoming.lost(&reason);
+        self.forwards.cancel_all();
         let waiting = {
             let mut calls = self.lock();
             calls.closed.get_or_insert(reason.clone());
@@ -607,11 +611,28 @@ impl RemotePort for RemoteStub {
     /// returns where its reply will arrive.
     fn send(&self, method: u32, args: Vec<u8>, trace: u128) -> Result<oneshot::Receiver<Reply>> {
         const FETCH: u32 = crate::base::wire::method_id(crate::base::wire::FETCH);
-        if method == FETCH && crate::base::fetch::WireRequest::forget_stream(&args) {
-            return Err(Error::Unsupported(
-                "a streamed request body does not cross a remote connection yet".into(),
-            ));
-        }
+        // A streamed request body: taken out of this process's table and
+        // sent on the connection as stream `number` (see `streams`).
+        let mut streamed = None;
+        let args = if method == FETCH && crate::base::fetch::WireRequest::names_stream(&args) {
+            let number = self.conn.state.next_stream.fetch_add(1, Ordering::Relaxed);
+            let mut body = None;
+            let restated = crate::base::fetch::WireRequest::restate_stream(&args, |n| {
+                body = crate::base::streaming::claim(n);
+                body.as_ref().map(|_| number)
+            });
+            let (Some(restated), Some(body), Ok(runtime)) =
+                (restated, body, tokio::runtime::Handle::try_current())
+            else {
+                return Err(Error::Unsupported(
+                    "a streamed request body is sent from a tokio runtime only".into(),
+                ));
+            };
+            streamed = Some((number, body, runtime));
+            restated
+        } else {
+            args
+        };
         if let Some(class) = &self.wrong_namespace {
             return Err(Error::WrongNamespace {
                 class: class.clone(),
@@ -641,7 +662,41 @@ impl RemotePort for RemoteStub {
             }
             return Err(e);
         }
+        if let Some((number, body, runtime)) = streamed {
+            let state = self.conn.state.clone();
+            state.forwards.start(&runtime, number, body, state.clone());
+        }
         Ok(rx)
+    }
+}
+
+impl crate::net::transport::streams::StreamOut for ConnState {
+    fn chunk(&self, stream: u64, bytes: Vec<u8>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        self.tell(&ClientFrame::Chunk { stream, bytes });
+        true
+    }
+
+    fn end(&self, stream: u64, error: Option<Error>) -> bool {
+        self.tell(&ClientFrame::StreamEnd { stream, error });
+        !self.is_closed()
+    }
+
+    fn unwritten(&self) -> usize {
+        self.lock().out.len()
+    }
+}
+
+/// A response body the connection receives is paced from here.
+impl crate::net::transport::streams::Back for ConnState {
+    fn credit(&self, stream: u64, chunks: u32) {
+        self.tell(&ClientFrame::Credit { stream, chunks });
+    }
+
+    fn cancel(&self, stream: u64) {
+        self.tell(&ClientFrame::CancelStream { stream });
     }
 }
 
@@ -824,6 +879,12 @@ async fn read_replies(
                 Ok(Some(ServerFrame::StreamEnd { stream, error })) => {
                     state.incoming.end(stream, error);
                 }
+                Ok(Some(ServerFrame::Credit { stream, chunks })) => {
+                    state.forwards.credit(stream, chunks);
+                }
+                Ok(Some(ServerFrame::CancelStream { stream })) => {
+                    state.forwards.cancel(stream);
+                }
                 Ok(Some(other)) => {
                     break Some(format!(
                         "the server broke the protocol: unexpected {other:?}"
@@ -847,7 +908,7 @@ async fn read_replies(
                 if let Err(Ok(bytes)) = reply.send(result)
                     && let Some(stream) = crate::base::fetch::stream_of_reply(&bytes)
                 {
-                    state.incoming.abandon(stream, &|frame| state.tell(frame));
+                    state.incoming.abandon(stream, state);
                 }
             }
         }

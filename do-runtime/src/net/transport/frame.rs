@@ -51,6 +51,15 @@ pub enum ClientFrame {
     Credit { stream: u64, chunks: u32 },
     /// The reader let streamed body `stream` go: the server stops it.
     CancelStream { stream: u64 },
+    /// The next chunk of streamed request body `stream` (numbered by the
+    /// client), sent only against the server's credit.
+    Chunk {
+        stream: u64,
+        #[serde(deserialize_with = "bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Streamed request body `stream` ended (`error`: it broke off).
+    StreamEnd { stream: u64, error: Option<Error> },
 }
 
 /// [`ClientFrame::Call`] borrowing its bytes, for encoding: the same frame
@@ -107,6 +116,11 @@ pub enum ServerFrame {
     },
     /// Streamed body `stream` ended (`error`: it broke off).
     StreamEnd { stream: u64, error: Option<Error> },
+    /// The object took `chunks` chunks of streamed request body `stream`:
+    /// the client may send as many more.
+    Credit { stream: u64, chunks: u32 },
+    /// The object let streamed request body `stream` go.
+    CancelStream { stream: u64 },
 }
 
 /// Decodes a byte string that was encoded as a `Vec<u8>`. In postcard a

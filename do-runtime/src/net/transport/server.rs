@@ -563,6 +563,8 @@ struct Connection<'a> {
     stubs: HashMap<u64, RemoteCaller, foldhash::fast::RandomState>,
     /// Where the calls' replies are encoded as they are sent.
     sink: Arc<FrameSink>,
+    /// The streamed request bodies arriving on this connection.
+    incoming: Arc<crate::net::transport::streams::Incoming>,
     /// Calls sent whose replies have not been taken from the sink.
     outstanding: usize,
     /// Those of them counted in flight.
@@ -617,18 +619,34 @@ impl Connection<'_> {
                 let sink = &self.sink;
                 const FETCH: u32 = crate::base::wire::method_id(crate::base::wire::FETCH);
                 let fetch = method == FETCH;
-                // A streamed request body cannot come from the network (a
-                // number would name a body of this process's table).
-                if fetch && crate::base::fetch::WireRequest::names_stream(&args) {
-                    frame::encode_reply(
-                        call,
-                        &Err(Error::Unsupported(
-                            "a streamed request body does not cross a remote connection yet".into(),
-                        )),
-                        out,
-                    );
-                    return Ok(());
-                }
+                // A streamed request body: the client's stream number names
+                // the chunks this connection receives; the object claims it
+                // from this process's table, under a number of its own.
+                let args = if fetch && crate::base::fetch::WireRequest::names_stream(&args) {
+                    let back: Arc<dyn crate::net::transport::streams::Back> = self.sink.clone();
+                    let mut refused = None;
+                    let restated = crate::base::fetch::WireRequest::restate_stream(&args, |n| {
+                        match self.incoming.claim(n, back) {
+                            Ok(body) => Some(crate::base::streaming::register_body(body)),
+                            Err(e) => {
+                                refused = Some(e);
+                                None
+                            }
+                        }
+                    });
+                    match restated {
+                        Some(restated) => restated,
+                        None => {
+                            let e = refused.unwrap_or_else(|| {
+                                Error::BadRequest("a malformed streamed request".into())
+                            });
+                            frame::encode_reply(call, &Err(e), out);
+                            return Ok(());
+                        }
+                    }
+                } else {
+                    args
+                };
                 caller.stub.call_with(trace, method, args, |tracked| {
                     ReplyTo::Sink(FrameReply::new(sink.clone(), call, tracked, fetch))
                 });
@@ -678,6 +696,11 @@ impl Connection<'_> {
                 self.sink.streams.cancel(stream);
                 Ok(())
             }
+            ClientFrame::Chunk { stream, bytes } => self.incoming.chunk(stream, bytes),
+            ClientFrame::StreamEnd { stream, error } => {
+                self.incoming.end(stream, error);
+                Ok(())
+            }
             ClientFrame::Hello { .. } => Err("a second hello".into()),
         }
     }
@@ -694,6 +717,7 @@ impl<'a> Connection<'a> {
             config,
             stubs: HashMap::default(),
             sink,
+            incoming: Arc::default(),
             outstanding: 0,
             counted: Counted {
                 shared: shared.clone(),
@@ -725,6 +749,7 @@ impl Drop for Connection<'_> {
     fn drop(&mut self) {
         // Replies still to come are dropped, not kept, once it has ended.
         self.sink.close();
+        self.incoming.lost("the client's connection ended");
     }
 }
 

@@ -204,7 +204,8 @@ impl ReplySink for FrameReply {
     }
 }
 
-impl crate::net::transport::streams::FrameOut for FrameSink {
+impl FrameSink {
+    /// Queues a frame other than a reply; false once the connection ended.
     fn push_frame(&self, frame: &crate::net::transport::frame::ServerFrame) -> bool {
         let mut frames = self.lock();
         if frames.closed {
@@ -223,9 +224,30 @@ impl crate::net::transport::streams::FrameOut for FrameSink {
         }
         true
     }
+}
+
+impl crate::net::transport::streams::StreamOut for FrameSink {
+    fn chunk(&self, stream: u64, bytes: Vec<u8>) -> bool {
+        self.push_frame(&crate::net::transport::frame::ServerFrame::Chunk { stream, bytes })
+    }
+
+    fn end(&self, stream: u64, error: Option<Error>) -> bool {
+        self.push_frame(&crate::net::transport::frame::ServerFrame::StreamEnd { stream, error })
+    }
 
     fn unwritten(&self) -> usize {
         self.lock().bytes.len()
+    }
+}
+
+/// A request body the connection receives is paced from here.
+impl crate::net::transport::streams::Back for FrameSink {
+    fn credit(&self, stream: u64, chunks: u32) {
+        self.push_frame(&crate::net::transport::frame::ServerFrame::Credit { stream, chunks });
+    }
+
+    fn cancel(&self, stream: u64) {
+        self.push_frame(&crate::net::transport::frame::ServerFrame::CancelStream { stream });
     }
 }
 

@@ -1,16 +1,21 @@
-//! Streamed response bodies across a connection (see `base::streaming`).
+//! Streamed bodies across a connection (see `base::streaming`): fetch
+//! responses from server to client, fetch requests from client to server,
+//! the same way each.
 //!
-//! The server claims a fetch reply's streamed body from its process's
-//! table and sends it as `Chunk` frames numbered by the call, then a
-//! `StreamEnd`; the client puts the chunks in a channel its caller reads.
-//! Credit paces it: the server sends a chunk only against a credit, starts
-//! with [`BUFFERED_CHUNKS`] and gets one back (`Credit`) each time the
-//! reader takes a chunk, so at most that many chunks are on their way or
-//! waiting, whatever the sizes of the producer and the reader. A reader
-//! that lets the body go sends `CancelStream`, and the producer's next
-//! `send` fails. The server also holds a chunk while its connection has
-//! [`UNWRITTEN_BYTES`] not yet written: a client that grants credit but
-//! does not read cannot make it buffer.
+//! The sending side claims the body from its process's table and sends it
+//! as `Chunk` frames under a stream number (the server: the call's number;
+//! the client: one of its own, which the request then names), then a
+//! `StreamEnd` (`Forwards`); the receiving side puts the chunks in a
+//! channel the reader reads (`Incoming`; on the server, the object claims
+//! it from the process's table under a new number). Credit paces it: the
+//! sender sends a chunk only against a credit, starts with
+//! [`BUFFERED_CHUNKS`] and gets one back (`Credit`) each time the reader
+//! takes a chunk, so at most that many chunks are on their way or waiting,
+//! whatever the sizes of the producer and the reader. A reader that lets
+//! the body go sends `CancelStream`, and the producer's next `send` fails.
+//! A sender also holds a chunk while its connection has [`UNWRITTEN_BYTES`]
+//! not yet written: a peer that grants credit but does not read cannot
+//! make it buffer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +25,6 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::base::error::{DisconnectReason, Error};
 use crate::base::streaming::{BUFFERED_CHUNKS, BodyStream, Broken, Chunk, Flow};
-use crate::net::transport::frame::{ClientFrame, ServerFrame};
 
 /// Bytes a connection may have encoded and not yet written before a
 /// streamed body waits.
@@ -46,12 +50,24 @@ pub(crate) struct Forwards {
     count: std::sync::atomic::AtomicUsize,
 }
 
-/// Where a server's forwarding task puts its frames: the connection's sink.
-pub(crate) trait FrameOut: Send + Sync + 'static {
-    /// Queues `frame`; false once the connection has ended.
-    fn push_frame(&self, frame: &ServerFrame) -> bool;
+/// Where a forwarding task puts a body's frames: a served connection's
+/// sink (responses), or a client's connection (requests).
+pub(crate) trait StreamOut: Send + Sync + 'static {
+    /// Queues a chunk of `stream`; false once the connection has ended.
+    fn chunk(&self, stream: u64, bytes: Vec<u8>) -> bool;
+    /// Queues the end of `stream`.
+    fn end(&self, stream: u64, error: Option<Error>) -> bool;
     /// Bytes encoded and not yet written.
     fn unwritten(&self) -> usize;
+}
+
+/// Where a receiving side's pacing goes: to the other end of the
+/// connection.
+pub(crate) trait Back: Send + Sync + 'static {
+    /// The reader took `chunks` chunks of `stream`.
+    fn credit(&self, stream: u64, chunks: u32);
+    /// The reader let `stream` go.
+    fn cancel(&self, stream: u64);
 }
 
 impl Forwards {
@@ -98,7 +114,7 @@ impl Forwards {
         runtime: &tokio::runtime::Handle,
         stream: u64,
         mut body: BodyStream,
-        out: Arc<dyn FrameOut>,
+        out: Arc<dyn StreamOut>,
     ) {
         let forward = Arc::new(Forward {
             credit: Semaphore::new(BUFFERED_CHUNKS),
@@ -118,22 +134,12 @@ impl Forwards {
                     while out.unwritten() > UNWRITTEN_BYTES {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    let frame = match body.next_chunk().await {
-                        Some(Ok(bytes)) => ServerFrame::Chunk {
-                            stream,
-                            bytes: bytes.to_vec(),
-                        },
-                        Some(Err(error)) => ServerFrame::StreamEnd {
-                            stream,
-                            error: Some(error),
-                        },
-                        None => ServerFrame::StreamEnd {
-                            stream,
-                            error: None,
-                        },
+                    let (pushed, last) = match body.next_chunk().await {
+                        Some(Ok(bytes)) => (out.chunk(stream, bytes.to_vec()), false),
+                        Some(Err(error)) => (out.end(stream, Some(error)), true),
+                        None => (out.end(stream, None), true),
                     };
-                    let last = matches!(frame, ServerFrame::StreamEnd { .. });
-                    if !out.push_frame(&frame) || last {
+                    if !pushed || last {
                         return None;
                     }
                 }
@@ -143,10 +149,7 @@ impl Forwards {
                 () = forward.stop.notified() => {
                     // The reader let it go: its end tells the client to
                     // forget the stream.
-                    out.push_frame(&ServerFrame::StreamEnd {
-                        stream,
-                        error: None,
-                    });
+                    out.end(stream, None);
                 }
             }
             forwards.remove(stream);
@@ -240,7 +243,7 @@ impl Incoming {
     }
 
     /// A reply naming `stream` reached no caller: let the body go.
-    pub(crate) fn abandon(&self, stream: u64, tell: &dyn Fn(&ClientFrame)) {
+    pub(crate) fn abandon(&self, stream: u64, back: &dyn Back) {
         let mut state = lock(&self.state);
         let open = match state.slots.remove(&stream) {
             Some(slot) => slot.tx.is_some(),
@@ -249,7 +252,7 @@ impl Incoming {
         if open {
             state.cancelled.insert(stream);
             drop(state);
-            tell(&ClientFrame::CancelStream { stream });
+            back.cancel(stream);
         }
     }
 
@@ -258,7 +261,7 @@ impl Incoming {
     pub(crate) fn claim(
         self: &Arc<Self>,
         stream: u64,
-        tell: Arc<dyn Fn(&ClientFrame) + Send + Sync>,
+        back: Arc<dyn Back>,
     ) -> Result<BodyStream, Error> {
         let mut state = lock(&self.state);
         if let Some(reason) = &state.lost {
@@ -283,7 +286,7 @@ impl Incoming {
             Box::new(Paced {
                 stream,
                 incoming: self.clone(),
-                tell,
+                back,
             }),
             broken,
         ))
@@ -295,15 +298,12 @@ impl Incoming {
 struct Paced {
     stream: u64,
     incoming: Arc<Incoming>,
-    tell: Arc<dyn Fn(&ClientFrame) + Send + Sync>,
+    back: Arc<dyn Back>,
 }
 
 impl Flow for Paced {
     fn took(&self) {
-        (self.tell)(&ClientFrame::Credit {
-            stream: self.stream,
-            chunks: 1,
-        });
+        self.back.credit(self.stream, 1);
     }
 
     fn dropped(&self) {
@@ -312,9 +312,7 @@ impl Flow for Paced {
         if state.slots.remove(&self.stream).is_some() {
             state.cancelled.insert(self.stream);
             drop(state);
-            (self.tell)(&ClientFrame::CancelStream {
-                stream: self.stream,
-            });
+            self.back.cancel(self.stream);
         }
     }
 }
