@@ -8,7 +8,8 @@ mod chat_room;
 use chat_room::{ChatRoom, HISTORY};
 use do_runtime::Runtime;
 use do_runtime::http::StatusCode;
-use do_tests::client::{Socket, connect, get, next_text, send};
+use do_tests::client::{Socket, connect, get, next_text, read_until, send};
+use do_tests::eventually;
 
 async fn join(addr: std::net::SocketAddr, room: &str, name: &str) -> Socket {
     connect(addr, &format!("/ChatRoom/{room}/websocket?name={name}")).await
@@ -94,22 +95,6 @@ async fn the_chat_page_is_served_and_rooms_broadcast_and_keep_history() {
     );
 }
 
-/// Reads from `tcp` until what was read holds `text` (at most 20 s).
-async fn read_until(tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, text: &str) {
-    use tokio::io::AsyncReadExt;
-    let wait = async {
-        while !String::from_utf8_lossy(seen).contains(text) {
-            let mut buf = [0u8; 4096];
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the connection ended before {text:?}");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{text:?} never arrived"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_directory_lists_rooms_a_follower_streams_them_and_newcomers_get_the_motd() {
     use tokio::io::AsyncWriteExt;
@@ -129,18 +114,11 @@ async fn the_directory_lists_rooms_a_follower_streams_them_and_newcomers_get_the
     assert_eq!(next_text(&mut alice).await, "join\talice");
     // The room announced itself (a stub as an argument, after the join
     // was answered); the directory hands rooms out (stubs as results).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    eventually("the room is listed", || async {
         let listed = String::from_utf8_lossy(get(addr, "/rooms").await.body()).into_owned();
-        if listed == "garden\t1\n" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never listed: {listed:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        (listed == "garden\t1\n").then_some(())
+    })
+    .await;
     // A follower gets the room's frames as server-sent events, as they happen.
     let mut follower = tokio::net::TcpStream::connect(addr).await.unwrap();
     follower

@@ -604,7 +604,7 @@ async fn a_client_that_floods_pings_without_reading_is_disconnected_with_bounded
 /// A WebSocket opened by hand over plain TCP, to send what no well-behaved
 /// client library would.
 async fn raw_socket(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: upgrade\r\n\
@@ -612,13 +612,7 @@ async fn raw_socket(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpSt
          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
+    let head = do_tests::client::read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     tcp
 }

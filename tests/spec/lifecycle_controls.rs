@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use do_runtime::{Client, DisconnectReason, Error};
-use do_tests::{Aborter, Chores, builder};
+use do_tests::{Aborter, Chores, builder, eventually};
 
 fn aborted(result: &Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(result, Err(e) if e.disconnect_reason() == Some(DisconnectReason::Aborted))
@@ -58,22 +58,6 @@ async fn abort_reaches_a_remote_client_as_aborted() {
     let fresh = ns.get_by_name("remote");
     assert!(fresh.has("kept".into()).await.unwrap());
     assert!(!fresh.has("dropped".into()).await.unwrap());
-}
-
-/// Calls `f` until it returns `Some`, for at most 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = f().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn disconnected_as(result: &Result<impl std::fmt::Debug, Error>, reason: DisconnectReason) -> bool {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use do_runtime::{Client, Error, ListOptions, ManualClock};
-use do_tests::{Blobs, builder, runtime};
+use do_tests::{Blobs, builder, eventually, runtime};
 
 /// How postcard encodes a short string: its length, then its bytes.
 fn postcard_string(s: &str) -> Vec<u8> {
@@ -170,11 +170,10 @@ async fn an_alarm_set_in_a_transaction_commits_with_it_and_goes_with_a_rollback(
     assert!(blobs.alarm_ms().await.unwrap().is_some());
     assert_eq!(blobs.get_raw("k".into()).await.unwrap(), Some(vec![7]));
     clock.advance(Duration::from_millis(1_000));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while blobs.rang().await.unwrap() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the alarm never rang");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the alarm rings", || async {
+        (blobs.rang().await.unwrap() > 0).then_some(())
+    })
+    .await;
     // Deleted in a transaction.
     assert!(blobs.txn_alarm("k2".into(), 60_000, false).await.unwrap());
     blobs.txn_delete_alarm().await.unwrap();
@@ -191,19 +190,11 @@ async fn deletes_and_alarms_with_allow_unconfirmed_answer_without_waiting_for_th
         .build_for_test()
         .unwrap();
     let ns = rt.namespace::<Blobs>();
-    let ready = || async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
+    let ready = || {
+        eventually("the store comes back", || async {
             let stub = ns.get_by_name("opts");
-            if stub.put_raw("x".into(), vec![1]).await.is_ok() {
-                return stub;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the store never came back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            stub.put_raw("x".into(), vec![1]).await.ok().map(|()| stub)
+        })
     };
     for name in ["delete_many", "delete_all", "set_alarm"] {
         for confirm in [true, false] {

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use do_runtime::{Client, body_stream};
-use do_tests::{Streamer, builder};
+use do_runtime::{Client, Stub, body_stream};
+use do_tests::client::{read_head, read_until};
+use do_tests::{Streamer, builder, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,28 +34,40 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (tokio::net::TcpStream, 
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    (tcp, String::from_utf8_lossy(&head).into_owned())
+    let head = read_head(&mut tcp).await;
+    (tcp, head)
 }
 
-/// Reads from `tcp` until what was read holds `text`.
-async fn read_until(tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, text: &str) {
-    let wait = async {
-        while !String::from_utf8_lossy(seen).contains(text) {
-            let mut buf = [0u8; 4096];
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the connection ended before {text:?}");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{text:?} never arrived"));
+/// How the streamer's last download ended, once it has.
+async fn producer_ended(streamer: &Stub<Streamer>) -> String {
+    eventually("the producer stops", || async {
+        streamer.ended().await.unwrap()
+    })
+    .await
+}
+
+/// Waits until the streamer has read the first chunk of its upload.
+async fn first_chunk_read(streamer: &Stub<Streamer>) {
+    eventually("the first chunk arrives", || async {
+        (streamer.seen().await.unwrap() >= 1).then_some(())
+    })
+    .await;
+}
+
+/// Starts an upload to `streamer` with a streamed body and sends its first
+/// 1 000 bytes; returns the body's sender and the call.
+async fn start_upload(
+    streamer: &Stub<Streamer>,
+) -> (
+    do_runtime::BodySender,
+    do_runtime::Call<Result<do_runtime::Response, do_runtime::Error>>,
+) {
+    let mut request = do_runtime::Request::new(Default::default());
+    *request.uri_mut() = "http://do/upload".parse().unwrap();
+    let body = do_runtime::stream_request_body(&mut request);
+    let answer = streamer.fetch(request);
+    body.send(vec![1u8; 1000]).await.unwrap();
+    (body, answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,17 +155,7 @@ async fn a_client_that_stops_reading_stops_the_producer_with_a_typed_error() {
     tcp.read_exact(&mut buf).await.unwrap();
     drop(tcp);
     let streamer = rt.namespace::<Streamer>().get_by_name("quitter");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let ended = loop {
-        if let Some(ended) = streamer.ended().await.unwrap() {
-            break ended;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer never stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let ended = producer_ended(&streamer).await;
     assert!(ended.starts_with("stopped"), "{ended}");
     assert!(ended.contains("went away"), "{ended}");
 }
@@ -206,17 +209,7 @@ async fn a_remote_reader_that_stops_reading_holds_the_producer_back_and_one_that
     );
     // The reader leaves: the producer's next send fails, typed.
     drop(body);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let ended = loop {
-        if let Some(ended) = streamer.ended().await.unwrap() {
-            break ended;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer never stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let ended = producer_ended(&streamer).await;
     assert!(ended.contains("went away"), "{ended}");
 }
 
@@ -224,20 +217,9 @@ async fn a_remote_reader_that_stops_reading_holds_the_producer_back_and_one_that
 async fn a_streamed_request_body_is_read_by_the_object_as_the_caller_sends_it() {
     let rt = builder().build_for_test().unwrap();
     let streamer = rt.namespace::<Streamer>().get_by_name("upload");
-    let mut request = do_runtime::Request::new(Default::default());
-    *request.uri_mut() = "http://do/upload".parse().unwrap();
-    let body = do_runtime::stream_request_body(&mut request);
-    let answer = streamer.fetch(request);
-    body.send(vec![1u8; 1000]).await.unwrap();
+    let (body, answer) = start_upload(&streamer).await;
     // The object has the first chunk while the rest is still to come.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while streamer.seen().await.unwrap() < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first chunk never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first_chunk_read(&streamer).await;
     body.send(vec![2u8; 24]).await.unwrap();
     body.finish();
     let response = answer.await.unwrap();
@@ -264,14 +246,7 @@ async fn through_the_gateway_a_request_body_can_stream_to_the_object() {
     .unwrap();
     // The object reads the first chunk before the body is over.
     let streamer = rt.namespace::<Streamer>().get_by_name("up");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while streamer.seen().await.unwrap() < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first chunk never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first_chunk_read(&streamer).await;
     tcp.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).await.unwrap();
@@ -312,20 +287,9 @@ async fn a_streamed_request_body_crosses_a_remote_client_as_it_is_sent() {
         .namespace::<Streamer>()
         .unwrap()
         .get_by_name("remote-up");
-    let mut request = do_runtime::Request::new(Default::default());
-    *request.uri_mut() = "http://do/upload".parse().unwrap();
-    let body = do_runtime::stream_request_body(&mut request);
-    let answer = streamer.fetch(request);
-    body.send(vec![1u8; 1000]).await.unwrap();
+    let (body, answer) = start_upload(&streamer).await;
     // The object has the first chunk while the rest is still to come.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while streamer.seen().await.unwrap() < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first chunk never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first_chunk_read(&streamer).await;
     // Far more than the credit allows at once: sent as the object reads.
     for _ in 0..64 {
         body.send(vec![2u8; 1 << 16]).await.unwrap();

@@ -93,3 +93,34 @@ pub async fn ask(socket: &mut Socket, text: &str) -> String {
     send(socket, text).await;
     next_text(socket).await
 }
+
+/// Reads an HTTP head (through its blank line) from `tcp`, byte by byte so
+/// nothing after it is taken.
+pub async fn read_head(tcp: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte)
+            .await
+            .expect("the head arrives whole");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads from `tcp` into `seen` until it holds `text` (at most 20 s).
+pub async fn read_until(tcp: &mut TcpStream, seen: &mut Vec<u8>, text: &str) {
+    use tokio::io::AsyncReadExt;
+    let wait = async {
+        while !String::from_utf8_lossy(seen).contains(text) {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.expect("the connection reads");
+            assert!(n > 0, "the connection ended before {text:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{text:?} never arrived"));
+}

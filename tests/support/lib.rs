@@ -47,6 +47,23 @@ pub fn builder() -> do_runtime::RuntimeBuilder {
         .register::<Streamer>()
 }
 
+/// Calls `f` until it returns `Some` (every 10 ms, for at most 60 s:
+/// a bound for a failing test, not a speed requirement).
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The process's resident memory, in bytes.
 pub fn resident_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

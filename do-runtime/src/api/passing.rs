@@ -48,11 +48,7 @@ impl Home for LocalHome {
         })?;
         let found = shared.classes().iter().find(|c| c.name == class).cloned();
         let class = found.ok_or_else(|| Error::NotRegistered(class.to_owned()))?;
-        if id.namespace_tag() != class.key.tag() {
-            return Err(Error::WrongNamespace {
-                class: class.name.clone(),
-            });
-        }
+        crate::base::passing::check_namespace(&id, &class.name, &class.key)?;
         Ok(Box::new(RawStub::new(shared, class, id)))
     }
 

@@ -47,14 +47,10 @@ impl StoredValue {
 
     /// The value as stored: the kind byte, then the bytes.
     pub(crate) fn to_stored(&self) -> Vec<u8> {
-        let (kind, bytes) = match self {
-            StoredValue::Serialized(b) => (SERIALIZED, b),
-            StoredValue::Bytes(b) => (RAW, b),
-        };
-        let mut stored = Vec::with_capacity(bytes.len() + KIND_BYTES);
-        stored.push(kind);
-        stored.extend_from_slice(bytes);
-        stored
+        match self {
+            StoredValue::Serialized(b) => stored(SERIALIZED, b),
+            StoredValue::Bytes(b) => stored(RAW, b),
+        }
     }
 
     /// The value of `key` as stored.
@@ -90,8 +86,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 
 /// Raw `bytes` as stored: the raw kind byte, then the bytes.
 pub(crate) fn encode_bytes(bytes: &[u8]) -> Vec<u8> {
+    stored(RAW, bytes)
+}
+
+/// `kind`, then `bytes`.
+fn stored(kind: u8, bytes: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(bytes.len() + KIND_BYTES);
-    stored.push(RAW);
+    stored.push(kind);
     stored.extend_from_slice(bytes);
     stored
 }

@@ -200,6 +200,22 @@ impl<'de> Deserialize<'de> for DurableObjectId {
     }
 }
 
+/// Refuses a decoded stub's `id` unless it is of the namespace of `class`,
+/// whose key is `key` (a home's `stub` checks this).
+pub(crate) fn check_namespace(
+    id: &DurableObjectId,
+    class: &str,
+    key: &NamespaceKey,
+) -> Result<(), Error> {
+    if id.namespace_tag() == key.tag() {
+        Ok(())
+    } else {
+        Err(Error::WrongNamespace {
+            class: class.to_owned(),
+        })
+    }
+}
+
 /// Claims the streamed body `number` of a decoded response through this
 /// thread's home; without one, notes that the decoding wants one.
 pub(crate) fn claim_stream(number: u64) -> Result<crate::base::streaming::BodyStream, Error> {

@@ -878,9 +878,12 @@ impl ObjectTask {
 /// Whether `method` is one of the WebSocket event handlers.
 fn is_websocket_event(method: u32) -> bool {
     use crate::base::wire::{WEBSOCKET_CLOSE, WEBSOCKET_ERROR, WEBSOCKET_MESSAGE, method_id};
-    [WEBSOCKET_MESSAGE, WEBSOCKET_CLOSE, WEBSOCKET_ERROR]
-        .iter()
-        .any(|h| method_id(h.name) == method)
+    const EVENTS: [u32; 3] = [
+        method_id(WEBSOCKET_MESSAGE.name),
+        method_id(WEBSOCKET_CLOSE.name),
+        method_id(WEBSOCKET_ERROR.name),
+    ];
+    EVENTS.contains(&method)
 }
 
 /// A WebSocket event handler's call, stopped past `limit`

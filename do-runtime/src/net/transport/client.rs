@@ -135,11 +135,7 @@ impl Home for ClientHome {
         })?;
         let found = client.classes.iter().find(|c| c.name == class).cloned();
         let class = found.ok_or_else(|| Error::NotRegistered(class.to_owned()))?;
-        if id.namespace_tag() != class.key.tag() {
-            return Err(Error::WrongNamespace {
-                class: class.name.clone(),
-            });
-        }
+        crate::base::passing::check_namespace(&id, &class.name, &class.key)?;
         let port: Arc<dyn RemotePort> = Arc::new(client.stub(&class, id, methods));
         Ok(Box::new(RawStub::remote(port)))
     }
