@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use do_runtime::{Client, Stub, body_stream};
+use do_runtime::{Client, Server, Stub, TestRuntime, body_stream};
 use do_tests::client::{read_head, read_until};
 use do_tests::{Streamer, builder, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +36,16 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (tokio::net::TcpStream, 
     tcp.write_all(request.as_bytes()).await.unwrap();
     let head = read_head(&mut tcp).await;
     (tcp, head)
+}
+
+/// A runtime serving its objects, a remote client of it, and a stub of
+/// streamer `name` through that client (the caller keeps them all).
+async fn remote_streamer(name: &str) -> (TestRuntime, Server, Client, Stub<Streamer>) {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let streamer = client.namespace::<Streamer>().unwrap().get_by_name(name);
+    (rt, server, client, streamer)
 }
 
 /// How the streamer's last download ended, once it has.
@@ -162,13 +172,7 @@ async fn a_client_that_stops_reading_stops_the_producer_with_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_client_reads_a_streamed_body_as_it_is_made() {
-    let rt = builder().build_for_test().unwrap();
-    let server = rt.server().start().await.unwrap();
-    let client = Client::connect(server.local_addr()).await.unwrap();
-    let streamer = client
-        .namespace::<Streamer>()
-        .unwrap()
-        .get_by_name("remote");
+    let (_rt, _server, _client, streamer) = remote_streamer("remote").await;
     let mut response = streamer.fetch("http://do/sse").await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = body_stream(&mut response).expect("a streamed body");
@@ -190,10 +194,7 @@ async fn a_remote_client_reads_a_streamed_body_as_it_is_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_reader_that_stops_reading_holds_the_producer_back_and_one_that_leaves_stops_it() {
-    let rt = builder().build_for_test().unwrap();
-    let server = rt.server().start().await.unwrap();
-    let client = Client::connect(server.local_addr()).await.unwrap();
-    let streamer = client.namespace::<Streamer>().unwrap().get_by_name("slow");
+    let (_rt, _server, _client, streamer) = remote_streamer("slow").await;
     let mut response = streamer.fetch("http://do/download?mib=1024").await.unwrap();
     let mut body = body_stream(&mut response).unwrap();
     body.next_chunk().await.unwrap().unwrap();
@@ -280,13 +281,7 @@ async fn through_the_gateway_a_request_body_can_stream_to_the_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_request_body_crosses_a_remote_client_as_it_is_sent() {
-    let rt = builder().build_for_test().unwrap();
-    let server = rt.server().start().await.unwrap();
-    let client = Client::connect(server.local_addr()).await.unwrap();
-    let streamer = client
-        .namespace::<Streamer>()
-        .unwrap()
-        .get_by_name("remote-up");
+    let (_rt, _server, _client, streamer) = remote_streamer("remote-up").await;
     let (body, answer) = start_upload(&streamer).await;
     // The object has the first chunk while the rest is still to come.
     first_chunk_read(&streamer).await;
@@ -329,10 +324,7 @@ async fn a_body_whose_sender_goes_without_finish_ends_with_an_error_not_as_compl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_body_whose_connection_is_lost_ends_with_connection_lost() {
-    let rt = builder().build_for_test().unwrap();
-    let server = rt.server().start().await.unwrap();
-    let client = Client::connect(server.local_addr()).await.unwrap();
-    let streamer = client.namespace::<Streamer>().unwrap().get_by_name("lost");
+    let (_rt, server, _client, streamer) = remote_streamer("lost").await;
     let mut response = streamer.fetch("http://do/download?mib=1024").await.unwrap();
     let mut body = body_stream(&mut response).unwrap();
     body.next_chunk().await.unwrap().unwrap();
