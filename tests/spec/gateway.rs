@@ -6,10 +6,11 @@ use do_runtime::gateway::{Gateway, default_route};
 use do_runtime::http::{self, StatusCode};
 use do_runtime::{Response, TestRuntime};
 use do_tests::client::{
-    Socket, ask, connect, get, http as send_http, next, next_text, send, try_connect,
+    Socket, ask, binary_and_many_messages_echo_in_order, close_three_ways, connect, get,
+    http as send_http, invalid_utf8_closes_with_1007, next, next_text, raw_socket, send,
+    try_connect,
 };
 use do_tests::{Web, builder, web_constructions};
-use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -186,19 +187,7 @@ async fn websocket_messages_reach_the_object_and_broadcast_to_every_socket() {
     assert_eq!(next_text(&mut carol).await, "only blue");
     // Nothing else was queued for alice: her next message is her own echo.
     assert_eq!(ask(&mut alice, "after").await, "echo:after");
-    // Binary messages.
-    alice.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert_eq!(
-        next(&mut alice).await,
-        Some(Message::binary(vec![3u8, 2, 1]))
-    );
-    // Many messages in a row arrive in order.
-    for i in 0..200 {
-        send(&mut alice, &format!("m{i}")).await;
-    }
-    for i in 0..200 {
-        assert_eq!(next_text(&mut alice).await, format!("echo:m{i}"));
-    }
+    binary_and_many_messages_echo_in_order(&mut alice).await;
     // The object lists its sockets through an ordinary method too.
     let stub = rt.namespace::<Web>().get_by_name("chat");
     assert_eq!(stub.sockets(Some("red".into())).await.unwrap(), 2);
@@ -212,30 +201,10 @@ async fn closes_are_delivered_and_objects_can_close_sockets() {
     let addr = gateway.local_addr();
     let stub = rt.namespace::<Web>().get_by_name("closing");
     let mut a = open(addr, "closing", "a", "").await;
-    let mut b = open(addr, "closing", "b", "").await;
+    let b = open(addr, "closing", "b", "").await;
     let c = open(addr, "closing", "c", "").await;
     assert_eq!(ask(&mut a, "count").await, "3");
-    // The client closes: the object's close handler runs with code and reason.
-    a.close(Some(CloseFrame {
-        code: CloseCode::from(4001),
-        reason: "done".into(),
-    }))
-    .await
-    .unwrap();
-    while next(&mut a).await.is_some() {}
-    // The object closes: the client sees its code and reason.
-    send(&mut b, "close").await;
-    match next(&mut b).await {
-        Some(Message::Close(Some(frame))) => {
-            assert_eq!(u16::from(frame.code), 4000);
-            assert_eq!(frame.reason.as_str(), "bye");
-        }
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-    // Reading on sends the client's answer to the close.
-    while next(&mut b).await.is_some() {}
-    // The connection drops without a close frame.
-    drop(c);
+    close_three_ways(a, b, c).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let closes = stub.fetch("http://do/closes").await.unwrap();
@@ -601,60 +570,12 @@ async fn a_client_that_floods_pings_without_reading_is_disconnected_with_bounded
     assert!(closes[0].contains("1008"), "{closes:?}");
 }
 
-/// A WebSocket opened by hand over plain TCP, to send what no well-behaved
-/// client library would.
-async fn raw_socket(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: upgrade\r\n\
-         upgrade: websocket\r\nsec-websocket-version: 13\r\n\
-         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let head = do_tests::client::read_head(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tcp
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_message_that_is_not_utf8_closes_with_1007() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = builder().build_for_test().unwrap();
     let gateway = start(&rt).await;
-    let mut tcp = raw_socket(gateway.local_addr(), "/Web/utf/ws?name=u&tags=").await;
-    // A final text frame, masked with a zero mask, of two bytes that are
-    // not UTF-8.
-    tcp.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
-        .await
-        .unwrap();
-    // The server's frames are not masked: find its close frame.
-    let read = async {
-        loop {
-            let mut header = [0u8; 2];
-            tcp.read_exact(&mut header).await.unwrap();
-            let len = usize::from(header[1] & 0x7f);
-            assert!(len < 126, "a short frame");
-            let mut payload = vec![0u8; len];
-            tcp.read_exact(&mut payload).await.unwrap();
-            if header[0] & 0x0f == 0x8 {
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-        }
-    };
-    let code = tokio::time::timeout(std::time::Duration::from_secs(10), read)
-        .await
-        .expect("a close frame");
-    assert_eq!(code, 1007);
-    // The object's `websocket_error` heard why.
-    let errors = rt
-        .namespace::<Web>()
-        .get_by_name("utf")
-        .errors()
-        .await
-        .unwrap();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("not UTF-8"), "{errors:?}");
+    let object = rt.namespace::<Web>().get_by_name("utf");
+    invalid_utf8_closes_with_1007(gateway.local_addr(), "/Web/utf/ws?name=u&tags=", &object).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

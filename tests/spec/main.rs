@@ -23,6 +23,7 @@ mod observability;
 mod passing;
 mod persistence;
 mod raw_values;
+mod relayed_websockets;
 mod remote;
 mod storage_api;
 mod storage_basics;

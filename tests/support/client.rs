@@ -124,3 +124,111 @@ pub async fn read_until(tcp: &mut TcpStream, seen: &mut Vec<u8>, text: &str) {
         .await
         .unwrap_or_else(|_| panic!("{text:?} never arrived"));
 }
+
+/// A WebSocket opened by hand over plain TCP, to send what no well-behaved
+/// client library would.
+pub async fn raw_socket(addr: SocketAddr, path: &str) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = TcpStream::connect(addr).await.expect("the gateway accepts");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: upgrade\r\n\
+         upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("the request goes out");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// The code of the close frame the server sends on a raw socket (its
+/// frames are not masked), skipping the frames before it (at most 10 s).
+pub async fn close_code(tcp: &mut TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        loop {
+            let mut header = [0u8; 2];
+            tcp.read_exact(&mut header).await.expect("a frame's header");
+            let len = usize::from(header[1] & 0x7f);
+            assert!(len < 126, "a short frame");
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload)
+                .await
+                .expect("a frame's payload");
+            if header[0] & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("a close frame")
+}
+
+/// Ends three sockets of one `Web` object, each its own way: `a` closed by
+/// its client (4001, "done"), `b` by the object (asked with "close": the
+/// client sees 4000, "bye"), `c` dropped without a close.
+pub async fn close_three_ways(mut a: Socket, mut b: Socket, c: Socket) {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    // The client closes: the object's close handler runs with code and reason.
+    a.close(Some(CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "done".into(),
+    }))
+    .await
+    .expect("the close goes out");
+    while next(&mut a).await.is_some() {}
+    // The object closes: the client sees its code and reason.
+    send(&mut b, "close").await;
+    match next(&mut b).await {
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 4000);
+            assert_eq!(frame.reason.as_str(), "bye");
+        }
+        other => panic!("expected the object's close, got {other:?}"),
+    }
+    // Reading on sends the client's answer to the close.
+    while next(&mut b).await.is_some() {}
+    // The connection drops without a close frame.
+    drop(c);
+}
+
+/// Sends a text frame that is not UTF-8 on a new raw socket to `path`
+/// (through the gateway at `addr`): the server closes it with 1007, and
+/// the socket's object, `object`, heard why in its `websocket_error`.
+pub async fn invalid_utf8_closes_with_1007(
+    addr: SocketAddr,
+    path: &str,
+    object: &do_runtime::Stub<crate::Web>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = raw_socket(addr, path).await;
+    // A final text frame, masked with a zero mask, of two bytes that are
+    // not UTF-8.
+    tcp.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .expect("the frame goes out");
+    assert_eq!(close_code(&mut tcp).await, 1007);
+    let errors = object.errors().await.expect("the object answers");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("not UTF-8"), "{errors:?}");
+}
+
+/// A binary message comes back reversed from a `Web` object, and 200 text
+/// messages sent in a row come back echoed in order.
+pub async fn binary_and_many_messages_echo_in_order(socket: &mut Socket) {
+    socket
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("the message goes out");
+    assert_eq!(next(socket).await, Some(Message::binary(vec![3u8, 2, 1])));
+    for i in 0..200 {
+        send(socket, &format!("m{i}")).await;
+    }
+    for i in 0..200 {
+        assert_eq!(next_text(socket).await, format!("echo:m{i}"));
+    }
+}

@@ -39,6 +39,34 @@
 //! ```
 //!
 //! The three handlers are optional and never appear on the stub.
+//!
+//! The gateway in front need not be the object's runtime's: a gateway whose
+//! router forwards the upgrade through a remote client, and returns the
+//! object's `101` as it came back, completes it, and the connection between
+//! the runtimes carries the socket's bytes both ways. The object's runtime
+//! serves the socket as its own (hibernation, auto-response, closes):
+//!
+//! ```no_run
+//! # use do_runtime::{durable_object, Ctx, Error, Request, Response};
+//! # pub struct Room { ctx: Ctx }
+//! # #[durable_object] impl Room { pub fn new(ctx: Ctx) -> Self { Self { ctx } }
+//! #   pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
+//! #     Ok(self.ctx.accept_websocket(&request, &[])?.1) } }
+//! # #[cfg(feature = "gateway")]
+//! # async fn f(front: do_runtime::Runtime) -> Result<(), Error> {
+//! use do_runtime::Client;
+//!
+//! let rooms = Client::connect("10.0.0.2:7878").await?.namespace::<Room>()?;
+//! let gateway = front
+//!     .gateway()
+//!     .route(move |request, _env| {
+//!         let rooms = rooms.clone();
+//!         async move { rooms.get_by_name("lobby").fetch(request).await }
+//!     })
+//!     .start()
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 use std::sync::Arc;
 

@@ -40,6 +40,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::error::Error;
 
+/// The internal response headers that hand a WebSocket an object accepted
+/// to the gateway: the socket's number and its token (see
+/// `engine::sockets`).
+pub(crate) const SOCKET_HEADER: &str = "x-durable-object-websocket";
+pub(crate) const TOKEN_HEADER: &str = "x-durable-object-websocket-token";
+
+/// A WebSocket accepted by an object of another runtime, whose response
+/// came back through a connection to that runtime: what lets a gateway
+/// complete it (the response carries it as a [`Relayed`] extension).
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+pub(crate) trait SocketRelay: Send + Sync {
+    /// Takes over socket `socket` (with its `token`) on the other runtime:
+    /// `inbound` carries the bytes the WebSocket's client sends; the
+    /// answer, the bytes the other runtime sends it. Refused when no such
+    /// socket waits there (claimed, closed or expired).
+    fn claim(
+        &self,
+        socket: u64,
+        token: u128,
+        inbound: crate::base::streaming::BodyStream,
+    ) -> futures_util::future::BoxFuture<'static, Result<crate::base::streaming::BodyStream, Error>>;
+}
+
+/// The extension a response decoded from another runtime carries when it
+/// hands over a WebSocket (see [`SocketRelay`]).
+#[derive(Clone)]
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+pub(crate) struct Relayed(pub std::sync::Arc<dyn SocketRelay>);
+
+/// The socket number and token a response hands over, if it does.
+pub(crate) fn handed_over(response: &Response) -> Option<(u64, u128)> {
+    let header = |name| response.headers().get(name)?.to_str().ok();
+    let id: u64 = header(SOCKET_HEADER)?.parse().ok()?;
+    let token = u128::from_str_radix(header(TOKEN_HEADER)?, 16).ok()?;
+    Some((id, token))
+}
+
 /// An HTTP request to an object: the `http` crate's request with the whole
 /// body in memory.
 pub type Request = http::Request<Bytes>;
@@ -262,6 +299,13 @@ impl WireResponse {
         if let Some(number) = self.stream {
             let body = crate::base::passing::claim_stream(number)?;
             crate::base::streaming::attach(&mut response, body);
+        }
+        // A WebSocket handed over from another runtime: the way to it.
+        if status == http::StatusCode::SWITCHING_PROTOCOLS
+            && response.headers().contains_key(SOCKET_HEADER)
+            && let Some(relay) = crate::base::passing::socket_relay()
+        {
+            response.extensions_mut().insert(Relayed(relay));
         }
         Ok(response)
     }

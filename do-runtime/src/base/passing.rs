@@ -44,6 +44,12 @@ pub(crate) trait Home: Send + Sync {
             "no streamed response body can be claimed here".into(),
         ))
     }
+    /// The way to the runtime a decoded response came from, for the
+    /// WebSocket it hands over: a remote client's connection has one; a
+    /// runtime's own sockets need none.
+    fn socket_relay(&self) -> Option<Arc<dyn crate::base::fetch::SocketRelay>> {
+        None
+    }
 }
 
 thread_local! {
@@ -226,6 +232,12 @@ pub(crate) fn claim_stream(number: u64) -> Result<crate::base::streaming::BodySt
             "a streamed response body is claimed only where a runtime decodes it".into(),
         ))
     })
+}
+
+/// The way to the runtime whose response this thread decodes, if it is
+/// another runtime (see [`Home::socket_relay`]).
+pub(crate) fn socket_relay() -> Option<Arc<dyn crate::base::fetch::SocketRelay>> {
+    HOME.with(|home| home.borrow().as_ref()?.socket_relay())
 }
 
 /// Decodes a stub of class `class` (whose methods are `methods`): its id,

@@ -157,6 +157,9 @@ pub struct BodyStream {
     broken: Arc<Broken>,
     /// The end (or the error that ended it) was read.
     over: bool,
+    /// What must live as long as the reader (the connection a relayed
+    /// WebSocket's bytes come through).
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// How a body that crosses a connection is paced: the reader took a
@@ -178,7 +181,15 @@ impl BodyStream {
             flow: Some(flow),
             broken,
             over: false,
+            _held: None,
         }
+    }
+
+    /// This body, keeping `held` alive as long as it is read.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn holding(mut self, held: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        self._held = Some(held);
+        self
     }
 
     /// A new body: its sender, and its reader.
@@ -190,6 +201,7 @@ impl BodyStream {
             flow: None,
             broken: broken.clone(),
             over: false,
+            _held: None,
         };
         (BodySender::new(tx, broken), reader)
     }
@@ -433,6 +445,13 @@ pub(crate) fn attach<M: HttpMessage>(message: &mut M, body: BodyStream) {
     message
         .extensions_mut()
         .insert(Streamed(Arc::new(Mutex::new(Some(body)))));
+}
+
+/// A new body for the runtime's own plumbing (a relayed WebSocket's
+/// bytes): its sender, and its reader.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+pub(crate) fn pipe() -> (BodySender, BodyStream) {
+    BodyStream::pair()
 }
 
 /// A channel for a body that arrives over a connection: its sending end

@@ -34,9 +34,7 @@ pub const SEND_BUFFER: usize = 1024;
 /// [`Error::Overloaded`].
 pub const SEND_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
-/// The internal response headers that hand an accepted socket to the gateway.
-pub(crate) const SOCKET_HEADER: &str = "x-durable-object-websocket";
-pub(crate) const TOKEN_HEADER: &str = "x-durable-object-websocket-token";
+pub(crate) use crate::base::fetch::{SOCKET_HEADER, TOKEN_HEADER};
 
 /// How long an accepted socket may wait for the gateway to complete its
 /// upgrade before it is forgotten.
@@ -369,18 +367,30 @@ impl Sockets {
 
     /// The socket a response hands over, if its id and token match.
     fn handed_over(&self, response: &Response) -> Option<Arc<SocketEntry>> {
-        let header = |name| response.headers().get(name)?.to_str().ok();
-        let id: u64 = header(SOCKET_HEADER)?.parse().ok()?;
-        let token = u128::from_str_radix(header(TOKEN_HEADER)?, 16).ok()?;
+        let (id, token) = crate::base::fetch::handed_over(response)?;
+        self.by_token(id, token)
+    }
+
+    /// Socket `id`, if `token` is its token.
+    fn by_token(&self, id: u64, token: u128) -> Option<Arc<SocketEntry>> {
         let entry = lock(&self.by_id).get(&id).cloned()?;
         (entry.token == token).then_some(entry)
     }
 
-    /// The gateway takes over the socket `response` hands over: marks it
-    /// open (a socket the object closed meanwhile stays closing, so its
-    /// close is sent) and takes the queue of what the object sends on it.
+    /// The gateway takes over the socket `response` hands over (see
+    /// [`Sockets::claim_token`]).
     pub(crate) fn claim(&self, response: &Response) -> Option<Claimed> {
-        let entry = self.handed_over(response)?;
+        let (id, token) = crate::base::fetch::handed_over(response)?;
+        self.claim_token(id, token)
+    }
+
+    /// A gateway takes over socket `id` (if `token` is its token): marks
+    /// it open (a socket the object closed meanwhile stays closing, so its
+    /// close is sent) and takes the queue of what the object sends on it.
+    /// The gateway is this runtime's, or another's that the object's
+    /// response reached through a connection.
+    pub(crate) fn claim_token(&self, id: u64, token: u128) -> Option<Claimed> {
+        let entry = self.by_token(id, token)?;
         let rx = lock(&entry.pending).take()?;
         let _ = entry
             .state

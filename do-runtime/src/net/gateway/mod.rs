@@ -27,7 +27,7 @@
 
 pub mod admin;
 mod route;
-mod socket;
+pub(crate) mod socket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,7 +50,7 @@ pub use route::{RouteFuture, default_route};
 
 use crate::api::env::Env;
 use crate::base::error::Result;
-use crate::base::fetch::{Request, Response};
+use crate::base::fetch::{Relayed, Request, Response};
 use crate::engine::shared::Shared;
 use crate::engine::sockets::{SOCKET_HEADER, TOKEN_HEADER, is_upgrade};
 use crate::service::runtime::Runtime;
@@ -565,6 +565,11 @@ async fn answer(
     let sockets = state.shared.sockets();
     let hands_over = response.headers().contains_key(SOCKET_HEADER);
     match (response.status(), upgrade, key) {
+        (StatusCode::SWITCHING_PROTOCOLS, Some(upgrade), Some(key))
+            if hands_over && response.extensions().get::<Relayed>().is_some() =>
+        {
+            relay_socket(state, response, upgrade, &key).await
+        }
         (StatusCode::SWITCHING_PROTOCOLS, Some(upgrade), Some(key)) if hands_over => {
             let Some(claimed) = sockets.claim(&response) else {
                 return to_hyper(plain(
@@ -597,6 +602,44 @@ async fn answer(
             to_hyper(response)
         }
     }
+}
+
+/// Completes an upgrade whose socket an object of another runtime accepted
+/// (its response came through a remote client's connection): the socket
+/// is claimed there, and its bytes cross that connection both ways.
+async fn relay_socket(
+    state: &Arc<State>,
+    response: Response,
+    upgrade: hyper::upgrade::OnUpgrade,
+    key: &[u8],
+) -> hyper::Response<Body> {
+    let relay = response.extensions().get::<Relayed>().cloned();
+    let (Some(Relayed(relay)), Some((socket, token))) =
+        (relay, crate::base::fetch::handed_over(&response))
+    else {
+        return to_hyper(plain(
+            StatusCode::BAD_GATEWAY,
+            "the accepted WebSocket cannot be claimed".to_owned(),
+        ));
+    };
+    let (inbound, client_bytes) = crate::base::streaming::pipe();
+    let outbound = match relay.claim(socket, token, client_bytes).await {
+        Ok(outbound) => outbound,
+        Err(e) => {
+            tracing::debug!(error = %e, "claiming a relayed WebSocket failed");
+            return to_hyper(plain(
+                StatusCode::BAD_GATEWAY,
+                format!("the accepted WebSocket cannot be claimed: {e}"),
+            ));
+        }
+    };
+    let pump = state.pumps.started();
+    let relayed = socket::relay(upgrade, inbound, outbound, state.stopped.clone());
+    tokio::spawn(async move {
+        relayed.await;
+        drop(pump);
+    });
+    to_hyper(socket::switching_protocols(response, key))
 }
 
 /// The health and metrics endpoints, when configured.

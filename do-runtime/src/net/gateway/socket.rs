@@ -123,28 +123,153 @@ pub(super) async fn serve(
     upgrade: hyper::upgrade::OnUpgrade,
     stopped: watch::Receiver<bool>,
 ) {
-    let entry = claimed.entry.clone();
-    if let Ok(upgraded) = upgrade.await {
-        let limit = shared.sockets().message_limit();
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(limit))
-            .max_frame_size(Some(limit));
-        let (io, over) = Bounded::new(TokioIo::new(upgraded), limit.saturating_add(OUTGOING_SLACK));
-        let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let Claimed { entry, rx } = claimed;
-        Pump {
-            shared: shared.clone(),
-            entry,
-            rx,
-            reorder: Reorder::default(),
-            stub: None,
-            closed_told: false,
-            over,
-        }
-        .run(stream, stopped)
-        .await;
+    match upgrade.await {
+        Ok(upgraded) => serve_io(shared, claimed, TokioIo::new(upgraded), stopped).await,
+        Err(_) => shared.sockets().remove(&claimed.entry),
     }
+}
+
+/// Serves one socket over `io`, the connection to its client, until it
+/// closes; then the runtime forgets it.
+async fn serve_io<S>(shared: Arc<Shared>, claimed: Claimed, io: S, stopped: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let entry = claimed.entry.clone();
+    let limit = shared.sockets().message_limit();
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let (io, over) = Bounded::new(io, limit.saturating_add(OUTGOING_SLACK));
+    let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let Claimed {
+        entry: claimed_entry,
+        rx,
+    } = claimed;
+    Pump {
+        shared: shared.clone(),
+        entry: claimed_entry,
+        rx,
+        reorder: Reorder::default(),
+        stub: None,
+        closed_told: false,
+        over,
+    }
+    .run(stream, stopped)
+    .await;
     shared.sockets().remove(&entry);
+}
+
+/// The bytes of a relayed socket kept in memory on their way, each way
+/// (besides the chunks in flight on the connection).
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Serves a socket of this runtime claimed by another runtime's gateway
+/// (see `transport::server`): `inbound` brings the bytes its client sends,
+/// `outbound` takes the bytes for it. The socket is served here as if the
+/// client were connected to this runtime (hibernation, auto-responses,
+/// pings, limits, the close event), over a pipe those bytes go through.
+pub(crate) async fn serve_relayed(
+    shared: Arc<Shared>,
+    claimed: Claimed,
+    mut inbound: crate::base::streaming::BodyStream,
+    outbound: crate::base::streaming::BodySender,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (here, there) = tokio::io::duplex(RELAY_BUFFER);
+    let (mut from_pump, mut to_pump) = tokio::io::split(there);
+    // The client's bytes into the pipe; its end (or a break: the
+    // connection was lost) is the end of the pipe's input.
+    let input = async move {
+        while let Some(Ok(chunk)) = inbound.next().await {
+            if to_pump.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to_pump.shutdown().await;
+    };
+    // The pump's bytes to the client, until the pump lets the pipe go.
+    let output = async move {
+        let mut buffer = vec![0u8; RELAY_BUFFER];
+        loop {
+            match from_pump.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = bytes::Bytes::copy_from_slice(&buffer[..n]);
+                    if outbound.send(chunk).await.is_err() {
+                        return; // the other runtime let the socket go
+                    }
+                }
+            }
+        }
+        outbound.finish();
+    };
+    tokio::spawn(input);
+    tokio::spawn(output);
+    // Never stopped from here: the other runtime's gateway closing ends
+    // the input, which the pump sees as a lost connection.
+    let (_never, stopped) = watch::channel(false);
+    serve_io(shared, claimed, here, stopped).await;
+}
+
+/// Completes an upgrade whose socket an object of another runtime serves
+/// (see [`serve_relayed`]): copies the client's bytes to `inbound` and
+/// `outbound`'s to the client, until the other runtime ends the socket or
+/// this gateway stops (then the object sees its client leave).
+pub(super) async fn relay(
+    upgrade: hyper::upgrade::OnUpgrade,
+    inbound: crate::base::streaming::BodySender,
+    mut outbound: crate::base::streaming::BodyStream,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(upgraded) = upgrade.await else {
+        // No client: the other end sees the socket's input end.
+        inbound.finish();
+        return;
+    };
+    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+    let up = async {
+        let mut buffer = vec![0u8; RELAY_BUFFER];
+        loop {
+            match rd.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    let chunk = bytes::Bytes::copy_from_slice(&buffer[..n]);
+                    if inbound.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    inbound
+                        .fail(Error::disconnected(
+                            crate::base::error::DisconnectReason::ConnectionLost,
+                            format!("the WebSocket's client connection broke: {e}"),
+                        ))
+                        .await;
+                    return;
+                }
+            }
+        }
+        inbound.finish();
+        // The other runtime answers the end (the object hears the close):
+        // wait for its end of the socket.
+        std::future::pending::<()>().await;
+    };
+    let down = async {
+        while let Some(Ok(chunk)) = outbound.next().await {
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&chunk)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+        () = super::stopping(&mut stopped) => {}
+    }
 }
 
 /// Puts the object's sends back in the order it made them: the output gate

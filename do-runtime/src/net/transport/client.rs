@@ -86,10 +86,11 @@ pub(crate) struct ClientShared {
 }
 
 /// One connection of a client as the home of what its results carry: the
-/// client's, and the streamed bodies arriving on this connection.
+/// client's, the streamed bodies arriving on this connection, and the
+/// WebSockets its fetch replies hand over.
 struct ConnHome {
     client: Arc<dyn Home>,
-    state: Arc<ConnState>,
+    conn: Connection,
 }
 
 impl Home for ConnHome {
@@ -107,7 +108,96 @@ impl Home for ConnHome {
     }
 
     fn claim_stream(&self, number: u64) -> Result<crate::base::streaming::BodyStream> {
-        self.state.incoming.claim(number, self.state.clone())
+        self.conn
+            .state
+            .incoming
+            .claim(number, self.conn.state.clone())
+    }
+
+    fn socket_relay(&self) -> Option<Arc<dyn crate::base::fetch::SocketRelay>> {
+        Some(Arc::new(SocketThrough {
+            conn: self.conn.clone(),
+        }))
+    }
+}
+
+/// A WebSocket accepted by an object of the server, completed by a
+/// gateway of this process: the connection carries its bytes both ways
+/// as two streamed bodies (see `streams`), and holds the connection open
+/// while it lasts.
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+struct SocketThrough {
+    conn: Connection,
+}
+
+impl crate::base::fetch::SocketRelay for SocketThrough {
+    fn claim(
+        &self,
+        socket: u64,
+        token: u128,
+        inbound: crate::base::streaming::BodyStream,
+    ) -> BoxFuture<'static, Result<crate::base::streaming::BodyStream>> {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Unsupported("a WebSocket is relayed from a tokio runtime only".into())
+            })?;
+            let state = conn.state.clone();
+            let stream = state.next_stream.fetch_add(1, Ordering::Relaxed);
+            let (reply, rx) = oneshot::channel();
+            let call = state.queue(
+                |call| ClientFrame::ClaimSocket {
+                    call,
+                    socket,
+                    token,
+                    stream,
+                },
+                reply,
+            )?;
+            // Given up before the answer: the server is told to let both
+            // ways go.
+            let mut waiting = Abandon {
+                state: Some(state.clone()),
+                call,
+                stream,
+            };
+            let answer = rx.await.map_err(|_| {
+                Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    "the connection has closed",
+                )
+            })?;
+            waiting.state = None;
+            answer?;
+            let outbound = state.incoming.claim(call, state.clone())?;
+            state
+                .forwards
+                .start(&runtime, stream, inbound, state.clone());
+            // The connection stays open as long as the socket's bytes flow.
+            Ok(outbound.holding(Box::new(conn)))
+        })
+    }
+}
+
+/// A claim of a WebSocket given up before its answer.
+struct Abandon {
+    state: Option<Arc<ConnState>>,
+    call: u64,
+    stream: u64,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.incoming.abandon(self.call, &*state);
+            state.tell(&ClientFrame::StreamEnd {
+                stream: self.stream,
+                error: Some(Error::disconnected(
+                    DisconnectReason::ConnectionLost,
+                    "the gateway gave the WebSocket up",
+                )),
+            });
+        }
     }
 }
 
@@ -243,12 +333,13 @@ impl ConnState {
     }
 
     /// Queues one request: numbers it, encodes it with `frame(call)` and
-    /// keeps `reply` for its answer. Fails when the connection has ended.
+    /// keeps `reply` for its answer; returns its number. Fails when the
+    /// connection has ended.
     fn queue<F: serde::Serialize>(
         &self,
         frame: impl FnOnce(u64) -> F,
         reply: oneshot::Sender<Reply>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut calls = self.lock();
         if let Some(reason) = &calls.closed {
             return Err(Error::disconnected(
@@ -264,7 +355,7 @@ impl ConnState {
         if first {
             self.writer.wake();
         }
-        Ok(())
+        Ok(call)
     }
 
     /// Queues a frame that expects no reply (if the connection is open).
@@ -511,7 +602,7 @@ impl ClientShared {
         let home = self.home.get().map(|client| {
             Arc::new(ConnHome {
                 client: client.clone(),
-                state: conn.state.clone(),
+                conn: conn.clone(),
             }) as Arc<dyn Home>
         });
         RemoteStub {

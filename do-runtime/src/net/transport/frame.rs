@@ -11,8 +11,9 @@ use crate::base::error::Error;
 /// Bumped whenever a frame changes incompatibly (3: a disconnected error
 /// carries its reason; 4: errors may be `MissingBinding`, reasons
 /// `Aborted`; 5: reasons may be `TimedOut`, arguments and results may
-/// carry ids and stubs, fetch replies streamed bodies).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// carry ids and stubs, fetch replies streamed bodies; 6: a client may
+/// claim a WebSocket an object accepted).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +61,17 @@ pub enum ClientFrame {
     },
     /// Streamed request body `stream` ended (`error`: it broke off).
     StreamEnd { stream: u64, error: Option<Error> },
+    /// Take over WebSocket `socket` (with its `token`), which a fetch
+    /// reply on this connection handed over: the bytes its client sends
+    /// come as streamed body `stream` (numbered by the client); the answer
+    /// is a `Reply` to `call`, and on success the bytes for the client
+    /// follow as the streamed body `call`.
+    ClaimSocket {
+        call: u64,
+        socket: u64,
+        token: u128,
+        stream: u64,
+    },
 }
 
 /// [`ClientFrame::Call`] borrowing its bytes, for encoding: the same frame
@@ -393,6 +405,12 @@ mod tests {
                 trace: u128::MAX,
             },
             ClientFrame::DropStub { stub: 12345 },
+            ClientFrame::ClaimSocket {
+                call: 7,
+                socket: 3,
+                token: u128::MAX,
+                stream: 9,
+            },
         ];
         let server = [
             ServerFrame::Welcome {

@@ -701,7 +701,75 @@ impl Connection<'_> {
                 self.incoming.end(stream, error);
                 Ok(())
             }
+            ClientFrame::ClaimSocket {
+                call,
+                socket,
+                token,
+                stream,
+            } => {
+                let result = self.claim_socket(call, socket, token, stream);
+                frame::encode_reply(call, &result.map(|()| Vec::new()), out);
+                Ok(())
+            }
             ClientFrame::Hello { .. } => Err("a second hello".into()),
+        }
+    }
+}
+
+impl Connection<'_> {
+    /// The client's gateway takes over WebSocket `socket` of this runtime
+    /// (see `ClientFrame::ClaimSocket`): it is served here, its client's
+    /// bytes coming as the client's stream `stream`, the bytes for it
+    /// going as this connection's stream `call`.
+    fn claim_socket(
+        &self,
+        call: u64,
+        socket: u64,
+        token: u128,
+        stream: u64,
+    ) -> std::result::Result<(), Error> {
+        #[cfg(feature = "gateway")]
+        {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Unsupported("no tokio runtime serves this connection".into())
+            })?;
+            let claimed = self
+                .shared
+                .sockets()
+                .claim_token(socket, token)
+                .ok_or_else(|| {
+                    Error::disconnected(
+                        crate::base::error::DisconnectReason::SocketClosed,
+                        "no WebSocket waits under that number and token: it was claimed, closed or forgotten",
+                    )
+                })?;
+            let back: Arc<dyn crate::net::transport::streams::Back> = self.sink.clone();
+            let inbound = match self.incoming.claim(stream, back) {
+                Ok(inbound) => inbound,
+                Err(e) => {
+                    self.shared.sockets().remove(&claimed.entry);
+                    return Err(e);
+                }
+            };
+            let (outbound, to_client) = crate::base::streaming::pipe();
+            self.sink
+                .streams
+                .start(&runtime, call, to_client, self.sink.clone());
+            runtime.spawn(crate::net::gateway::socket::serve_relayed(
+                self.shared.clone(),
+                claimed,
+                inbound,
+                outbound,
+            ));
+            Ok(())
+        }
+        #[cfg(not(feature = "gateway"))]
+        {
+            let _ = (call, socket, token, stream);
+            Err(Error::Unsupported(
+                "this runtime was built without the `gateway` feature: it serves no WebSocket"
+                    .into(),
+            ))
         }
     }
 }
