@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod client;
+pub mod nats;
 pub mod objects;
 pub mod web;
 

@@ -629,7 +629,8 @@ async fn relay_socket(
             tracing::debug!(error = %e, "claiming a relayed WebSocket failed");
             return to_hyper(plain(
                 StatusCode::BAD_GATEWAY,
-                format!("the accepted WebSocket cannot be claimed: {e}"),
+                "the accepted WebSocket cannot be claimed from the runtime that accepted it"
+                    .to_owned(),
             ));
         }
     };

@@ -160,9 +160,44 @@ where
     shared.sockets().remove(&entry);
 }
 
-/// The bytes of a relayed socket kept in memory on their way, each way
-/// (besides the chunks in flight on the connection).
-const RELAY_BUFFER: usize = 64 * 1024;
+/// The bytes of a relayed socket's pipe kept in memory on their way, each
+/// way (besides the chunks in flight on the connection).
+const RELAY_PIPE: usize = 64 * 1024;
+/// The room each read of a relayed socket's bytes takes: an idle socket
+/// holds one such buffer on each side.
+const RELAY_READ: usize = 8 * 1024;
+
+/// Reads `io` into chunks of at most [`RELAY_READ`] bytes, sending each to
+/// `to`, until `io` ends (`Ok`) or breaks (`Err`), or the reader of `to`
+/// lets it go (`Ok`, with nothing more to say).
+async fn pump_chunks<R>(
+    io: &mut R,
+    to: &crate::base::streaming::BodySender,
+) -> std::io::Result<bool>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buffer = bytes::BytesMut::new();
+    loop {
+        buffer.reserve(RELAY_READ);
+        if io.read_buf(&mut buffer).await? == 0 {
+            return Ok(true);
+        }
+        if to.send(buffer.split().freeze()).await.is_err() {
+            return Ok(false);
+        }
+    }
+}
+
+/// How a gateway in front tells the object's runtime it stops: the error
+/// that ends the client's bytes (see [`relay`]).
+fn going_away() -> Error {
+    Error::disconnected(
+        crate::base::error::DisconnectReason::Shutdown,
+        "the gateway in front is shutting down",
+    )
+}
 
 /// Serves a socket of this runtime claimed by another runtime's gateway
 /// (see `transport::server`): `inbound` brings the bytes its client sends,
@@ -175,88 +210,68 @@ pub(crate) async fn serve_relayed(
     mut inbound: crate::base::streaming::BodyStream,
     outbound: crate::base::streaming::BodySender,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (here, there) = tokio::io::duplex(RELAY_BUFFER);
+    use tokio::io::AsyncWriteExt;
+    let (here, there) = tokio::io::duplex(RELAY_PIPE);
     let (mut from_pump, mut to_pump) = tokio::io::split(there);
-    // The client's bytes into the pipe; its end (or a break: the
+    // Set when the gateway in front stops: the pump closes with 1001, as
+    // that gateway's own sockets do.
+    let (stop, stopped) = watch::channel(false);
+    // The client's bytes into the pipe; their end (or a break: the
     // connection was lost) is the end of the pipe's input.
-    let input = async move {
-        while let Some(Ok(chunk)) = inbound.next().await {
-            if to_pump.write_all(&chunk).await.is_err() {
-                return;
+    let input = tokio::spawn(async move {
+        loop {
+            match inbound.next().await {
+                Some(Ok(chunk)) => {
+                    if to_pump.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) if e == going_away() => {
+                    // Told before the input ends: the pump sends its close
+                    // and, finding the input ended, does not wait for the
+                    // client's answer, which the stopping gateway drops.
+                    let _ = stop.send(true);
+                    break;
+                }
+                Some(Err(_)) | None => break,
             }
         }
         let _ = to_pump.shutdown().await;
-    };
+        // Held until the pump is done: a dropped sender reads as a stop.
+        stop.closed().await;
+    });
     // The pump's bytes to the client, until the pump lets the pipe go.
-    let output = async move {
-        let mut buffer = vec![0u8; RELAY_BUFFER];
-        loop {
-            match from_pump.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let chunk = bytes::Bytes::copy_from_slice(&buffer[..n]);
-                    if outbound.send(chunk).await.is_err() {
-                        return; // the other runtime let the socket go
-                    }
-                }
-            }
+    let output = tokio::spawn(async move {
+        if let Ok(true) = pump_chunks(&mut from_pump, &outbound).await {
+            outbound.finish();
         }
-        outbound.finish();
-    };
-    tokio::spawn(input);
-    tokio::spawn(output);
-    // Never stopped from here: the other runtime's gateway closing ends
-    // the input, which the pump sees as a lost connection.
-    let (_never, stopped) = watch::channel(false);
+    });
     serve_io(shared, claimed, here, stopped).await;
+    // The pump is done: nothing more is read for it.
+    input.abort();
+    drop(output);
 }
 
 /// Completes an upgrade whose socket an object of another runtime serves
 /// (see [`serve_relayed`]): copies the client's bytes to `inbound` and
-/// `outbound`'s to the client, until the other runtime ends the socket or
-/// this gateway stops (then the object sees its client leave).
+/// `outbound`'s to the client, until the other runtime ends the socket.
+/// When this gateway stops, the other runtime closes the socket with 1001
+/// and this one waits for that close to reach the client (at most
+/// [`CLOSE_TIMEOUT`]).
 pub(super) async fn relay(
     upgrade: hyper::upgrade::OnUpgrade,
     inbound: crate::base::streaming::BodySender,
     mut outbound: crate::base::streaming::BodyStream,
     mut stopped: watch::Receiver<bool>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let Ok(upgraded) = upgrade.await else {
         // No client: the other end sees the socket's input end.
         inbound.finish();
         return;
     };
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
-    let up = async {
-        let mut buffer = vec![0u8; RELAY_BUFFER];
-        loop {
-            match rd.read(&mut buffer).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    let chunk = bytes::Bytes::copy_from_slice(&buffer[..n]);
-                    if inbound.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    inbound
-                        .fail(Error::disconnected(
-                            crate::base::error::DisconnectReason::ConnectionLost,
-                            format!("the WebSocket's client connection broke: {e}"),
-                        ))
-                        .await;
-                    return;
-                }
-            }
-        }
-        inbound.finish();
-        // The other runtime answers the end (the object hears the close):
-        // wait for its end of the socket.
-        std::future::pending::<()>().await;
-    };
-    let down = async {
+    let mut down = std::pin::pin!(async {
         while let Some(Ok(chunk)) = outbound.next().await {
             match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&chunk)).await {
                 Ok(Ok(())) => {}
@@ -264,11 +279,52 @@ pub(super) async fn relay(
             }
         }
         let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+    });
+    /// How the client's side ended, or why it stopped being read.
+    enum Up {
+        /// The client's bytes ended.
+        Ended,
+        /// The other runtime let them go.
+        Gone,
+        Broke(std::io::Error),
+        /// This gateway stops.
+        Stopping,
+    }
+    let up = async {
+        match pump_chunks(&mut rd, &inbound).await {
+            Ok(true) => Up::Ended,
+            Ok(false) => Up::Gone,
+            Err(e) => Up::Broke(e),
+        }
     };
-    tokio::select! {
-        () = up => {}
-        () = down => {}
-        () = super::stopping(&mut stopped) => {}
+    let ended = tokio::select! {
+        up = up => up,
+        () = &mut down => return,
+        () = super::stopping(&mut stopped) => Up::Stopping,
+    };
+    match ended {
+        Up::Ended => {
+            inbound.finish();
+            // The other runtime answers the end (the object hears the
+            // close): its end of the socket ends this.
+            tokio::select! {
+                () = &mut down => {}
+                () = super::stopping(&mut stopped) => {}
+            }
+        }
+        Up::Gone => {}
+        Up::Broke(e) => {
+            inbound
+                .fail(Error::disconnected(
+                    crate::base::error::DisconnectReason::ConnectionLost,
+                    format!("the WebSocket's client connection broke: {e}"),
+                ))
+                .await;
+        }
+        Up::Stopping => {
+            inbound.fail(going_away()).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut down).await;
+        }
     }
 }
 

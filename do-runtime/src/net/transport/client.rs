@@ -159,7 +159,6 @@ impl crate::base::fetch::SocketRelay for SocketThrough {
             let mut waiting = Abandon {
                 state: Some(state.clone()),
                 call,
-                stream,
             };
             let answer = rx.await.map_err(|_| {
                 Error::disconnected(
@@ -179,24 +178,19 @@ impl crate::base::fetch::SocketRelay for SocketThrough {
     }
 }
 
-/// A claim of a WebSocket given up before its answer.
+/// A claim of a WebSocket given up before its answer: the bytes for the
+/// client, if the claim succeeds, are let go, so the other runtime's pump
+/// finds its client gone (at its next write, a ping at the latest) and
+/// tells the object.
 struct Abandon {
     state: Option<Arc<ConnState>>,
     call: u64,
-    stream: u64,
 }
 
 impl Drop for Abandon {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
             state.incoming.abandon(self.call, &*state);
-            state.tell(&ClientFrame::StreamEnd {
-                stream: self.stream,
-                error: Some(Error::disconnected(
-                    DisconnectReason::ConnectionLost,
-                    "the gateway gave the WebSocket up",
-                )),
-            });
         }
     }
 }

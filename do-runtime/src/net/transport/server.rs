@@ -733,10 +733,11 @@ impl Connection<'_> {
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                 Error::Unsupported("no tokio runtime serves this connection".into())
             })?;
-            let claimed = self
-                .shared
-                .sockets()
-                .claim_token(socket, token)
+            // A zero token is the one a runtime without randomness gives
+            // (see `engine::sockets`): never claimed from afar.
+            let claimed = (token != 0)
+                .then(|| self.shared.sockets().claim_token(socket, token))
+                .flatten()
                 .ok_or_else(|| {
                     Error::disconnected(
                         crate::base::error::DisconnectReason::SocketClosed,

