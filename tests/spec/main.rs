@@ -25,6 +25,7 @@ mod persistence;
 mod raw_values;
 mod relayed_websockets;
 mod remote;
+mod replication;
 mod storage_api;
 mod storage_basics;
 mod streaming;

@@ -1,0 +1,619 @@
+//! The log itself: a JetStream stream, the shards this writer claimed, and
+//! appending to and reading from it.
+//!
+//! **Fencing.** Each shard has an epoch subject. A writer claims a shard by
+//! publishing its epoch there, on the condition (checked by the server)
+//! that the subject's last message is still the one it read, and only if
+//! that message holds an older epoch. Every append to the shard then
+//! carries `Nats-Expected-Last-Subject-Sequence` = the sequence of its
+//! marker, checked by the server against the epoch subject: once a newer
+//! writer has published its marker, every append of the older one is
+//! refused. A clustered stream refuses a second message with such a check
+//! on the same subject while the first is in flight, so appends to one
+//! shard go one at a time (an atomic batch each); shards go in parallel.
+//!
+//! **Atomicity.** One object's batch is one atomic batch of messages (a
+//! message per key, plus its alarm and name): JetStream stores all of them
+//! or none. Batches of a shard's objects share atomic batches of up to
+//! [`MAX_ATOMIC`] messages; the first message of each carries the fence.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
+
+use crate::config::ReplicaConfig;
+use crate::error::ReplicaError;
+use crate::record;
+use crate::subjects::{Named, Subjects, check_class, shard_of};
+
+/// The most messages one atomic append holds (JetStream's limit).
+pub const MAX_ATOMIC: usize = 1000;
+
+/// The stream's metadata key that records its shard count.
+const SHARDS_KEY: &str = "do-shards";
+
+/// One object's writes, appended together: all of them or none.
+#[derive(Debug, Clone)]
+pub struct ObjectWrites<'a> {
+    /// The object's class.
+    pub class: &'a str,
+    /// The object's 16 id bytes.
+    pub id: [u8; 16],
+    /// Its keys' writes, in order: the stored value, or `None` to delete.
+    pub writes: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    /// Its alarm, if the batch sets one (`Some(None)`: deleted).
+    pub alarm: Option<Option<u64>>,
+    /// The name its id was made from, if the batch records it.
+    pub name: Option<&'a str>,
+}
+
+impl ObjectWrites<'_> {
+    /// The messages this batch appends.
+    pub fn messages(&self) -> usize {
+        self.writes.len() + usize::from(self.alarm.is_some()) + usize::from(self.name.is_some())
+    }
+}
+
+/// What the log holds for one object: a key's write, its alarm, its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A key's newest write (`None`: deleted).
+    Write {
+        /// The object's class.
+        class: String,
+        /// The object's 16 id bytes.
+        id: [u8; 16],
+        /// The key's bytes.
+        key: Vec<u8>,
+        /// The stored value, or `None` for a delete.
+        value: Option<Vec<u8>>,
+    },
+    /// The object's alarm (`None`: deleted).
+    Alarm {
+        /// The object's class.
+        class: String,
+        /// The object's 16 id bytes.
+        id: [u8; 16],
+        /// When it is due, in ms since the Unix epoch.
+        at: Option<u64>,
+    },
+    /// The name the object's id was made from.
+    Name {
+        /// The object's class.
+        class: String,
+        /// The object's 16 id bytes.
+        id: [u8; 16],
+        /// The name.
+        name: String,
+    },
+}
+
+/// A connection to the replicated log.
+pub struct Log {
+    config: ReplicaConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    subjects: Subjects,
+    /// Each shard's epoch marker's stream sequence, once claimed (0: not
+    /// claimed by this writer).
+    fences: Vec<AtomicU64>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("stream", &self.config.stream)
+            .field("epoch", &self.config.epoch)
+            .field("shards", &self.config.shards)
+            .finish()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Unavailable(format!("{what}: {e}"))
+}
+
+impl Log {
+    /// Connects to the servers and opens the stream, creating it (with
+    /// the configured replicas and shards) if it does not exist. A stream
+    /// that exists must have the layout this crate writes.
+    pub async fn open(config: ReplicaConfig) -> Result<Log, ReplicaError> {
+        config.check()?;
+        let addrs = config
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| ReplicaError::Config(format!("the server address {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(config.timeout)
+            .connect(addrs)
+            .await
+            .map_err(|e| unavailable(&format!("cannot connect to {:?}", config.servers), e))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.timeout);
+        let subjects = Subjects::new(config.subject_prefix());
+        let wanted = stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subjects.all()],
+            max_messages_per_subject: 1,
+            num_replicas: config.replicas,
+            allow_atomic_publish: true,
+            allow_direct: true,
+            storage: stream::StorageType::File,
+            metadata: [(SHARDS_KEY.to_owned(), config.shards.to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let mut stream = js
+            .get_or_create_stream(wanted)
+            .await
+            .map_err(|e| unavailable("cannot open the stream", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("cannot read the stream's settings", e))?;
+        check_stream(&info.config, &config, &subjects)?;
+        let fences = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
+        Ok(Log {
+            config,
+            client,
+            js,
+            stream,
+            subjects,
+            fences,
+        })
+    }
+
+    /// The settings this log was opened with.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    /// The shard of object `id`.
+    pub fn shard_of(&self, id: &[u8; 16]) -> u32 {
+        shard_of(id, self.config.shards)
+    }
+
+    /// Whether this writer holds `shard` (has claimed it, and no refused
+    /// append has shown a newer epoch since).
+    pub fn holds(&self, shard: u32) -> bool {
+        self.fences
+            .get(shard as usize)
+            .is_some_and(|f| f.load(Ordering::Acquire) != 0)
+    }
+
+    /// Claims every shard for this writer's epoch (see [`Log::claim`]).
+    pub async fn claim_all(&self) -> Result<(), ReplicaError> {
+        let shards: Vec<u32> = (0..self.config.shards).collect();
+        self.claim(&shards).await
+    }
+
+    /// Claims `shards` for this writer's epoch: from now on, appends of any
+    /// older epoch to them are refused by the server. Fails with
+    /// [`ReplicaError::StaleEpoch`] when a shard belongs to a newer epoch
+    /// (this writer may never write it). Claiming a shard this epoch
+    /// already holds (a restart) keeps the claim.
+    pub async fn claim(&self, shards: &[u32]) -> Result<(), ReplicaError> {
+        for chunk in shards.chunks(64) {
+            let claims = chunk.iter().map(|&shard| self.claim_one(shard));
+            for claimed in futures_util::future::join_all(claims).await {
+                claimed?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_one(&self, shard: u32) -> Result<(), ReplicaError> {
+        let fence = self.fence_of(shard)?;
+        let subject = self.subjects.epoch(shard);
+        let ours = self.config.epoch;
+        loop {
+            let (last, current) = match self.stream.get_last_raw_message_by_subject(&subject).await
+            {
+                Ok(marker) => (marker.sequence, record::read_epoch(&marker.payload)?),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => (0, 0),
+                Err(e) => return Err(unavailable("cannot read a shard's epoch", e)),
+            };
+            if current > ours {
+                fence.store(0, Ordering::Release);
+                return Err(ReplicaError::StaleEpoch {
+                    shard,
+                    ours,
+                    current,
+                });
+            }
+            if current == ours {
+                fence.store(last, Ordering::Release);
+                return Ok(());
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                last.to_string().as_str(),
+            );
+            let published = self
+                .js
+                .publish_with_headers(subject.clone(), headers, record::epoch(ours))
+                .await
+                .map_err(|e| unavailable("cannot claim a shard", e))?
+                .await;
+            match published {
+                Ok(ack) => {
+                    fence.store(ack.sequence, Ordering::Release);
+                    return Ok(());
+                }
+                // Another writer claimed it meanwhile: look again.
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    continue;
+                }
+                Err(e) => return Err(unavailable("cannot claim a shard", e)),
+            }
+        }
+    }
+
+    fn fence_of(&self, shard: u32) -> Result<&AtomicU64, ReplicaError> {
+        self.fences.get(shard as usize).ok_or_else(|| {
+            ReplicaError::Config(format!(
+                "shard {shard}: the log has {} shards",
+                self.config.shards
+            ))
+        })
+    }
+
+    /// Appends each object's batch, all of it or none: its outcome, in the
+    /// order given, is the stream sequence that made it durable (on a
+    /// majority of the stream's replicas), or why it is not. Batches of
+    /// different shards go in parallel; within a shard, in order, and after
+    /// one fails none of the later ones of its shard is tried (they may
+    /// build on it).
+    pub async fn append(&self, batches: &[ObjectWrites<'_>]) -> Vec<Result<u64, ReplicaError>> {
+        let mut outcomes: Vec<Result<u64, ReplicaError>> = batches
+            .iter()
+            .map(|_| Err(ReplicaError::Unavailable("not appended".into())))
+            .collect();
+        let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, batch) in batches.iter().enumerate() {
+            if let Err(e) = check_class(batch.class) {
+                outcomes[i] = Err(e);
+                continue;
+            }
+            by_shard
+                .entry(self.shard_of(&batch.id))
+                .or_default()
+                .push(i);
+        }
+        let shards = by_shard
+            .into_iter()
+            .map(|(shard, items)| self.append_shard(shard, batches, items));
+        for settled in futures_util::future::join_all(shards).await {
+            for (i, outcome) in settled {
+                outcomes[i] = outcome;
+            }
+        }
+        outcomes
+    }
+
+    async fn append_shard(
+        &self,
+        shard: u32,
+        batches: &[ObjectWrites<'_>],
+        items: Vec<usize>,
+    ) -> Vec<(usize, Result<u64, ReplicaError>)> {
+        let mut settled = Vec::with_capacity(items.len());
+        let fence = match self.fence_of(shard) {
+            Ok(fence) => fence.load(Ordering::Acquire),
+            Err(e) => return items.into_iter().map(|i| (i, Err(e.clone()))).collect(),
+        };
+        if fence == 0 {
+            return items
+                .into_iter()
+                .map(|i| (i, Err(ReplicaError::Fenced { shard })))
+                .collect();
+        }
+        // Packed into atomic appends, never splitting one object's batch.
+        let mut packs: Vec<Vec<usize>> = Vec::new();
+        let mut size = 0;
+        for i in items {
+            let messages = batches[i].messages();
+            if messages > MAX_ATOMIC {
+                settled.push((
+                    i,
+                    Err(ReplicaError::TooLarge {
+                        messages,
+                        limit: MAX_ATOMIC,
+                    }),
+                ));
+                continue;
+            }
+            match packs.last_mut() {
+                Some(pack) if size + messages <= MAX_ATOMIC => pack.push(i),
+                _ => {
+                    packs.push(vec![i]);
+                    size = 0;
+                }
+            }
+            size += messages;
+        }
+        let mut failed: Option<ReplicaError> = None;
+        for pack in packs {
+            let outcome = match &failed {
+                Some(e) => Err(e.clone()),
+                None => self.append_pack(shard, fence, batches, &pack).await,
+            };
+            if let Err(e) = &outcome {
+                if matches!(e, ReplicaError::Fenced { .. }) {
+                    // A newer epoch holds the shard: never again.
+                    if let Ok(f) = self.fence_of(shard) {
+                        let _ = f.compare_exchange(fence, 0, Ordering::AcqRel, Ordering::Acquire);
+                    }
+                }
+                failed.get_or_insert_with(|| e.clone());
+            }
+            settled.extend(pack.into_iter().map(|i| (i, outcome.clone())));
+        }
+        settled
+    }
+
+    /// One atomic append of the batches `pack` to `shard`, fenced by the
+    /// marker at `fence`.
+    async fn append_pack(
+        &self,
+        shard: u32,
+        fence: u64,
+        batches: &[ObjectWrites<'_>],
+        pack: &[usize],
+    ) -> Result<u64, ReplicaError> {
+        let mut messages: Vec<(String, bytes::Bytes)> = Vec::new();
+        for &i in pack {
+            let batch = &batches[i];
+            for (key, value) in &batch.writes {
+                messages.push((
+                    self.subjects.key(shard, batch.class, &batch.id, key),
+                    record::write(*value),
+                ));
+            }
+            if let Some(at) = batch.alarm {
+                messages.push((
+                    self.subjects.alarm(shard, batch.class, &batch.id),
+                    record::alarm(at),
+                ));
+            }
+            if let Some(name) = batch.name {
+                messages.push((
+                    self.subjects.name(shard, batch.class, &batch.id),
+                    bytes::Bytes::copy_from_slice(name.as_bytes()),
+                ));
+            }
+        }
+        let count = messages.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        let fenced = |headers: &mut HeaderMap| {
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                fence.to_string().as_str(),
+            );
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence-Subject",
+                self.subjects.epoch(shard).as_str(),
+            );
+        };
+        let batch_id = self.client.new_inbox();
+        let batch_id = batch_id.rsplit('.').next().unwrap_or(&batch_id).to_owned();
+        let mut ack = None;
+        for (n, (subject, payload)) in messages.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            if n == 0 {
+                fenced(&mut headers);
+            }
+            if count > 1 {
+                headers.insert("Nats-Batch-Id", batch_id.as_str());
+                headers.insert("Nats-Batch-Sequence", (n + 1).to_string().as_str());
+            }
+            if n + 1 == count {
+                if count > 1 {
+                    headers.insert("Nats-Batch-Commit", "1");
+                }
+                ack = Some(
+                    self.js
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                        .map_err(|e| unavailable("cannot append", e))?,
+                );
+            } else {
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| unavailable("cannot append", e))?;
+            }
+        }
+        let Some(ack) = ack else {
+            return Ok(0);
+        };
+        match ack.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Err(ReplicaError::Fenced { shard })
+            }
+            Err(e) => Err(unavailable("an append was not acknowledged", e)),
+        }
+    }
+
+    /// Reads what the log holds of objects' state (keys, alarms, names),
+    /// of every shard or of `shards`, from stream sequence `after + 1` on,
+    /// handing each entry with its sequence to `each`, in stream order;
+    /// returns the last sequence read (`after` if none). Each key's newest
+    /// write is all the log keeps, so a read costs in proportion to the
+    /// objects' size, not to how often they were written.
+    ///
+    /// A read the servers break off (an election, a lost server) starts
+    /// again after the last entry handed over, up to four times.
+    pub async fn read(
+        &self,
+        after: u64,
+        shards: Option<&[u32]>,
+        mut each: impl FnMut(u64, Entry) -> Result<(), ReplicaError>,
+    ) -> Result<u64, ReplicaError> {
+        let mut last = after;
+        let mut attempts = 0;
+        loop {
+            match self.read_once(&mut last, shards, &mut each).await {
+                Err(ReplicaError::Unavailable(why)) if attempts < 4 => {
+                    attempts += 1;
+                    tracing::debug!(target: "do_replica", %why, attempts, "reading the log again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One try of [`Log::read`], from `*last + 1`, moving `*last` on as
+    /// entries are handed over.
+    async fn read_once(
+        &self,
+        last: &mut u64,
+        shards: Option<&[u32]>,
+        each: &mut impl FnMut(u64, Entry) -> Result<(), ReplicaError>,
+    ) -> Result<u64, ReplicaError> {
+        let after = *last;
+        let filter_subjects = match shards {
+            None => self.subjects.state(),
+            Some(shards) => shards
+                .iter()
+                .flat_map(|shard| {
+                    ["k", "a", "n"]
+                        .map(|kind| format!("{}.{kind}.{shard}.>", self.config.subject_prefix()))
+                })
+                .collect(),
+        };
+        let deliver_policy = match after {
+            0 => jetstream::consumer::DeliverPolicy::All,
+            after => jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+        };
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subjects,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("cannot read the log", e))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(after);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unavailable("cannot read the log", e))?;
+        loop {
+            let message = match tokio::time::timeout(self.config.timeout, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(unavailable("reading the log broke off", e)),
+                Ok(None) => return Ok(*last),
+                Err(_) => {
+                    return Err(ReplicaError::Unavailable("reading the log stalled".into()));
+                }
+            };
+            let info = message
+                .info()
+                .map_err(|e| ReplicaError::Corrupt(format!("a message without its place: {e}")))?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let entry = match self.subjects.parse(&message.subject) {
+                Some(Named::Key { class, id, key }) => Entry::Write {
+                    class,
+                    id,
+                    key,
+                    value: record::read_write(&message.payload)?,
+                },
+                Some(Named::Alarm { class, id }) => Entry::Alarm {
+                    class,
+                    id,
+                    at: record::read_alarm(&message.payload)?,
+                },
+                Some(Named::Name { class, id }) => Entry::Name {
+                    class,
+                    id,
+                    name: record::read_name(&message.payload)?,
+                },
+                Some(Named::Epoch) | None => {
+                    return Err(ReplicaError::Corrupt(format!(
+                        "the subject {} is not one of an object's state",
+                        message.subject
+                    )));
+                }
+            };
+            each(seq, entry)?;
+            *last = seq;
+            if pending == 0 {
+                return Ok(seq);
+            }
+        }
+    }
+
+    /// The stream's last sequence now.
+    pub async fn last_sequence(&self) -> Result<u64, ReplicaError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("cannot read the stream's state", e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// How many messages the stream holds now (its size after compaction).
+    pub async fn message_count(&self) -> Result<u64, ReplicaError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("cannot read the stream's state", e))?;
+        Ok(info.state.messages)
+    }
+}
+
+/// Refuses a stream laid out otherwise than this crate writes.
+fn check_stream(
+    found: &stream::Config,
+    config: &ReplicaConfig,
+    subjects: &Subjects,
+) -> Result<(), ReplicaError> {
+    let refuse = |why: String| Err(ReplicaError::Stream(format!("{}: {why}", config.stream)));
+    if !found.subjects.contains(&subjects.all()) {
+        return refuse(format!(
+            "its subjects {:?} do not include {}",
+            found.subjects,
+            subjects.all()
+        ));
+    }
+    if found.max_messages_per_subject != 1 {
+        return refuse(format!(
+            "it keeps {} messages per subject; the log needs 1 (per-key compaction)",
+            found.max_messages_per_subject
+        ));
+    }
+    if !found.allow_atomic_publish {
+        return refuse("it does not allow atomic batches (nats-server 2.12 or later)".into());
+    }
+    let shards = found.metadata.get(SHARDS_KEY).map(String::as_str);
+    if shards != Some(config.shards.to_string().as_str()) {
+        return refuse(format!(
+            "it was made with {} shards; this writer has {}",
+            shards.unwrap_or("no"),
+            config.shards
+        ));
+    }
+    Ok(())
+}

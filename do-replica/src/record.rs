@@ -1,0 +1,67 @@
+//! What the stream's messages hold: a key's write, an object's alarm or
+//! name, a shard's epoch. Each is the bytes of one message's payload.
+
+use crate::error::ReplicaError;
+
+/// A key's write: `1` then the stored value, or `0` for a delete.
+pub(crate) fn write(value: Option<&[u8]>) -> bytes::Bytes {
+    match value {
+        Some(value) => {
+            let mut bytes = Vec::with_capacity(1 + value.len());
+            bytes.push(1);
+            bytes.extend_from_slice(value);
+            bytes.into()
+        }
+        None => bytes::Bytes::from_static(&[0]),
+    }
+}
+
+/// Reads a key's write: the stored value, or `None` for a delete.
+pub(crate) fn read_write(payload: &[u8]) -> Result<Option<Vec<u8>>, ReplicaError> {
+    match payload.split_first() {
+        Some((1, value)) => Ok(Some(value.to_vec())),
+        Some((0, [])) => Ok(None),
+        _ => Err(ReplicaError::Corrupt(
+            "a key's write is neither a value nor a delete".into(),
+        )),
+    }
+}
+
+/// An alarm: its due time in ms since the epoch (8 bytes, big-endian), or
+/// nothing when deleted.
+pub(crate) fn alarm(at: Option<u64>) -> bytes::Bytes {
+    match at {
+        Some(at) => bytes::Bytes::copy_from_slice(&at.to_be_bytes()),
+        None => bytes::Bytes::new(),
+    }
+}
+
+pub(crate) fn read_alarm(payload: &[u8]) -> Result<Option<u64>, ReplicaError> {
+    match payload.len() {
+        0 => Ok(None),
+        8 => {
+            let mut at = [0u8; 8];
+            at.copy_from_slice(payload);
+            Ok(Some(u64::from_be_bytes(at)))
+        }
+        n => Err(ReplicaError::Corrupt(format!("an alarm of {n} bytes"))),
+    }
+}
+
+/// An epoch marker: the epoch (8 bytes, big-endian).
+pub(crate) fn epoch(epoch: u64) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&epoch.to_be_bytes())
+}
+
+pub(crate) fn read_epoch(payload: &[u8]) -> Result<u64, ReplicaError> {
+    let bytes: [u8; 8] = payload.try_into().map_err(|_| {
+        ReplicaError::Corrupt(format!("an epoch marker of {} bytes", payload.len()))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// A name: its UTF-8 bytes.
+pub(crate) fn read_name(payload: &[u8]) -> Result<String, ReplicaError> {
+    String::from_utf8(payload.to_vec())
+        .map_err(|_| ReplicaError::Corrupt("a name that is not UTF-8".into()))
+}

@@ -1,0 +1,250 @@
+//! RP3, RP4 and RP5 at the log: the replicated log on a real 3-server
+//! JetStream cluster (started here, see `do_tests::nats`). Fencing is the
+//! server's, batches are whole or absent, the log keeps each key's newest
+//! write only, and losing one server loses nothing acknowledged.
+
+use do_replica::{Entry, Log, ObjectWrites, ReplicaConfig, ReplicaError};
+use do_tests::nats::NatsCluster;
+
+/// A log on `cluster`'s stream `stream`, for epoch `epoch`, with `shards`
+/// shards, claimed.
+async fn log(cluster: &NatsCluster, stream: &str, epoch: u64, shards: u32) -> Log {
+    let config = ReplicaConfig::new(cluster.urls())
+        .stream(stream)
+        .replicas(3)
+        .shards(shards)
+        .epoch(epoch);
+    let log = Log::open(config).await.expect("the log opens");
+    log.claim_all().await.expect("the shards are claimed");
+    log
+}
+
+fn id(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+/// One write of `key` = `value` to object `n` of class `C`.
+fn put<'a>(n: u8, key: &'a str, value: &'a [u8]) -> ObjectWrites<'a> {
+    ObjectWrites {
+        class: "C",
+        id: id(n),
+        writes: vec![(key.as_bytes(), Some(value))],
+        alarm: None,
+        name: None,
+    }
+}
+
+/// Everything the log holds, as (object, key) → value.
+async fn contents(log: &Log) -> std::collections::BTreeMap<(u8, String), Option<Vec<u8>>> {
+    let mut seen = std::collections::BTreeMap::new();
+    log.read(0, None, |_, entry| {
+        if let Entry::Write { id, key, value, .. } = entry {
+            seen.insert((id[0], String::from_utf8_lossy(&key).into_owned()), value);
+        }
+        Ok(())
+    })
+    .await
+    .expect("the log reads");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_epoch_is_refused_by_the_server_and_nothing_it_appends_after_the_newer_claim_is_visible()
+ {
+    let cluster = NatsCluster::start(3);
+    let old = log(&cluster, "FENCE", 1, 4).await;
+    let outcomes = old
+        .append(&[put(1, "a", b"old-1"), put(2, "b", b"old-2")])
+        .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    // A newer epoch claims every shard.
+    let new = log(&cluster, "FENCE", 2, 4).await;
+    // The old writer still believes it holds them: the server refuses it,
+    // batch by batch, shard by shard.
+    assert!(old.holds(old.shard_of(&id(1))));
+    let refused = old
+        .append(&[put(1, "a", b"zombie"), put(3, "c", b"zombie")])
+        .await;
+    for outcome in &refused {
+        assert!(
+            matches!(outcome, Err(ReplicaError::Fenced { .. })),
+            "{refused:?}"
+        );
+    }
+    assert!(!old.holds(old.shard_of(&id(1))), "a refused writer lets go");
+    let accepted = new.append(&[put(2, "b", b"new-2")]).await;
+    assert!(accepted[0].is_ok(), "{accepted:?}");
+    let seen = contents(&new).await;
+    assert_eq!(seen[&(1, "a".into())].as_deref(), Some(&b"old-1"[..]));
+    assert_eq!(seen[&(2, "b".into())].as_deref(), Some(&b"new-2"[..]));
+    assert!(
+        !seen.contains_key(&(3, "c".into())),
+        "nothing of a refused batch is in the log: {seen:?}"
+    );
+    // An older epoch cannot claim back what a newer one holds.
+    let config = ReplicaConfig::new(cluster.urls())
+        .stream("FENCE")
+        .shards(4)
+        .epoch(1);
+    let stale = Log::open(config).await.expect("the log opens");
+    assert!(matches!(
+        stale.claim_all().await,
+        Err(ReplicaError::StaleEpoch {
+            ours: 1,
+            current: 2,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() {
+    let cluster = NatsCluster::start(3);
+    let log = log(&cluster, "LARGE", 1, 8).await;
+    let value = vec![7u8; 128 * 1024];
+    let keys: Vec<String> = (0..128).map(|k| format!("k{k:03}")).collect();
+    let batch = ObjectWrites {
+        class: "C",
+        id: id(9),
+        writes: keys
+            .iter()
+            .map(|k| (k.as_bytes(), Some(&value[..])))
+            .collect(),
+        alarm: Some(Some(1_700_000_000_000)),
+        name: Some("big"),
+    };
+    let outcome = log.append(std::slice::from_ref(&batch)).await;
+    assert!(outcome[0].is_ok(), "{outcome:?}");
+    let mut writes = 0;
+    let mut alarm = None;
+    let mut name = None;
+    log.read(0, None, |_, entry| {
+        match entry {
+            Entry::Write { value: v, .. } => {
+                assert_eq!(v.as_deref(), Some(&value[..]));
+                writes += 1;
+            }
+            Entry::Alarm { at, .. } => alarm = at,
+            Entry::Name { name: n, .. } => name = Some(n),
+        }
+        Ok(())
+    })
+    .await
+    .expect("the log reads");
+    assert_eq!(writes, 128);
+    assert_eq!(alarm, Some(1_700_000_000_000));
+    assert_eq!(name.as_deref(), Some("big"));
+    // One object's batch past one atomic append is refused whole, typed.
+    let many: Vec<String> = (0..1001).map(|k| format!("m{k}")).collect();
+    let too_large = ObjectWrites {
+        class: "C",
+        id: id(10),
+        writes: many
+            .iter()
+            .map(|k| (k.as_bytes(), Some(&b"v"[..])))
+            .collect(),
+        alarm: None,
+        name: None,
+    };
+    let outcome = log.append(&[too_large]).await;
+    assert!(
+        matches!(
+            outcome[0],
+            Err(ReplicaError::TooLarge {
+                messages: 1001,
+                limit: 1000
+            })
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_keeps_each_keys_newest_write_only_so_a_read_costs_the_objects_size() {
+    let cluster = NatsCluster::start(3);
+    let log = log(&cluster, "COMPACT", 1, 4).await;
+    // 10 keys of 2 objects, each written 100 times, and one key deleted.
+    for round in 0..100u32 {
+        let value = round.to_be_bytes();
+        let keys: Vec<String> = (0..10).map(|k| format!("k{k}")).collect();
+        let batches: Vec<ObjectWrites> = [1u8, 2]
+            .iter()
+            .map(|&n| ObjectWrites {
+                class: "C",
+                id: id(n),
+                writes: keys
+                    .iter()
+                    .map(|k| (k.as_bytes(), Some(&value[..])))
+                    .collect(),
+                alarm: None,
+                name: None,
+            })
+            .collect();
+        let outcomes = log.append(&batches).await;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    }
+    let deleted = ObjectWrites {
+        class: "C",
+        id: id(1),
+        writes: vec![(b"k0", None)],
+        alarm: None,
+        name: None,
+    };
+    assert!(log.append(&[deleted]).await[0].is_ok());
+    // 20 keys and the 4 shards' epoch markers: nothing older.
+    assert_eq!(log.message_count().await.unwrap(), 24);
+    let seen = contents(&log).await;
+    assert_eq!(seen.len(), 20);
+    assert_eq!(
+        seen[&(1, "k0".into())],
+        None,
+        "the delete is the newest write"
+    );
+    assert_eq!(
+        seen[&(2, "k9".into())].as_deref(),
+        Some(&99u32.to_be_bytes()[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_of_three_servers_loses_no_acknowledged_append_and_appends_go_on() {
+    let mut cluster = NatsCluster::start(3);
+    let log = log(&cluster, "SURVIVE", 1, 8).await;
+    let mut acknowledged = std::collections::BTreeMap::new();
+    let mut refused = 0;
+    for round in 0..60u32 {
+        if round == 20 {
+            cluster.kill(0);
+        }
+        let value = round.to_be_bytes();
+        let key = format!("k{}", round % 7);
+        let outcome = log.append(&[put((round % 5) as u8, &key, &value)]).await;
+        match &outcome[0] {
+            Ok(_) => {
+                acknowledged.insert(((round % 5) as u8, key), value.to_vec());
+            }
+            // During the election: retryable, and the append may or may
+            // not have landed.
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        acknowledged.len() >= 20,
+        "appends go on with two servers ({refused} refused)"
+    );
+    let seen = contents(&log).await;
+    for ((n, key), value) in &acknowledged {
+        // A later append to the same key that failed ambiguously may have
+        // landed; an acknowledged one is never lost behind an older value.
+        let found = seen.get(&(*n, key.clone())).cloned().flatten();
+        let found = found.expect("an acknowledged key is in the log");
+        assert!(
+            u32::from_be_bytes(found[..4].try_into().unwrap())
+                >= u32::from_be_bytes(value[..4].try_into().unwrap()),
+            "{n} {key}: {found:?} is older than the acknowledged {value:?}"
+        );
+    }
+}
