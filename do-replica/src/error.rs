@@ -41,6 +41,9 @@ pub enum ReplicaError {
         /// The most one append holds.
         limit: usize,
     },
+    /// The reader of [`crate::Log::read`] stopped the read, saying why.
+    #[error("the read was stopped: {0}")]
+    Stopped(String),
     /// A message of the stream is not one this crate wrote.
     #[error("the log holds a message this version cannot read: {0}")]
     Corrupt(String),

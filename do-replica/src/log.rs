@@ -44,8 +44,9 @@ pub struct ObjectWrites<'a> {
     pub id: [u8; 16],
     /// Its keys' writes, in order: the stored value, or `None` to delete.
     pub writes: Vec<(&'a [u8], Option<&'a [u8]>)>,
-    /// Its alarm, if the batch sets one (`Some(None)`: deleted).
-    pub alarm: Option<Option<u64>>,
+    /// Its alarm, if the batch changes it: when it is due (ms since the
+    /// Unix epoch) and its retries so far; `Some(None)`: deleted.
+    pub alarm: Option<Option<(u64, u32)>>,
     /// The name its id was made from, if the batch records it.
     pub name: Option<&'a str>,
 }
@@ -77,8 +78,8 @@ pub enum Entry {
         class: String,
         /// The object's 16 id bytes.
         id: [u8; 16],
-        /// When it is due, in ms since the Unix epoch.
-        at: Option<u64>,
+        /// When it is due (ms since the Unix epoch) and its retries so far.
+        at: Option<(u64, u32)>,
     },
     /// The name the object's id was made from.
     Name {
@@ -256,6 +257,38 @@ impl Log {
                 }
                 Err(e) => return Err(unavailable("cannot claim a shard", e)),
             }
+        }
+    }
+
+    /// Agrees a value `name` with every writer of the log (the deployment
+    /// secret ids are derived from, say): the first to propose one sets
+    /// it, by the server's compare-and-set; everyone gets that one back.
+    pub async fn agree(&self, name: &str, proposal: &[u8]) -> Result<Vec<u8>, ReplicaError> {
+        check_class(name)?;
+        let subject = format!("{}.m.{name}", self.config.subject_prefix());
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        let published = self
+            .js
+            .publish_with_headers(
+                subject.clone(),
+                headers,
+                bytes::Bytes::copy_from_slice(proposal),
+            )
+            .await
+            .map_err(|e| unavailable("cannot agree a value", e))?
+            .await;
+        match published {
+            Ok(_) => Ok(proposal.to_vec()),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                let agreed = self
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                    .map_err(|e| unavailable("cannot read an agreed value", e))?;
+                Ok(agreed.payload.to_vec())
+            }
+            Err(e) => Err(unavailable("cannot agree a value", e)),
         }
     }
 
@@ -565,22 +598,21 @@ impl Log {
 
     /// The stream's last sequence now.
     pub async fn last_sequence(&self) -> Result<u64, ReplicaError> {
-        let mut stream = self.stream.clone();
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| unavailable("cannot read the stream's state", e))?;
-        Ok(info.state.last_sequence)
+        Ok(self.state().await?.last_sequence)
     }
 
     /// How many messages the stream holds now (its size after compaction).
     pub async fn message_count(&self) -> Result<u64, ReplicaError> {
+        Ok(self.state().await?.messages)
+    }
+
+    async fn state(&self) -> Result<stream::State, ReplicaError> {
         let mut stream = self.stream.clone();
         let info = stream
             .info()
             .await
             .map_err(|e| unavailable("cannot read the stream's state", e))?;
-        Ok(info.state.messages)
+        Ok(info.state.clone())
     }
 }
 

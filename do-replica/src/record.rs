@@ -27,22 +27,29 @@ pub(crate) fn read_write(payload: &[u8]) -> Result<Option<Vec<u8>>, ReplicaError
     }
 }
 
-/// An alarm: its due time in ms since the epoch (8 bytes, big-endian), or
-/// nothing when deleted.
-pub(crate) fn alarm(at: Option<u64>) -> bytes::Bytes {
-    match at {
-        Some(at) => bytes::Bytes::copy_from_slice(&at.to_be_bytes()),
+/// An alarm: its due time in ms since the epoch (8 bytes, big-endian) and
+/// its retries so far (4 bytes, big-endian), or nothing when deleted.
+pub(crate) fn alarm(alarm: Option<(u64, u32)>) -> bytes::Bytes {
+    match alarm {
+        Some((due, retries)) => {
+            let mut bytes = Vec::with_capacity(12);
+            bytes.extend_from_slice(&due.to_be_bytes());
+            bytes.extend_from_slice(&retries.to_be_bytes());
+            bytes.into()
+        }
         None => bytes::Bytes::new(),
     }
 }
 
-pub(crate) fn read_alarm(payload: &[u8]) -> Result<Option<u64>, ReplicaError> {
+pub(crate) fn read_alarm(payload: &[u8]) -> Result<Option<(u64, u32)>, ReplicaError> {
     match payload.len() {
         0 => Ok(None),
-        8 => {
-            let mut at = [0u8; 8];
-            at.copy_from_slice(payload);
-            Ok(Some(u64::from_be_bytes(at)))
+        12 => {
+            let mut due = [0u8; 8];
+            due.copy_from_slice(&payload[..8]);
+            let mut retries = [0u8; 4];
+            retries.copy_from_slice(&payload[8..]);
+            Ok(Some((u64::from_be_bytes(due), u32::from_be_bytes(retries))))
         }
         n => Err(ReplicaError::Corrupt(format!("an alarm of {n} bytes"))),
     }

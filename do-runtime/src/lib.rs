@@ -173,6 +173,8 @@ pub use base::streaming::{
     streaming_response,
 };
 pub use do_macros::durable_object;
+#[cfg(feature = "replication")]
+pub use do_replica::{ReplicaConfig, ReplicaError};
 pub use do_storage::CommitStats;
 pub use engine::spawn::JoinHandle;
 pub use engine::stalls::Stall;

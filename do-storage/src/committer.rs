@@ -68,6 +68,16 @@ impl Default for Ops {
 }
 
 impl Ops {
+    /// The writes, by reference, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Slice, Option<&Slice>)> {
+        let (one, many) = match self {
+            Ops::One(key, value) => (Some((key, value.as_ref())), &[][..]),
+            Ops::Many(ops) => (None, &ops[..]),
+        };
+        one.into_iter()
+            .chain(many.iter().map(|(key, value)| (key, value.as_ref())))
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Ops::One(..) => 1,
@@ -217,6 +227,7 @@ impl Committer {
             },
             fail: knobs.fail_commits,
             hook: knobs.on_commit,
+            replica: knobs.replicate,
         };
         let thread = std::thread::Builder::new()
             .name("do-storage-commit".into())
@@ -324,6 +335,8 @@ pub(crate) struct Chain {
 
 /// What the store's options set of the commit thread (see `StoreOptions`).
 pub(crate) struct Knobs {
+    /// The replicated log every group is appended to first, if any.
+    pub replicate: Option<crate::replica::ReplicaHandle>,
     pub persist_delay: std::time::Duration,
     pub spin: std::time::Duration,
     pub fail_commits: Arc<std::sync::atomic::AtomicUsize>,
@@ -355,6 +368,7 @@ struct CommitThread {
     /// Fault injection: groups left to fail (see `StoreOptions::fail_commits`).
     fail: Arc<std::sync::atomic::AtomicUsize>,
     hook: Option<CommitHook>,
+    replica: Option<crate::replica::ReplicaHandle>,
 }
 
 impl CommitThread {
@@ -370,9 +384,11 @@ impl CommitThread {
             timing,
             fail,
             hook,
+            replica,
         } = self;
         let (db, data, queue, stats, signal, hook) =
             (&db, &spaces, &*queue, &*stats, &*signal, hook.as_ref());
+        let replica = replica.as_ref().map(|r| &*r.0);
         let mut commit = |group: &mut Group| {
             commit_group(
                 db,
@@ -381,7 +397,7 @@ impl CommitThread {
                 group,
                 stats,
                 (timing.delay, &fail),
-                hook,
+                (hook, replica),
             );
             signal.fire();
         };
@@ -438,8 +454,9 @@ impl CommitThread {
 #[derive(Default)]
 struct Group {
     commits: Vec<Commit>,
-    /// Releases waiting for a batch of this group (or of an earlier one).
-    waiting: Vec<Release>,
+    /// Releases waiting for a batch of this group (or of an earlier one):
+    /// the batch's object and number, and the release.
+    waiting: Vec<(Arc<ObjectSync>, u64, Release)>,
     /// The group's data writes, each with its place in the group, gathered
     /// to be sorted; kept between groups (freeing a buffer this large every
     /// group made the allocator consolidate its free lists).
@@ -453,7 +470,7 @@ impl Group {
             Job::Release { sync, seq, release } => match sync.outcome(seq) {
                 Some(outcome) => release(outcome),
                 // Batches arrive in order, so `seq` is in this group.
-                None => self.waiting.push(release),
+                None => self.waiting.push((sync, seq, release)),
             },
         }
     }
@@ -466,7 +483,7 @@ fn commit_group(
     group: &mut Group,
     stats: &Counters,
     (delay, fail): (std::time::Duration, &std::sync::atomic::AtomicUsize),
-    hook: Option<&CommitHook>,
+    (hook, replica): (Option<&CommitHook>, Option<&dyn crate::replica::Replicate>),
 ) {
     let Group {
         commits: group,
@@ -474,11 +491,24 @@ fn commit_group(
         ops,
     } = group;
     if group.is_empty() {
-        for release in waiting.drain(..) {
-            release(Ok(()));
+        for (sync, seq, release) in waiting.drain(..) {
+            release(sync.outcome(seq).unwrap_or(Ok(())));
         }
         return;
     }
+    let replicated = match replica {
+        Some(replica) => {
+            let position = replicate_group(replica, group);
+            if group.is_empty() {
+                for (sync, seq, release) in waiting.drain(..) {
+                    release(sync.outcome(seq).unwrap_or(Ok(())));
+                }
+                return;
+            }
+            Some(position)
+        }
+        None => None,
+    };
     // Sized up front: growing it would free ever larger buffers, and each
     // large allocation makes the allocator consolidate its free lists.
     let items: usize = group.iter().map(|c| c.ops.len() + c.extra.len()).sum();
@@ -538,6 +568,15 @@ fn commit_group(
     if let Some(next) = next {
         batch.insert(&spaces.meta, NEXT_KEY, next.to_be_bytes().to_vec());
     }
+    // How far this copy of the replicated log goes, with the writes that
+    // take it there: a store read back after a crash goes on from here.
+    if let Some(Some(position)) = replicated {
+        batch.insert(
+            &spaces.meta,
+            crate::keys::REPLICA_APPLIED_KEY,
+            position.to_be_bytes().to_vec(),
+        );
+    }
     // Last in the batch, though the batch is one journal entry anyway.
     let number = chain.numbers.last + 1;
     let mut lasts = chain.numbers.lasts;
@@ -591,7 +630,14 @@ fn commit_group(
         std::thread::sleep(delay);
     }
     let persist_start = std::time::Instant::now();
-    let outcome = applied.and_then(|()| db.persist(PersistMode::SyncData));
+    // Replicated, the group is durable in the log: this copy need not
+    // reach the disk before the replies leave (what a crash loses of it is
+    // read back from the log), only the operating system.
+    let mode = match replicated {
+        Some(_) => PersistMode::Buffer,
+        None => PersistMode::SyncData,
+    };
+    let outcome = applied.and_then(|()| db.persist(mode));
     let persist = persist_start.elapsed();
     stats
         .persist_nanos
@@ -631,8 +677,8 @@ fn commit_group(
             release(result.clone());
         }
     }
-    for release in waiting.drain(..) {
-        release(result.clone());
+    for (sync, seq, release) in waiting.drain(..) {
+        release(sync.outcome(seq).unwrap_or_else(|| result.clone()));
     }
     // After the replies: a system call less on their way. A crash just
     // between leaves the mark one group behind, which only weakens the
@@ -648,6 +694,104 @@ fn commit_group(
         if std::panic::catch_unwind(run).is_err() {
             tracing::error!(target: "do_storage::commit", "the commit hook panicked");
         }
+    }
+}
+
+/// Appends the group's batches to the replicated log (all but those read
+/// back from it), and takes out of the group those it did not take: they
+/// fail, with whoever waits for them, and are not applied. Returns the
+/// log's last position of the group, if it took any.
+fn replicate_group(
+    replica: &dyn crate::replica::Replicate,
+    group: &mut Vec<Commit>,
+) -> Option<u64> {
+    let mut refused: Vec<(usize, StorageError)> = Vec::new();
+    let mut sent = Vec::with_capacity(group.len());
+    let mut batches = Vec::with_capacity(group.len());
+    for (i, commit) in group.iter().enumerate() {
+        if commit.sync.restoring.load(Ordering::Acquire) {
+            continue;
+        }
+        if commit.sync.has_failed() {
+            // It builds on a batch the log did not take.
+            refused.push((
+                i,
+                StorageError::Unreplicated(crate::error::Unreplicated {
+                    message: "an earlier write of the object was not replicated".into(),
+                    fenced: false,
+                }),
+            ));
+            continue;
+        }
+        sent.push(i);
+        batches.push(replica_batch(commit));
+    }
+    let outcomes = if batches.is_empty() {
+        Vec::new()
+    } else {
+        replica.append(&batches)
+    };
+    drop(batches);
+    let mut position = None;
+    let mut outcomes = outcomes.into_iter();
+    for i in sent {
+        match outcomes.next() {
+            Some(Ok(at)) => position = position.max(Some(at)),
+            Some(Err(e)) => refused.push((i, StorageError::Unreplicated(e))),
+            None => refused.push((
+                i,
+                StorageError::Unreplicated(crate::error::Unreplicated {
+                    message: "the log gave no outcome for the write".into(),
+                    fenced: false,
+                }),
+            )),
+        }
+    }
+    refused.sort_unstable_by_key(|(i, _)| std::cmp::Reverse(*i));
+    for (i, e) in refused {
+        let commit = group.remove(i);
+        tracing::warn!(target: "do_storage::commit", error = %e, "a batch was not replicated");
+        commit.sync.settle(commit.seq, Some(&e));
+        for release in commit.releases {
+            release(Err(e.clone()));
+        }
+    }
+    position
+}
+
+/// A batch as the replicated log takes it: the object's keys (without the
+/// store's data prefix), its alarm's change, its name.
+fn replica_batch(commit: &Commit) -> crate::replica::ReplicaBatch<'_> {
+    let writes = commit
+        .ops
+        .iter()
+        .map(|(key, value)| {
+            // A data key is its prefix (a length byte, then as many number
+            // bytes), then the user's key.
+            let skip = 1 + usize::from(key.first().copied().unwrap_or(0));
+            (key.get(skip..).unwrap_or_default(), value.map(|v| &v[..]))
+        })
+        .collect();
+    let mut alarm = None;
+    let mut name = None;
+    for (space, _, value) in &commit.extra {
+        match space {
+            Space::ByObject => alarm = Some(value.as_deref().and_then(crate::alarm::decode)),
+            Space::Known => {
+                name = value
+                    .as_deref()
+                    .and_then(|v| crate::numbers::decode_known(v).ok())
+                    .map(|(_, name)| name)
+                    .filter(|name| !name.is_empty());
+            }
+            Space::Index => {}
+        }
+    }
+    crate::replica::ReplicaBatch {
+        object: commit.sync.prefix,
+        writes,
+        alarm,
+        name,
     }
 }
 

@@ -87,6 +87,20 @@ pub enum StorageError {
     /// The store is closed (the runtime shut down); nothing more can be written.
     #[error("the store is closed")]
     Closed,
+    /// The replicated log did not take the batch (see `Replicate`): it is
+    /// not applied, and the object's later batches are not either.
+    #[error("the write was not replicated: {}", .0.message)]
+    Unreplicated(Unreplicated),
+}
+
+/// Why the replicated log did not take a batch (see `Replicate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreplicated {
+    /// What happened, in words.
+    pub message: String,
+    /// The log refused it because a newer writer holds the object's shard:
+    /// this store may not write the object again.
+    pub fenced: bool,
 }
 
 impl From<fjall::Error> for StorageError {

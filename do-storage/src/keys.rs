@@ -44,6 +44,10 @@ pub(crate) const FORMAT_KEY: &[u8] = b"storage-format\0";
 /// `meta` key of the next free object number (8 bytes, big-endian).
 pub(crate) const NEXT_KEY: &[u8] = b"object-number-next\0";
 
+/// `meta` key of how far this store's copy of its replicated log goes:
+/// the log's position (8 bytes, big-endian) of the last group applied.
+pub(crate) const REPLICA_APPLIED_KEY: &[u8] = b"replica-applied\0";
+
 /// `meta` keys of namespace numbers by class name: this, then the name;
 /// the value is the number (2 bytes, big-endian).
 pub(crate) const NS_BY_NAME: &[u8] = b"ns-name\0";

@@ -43,6 +43,7 @@ mod numbers;
 mod object;
 mod queue;
 mod releases;
+mod replica;
 mod signal;
 mod store;
 mod sync;
@@ -60,5 +61,6 @@ pub use keys::{DataPrefix, NAMESPACE_BYTES, OBJECT_ID_BYTES, ObjectPrefix, PREFI
 pub use list::ListOptions;
 pub use object::ObjectStore;
 pub use releases::Releases;
+pub use replica::{ReplicaBatch, ReplicaHandle, Replicate, Unreplicated};
 pub use store::{KnownObject, Store, StoreOptions};
 pub use txn::{Txn, TxnOutcome};

@@ -134,6 +134,9 @@ struct State {
     name: Option<String>,
     /// Whether the registry of objects lists this one.
     registration: Registration,
+    /// The name was read back from a replicated log: the next flush
+    /// registers it (see `restore_name`).
+    renamed: bool,
     /// The committed values of up to [`OWN_KEYS`] keys this view wrote
     /// (each at most [`OWN_VALUE_BYTES`]), kept here rather than in the
     /// worker's cache: an object that rewrites the same few keys (a counter)
@@ -149,7 +152,10 @@ struct State {
 impl State {
     #[inline]
     fn is_clean(&self) -> bool {
-        self.dirty.is_empty() && self.alarm_dirty.is_none() && self.alarm_stale.is_empty()
+        self.dirty.is_empty()
+            && self.alarm_dirty.is_none()
+            && self.alarm_stale.is_empty()
+            && !self.renamed
     }
 }
 
@@ -197,7 +203,7 @@ impl ObjectStore {
         ObjectStore {
             store,
             prefix,
-            sync: ObjectSync::new(),
+            sync: ObjectSync::new(prefix),
             cache,
             releases,
             number: Cell::new(Number::Unread),
@@ -311,6 +317,24 @@ impl ObjectStore {
             self.write(&mut state, Slice::from(key.as_bytes()), None, confirm);
         }
         Ok(count)
+    }
+
+    /// Marks this view's writes as read back from the store's replicated
+    /// log: they are applied, not appended to the log again.
+    pub fn restoring(&self) {
+        self.sync
+            .restoring
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records the name the object's id was made from, read back from the
+    /// store's replicated log: the next flush writes it to the registry,
+    /// if the object has stored data.
+    pub fn restore_name(&self, name: &str) {
+        let mut state = self.state.borrow_mut();
+        state.name = Some(name.to_owned());
+        state.registration = Registration::Unknown;
+        state.renamed = true;
     }
 
     /// Records the name the object's id was made from, for listings.

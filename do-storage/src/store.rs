@@ -52,6 +52,11 @@ pub struct StoreOptions {
     /// poll (most on a virtual machine). Under load the queue refills during
     /// each fsync and nothing spins. Default: zero (off).
     pub commit_spin: std::time::Duration,
+    /// A replicated log every commit group is appended to before it is
+    /// applied (see [`Replicate`](crate::Replicate)): a batch is durable
+    /// once the log holds it, and the engine is then persisted without
+    /// fsync (what a crash loses of it, the log has). Default: none.
+    pub replicate: Option<crate::replica::ReplicaHandle>,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +68,7 @@ impl Default for StoreOptions {
             fail_commits: Default::default(),
             on_commit: None,
             commit_spin: std::time::Duration::ZERO,
+            replicate: None,
         }
     }
 }
@@ -180,6 +186,7 @@ impl Store {
                 mark,
             },
             crate::committer::Knobs {
+                replicate: options.replicate.clone(),
                 persist_delay: options.persist_delay,
                 spin: options.commit_spin,
                 fail_commits: options.fail_commits.clone(),
@@ -413,6 +420,28 @@ impl Store {
             out.push((u16::from_be_bytes(number), name));
         }
         Ok(out)
+    }
+
+    /// How far this store's copy of its replicated log goes: the log's
+    /// position of the last group applied here (0: none). A store read back
+    /// from the log goes on after it.
+    pub fn replica_applied(&self) -> Result<u64> {
+        let Some(value) = self.inner.meta.get(crate::keys::REPLICA_APPLIED_KEY)? else {
+            return Ok(0);
+        };
+        let bytes: [u8; 8] = value[..].try_into().map_err(|_| StorageError::Damaged {
+            what: "the replicated log's position is not 8 bytes".into(),
+        })?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    /// Records that this store's copy of the replicated log goes up to
+    /// `position` (after reading it back), durably; never moves it back.
+    pub fn set_replica_applied(&self, position: u64) -> Result<()> {
+        if position > self.replica_applied()? {
+            self.put_meta_durable(crate::keys::REPLICA_APPLIED_KEY, &position.to_be_bytes())?;
+        }
+        Ok(())
     }
 
     /// Reads a value of the runtime's own metadata.

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Result, StorageError};
+use crate::keys::ObjectPrefix;
 use crate::signal::GroupSignal;
 
 /// How far an object's batches have got: applied (visible to reads of the
@@ -16,6 +17,11 @@ use crate::signal::GroupSignal;
 /// them only when there are any.
 #[derive(Debug)]
 pub(crate) struct ObjectSync {
+    /// The object, for a replicated log (see `replica`).
+    pub prefix: ObjectPrefix,
+    /// The object's batches are read back from the replicated log, not
+    /// written anew: they are not appended to it again.
+    pub restoring: std::sync::atomic::AtomicBool,
     pub applied: AtomicU64,
     /// The last batch known durable (or failed).
     durable: AtomicU64,
@@ -44,8 +50,10 @@ impl ObjectSync {
         Some(self.failed.get().cloned().map_or(Ok(()), Err))
     }
 
-    pub fn new() -> Arc<Self> {
+    pub fn new(prefix: ObjectPrefix) -> Arc<Self> {
         Arc::new(ObjectSync {
+            prefix,
+            restoring: std::sync::atomic::AtomicBool::new(false),
             applied: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             good: AtomicU64::new(0),
@@ -53,6 +61,11 @@ impl ObjectSync {
             failed: OnceLock::new(),
             signal: GroupSignal::default(),
         })
+    }
+
+    /// Whether one of the object's batches failed (later ones fail too).
+    pub fn has_failed(&self) -> bool {
+        self.failed.get().is_some()
     }
 
     /// Batches up to `seq` are durable, or (with `failed`) failed: records
@@ -91,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_batch_durable_before_a_failure_stays_ok_and_later_ones_report_the_failure() {
-        let sync = ObjectSync::new();
+        let sync = ObjectSync::new(ObjectPrefix::new(0, [0; 16]));
         assert!(sync.outcome(1).is_none(), "nothing durable yet");
         sync.settle(5, None);
         sync.settle(6, Some(&StorageError::Closed));

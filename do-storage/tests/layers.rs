@@ -29,6 +29,7 @@ const LAYERS: &[&str] = &[
     "numbers",      // handing out object numbers; registry values
     "sync",         // an object's applied and durable watermarks
     "commit_stats", // what the commit thread reports
+    "replica",      // the replicated log the commit thread appends to
     "committer",    // the commit thread
     "releases",     // replies held on a thread until durable
     "store",        // the database

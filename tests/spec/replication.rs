@@ -110,7 +110,7 @@ async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() 
             .iter()
             .map(|k| (k.as_bytes(), Some(&value[..])))
             .collect(),
-        alarm: Some(Some(1_700_000_000_000)),
+        alarm: Some(Some((1_700_000_000_000, 2))),
         name: Some("big"),
     };
     let outcome = log.append(std::slice::from_ref(&batch)).await;
@@ -132,7 +132,7 @@ async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() 
     .await
     .expect("the log reads");
     assert_eq!(writes, 128);
-    assert_eq!(alarm, Some(1_700_000_000_000));
+    assert_eq!(alarm, Some((1_700_000_000_000, 2)));
     assert_eq!(name.as_deref(), Some("big"));
     // One object's batch past one atomic append is refused whole, typed.
     let many: Vec<String> = (0..1001).map(|k| format!("m{k}")).collect();
@@ -247,4 +247,133 @@ async fn losing_one_of_three_servers_loses_no_acknowledged_append_and_appends_go
             "{n} {key}: {found:?} is older than the acknowledged {value:?}"
         );
     }
+}
+
+// RP1, RP2 and RP4 through a runtime: `RuntimeBuilder::replicate`.
+
+use do_runtime::{DisconnectReason, Error, ListIds, Runtime};
+use do_tests::{Counter, Kv, builder};
+
+/// A runtime on `dir`, replicating to `cluster`'s stream `stream` with
+/// `epoch`.
+fn replicated(
+    cluster: &NatsCluster,
+    dir: &std::path::Path,
+    stream: &str,
+    epoch: u64,
+) -> Result<Runtime, Error> {
+    builder()
+        .data_dir(dir)
+        .replicate(
+            ReplicaConfig::new(cluster.urls())
+                .stream(stream)
+                .replicas(3)
+                .shards(16)
+                .epoch(epoch),
+        )
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_on_an_empty_data_directory_serves_every_acknowledged_write_from_the_log_alone() {
+    let cluster = NatsCluster::start(3);
+    let first = tempfile::tempdir().unwrap();
+    let rt = replicated(&cluster, first.path(), "RESTORE", 1).unwrap();
+    let counters = rt.namespace::<Counter>();
+    for name in ["a", "b", "c"] {
+        for _ in 0..10 {
+            counters.get_by_name(name).increment(1).await.unwrap();
+        }
+    }
+    let kv = rt.namespace::<Kv>().get_by_name("shelf");
+    let entries: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("k{i:02}"), format!("v{i}")))
+        .collect();
+    kv.put_many(entries).await.unwrap();
+    kv.delete_many(vec!["k00".into(), "k01".into()])
+        .await
+        .unwrap();
+    let acknowledged_keys = kv.keys(Default::default()).await.unwrap();
+    assert_eq!(acknowledged_keys.len(), 48);
+    rt.shutdown().await;
+    // The machine and its disk are gone: a new runtime on an empty
+    // directory, with a newer epoch, has only the log.
+    drop(first);
+    let second = tempfile::tempdir().unwrap();
+    let rt = replicated(&cluster, second.path(), "RESTORE", 2).unwrap();
+    let counters = rt.namespace::<Counter>();
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            counters.get_by_name(name).value().await.unwrap(),
+            10,
+            "{name}"
+        );
+    }
+    let kv = rt.namespace::<Kv>().get_by_name("shelf");
+    assert_eq!(
+        kv.keys(Default::default()).await.unwrap(),
+        acknowledged_keys
+    );
+    let values = kv.get_many(vec!["k02".into(), "k49".into()]).await.unwrap();
+    assert_eq!(values["k49"], "v49");
+    // Named objects are listed with their names.
+    let listed = rt
+        .namespace::<Counter>()
+        .list_ids(ListIds::new())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = listed
+        .objects
+        .iter()
+        .filter_map(|entry| entry.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"]);
+    // And it goes on writing to the log.
+    assert_eq!(counters.get_by_name("a").increment(5).await.unwrap(), 15);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_whose_epoch_is_overtaken_has_its_writes_refused_by_the_server_and_its_instance_reset()
+ {
+    let cluster = NatsCluster::start(3);
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let old = replicated(&cluster, one.path(), "ZOMBIE", 1).unwrap();
+    let stale = old.namespace::<Counter>().get_by_name("contested");
+    assert_eq!(stale.increment(1).await.unwrap(), 1);
+    // A newer runtime takes every shard over (as after a failover).
+    let new = replicated(&cluster, two.path(), "ZOMBIE", 2).unwrap();
+    let current = new.namespace::<Counter>().get_by_name("contested");
+    assert_eq!(current.value().await.unwrap(), 1);
+    // The old one's write is refused by the log's server: typed and
+    // retryable, and its instance is reset.
+    let refused = stale.increment(100).await.unwrap_err();
+    assert_eq!(
+        refused.disconnect_reason(),
+        Some(DisconnectReason::Unreplicated),
+        "{refused}"
+    );
+    assert!(refused.is_retryable());
+    assert_eq!(current.increment(1).await.unwrap(), 2);
+    // Nothing the old one wrote after the new one began is visible, even
+    // to a third runtime reading the log alone.
+    let three = tempfile::tempdir().unwrap();
+    new.shutdown().await;
+    let reader = replicated(&cluster, three.path(), "ZOMBIE", 3).unwrap();
+    let value = reader
+        .namespace::<Counter>()
+        .get_by_name("contested")
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(value, 2);
+    // A runtime older than the log's epoch does not start.
+    let four = tempfile::tempdir().unwrap();
+    match replicated(&cluster, four.path(), "ZOMBIE", 2) {
+        Err(Error::Setup(message)) => assert!(message.contains("epoch"), "{message}"),
+        other => panic!("expected a setup error, got {:?}", other.map(|_| ())),
+    }
+    old.shutdown().await;
+    reader.shutdown().await;
 }

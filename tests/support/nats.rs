@@ -26,12 +26,22 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| panic!("nats-server is not on PATH (nor in $NATS_SERVER): {INSTALL}"))
 }
 
-/// A free TCP port on loopback (free when this returns: another process
-/// may take it before the server does, which the start then reports).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("a local address").port()
+/// Free TCP ports on loopback, as many as asked, all different (each is
+/// held until all are picked; once they are let go another process may
+/// take one before a server does, which its start then reports).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a local address").port())
+        .collect()
 }
+
+/// One cluster at a time in this process: a 3-server cluster is 3 more
+/// processes on a machine of 2 cores, beside every other test.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Node {
     name: String,
@@ -47,39 +57,50 @@ pub struct NatsCluster {
     binary: PathBuf,
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl NatsCluster {
     /// Starts `n` servers (one: a lone JetStream server; more: a cluster
     /// with routes between all of them) and waits until JetStream is ready.
     pub fn start(n: usize) -> Self {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let binary = binary();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let ports = free_ports(3 * n);
+        let cluster_ports = &ports[2 * n..];
         let routes: Vec<String> = cluster_ports
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
             .collect();
+        // A name of its own: a route that reaches another test's server
+        // (a port taken over meanwhile) is refused, not joined.
+        let name = format!(
+            "do-test-{}-{}",
+            std::process::id(),
+            dir.path()
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().replace('.', ""))
+        );
         let nodes = (0..n)
             .map(|i| {
-                let name = format!("n{i}");
-                let client_port = free_port();
-                let http_port = free_port();
-                let store = dir.path().join(&name);
+                let node = format!("n{i}");
+                let (client_port, http_port) = (ports[2 * i], ports[2 * i + 1]);
+                let store = dir.path().join(&node);
                 let cluster = if n > 1 {
                     format!(
-                        "cluster {{ name: do-test, listen: 127.0.0.1:{}, routes: [{}] }}",
+                        "cluster {{ name: {name}, listen: 127.0.0.1:{}, routes: [{}] }}",
                         cluster_ports[i],
                         routes.join(", ")
                     )
                 } else {
                     String::new()
                 };
-                let conf = dir.path().join(format!("{name}.conf"));
+                let conf = dir.path().join(format!("{node}.conf"));
                 std::fs::write(
                     &conf,
                     format!(
-                        "server_name: {name}\nlisten: 127.0.0.1:{client_port}\n\
+                        "server_name: {node}\nlisten: 127.0.0.1:{client_port}\n\
                          http: 127.0.0.1:{http_port}\n\
                          jetstream {{ store_dir: {store:?}, max_memory_store: 64MB, max_file_store: 4GB }}\n\
                          {cluster}\n"
@@ -87,8 +108,8 @@ impl NatsCluster {
                 )
                 .expect("the server's configuration is written");
                 Node {
-                    log: dir.path().join(format!("{name}.log")),
-                    name,
+                    log: dir.path().join(format!("{node}.log")),
+                    name: node,
                     client_port,
                     http_port,
                     conf,
@@ -100,6 +121,7 @@ impl NatsCluster {
             binary,
             nodes,
             _dir: dir,
+            _turn: turn,
         };
         for i in 0..n {
             cluster.spawn(i);

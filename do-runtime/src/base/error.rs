@@ -213,6 +213,12 @@ pub enum DisconnectReason {
     /// its writes not yet committed were dropped; a new stub gets a new
     /// instance.
     TimedOut,
+    /// With replication on, the replicated log did not take the instance's
+    /// writes (it could not be reached in time, or refused them because a
+    /// newer epoch holds the object's shard): they were not applied, and
+    /// the instance was reset. A write that failed so because the log did
+    /// not answer may still be in it.
+    Unreplicated,
 }
 
 /// A disconnected error: why, and what happened, in words.
@@ -308,6 +314,9 @@ impl From<StorageError> for Error {
             }
             StorageError::BatchTooLarge { len, limit } => Error::BatchTooLarge { len, limit },
             StorageError::InvalidListOptions(m) => Error::InvalidListOptions(m.to_owned()),
+            StorageError::Unreplicated(why) => {
+                Error::disconnected(DisconnectReason::Unreplicated, why.message)
+            }
             other => Error::Storage(other.to_string()),
         }
     }

@@ -39,6 +39,18 @@ pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
 /// that holds data, or was marked complete, never gets a new secret: every
 /// id made with the old one would change.
 pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
+    agreed_secret(store, &mut |secret| Ok(secret.to_vec()))
+}
+
+/// [`load_or_create_secret`], agreeing the secret with others who share
+/// the objects (a replicated log): `agree` is given this directory's secret,
+/// or a new one for a new directory, and answers the one to use. A new
+/// directory takes it; one with another secret is refused (its ids are
+/// not the others').
+pub(crate) fn agreed_secret(
+    store: &Store,
+    agree: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
     let setup =
         |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
     let mark = |e: do_storage::StorageError| {
@@ -50,6 +62,12 @@ pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
                 "the runtime secret in the data directory is {} bytes, expected {SECRET_BYTES}: the directory is damaged",
                 secret.len()
             )));
+        }
+        if agree(&secret)? != secret[..] {
+            return Err(Error::Setup(
+                "the data directory's runtime secret is not the replicated log's: the directory belongs to another deployment (its ids would not be the log's)"
+                    .into(),
+            ));
         }
         // A directory from before marks: marked now that it is known whole.
         store.mark_complete().map_err(mark)?;
@@ -63,6 +81,13 @@ pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
     }
     let mut secret = vec![0u8; SECRET_BYTES];
     getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
+    let secret = agree(&secret)?;
+    if secret.len() != SECRET_BYTES {
+        return Err(Error::Setup(format!(
+            "the agreed runtime secret is {} bytes, expected {SECRET_BYTES}",
+            secret.len()
+        )));
+    }
     store.put_meta_durable(SECRET_KEY, &secret).map_err(setup)?;
     store.mark_complete().map_err(mark)?;
     Ok(secret)

@@ -4,6 +4,8 @@
 
 pub(crate) mod alarms;
 pub(crate) mod recovery;
+#[cfg(feature = "replication")]
+pub(crate) mod replication;
 pub(crate) mod runtime;
 pub(crate) mod stalls;
 #[cfg(feature = "testing")]

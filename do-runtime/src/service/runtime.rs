@@ -141,6 +141,8 @@ pub struct RuntimeBuilder {
     clock: crate::base::clock::Clock,
     classes: Vec<ClassSpec>,
     bindings: crate::base::bindings::Bindings,
+    #[cfg(feature = "replication")]
+    replication: Option<do_replica::ReplicaConfig>,
 }
 
 #[derive(Clone)]
@@ -181,6 +183,8 @@ impl Runtime {
             clock: crate::base::clock::Clock::default(),
             classes: Vec::new(),
             bindings: Default::default(),
+            #[cfg(feature = "replication")]
+            replication: None,
         }
     }
 
@@ -677,6 +681,37 @@ impl RuntimeBuilder {
         });
         self
     }
+    /// Replicates every write to a NATS JetStream stream before it is
+    /// acknowledged (feature `replication`): a reply leaves only once the
+    /// writes it may reflect are stored on a quorum of the stream's
+    /// replicas, so they survive the loss of this machine and its disk. At
+    /// build the runtime claims the stream's shards for the configured
+    /// epoch (a runtime with an older epoch than the stream's is refused,
+    /// and one whose epoch is overtaken has its later writes refused by
+    /// the server), agrees its deployment secret with the stream, and
+    /// reads back what its data directory lacks: on an empty directory,
+    /// every object's state. Without it nothing changes.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), do_runtime::Error> {
+    /// use do_runtime::{ReplicaConfig, Runtime};
+    ///
+    /// let rt = Runtime::builder()
+    ///     .data_dir("/var/lib/app")
+    ///     .replicate(
+    ///         ReplicaConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"])
+    ///             .stream("APP")
+    ///             .replicas(3)
+    ///             .epoch(1),
+    ///     )
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "replication")]
+    pub fn replicate(mut self, config: do_replica::ReplicaConfig) -> Self {
+        self.replication = Some(config);
+        self
+    }
 
     /// Opens the data directory and starts the workers.
     ///
@@ -739,9 +774,26 @@ impl RuntimeBuilder {
                 counters.export_cache(&metrics);
             })));
         }
+        #[cfg(feature = "replication")]
+        let replica = match self.replication.clone() {
+            Some(config) => {
+                let replica = crate::service::replication::LogReplica::open(config)?;
+                store_options.replicate = Some(do_storage::ReplicaHandle(replica.clone()));
+                Some(replica)
+            }
+            None => None,
+        };
         let store = Store::open(&dir, store_options.clone()).map_err(|e| {
             Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
         })?;
+        #[cfg(feature = "replication")]
+        let secret = match &replica {
+            Some(replica) => crate::base::secret::agreed_secret(&store, &mut |proposal| {
+                replica.agree_secret(proposal)
+            })?,
+            None => load_or_create_secret(&store)?,
+        };
+        #[cfg(not(feature = "replication"))]
         let secret = load_or_create_secret(&store)?;
         let mut classes = Vec::with_capacity(self.classes.len());
         for (index, spec) in self.classes.iter().enumerate() {
@@ -758,6 +810,17 @@ impl RuntimeBuilder {
                 metrics: self.metrics.class(spec.name, spec.methods),
                 has_alarm: spec.has_alarm,
             }));
+        }
+        #[cfg(feature = "replication")]
+        if let Some(replica) = &replica {
+            replica.set_classes(
+                classes
+                    .iter()
+                    .map(|c| (c.storage_namespace, c.name.clone()))
+                    .collect(),
+            );
+            let read = replica.restore(&store)?;
+            tracing::info!(entries = read, "read back from the replicated log");
         }
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::unbounded_channel()).unzip();

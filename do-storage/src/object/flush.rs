@@ -33,8 +33,12 @@ impl ObjectStore {
             return Ok(state.submitted);
         }
         let seq = state.submitted + 1;
-        let stores_something =
-            state.dirty.values().any(Option::is_some) || matches!(state.alarm_dirty, Some(Some(_)));
+        // A name read back from a replicated log is registered again if the
+        // object has data (its number).
+        let renamed = std::mem::take(&mut state.renamed) && self.data_prefix()?.is_some();
+        let stores_something = renamed
+            || state.dirty.values().any(Option::is_some)
+            || matches!(state.alarm_dirty, Some(Some(_)));
         // Data needs the object's number; deletes alone do not give it one
         // (without a number it has nothing stored to delete).
         let numbering = if stores_something {

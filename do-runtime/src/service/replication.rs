@@ -1,0 +1,297 @@
+//! Replication (feature `replication`, opt-in with
+//! [`RuntimeBuilder::replicate`](crate::RuntimeBuilder::replicate)): the
+//! store appends every commit group to a replicated log on NATS JetStream
+//! (`do-replica`) before it applies it, so a reply leaves only once its
+//! writes are on a quorum of the log's servers. At build the runtime
+//! claims the log's shards for its epoch, agrees the deployment secret
+//! with the log (ids must be the same wherever the objects are served),
+//! and reads back from the log what its store lacks: everything, for an
+//! empty data directory, before it serves a call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use do_replica::{Entry, Log, ObjectWrites, ReplicaConfig, ReplicaError};
+use do_storage::{Alarm, ObjectPrefix, ObjectStore, ReplicaBatch, Store, Unreplicated};
+
+use crate::base::error::{Error, Result};
+
+/// The runtime's log: its connection, the threads that drive it, and the
+/// class of each of the store's namespace numbers.
+pub(crate) struct LogReplica {
+    log: Log,
+    /// One worker thread of its own: the commit thread blocks on it. An
+    /// option only so that `Drop` can let it go without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+    classes: OnceLock<HashMap<u16, String>>,
+}
+
+impl Drop for LogReplica {
+    fn drop(&mut self) {
+        // Dropped maybe on a thread that runs async code: not waited for.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own, and waits for it: the builder may be
+/// called from async code, where blocking on the log's runtime is not
+/// allowed.
+fn aside<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl std::fmt::Debug for LogReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReplica")
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+fn setup(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Setup(format!("replication: {what}: {e}"))
+}
+
+impl LogReplica {
+    /// Connects to the log, opens its stream and claims every shard for
+    /// the configured epoch (an older epoch than the log's is refused).
+    pub(crate) fn open(config: ReplicaConfig) -> Result<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("do-replica")
+            .enable_all()
+            .build()
+            .map_err(|e| setup("cannot start its thread", e))?;
+        let log = aside(|| {
+            runtime.block_on(async {
+                let log = Log::open(config).await?;
+                log.claim_all().await?;
+                Ok::<_, ReplicaError>(log)
+            })
+        });
+        let log = match log {
+            Ok(log) => log,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(setup("cannot open the log", e));
+            }
+        };
+        Ok(Arc::new(LogReplica {
+            log,
+            runtime: Some(runtime),
+            classes: OnceLock::new(),
+        }))
+    }
+
+    /// The class of each namespace number, once the store has numbered
+    /// the runtime's classes (before any write).
+    pub(crate) fn set_classes(&self, classes: HashMap<u16, String>) {
+        let _ = self.classes.set(classes);
+    }
+
+    /// The deployment secret, agreed with the log (see
+    /// `base::secret::agreed_secret`).
+    pub(crate) fn agree_secret(&self, proposal: &[u8]) -> Result<Vec<u8>> {
+        aside(|| self.block_on(self.log.agree("secret", proposal)))
+            .map_err(|e| setup("cannot agree the deployment secret with the log", e))
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(future),
+            // Only while it is dropped.
+            None => unreachable!("the log's runtime is kept until the log is dropped"),
+        }
+    }
+
+    /// Reads back into `store` what the log holds past the store's copy of
+    /// it (everything, for a new store), and records how far it went.
+    /// Returns how many entries were read.
+    pub(crate) fn restore(&self, store: &Store) -> Result<usize> {
+        aside(|| self.restore_here(store))
+    }
+
+    fn restore_here(&self, store: &Store) -> Result<usize> {
+        let after = store
+            .replica_applied()
+            .map_err(|e| setup("cannot read how far the store's copy of the log goes", e))?;
+        let mut restore = Restore {
+            store,
+            numbers: HashMap::new(),
+            views: HashMap::new(),
+            names: HashMap::new(),
+            last: None,
+            read: 0,
+        };
+        let mut failed = None;
+        let last = self.block_on(self.log.read(after, None, |_, entry| {
+            restore.apply(entry).map_err(|e| {
+                let stop = ReplicaError::Stopped(e.to_string());
+                failed = Some(e);
+                stop
+            })
+        }));
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let last = last.map_err(|e| setup("cannot read the log back", e))?;
+        let read = restore.read;
+        restore.finish()?;
+        store
+            .set_replica_applied(last)
+            .map_err(|e| setup("cannot record how far the store's copy of the log goes", e))?;
+        Ok(read)
+    }
+}
+
+impl do_storage::Replicate for LogReplica {
+    fn append(&self, batches: &[ReplicaBatch<'_>]) -> Vec<std::result::Result<u64, Unreplicated>> {
+        let classes = self.classes.get();
+        let writes: Vec<ObjectWrites> = batches
+            .iter()
+            .map(|batch| ObjectWrites {
+                // A namespace the runtime does not serve has no class: the
+                // log refuses the batch (it cannot name its subjects).
+                class: classes
+                    .and_then(|c| c.get(&batch.object.namespace()))
+                    .map_or("", String::as_str),
+                id: batch.object.id(),
+                writes: batch.writes.clone(),
+                alarm: batch.alarm.map(|a| a.map(|a| (a.due_ms, a.retries))),
+                name: batch.name.as_deref(),
+            })
+            .collect();
+        self.block_on(self.log.append(&writes))
+            .into_iter()
+            .map(|outcome| {
+                outcome.map_err(|e| Unreplicated {
+                    fenced: matches!(
+                        e,
+                        ReplicaError::Fenced { .. } | ReplicaError::StaleEpoch { .. }
+                    ),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Entries read back from the log, applied to a store through views of
+/// their objects (whose writes are not appended to the log again).
+struct Restore<'a> {
+    store: &'a Store,
+    numbers: HashMap<String, u16>,
+    views: HashMap<ObjectPrefix, ObjectStore>,
+    /// Names are registered last, once each object's data is in.
+    names: HashMap<ObjectPrefix, String>,
+    /// The view that handed the last batch over: once it is applied, so is
+    /// every batch before it (the commit thread takes them in order).
+    last: Option<ObjectStore>,
+    read: usize,
+}
+
+/// Entries applied between two hand-overs to the commit thread.
+const RESTORE_BATCH: usize = 4096;
+
+impl Restore<'_> {
+    fn view(&mut self, class: &str, id: [u8; 16]) -> Result<&ObjectStore> {
+        let namespace = match self.numbers.get(class) {
+            Some(n) => *n,
+            None => {
+                let n = self
+                    .store
+                    .namespace_number(class)
+                    .map_err(|e| setup("cannot number a namespace read back", e))?;
+                self.numbers.insert(class.to_owned(), n);
+                n
+            }
+        };
+        let prefix = ObjectPrefix::new(namespace, id);
+        Ok(self.views.entry(prefix).or_insert_with(|| {
+            let view = self.store.object(prefix);
+            view.restoring();
+            view
+        }))
+    }
+
+    fn apply(&mut self, entry: Entry) -> Result<()> {
+        let stored = |e: do_storage::StorageError| setup("cannot store what was read back", e);
+        match entry {
+            Entry::Write {
+                class,
+                id,
+                key,
+                value,
+            } => {
+                let key = String::from_utf8(key)
+                    .map_err(|_| setup("a key read back", "it is not UTF-8"))?;
+                let view = self.view(&class, id)?;
+                match value {
+                    Some(value) => view.put(&key, value, false).map_err(stored)?,
+                    None => {
+                        view.delete(&key, false).map_err(stored)?;
+                    }
+                }
+            }
+            Entry::Alarm { class, id, at } => {
+                let alarm = at.map(|(due_ms, retries)| Alarm { due_ms, retries });
+                self.view(&class, id)?
+                    .set_alarm(alarm, false)
+                    .map_err(stored)?;
+            }
+            Entry::Name { class, id, name } => {
+                let prefix = self.view(&class, id)?.prefix();
+                self.names.insert(prefix, name);
+            }
+        }
+        self.read += 1;
+        if self.read.is_multiple_of(RESTORE_BATCH) {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands every view's writes to the commit thread and lets the views go.
+    fn hand_over(&mut self) -> Result<()> {
+        for (_, view) in self.views.drain() {
+            Self::flush(&mut self.last, view)?;
+        }
+        Ok(())
+    }
+
+    fn flush(last: &mut Option<ObjectStore>, view: ObjectStore) -> Result<()> {
+        let before = view.is_settled();
+        view.flush()
+            .map_err(|e| setup("cannot store what was read back", e))?;
+        if !before || !view.is_settled() {
+            *last = Some(view);
+        }
+        Ok(())
+    }
+
+    /// Hands over the rest, registers the names, and waits until all of it
+    /// is applied.
+    fn finish(mut self) -> Result<()> {
+        self.hand_over()?;
+        for (prefix, name) in std::mem::take(&mut self.names) {
+            let view = self.store.object(prefix);
+            view.restoring();
+            view.restore_name(&name);
+            Self::flush(&mut self.last, view)?;
+        }
+        if let Some(last) = self.last.take() {
+            while !last.is_settled() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        match self.store.failure() {
+            Some(e) => Err(setup("cannot store what was read back", e)),
+            None => Ok(()),
+        }
+    }
+}
