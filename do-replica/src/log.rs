@@ -153,15 +153,21 @@ impl Log {
                 .collect(),
             ..Default::default()
         };
-        let mut stream = js
-            .get_or_create_stream(wanted)
-            .await
-            .map_err(|e| unavailable("cannot open the stream", e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| unavailable("cannot read the stream's settings", e))?;
-        check_stream(&info.config, &config, &subjects)?;
+        // The servers may be electing a leader (one was just lost): keep
+        // asking for a while.
+        let stream = again(&config, || async {
+            let mut stream = js
+                .get_or_create_stream(wanted.clone())
+                .await
+                .map_err(|e| unavailable("cannot open the stream", e))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| unavailable("cannot read the stream's settings", e))?;
+            check_stream(&info.config, &config, &subjects)?;
+            Ok(stream)
+        })
+        .await?;
         let fences = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
         Ok(Log {
             config,
@@ -204,7 +210,9 @@ impl Log {
     /// already holds (a restart) keeps the claim.
     pub async fn claim(&self, shards: &[u32]) -> Result<(), ReplicaError> {
         for chunk in shards.chunks(64) {
-            let claims = chunk.iter().map(|&shard| self.claim_one(shard));
+            let claims = chunk
+                .iter()
+                .map(|&shard| again(&self.config, move || self.claim_one(shard)));
             for claimed in futures_util::future::join_all(claims).await {
                 claimed?;
             }
@@ -613,6 +621,26 @@ impl Log {
             .await
             .map_err(|e| unavailable("cannot read the stream's state", e))?;
         Ok(info.state.clone())
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for another reason than the
+/// servers being unavailable, or four of the configured timeouts have
+/// passed: an election after the loss of a server takes a few seconds.
+async fn again<T, F, Fut>(config: &ReplicaConfig, mut attempt: F) -> Result<T, ReplicaError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ReplicaError>>,
+{
+    let deadline = tokio::time::Instant::now() + 4 * config.timeout;
+    loop {
+        match attempt().await {
+            Err(ReplicaError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(target: "do_replica", %why, "the log is unavailable: trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            done => return done,
+        }
     }
 }
 

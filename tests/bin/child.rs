@@ -8,6 +8,10 @@
 //! do-tests-child DIR serve PORT [TOKEN]      serves on 127.0.0.1:PORT until killed
 //! do-tests-child DIR set-alarm NAME MS       sets NAME's alarm MS ms from now, then is killed
 //! ```
+//!
+//! `DIR --replicate URLS STREAM EPOCH COMMAND …` runs the command on a
+//! runtime that replicates to the NATS servers `URLS` (comma-separated),
+//! stream `STREAM`, with epoch `EPOCH` (16 shards).
 
 use std::io::Write;
 
@@ -23,7 +27,22 @@ async fn main() {
     let Some((dir, rest)) = args.split_first() else {
         usage()
     };
-    let rt = runtime(std::path::Path::new(dir));
+    let (rt, rest) = match rest {
+        [flag, urls, stream, epoch, rest @ ..] if flag == "--replicate" => {
+            let config = do_runtime::ReplicaConfig::new(urls.split(','))
+                .stream(stream.as_str())
+                .replicas(3)
+                .shards(16)
+                .epoch(epoch.parse().expect("EPOCH is a number"));
+            let rt = do_tests::builder()
+                .data_dir(dir)
+                .replicate(config)
+                .build()
+                .expect("the replicated runtime builds");
+            (rt, rest)
+        }
+        rest => (runtime(std::path::Path::new(dir)), rest),
+    };
     let ns = rt.namespace::<Counter>();
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     match words.as_slice() {
@@ -76,11 +95,11 @@ fn usage() -> ! {
 /// keys of one batch, all concurrently; once all are acknowledged it prints
 /// `ack N`. Runs until killed.
 async fn crash_writer(rt: &Runtime) {
-    let counters: Vec<_> = CRASH_COUNTERS
+    let mut counters: Vec<_> = CRASH_COUNTERS
         .iter()
         .map(|name| rt.namespace::<Counter>().get_by_name(name))
         .collect();
-    let batch = rt.namespace::<Kv>().get_by_name("batch");
+    let mut batch = rt.namespace::<Kv>().get_by_name("batch");
     let keys: Vec<String> = (0..10).map(|k| format!("k{k}")).collect();
     let start: u64 = batch
         .get_many(vec!["k0".into()])
@@ -90,16 +109,40 @@ async fn crash_writer(rt: &Runtime) {
         .map_or(0, |v| v.parse().expect("a number"));
     let mut out = std::io::stdout().lock();
     for round in start + 1.. {
-        let increments: Vec<_> = counters.iter().map(|c| c.increment(1)).collect();
-        let entries = keys
-            .iter()
-            .map(|k| (k.clone(), round.to_string()))
-            .collect();
-        let write = batch.put_many(entries);
-        for inc in increments {
-            inc.await.expect("increment");
+        // A retryable failure (the replicated log electing a leader, say)
+        // tries the round again, on new stubs: the batch is idempotent, an
+        // increment may land twice, so each try is printed first.
+        loop {
+            writeln!(out, "try {round}").expect("stdout");
+            out.flush().expect("stdout");
+            let increments: Vec<_> = counters.iter().map(|c| c.increment(1)).collect();
+            let entries = keys
+                .iter()
+                .map(|k| (k.clone(), round.to_string()))
+                .collect();
+            let write = batch.put_many(entries);
+            let mut failed = None;
+            for inc in increments {
+                if let Err(e) = inc.await {
+                    failed.get_or_insert(e);
+                }
+            }
+            if let Err(e) = write.await {
+                failed.get_or_insert(e);
+            }
+            match failed {
+                None => break,
+                Some(e) if e.is_retryable() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    counters = CRASH_COUNTERS
+                        .iter()
+                        .map(|name| rt.namespace::<Counter>().get_by_name(name))
+                        .collect();
+                    batch = rt.namespace::<Kv>().get_by_name("batch");
+                }
+                Some(e) => panic!("round {round}: {e}"),
+            }
         }
-        write.await.expect("batch");
         writeln!(out, "ack {round}").expect("stdout");
         out.flush().expect("stdout");
     }

@@ -377,3 +377,174 @@ async fn a_runtime_whose_epoch_is_overtaken_has_its_writes_refused_by_the_server
     old.shutdown().await;
     reader.shutdown().await;
 }
+
+// RP5 with real processes: the writer is killed with SIGKILL and its data
+// directory deleted (the machine and its disk are lost); some rounds also
+// kill one of the three log servers while it writes.
+
+/// The writer's acknowledged rounds and its tries, read from its output.
+#[derive(Default)]
+struct Heard {
+    acked: Option<u64>,
+    tries: u64,
+}
+
+/// Runs the replicated crash writer on `dir` with `epoch` until it has
+/// acknowledged a round, lets it run `extra_ms` longer (killing log server
+/// `kill_server` meanwhile, if given), then kills it with SIGKILL.
+fn run_replicated_and_kill(
+    cluster: &mut NatsCluster,
+    dir: &std::path::Path,
+    epoch: u64,
+    extra_ms: u64,
+    kill_server: Option<usize>,
+) -> Heard {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_do-tests-child"))
+        .arg(dir)
+        .args([
+            "--replicate",
+            &cluster.urls().join(","),
+            "CRASH",
+            &epoch.to_string(),
+        ])
+        .arg("crash-writer")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the child starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            tx.send(line).ok();
+        }
+    });
+    let mut heard = Heard::default();
+    let mut hear = |line: String, heard: &mut Heard| {
+        if let Some(n) = line.strip_prefix("ack ") {
+            heard.acked = Some(n.parse().expect("ack N"));
+        } else if line.starts_with("try ") {
+            heard.tries += 1;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while heard.acked.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            hear(line, &mut heard);
+        }
+    }
+    if let Some(server) = kill_server {
+        cluster.kill(server);
+    }
+    let until = Instant::now() + Duration::from_millis(extra_ms);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => hear(line, &mut heard),
+            Err(_) => break,
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    reader.join().expect("reader");
+    for line in rx.try_iter() {
+        hear(line, &mut heard);
+    }
+    heard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_the_loss_of_the_writers_machine_and_disk_and_of_a_log_server()
+{
+    let rounds: u64 = std::env::var("DO_REPLICATION_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut cluster = NatsCluster::start(3);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("replicated crash test seed {seed}");
+    let mut rng = seed;
+    let mut next = |below: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % below
+    };
+    let mut counters = [0i64; 4];
+    let mut stored_round = 0u64;
+    for round in 0..rounds {
+        // Every fourth round loses one of the log's servers too.
+        let kill_server = (round % 4 == 1).then(|| (round / 4 % 3) as usize);
+        let disk = tempfile::tempdir().unwrap();
+        let heard = run_replicated_and_kill(
+            &mut cluster,
+            disk.path(),
+            2 * round + 1,
+            next(300),
+            kill_server,
+        );
+        // The machine is gone with its disk.
+        drop(disk);
+        let acked = heard
+            .acked
+            .expect("the writer acknowledged at least one round");
+        assert!(acked > stored_round, "round {round}: acks go forward");
+        let fresh = tempfile::tempdir().unwrap();
+        let rt = replicated(&cluster, fresh.path(), "CRASH", 2 * round + 2).unwrap();
+        let batch = rt.namespace::<Kv>().get_by_name("batch");
+        let values: Vec<String> = batch
+            .get_many((0..10).map(|k| format!("k{k}")).collect())
+            .await
+            .unwrap()
+            .into_values()
+            .collect();
+        assert_eq!(
+            values.len(),
+            10,
+            "round {round}: the batch has all ten keys"
+        );
+        assert!(
+            values.iter().all(|v| *v == values[0]),
+            "round {round}: torn batch {values:?}"
+        );
+        let stored: u64 = values[0].parse().unwrap();
+        assert!(
+            stored == acked || stored == acked + 1,
+            "round {round}: acknowledged {acked}, stored {stored}"
+        );
+        // Every acknowledged increment is there; a try that was not
+        // acknowledged (the one in flight at the kill, one the log did not
+        // answer in time) may be there too.
+        let acks_now = (acked - stored_round) as i64;
+        let unacknowledged = heard.tries as i64 - acks_now;
+        for (i, name) in ["c0", "c1", "c2", "c3"].iter().enumerate() {
+            let v = rt
+                .namespace::<Counter>()
+                .get_by_name(name)
+                .value()
+                .await
+                .unwrap();
+            let floor = counters[i] + acks_now;
+            assert!(
+                v >= floor && v <= floor + unacknowledged,
+                "round {round}: counter {name} is {v}; acknowledged floor {floor}, {unacknowledged} tries unacknowledged"
+            );
+            counters[i] = v;
+        }
+        eprintln!(
+            "round {round}: acknowledged {acked}, stored {stored}, {} tries, server killed: {kill_server:?}",
+            heard.tries
+        );
+        stored_round = stored;
+        rt.shutdown().await;
+        if let Some(server) = kill_server {
+            cluster.restart(server);
+        }
+    }
+}
