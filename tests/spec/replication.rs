@@ -424,7 +424,7 @@ fn run_replicated_and_kill(
         }
     });
     let mut heard = Heard::default();
-    let mut hear = |line: String, heard: &mut Heard| {
+    let hear = |line: String, heard: &mut Heard| {
         if let Some(n) = line.strip_prefix("ack ") {
             heard.acked = Some(n.parse().expect("ack N"));
         } else if line.starts_with("try ") {
@@ -480,7 +480,7 @@ async fn acknowledged_writes_survive_the_loss_of_the_writers_machine_and_disk_an
     let mut stored_round = 0u64;
     for round in 0..rounds {
         // Every fourth round loses one of the log's servers too.
-        let kill_server = (round % 4 == 1).then(|| (round / 4 % 3) as usize);
+        let kill_server = (round % 4 == 1).then_some((round / 4 % 3) as usize);
         let disk = tempfile::tempdir().unwrap();
         let heard = run_replicated_and_kill(
             &mut cluster,
