@@ -10,6 +10,7 @@
 //! do-cli --data ./counter-data export Counter --out counters.jsonl
 //! do-cli --server http://127.0.0.1:8787 --token s3cret import counters.jsonl
 //! do-cli --data ./counter-data delete Counter alice
+//! do-cli --data ./new-data rebuild --nats nats://10.0.0.1:4222 --stream APP
 //! ```
 //!
 //! The logic lives here, with its input and output passed in, so it can be
@@ -85,6 +86,21 @@ pub enum Command {
         /// The file to read, `-` for standard input.
         file: PathBuf,
     },
+    /// Rebuild the data directory (--data; empty, or one the log was
+    /// written from) from a replicated log on NATS JetStream: its
+    /// deployment secret and every object's state. Claims nothing: a
+    /// runtime writing the log goes on.
+    Rebuild {
+        /// The NATS servers, comma-separated, e.g. nats://10.0.0.1:4222.
+        #[arg(long, value_name = "URLS")]
+        nats: String,
+        /// The stream.
+        #[arg(long, default_value = "DO")]
+        stream: String,
+        /// The stream's shard count (as the runtimes that write it have).
+        #[arg(long, default_value_t = 1024)]
+        shards: u32,
+    },
     /// Delete an object's data and alarm.
     Delete {
         /// The class name.
@@ -157,6 +173,29 @@ where
 }
 
 async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> Result<(), Error> {
+    if let Command::Rebuild {
+        nats,
+        stream,
+        shards,
+    } = &cli.command
+    {
+        let Some(dir) = cli.data.clone() else {
+            return Err(Error::BadRequest(
+                "rebuild needs the directory to rebuild: --data DIR".into(),
+            ));
+        };
+        let config = do_runtime::ReplicaConfig::new(nats.split(','))
+            .stream(stream.as_str())
+            .shards(*shards);
+        // It blocks on threads of its own, not on this one.
+        let read = do_runtime::admin::rebuild_from_log(&dir, config)?;
+        return writeln!(
+            stdout,
+            "rebuilt {} from {read} entries of the log",
+            dir.display()
+        )
+        .map_err(|e| Error::Setup(format!("cannot write: {e}")));
+    }
     let backend = match (&cli.data, &cli.server) {
         (Some(dir), None) => Backend::Offline(DataDir::open(dir)?),
         (None, Some(url)) => Backend::Remote(remote::Admin::new(url, cli.token.clone())?),
@@ -274,6 +313,8 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
             bar.finish_and_clear();
             out(stdout, format!("imported {written} keys and alarms"))?;
         }
+        // Done above: it needs no backend.
+        Command::Rebuild { .. } => {}
         Command::Delete { class, object, yes } => {
             if !yes {
                 write!(

@@ -300,6 +300,16 @@ impl Log {
         }
     }
 
+    /// The value `name` agreed through [`Log::agree`], if one was.
+    pub async fn agreed(&self, name: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
+        let subject = format!("{}.m.{name}", self.config.subject_prefix());
+        match self.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(Some(message.payload.to_vec())),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable("cannot read an agreed value", e)),
+        }
+    }
+
     fn fence_of(&self, shard: u32) -> Result<&AtomicU64, ReplicaError> {
         self.fences.get(shard as usize).ok_or_else(|| {
             ReplicaError::Config(format!(

@@ -548,3 +548,79 @@ async fn acknowledged_writes_survive_the_loss_of_the_writers_machine_and_disk_an
         }
     }
 }
+
+/// `do-cli` with `args`, in process: its exit code and what it printed.
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = do_cli::run(
+        std::iter::once("do-cli").chain(args.iter().copied()),
+        &mut std::io::empty(),
+        &mut out,
+        &mut err,
+    );
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_cli_rebuilds_a_data_directory_from_the_log_without_fencing_its_writer() {
+    let cluster = NatsCluster::start(3);
+    let (live, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = replicated(&cluster, live.path(), "REBUILD", 1).unwrap();
+    let counter = writer.namespace::<Counter>().get_by_name("n");
+    for _ in 0..7 {
+        counter.increment(1).await.unwrap();
+    }
+    let urls = cluster.urls().join(",");
+    let copy_dir = copy.path().to_str().unwrap().to_owned();
+    let rebuild = [
+        "--data", &copy_dir, "rebuild", "--nats", &urls, "--stream", "REBUILD", "--shards", "16",
+    ];
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let rebuild: Vec<String> = rebuild.iter().map(|s| s.to_string()).collect();
+        move || cli(&rebuild.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rebuilt"), "{out}");
+    // The writer was not fenced: it goes on.
+    assert_eq!(counter.increment(1).await.unwrap(), 8);
+    // A rebuild of the same directory reads only the tail it lacks.
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let rebuild: Vec<String> = rebuild.iter().map(|s| s.to_string()).collect();
+        move || cli(&rebuild.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("from 1 entries"), "{out}");
+    // The copy opens as an ordinary data directory, with the log's ids.
+    writer.shutdown().await;
+    let rt = do_tests::runtime(copy.path());
+    assert_eq!(
+        rt.namespace::<Counter>()
+            .get_by_name("n")
+            .value()
+            .await
+            .unwrap(),
+        8
+    );
+    rt.shutdown().await;
+    // A log nobody wrote has nothing to rebuild from: a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let empty_dir = empty.path().to_str().unwrap().to_owned();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "--data", &empty_dir, "rebuild", "--nats", &urls, "--stream", "NOBODY", "--shards",
+            "16",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("no deployment secret"), "{err}");
+}

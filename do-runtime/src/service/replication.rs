@@ -61,6 +61,16 @@ impl LogReplica {
     /// Connects to the log, opens its stream and claims every shard for
     /// the configured epoch (an older epoch than the log's is refused).
     pub(crate) fn open(config: ReplicaConfig) -> Result<Arc<Self>> {
+        Self::connect(config, true)
+    }
+
+    /// Connects to the log and opens its stream, to read it only: no shard
+    /// is claimed, so whoever writes it is not fenced out.
+    pub(crate) fn open_reading(config: ReplicaConfig) -> Result<Arc<Self>> {
+        Self::connect(config, false)
+    }
+
+    fn connect(config: ReplicaConfig, claim: bool) -> Result<Arc<Self>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("do-replica")
@@ -70,7 +80,9 @@ impl LogReplica {
         let log = aside(|| {
             runtime.block_on(async {
                 let log = Log::open(config).await?;
-                log.claim_all().await?;
+                if claim {
+                    log.claim_all().await?;
+                }
                 Ok::<_, ReplicaError>(log)
             })
         });
@@ -99,6 +111,12 @@ impl LogReplica {
     pub(crate) fn agree_secret(&self, proposal: &[u8]) -> Result<Vec<u8>> {
         aside(|| self.block_on(self.log.agree("secret", proposal)))
             .map_err(|e| setup("cannot agree the deployment secret with the log", e))
+    }
+
+    /// The deployment secret agreed through the log, if one was.
+    pub(crate) fn agreed_secret(&self) -> Result<Option<Vec<u8>>> {
+        aside(|| self.block_on(self.log.agreed("secret")))
+            .map_err(|e| setup("cannot read the deployment secret from the log", e))
     }
 
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
@@ -294,4 +312,23 @@ impl Restore<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// Makes the data directory `dir` a copy of the log `config` names (see
+/// `tools::admin::rebuild_from_log`): takes the log's deployment secret (a
+/// directory with another is refused) and reads back every object's state
+/// past what the directory has. Claims no shard. Returns the entries read.
+pub(crate) fn rebuild(dir: &std::path::Path, config: ReplicaConfig) -> Result<usize> {
+    let replica = LogReplica::open_reading(config)?;
+    let Some(secret) = replica.agreed_secret()? else {
+        return Err(Error::Setup(
+            "the log has no deployment secret: no runtime ever wrote to it".into(),
+        ));
+    };
+    let store = Store::open(dir, do_storage::StoreOptions::default())
+        .map_err(|e| Error::Setup(format!("cannot open the store in {}: {e}", dir.display())))?;
+    crate::base::secret::agreed_secret(&store, &mut |_| Ok(secret.clone()))?;
+    let read = replica.restore(&store)?;
+    store.close();
+    Ok(read)
 }

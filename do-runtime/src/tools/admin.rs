@@ -231,3 +231,14 @@ impl std::fmt::Debug for DataDir {
             .finish()
     }
 }
+
+/// Makes the data directory `dir` (empty, or one this log was written
+/// from) a copy of the replicated log `config` names: its deployment
+/// secret, then every object's state, read back past what the directory
+/// holds. No shard is claimed, so a runtime writing the log meanwhile goes
+/// on. Returns how many entries were read. A runtime (replicating or not)
+/// can then open the directory. Feature `replication`; `do-cli rebuild`.
+#[cfg(feature = "replication")]
+pub fn rebuild_from_log(dir: &Path, config: do_replica::ReplicaConfig) -> Result<usize> {
+    crate::service::replication::rebuild(dir, config)
+}
