@@ -24,6 +24,8 @@ mod error;
 mod log;
 mod record;
 mod subjects;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{MAX_SHARDS, ReplicaConfig};
 pub use error::ReplicaError;

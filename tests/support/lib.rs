@@ -2,7 +2,8 @@
 
 pub mod capture;
 pub mod client;
-pub mod nats;
+/// Real nats-server processes (see `do_replica::testing`).
+pub use do_replica::testing as nats;
 pub mod objects;
 pub mod web;
 

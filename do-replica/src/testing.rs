@@ -1,7 +1,9 @@
-//! Real `nats-server` processes for the replication tests: a JetStream
-//! cluster (or a single server) on loopback ports picked here, with its
-//! files in a temporary directory, killed when dropped. Servers can be
-//! killed (`kill -9`) and started again on the same files and ports.
+//! Real `nats-server` processes for tests and benchmarks (feature
+//! `testing`): a JetStream cluster (or a single server) on loopback ports
+//! picked here, with its files in a temporary directory, killed when
+//! dropped. Servers can be killed (`kill -9`) and started again on the same
+//! files and ports. A missing binary is a panic naming the install script:
+//! never a silent skip.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +17,7 @@ pub const INSTALL: &str =
 
 /// The `nats-server` binary: `$NATS_SERVER`, or the first on `PATH`.
 /// Panics, naming the install command, when there is none.
+#[allow(clippy::panic)]
 pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
         return path.into();
