@@ -113,7 +113,7 @@ impl Drop for RawStore {
 
 /// Runs `callers` tasks for `duration`, each calling `op(caller_index)` in
 /// a loop; returns the operations completed per second.
-async fn closed_loop<F, Fut>(tasks: usize, duration: Duration, op: F) -> f64
+pub(crate) async fn closed_loop<F, Fut>(tasks: usize, duration: Duration, op: F) -> f64
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,

@@ -17,6 +17,7 @@ mod load;
 #[cfg(feature = "peers")]
 mod peers;
 mod remote;
+mod replicated;
 
 use std::time::Duration;
 
@@ -140,6 +141,61 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
                 "durable increments, 10 000 objects × 10 000 callers",
                 10_000,
                 10_000,
+            )
+        },
+    ),
+    (
+        "replicated-1x1",
+        "replicated increment, 1 caller, 3 replicas: p50/p99 vs raw publish-ack",
+        replicated::one_caller,
+    ),
+    (
+        "replicated-1x64-r1",
+        "replicated increments, 1 object × 64 in flight, 1 replica, vs raw publisher",
+        |c| replicated::throughput(c, "replicated increments, 1 object × 64, R1", 1, 64, 1),
+    ),
+    (
+        "replicated-1x64-r3",
+        "replicated increments, 1 object × 64 in flight, 3 replicas, vs raw publisher",
+        |c| replicated::throughput(c, "replicated increments, 1 object × 64, R3", 1, 64, 3),
+    ),
+    (
+        "replicated-100x1000-r1",
+        "replicated increments, 100 objects × 1 000 callers, 1 replica, vs raw publisher",
+        |c| {
+            replicated::throughput(
+                c,
+                "replicated increments, 100 objects × 1 000 callers, R1",
+                100,
+                1_000,
+                1,
+            )
+        },
+    ),
+    (
+        "replicated-100x1000-r3",
+        "replicated increments, 100 objects × 1 000 callers, 3 replicas, vs raw publisher",
+        |c| {
+            replicated::throughput(
+                c,
+                "replicated increments, 100 objects × 1 000 callers, R3",
+                100,
+                1_000,
+                3,
+            )
+        },
+    ),
+    (
+        "replicated-recovery",
+        "restore from the log: 1 000 keys × 1 000 overwrites vs once; 1 000 000 keys vs a raw consumer",
+        |c| {
+            replicated::recovery(
+                c,
+                if c.duration < std::time::Duration::from_millis(500) {
+                    10_000
+                } else {
+                    1_000_000
+                },
             )
         },
     ),

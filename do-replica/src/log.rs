@@ -9,13 +9,15 @@
 //! marker, checked by the server against the epoch subject: once a newer
 //! writer has published its marker, every append of the older one is
 //! refused. A clustered stream refuses a second message with such a check
-//! on the same subject while the first is in flight, so appends to one
-//! shard go one at a time (an atomic batch each); shards go in parallel.
+//! on the same subject while the first is in flight, so this writer has one
+//! append in flight at a time: one atomic batch, which may hold messages of
+//! many shards, each shard's first one carrying that shard's fence (the
+//! server checks them all, and stores the batch only if all hold).
 //!
-//! **Atomicity.** One object's batch is one atomic batch of messages (a
+//! **Atomicity.** One object's batch is in one atomic batch of messages (a
 //! message per key, plus its alarm and name): JetStream stores all of them
-//! or none. Batches of a shard's objects share atomic batches of up to
-//! [`MAX_ATOMIC`] messages; the first message of each carries the fence.
+//! or none. The objects' batches of one group share atomic batches of up to
+//! [`MAX_ATOMIC`] messages.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -321,150 +323,218 @@ impl Log {
 
     /// Appends each object's batch, all of it or none: its outcome, in the
     /// order given, is the stream sequence that made it durable (on a
-    /// majority of the stream's replicas), or why it is not. Batches of
-    /// different shards go in parallel; within a shard, in order, and after
-    /// one fails none of the later ones of its shard is tried (they may
-    /// build on it).
+    /// majority of the stream's replicas), or why it is not.
+    ///
+    /// The batches go out as few atomic batches as fit (up to
+    /// [`MAX_ATOMIC`] messages each, one after another), whatever their
+    /// shards: each shard's first message in one carries that shard's
+    /// fence, so one atomic batch is checked against every shard it
+    /// touches. When a fence refuses one, the shards that moved are found
+    /// (by reading their markers), their batches fail, and the rest goes
+    /// again without them. Within a shard, batches keep their order, and
+    /// once one fails none of the later ones is tried (they may build on it).
     pub async fn append(&self, batches: &[ObjectWrites<'_>]) -> Vec<Result<u64, ReplicaError>> {
         let mut outcomes: Vec<Result<u64, ReplicaError>> = batches
             .iter()
             .map(|_| Err(ReplicaError::Unavailable("not appended".into())))
             .collect();
-        let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        // (shard, batch), by shard, each shard's in the order given.
+        let mut items: Vec<(u32, usize)> = Vec::with_capacity(batches.len());
         for (i, batch) in batches.iter().enumerate() {
+            let messages = batch.messages();
             if let Err(e) = check_class(batch.class) {
                 outcomes[i] = Err(e);
-                continue;
-            }
-            by_shard
-                .entry(self.shard_of(&batch.id))
-                .or_default()
-                .push(i);
-        }
-        let shards = by_shard
-            .into_iter()
-            .map(|(shard, items)| self.append_shard(shard, batches, items));
-        for settled in futures_util::future::join_all(shards).await {
-            for (i, outcome) in settled {
-                outcomes[i] = outcome;
+            } else if messages > MAX_ATOMIC {
+                outcomes[i] = Err(ReplicaError::TooLarge {
+                    messages,
+                    limit: MAX_ATOMIC,
+                });
+            } else {
+                items.push((self.shard_of(&batch.id), i));
             }
         }
-        outcomes
-    }
-
-    async fn append_shard(
-        &self,
-        shard: u32,
-        batches: &[ObjectWrites<'_>],
-        items: Vec<usize>,
-    ) -> Vec<(usize, Result<u64, ReplicaError>)> {
-        let mut settled = Vec::with_capacity(items.len());
-        let fence = match self.fence_of(shard) {
-            Ok(fence) => fence.load(Ordering::Acquire),
-            Err(e) => return items.into_iter().map(|i| (i, Err(e.clone()))).collect(),
-        };
-        if fence == 0 {
-            return items
-                .into_iter()
-                .map(|i| (i, Err(ReplicaError::Fenced { shard })))
-                .collect();
-        }
-        // Packed into atomic appends, never splitting one object's batch.
-        let mut packs: Vec<Vec<usize>> = Vec::new();
+        items.sort_by_key(|(shard, _)| *shard);
+        // Shards that failed: their later batches fail the same way.
+        let mut failed: BTreeMap<u32, ReplicaError> = BTreeMap::new();
+        let mut packs: Vec<Vec<(u32, usize)>> = Vec::new();
         let mut size = 0;
-        for i in items {
-            let messages = batches[i].messages();
-            if messages > MAX_ATOMIC {
-                settled.push((
-                    i,
-                    Err(ReplicaError::TooLarge {
-                        messages,
-                        limit: MAX_ATOMIC,
-                    }),
-                ));
-                continue;
-            }
+        for item in items {
+            let messages = batches[item.1].messages();
             match packs.last_mut() {
-                Some(pack) if size + messages <= MAX_ATOMIC => pack.push(i),
+                Some(pack) if size + messages <= MAX_ATOMIC => pack.push(item),
                 _ => {
-                    packs.push(vec![i]);
+                    packs.push(vec![item]);
                     size = 0;
                 }
             }
             size += messages;
         }
-        let mut failed: Option<ReplicaError> = None;
-        for pack in packs {
-            let outcome = match &failed {
-                Some(e) => Err(e.clone()),
-                None => self.append_pack(shard, fence, batches, &pack).await,
-            };
-            if let Err(e) = &outcome {
-                if matches!(e, ReplicaError::Fenced { .. }) {
-                    // A newer epoch holds the shard: never again.
-                    if let Ok(f) = self.fence_of(shard) {
-                        let _ = f.compare_exchange(fence, 0, Ordering::AcqRel, Ordering::Acquire);
+        for mut pack in packs {
+            loop {
+                pack.retain(|&(shard, i)| {
+                    let refused = match failed.get(&shard) {
+                        Some(e) => Some(e.clone()),
+                        None if !self.holds(shard) => Some(ReplicaError::Fenced { shard }),
+                        None => None,
+                    };
+                    match refused {
+                        Some(e) => {
+                            outcomes[i] = Err(e);
+                            false
+                        }
+                        None => true,
+                    }
+                });
+                if pack.is_empty() {
+                    break;
+                }
+                match self.append_pack(batches, &pack).await {
+                    Ok(at) => {
+                        for &(_, i) in &pack {
+                            outcomes[i] = Ok(at);
+                        }
+                        break;
+                    }
+                    Err(ReplicaError::Fenced { .. }) => {
+                        let moved = self.moved(&pack).await;
+                        if moved.is_empty() {
+                            // Refused by a fence, yet none moved: the log's
+                            // answer cannot be trusted; fail them all.
+                            let e = ReplicaError::Unavailable(
+                                "an append was refused by a fence that did not move".into(),
+                            );
+                            for &(shard, _) in &pack {
+                                failed.insert(shard, e.clone());
+                            }
+                            continue;
+                        }
+                        for shard in moved {
+                            failed.insert(shard, ReplicaError::Fenced { shard });
+                        }
+                    }
+                    Err(e) => {
+                        for &(shard, _) in &pack {
+                            failed.insert(shard, e.clone());
+                        }
                     }
                 }
-                failed.get_or_insert_with(|| e.clone());
             }
-            settled.extend(pack.into_iter().map(|i| (i, outcome.clone())));
         }
-        settled
+        outcomes
     }
 
-    /// One atomic append of the batches `pack` to `shard`, fenced by the
-    /// marker at `fence`.
+    /// The shards of `pack` whose epoch markers are no longer this
+    /// writer's (a newer epoch claimed them): this writer lets them go.
+    async fn moved(&self, pack: &[(u32, usize)]) -> Vec<u32> {
+        let mut shards: Vec<u32> = pack.iter().map(|(shard, _)| *shard).collect();
+        shards.dedup();
+        let looks = shards.iter().map(|&shard| async move {
+            let ours = self.fence_of(shard).ok()?.load(Ordering::Acquire);
+            let subject = self.subjects.epoch(shard);
+            let last = match self.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(marker) => marker.sequence,
+                Err(_) => return None,
+            };
+            (last != ours).then_some(shard)
+        });
+        let moved: Vec<u32> = futures_util::future::join_all(looks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for &shard in &moved {
+            if let Ok(fence) = self.fence_of(shard) {
+                fence.store(0, Ordering::Release);
+            }
+        }
+        moved
+    }
+
+    /// One atomic append of the batches `pack` (by shard), each shard
+    /// fenced by its marker.
     async fn append_pack(
         &self,
-        shard: u32,
-        fence: u64,
         batches: &[ObjectWrites<'_>],
-        pack: &[usize],
+        pack: &[(u32, usize)],
     ) -> Result<u64, ReplicaError> {
-        let mut messages: Vec<(String, bytes::Bytes)> = Vec::new();
-        for &i in pack {
+        let mut messages: Vec<(u32, String, bytes::Bytes)> = Vec::new();
+        for &(shard, i) in pack {
             let batch = &batches[i];
             for (key, value) in &batch.writes {
                 messages.push((
+                    shard,
                     self.subjects.key(shard, batch.class, &batch.id, key),
                     record::write(*value),
                 ));
             }
             if let Some(at) = batch.alarm {
                 messages.push((
+                    shard,
                     self.subjects.alarm(shard, batch.class, &batch.id),
                     record::alarm(at),
                 ));
             }
             if let Some(name) = batch.name {
                 messages.push((
+                    shard,
                     self.subjects.name(shard, batch.class, &batch.id),
                     bytes::Bytes::copy_from_slice(name.as_bytes()),
                 ));
             }
         }
-        let count = messages.len();
-        if count == 0 {
+        // One atomic batch: only each subject's last message matters (the
+        // stream keeps no other), so the others are not sent at all.
+        let mut last = std::collections::HashMap::with_capacity(messages.len());
+        for (n, (_, subject, _)) in messages.iter().enumerate() {
+            last.insert(subject.clone(), n);
+        }
+        let mut n = 0;
+        messages.retain(|(_, subject, _)| {
+            n += 1;
+            last.get(subject) == Some(&(n - 1))
+        });
+        if messages.is_empty() {
             return Ok(0);
         }
-        let fenced = |headers: &mut HeaderMap| {
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                fence.to_string().as_str(),
-            );
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence-Subject",
-                self.subjects.epoch(shard).as_str(),
-            );
-        };
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        loop {
+            match self.publish_pack(&messages).await {
+                // The stream's open atomic batches (every writer's) are at
+                // their cap: this one was refused whole; it goes again.
+                Err(ReplicaError::Unavailable(why))
+                    if why.contains("10210") && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Publishes `messages` (by shard) as one atomic batch, or one message;
+    /// each shard's first message carries its fence.
+    async fn publish_pack(
+        &self,
+        messages: &[(u32, String, bytes::Bytes)],
+    ) -> Result<u64, ReplicaError> {
+        let count = messages.len();
         let batch_id = self.client.new_inbox();
         let batch_id = batch_id.rsplit('.').next().unwrap_or(&batch_id).to_owned();
         let mut ack = None;
-        for (n, (subject, payload)) in messages.into_iter().enumerate() {
+        let mut fenced_shard = None;
+        for (n, (shard, subject, payload)) in messages.iter().cloned().enumerate() {
             let mut headers = HeaderMap::new();
-            if n == 0 {
-                fenced(&mut headers);
+            if fenced_shard != Some(shard) {
+                fenced_shard = Some(shard);
+                let fence = self.fence_of(shard)?.load(Ordering::Acquire);
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    fence.to_string().as_str(),
+                );
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    self.subjects.epoch(shard).as_str(),
+                );
             }
             if count > 1 {
                 headers.insert("Nats-Batch-Id", batch_id.as_str());
@@ -493,6 +563,7 @@ impl Log {
         match ack.await {
             Ok(ack) => Ok(ack.sequence),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                let shard = messages.first().map_or(0, |(shard, _, _)| *shard);
                 Err(ReplicaError::Fenced { shard })
             }
             Err(e) => Err(unavailable("an append was not acknowledged", e)),

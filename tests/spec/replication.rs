@@ -624,3 +624,52 @@ async fn do_cli_rebuilds_a_data_directory_from_the_log_without_fencing_its_write
     assert_eq!(code, 1);
     assert!(err.contains("no deployment secret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_claimed_by_a_newer_epoch_fails_alone_and_the_other_shards_batches_go_on() {
+    let cluster = NatsCluster::start(3);
+    let old = log(&cluster, "PARTIAL", 1, 4).await;
+    // Objects on two different shards.
+    let (mut a, mut b) = (id(0), id(0));
+    a[3] = 1;
+    b[3] = 2;
+    assert_ne!(old.shard_of(&a), old.shard_of(&b));
+    // A newer writer claims only a's shard.
+    let config = ReplicaConfig::new(cluster.urls())
+        .stream("PARTIAL")
+        .shards(4)
+        .epoch(2);
+    let new = Log::open(config).await.unwrap();
+    new.claim(&[new.shard_of(&a)]).await.unwrap();
+    let write = |id: [u8; 16]| ObjectWrites {
+        class: "C",
+        id,
+        writes: vec![(b"k", Some(&b"old"[..]))],
+        alarm: None,
+        name: None,
+    };
+    // One append of both: the old writer's batch on a's shard is refused,
+    // the other goes through.
+    let outcomes = old.append(&[write(a), write(b)]).await;
+    assert!(
+        matches!(outcomes[0], Err(ReplicaError::Fenced { .. })),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    assert!(!old.holds(old.shard_of(&a)));
+    assert!(old.holds(old.shard_of(&b)));
+    let mut seen = Vec::new();
+    new.read(0, None, |_, entry| {
+        if let Entry::Write { id, .. } = entry {
+            seen.push(id);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![b],
+        "only the batch of the shard still held is in the log"
+    );
+}
