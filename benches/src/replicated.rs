@@ -35,6 +35,16 @@ fn replicated(
         .expect("the replicated bench runtime builds")
 }
 
+/// A plain client of `cluster`.
+async fn connect(cluster: &NatsCluster) -> async_nats::Client {
+    let addrs: Vec<async_nats::ServerAddr> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.parse().expect("a server address"))
+        .collect();
+    async_nats::connect(addrs).await.expect("connects")
+}
+
 /// A raw JetStream publisher on `cluster`: stream `name` with `replicas`,
 /// one message kept per subject, as the log's stream is.
 struct RawLog {
@@ -44,13 +54,7 @@ struct RawLog {
 
 impl RawLog {
     async fn open(cluster: &NatsCluster, name: &str, replicas: usize) -> RawLog {
-        let addrs: Vec<async_nats::ServerAddr> = cluster
-            .urls()
-            .iter()
-            .map(|u| u.parse().expect("a server address"))
-            .collect();
-        let client = async_nats::connect(addrs).await.expect("connects");
-        let js = jetstream::new(client);
+        let js = jetstream::new(connect(cluster).await);
         let prefix = format!("raw.{name}");
         js.get_or_create_stream(stream::Config {
             name: name.to_owned(),
@@ -244,13 +248,7 @@ pub fn recovery(config: &Config, big: usize) -> Outcome {
     };
     let raw_read = |stream: &str| {
         tokio.block_on(async {
-            let addrs: Vec<async_nats::ServerAddr> = cluster
-                .urls()
-                .iter()
-                .map(|u| u.parse().expect("a server address"))
-                .collect();
-            let client = async_nats::connect(addrs).await.expect("connects");
-            let js = jetstream::new(client);
+            let js = jetstream::new(connect(&cluster).await);
             let t = Instant::now();
             let stream = js.get_stream(stream).await.expect("the stream");
             let consumer = stream

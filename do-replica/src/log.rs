@@ -34,6 +34,10 @@ use crate::subjects::{Named, Subjects, check_class, shard_of};
 /// The most messages one atomic append holds (JetStream's limit).
 pub const MAX_ATOMIC: usize = 1000;
 
+/// The header of an append's last message that names it, so that an
+/// append whose acknowledgement was lost can be found (see `settle_doubt`).
+const BATCH_HEADER: &str = "Do-Batch";
+
 /// The stream's metadata key that records its shard count.
 const SHARDS_KEY: &str = "do-shards";
 
@@ -498,7 +502,9 @@ impl Log {
         }
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         loop {
-            match self.publish_pack(&messages).await {
+            let batch_id = self.client.new_inbox();
+            let batch_id = batch_id.rsplit('.').next().unwrap_or(&batch_id).to_owned();
+            match self.publish_pack(&messages, &batch_id).await {
                 // The stream's open atomic batches (every writer's) are at
                 // their cap: this one was refused whole; it goes again.
                 Err(ReplicaError::Unavailable(why))
@@ -506,8 +512,120 @@ impl Log {
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 }
+                Err(ReplicaError::Unavailable(why)) => {
+                    return self.settle_doubt(&messages, &batch_id, why).await;
+                }
                 done => return done,
             }
+        }
+    }
+
+    /// An append whose outcome is not known (no acknowledgement in time, a
+    /// lost connection), made known: each shard it touched is claimed again
+    /// by this writer (a new marker, on the condition that the last is still
+    /// its own), after which nothing sent before can be stored; then the
+    /// batch's last subject says whether it was (its last message carries
+    /// the batch's id). The answer is then certain either way: `Ok` only if
+    /// the log holds the batch, an error only if it never will. When even
+    /// that cannot be done in four timeouts, the shards are let go (their
+    /// appends fail until a new claim, which reads the log back).
+    async fn settle_doubt(
+        &self,
+        messages: &[(u32, String, bytes::Bytes)],
+        batch_id: &str,
+        why: String,
+    ) -> Result<u64, ReplicaError> {
+        let mut shards: Vec<u32> = messages.iter().map(|(shard, _, _)| *shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let give_up = |shards: &[u32], e: ReplicaError| {
+            for &shard in shards {
+                if let Ok(fence) = self.fence_of(shard) {
+                    fence.store(0, Ordering::Release);
+                }
+            }
+            tracing::warn!(target: "do_replica", %why, error = %e, "an append's outcome could not be known: its shards are let go");
+            e
+        };
+        for &shard in &shards {
+            match again(&self.config, || self.refence(shard)).await {
+                Ok(()) => {}
+                Err(e) => return Err(give_up(&shards, e)),
+            }
+        }
+        let Some((_, last_subject, _)) = messages.last() else {
+            return Err(ReplicaError::Unavailable(why));
+        };
+        let found = again(&self.config, || async {
+            match self
+                .stream
+                .get_last_raw_message_by_subject(last_subject)
+                .await
+            {
+                Ok(message) => Ok(Some(message)),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(unavailable("cannot read the log", e)),
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(message))
+                if message
+                    .headers
+                    .get(BATCH_HEADER)
+                    .is_some_and(|id| id.as_str() == batch_id) =>
+            {
+                tracing::info!(target: "do_replica", %why, "an append whose acknowledgement was lost is in the log");
+                Ok(message.sequence)
+            }
+            Ok(_) => Err(ReplicaError::Unavailable(format!(
+                "{why} (it is not in the log, and never will be)"
+            ))),
+            Err(e) => Err(give_up(&shards, e)),
+        }
+    }
+
+    /// Claims `shard` again for this writer's epoch, with a new marker:
+    /// nothing this writer sent with the old one can be stored after.
+    async fn refence(&self, shard: u32) -> Result<(), ReplicaError> {
+        let fence = self.fence_of(shard)?;
+        let current = fence.load(Ordering::Acquire);
+        if current == 0 {
+            return Err(ReplicaError::Fenced { shard });
+        }
+        let subject = self.subjects.epoch(shard);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            current.to_string().as_str(),
+        );
+        let published = self
+            .js
+            .publish_with_headers(subject.clone(), headers, record::epoch(self.config.epoch))
+            .await
+            .map_err(|e| unavailable("cannot claim a shard again", e))?
+            .await;
+        match published {
+            Ok(ack) => {
+                fence.store(ack.sequence, Ordering::Release);
+                Ok(())
+            }
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                // Ours, from a try whose answer was lost; or another's.
+                let marker = self
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                    .map_err(|e| unavailable("cannot read a shard's epoch", e))?;
+                if record::read_epoch(&marker.payload)? == self.config.epoch {
+                    fence.store(marker.sequence, Ordering::Release);
+                    Ok(())
+                } else {
+                    fence.store(0, Ordering::Release);
+                    Err(ReplicaError::Fenced { shard })
+                }
+            }
+            Err(e) => Err(unavailable("cannot claim a shard again", e)),
         }
     }
 
@@ -516,10 +634,9 @@ impl Log {
     async fn publish_pack(
         &self,
         messages: &[(u32, String, bytes::Bytes)],
+        batch_id: &str,
     ) -> Result<u64, ReplicaError> {
         let count = messages.len();
-        let batch_id = self.client.new_inbox();
-        let batch_id = batch_id.rsplit('.').next().unwrap_or(&batch_id).to_owned();
         let mut ack = None;
         let mut fenced_shard = None;
         for (n, (shard, subject, payload)) in messages.iter().cloned().enumerate() {
@@ -537,13 +654,15 @@ impl Log {
                 );
             }
             if count > 1 {
-                headers.insert("Nats-Batch-Id", batch_id.as_str());
+                headers.insert("Nats-Batch-Id", batch_id);
                 headers.insert("Nats-Batch-Sequence", (n + 1).to_string().as_str());
             }
             if n + 1 == count {
                 if count > 1 {
                     headers.insert("Nats-Batch-Commit", "1");
                 }
+                // How a lost acknowledgement is told from a lost append.
+                headers.insert(BATCH_HEADER, batch_id);
                 ack = Some(
                     self.js
                         .publish_with_headers(subject, headers, payload)

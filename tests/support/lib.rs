@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod client;
+pub mod crash_check;
 /// Real nats-server processes (see `do_replica::testing`).
 pub use do_replica::testing as nats;
 pub mod objects;

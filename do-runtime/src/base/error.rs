@@ -216,8 +216,9 @@ pub enum DisconnectReason {
     /// With replication on, the replicated log did not take the instance's
     /// writes (it could not be reached in time, or refused them because a
     /// newer epoch holds the object's shard): they were not applied, and
-    /// the instance was reset. A write that failed so because the log did
-    /// not answer may still be in it.
+    /// the instance was reset. The failure is certain: a write whose
+    /// acknowledgement was lost is looked for in the log before its call is
+    /// answered.
     Unreplicated,
 }
 
