@@ -108,6 +108,11 @@ pub struct Log {
     /// Each shard's epoch marker's stream sequence, once claimed (0: not
     /// claimed by this writer).
     fences: Vec<AtomicU64>,
+    /// This writer's own random id, in its epoch markers.
+    incarnation: String,
+    /// An append's outcome could not be known (see `settle_doubt`): it may
+    /// still be stored, so this writer's copy may miss it from now on.
+    in_doubt: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Log {
@@ -175,7 +180,15 @@ impl Log {
         })
         .await?;
         let fences = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
+        let incarnation = client.new_inbox();
+        let incarnation = incarnation
+            .rsplit('.')
+            .next()
+            .unwrap_or(&incarnation)
+            .to_owned();
         Ok(Log {
+            in_doubt: std::sync::atomic::AtomicBool::new(false),
+            incarnation,
             config,
             client,
             js,
@@ -203,6 +216,14 @@ impl Log {
             .is_some_and(|f| f.load(Ordering::Acquire) != 0)
     }
 
+    /// Whether an append's outcome could not be known (the log stayed
+    /// unreachable while it was settled): it may still be stored, so a copy
+    /// of the log kept by this writer may miss it, and should not record
+    /// its position past it (a restart then reads it back).
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt.load(Ordering::Acquire)
+    }
+
     /// Claims every shard for this writer's epoch (see [`Log::claim`]).
     pub async fn claim_all(&self) -> Result<(), ReplicaError> {
         let shards: Vec<u32> = (0..self.config.shards).collect();
@@ -212,8 +233,9 @@ impl Log {
     /// Claims `shards` for this writer's epoch: from now on, appends of any
     /// older epoch to them are refused by the server. Fails with
     /// [`ReplicaError::StaleEpoch`] when a shard belongs to a newer epoch
-    /// (this writer may never write it). Claiming a shard this epoch
-    /// already holds (a restart) keeps the claim.
+    /// (this writer may never write it). A shard held by this same epoch
+    /// (a restart, the process before this one) is taken over too: a new
+    /// marker, so that the other process's appends are refused from now on.
     pub async fn claim(&self, shards: &[u32]) -> Result<(), ReplicaError> {
         for chunk in shards.chunks(64) {
             let claims = chunk
@@ -233,7 +255,7 @@ impl Log {
         loop {
             let (last, current) = match self.stream.get_last_raw_message_by_subject(&subject).await
             {
-                Ok(marker) => (marker.sequence, record::read_epoch(&marker.payload)?),
+                Ok(marker) => (marker.sequence, record::read_epoch(&marker.payload)?.0),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => (0, 0),
                 Err(e) => return Err(unavailable("cannot read a shard's epoch", e)),
             };
@@ -245,10 +267,9 @@ impl Log {
                     current,
                 });
             }
-            if current == ours {
-                fence.store(last, Ordering::Release);
-                return Ok(());
-            }
+            // Even a marker of this epoch is replaced: it may be another
+            // process's (this one's predecessor, or a zombie given the same
+            // epoch), whose appends in flight must be refused from now on.
             let mut headers = HeaderMap::new();
             headers.insert(
                 "Nats-Expected-Last-Subject-Sequence",
@@ -256,7 +277,11 @@ impl Log {
             );
             let published = self
                 .js
-                .publish_with_headers(subject.clone(), headers, record::epoch(ours))
+                .publish_with_headers(
+                    subject.clone(),
+                    headers,
+                    record::epoch(ours, &self.incarnation),
+                )
                 .await
                 .map_err(|e| unavailable("cannot claim a shard", e))?
                 .await;
@@ -344,17 +369,31 @@ impl Log {
             .collect();
         // (shard, batch), by shard, each shard's in the order given.
         let mut items: Vec<(u32, usize)> = Vec::with_capacity(batches.len());
+        // Objects with a batch refused before anything was sent: their
+        // later batches build on it, and are refused too.
+        let mut refused: std::collections::HashMap<(&str, [u8; 16]), ReplicaError> =
+            std::collections::HashMap::new();
         for (i, batch) in batches.iter().enumerate() {
             let messages = batch.messages();
-            if let Err(e) = check_class(batch.class) {
-                outcomes[i] = Err(e);
+            let object = (batch.class, batch.id);
+            let outcome = if let Some(e) = refused.get(&object) {
+                Err(e.clone())
+            } else if let Err(e) = check_class(batch.class) {
+                Err(e)
             } else if messages > MAX_ATOMIC {
-                outcomes[i] = Err(ReplicaError::TooLarge {
+                Err(ReplicaError::TooLarge {
                     messages,
                     limit: MAX_ATOMIC,
-                });
+                })
             } else {
-                items.push((self.shard_of(&batch.id), i));
+                Ok(())
+            };
+            match outcome {
+                Ok(()) => items.push((self.shard_of(&batch.id), i)),
+                Err(e) => {
+                    refused.insert(object, e.clone());
+                    outcomes[i] = Err(e);
+                }
             }
         }
         items.sort_by_key(|(shard, _)| *shard);
@@ -539,6 +578,7 @@ impl Log {
         shards.sort_unstable();
         shards.dedup();
         let give_up = |shards: &[u32], e: ReplicaError| {
+            self.in_doubt.store(true, Ordering::Release);
             for &shard in shards {
                 if let Ok(fence) = self.fence_of(shard) {
                     fence.store(0, Ordering::Release);
@@ -601,7 +641,11 @@ impl Log {
         );
         let published = self
             .js
-            .publish_with_headers(subject.clone(), headers, record::epoch(self.config.epoch))
+            .publish_with_headers(
+                subject.clone(),
+                headers,
+                record::epoch(self.config.epoch, &self.incarnation),
+            )
             .await
             .map_err(|e| unavailable("cannot claim a shard again", e))?
             .await;
@@ -617,7 +661,8 @@ impl Log {
                     .get_last_raw_message_by_subject(&subject)
                     .await
                     .map_err(|e| unavailable("cannot read a shard's epoch", e))?;
-                if record::read_epoch(&marker.payload)? == self.config.epoch {
+                let (epoch, incarnation) = record::read_epoch(&marker.payload)?;
+                if epoch == self.config.epoch && incarnation == self.incarnation.as_bytes() {
                     fence.store(marker.sequence, Ordering::Release);
                     Ok(())
                 } else {
@@ -743,6 +788,21 @@ impl Log {
                 start_sequence: after + 1,
             },
         };
+        // How far to read: the last message of the filters now, as the
+        // stream's leader has it. The consumer may live on a replica that
+        // has not applied everything yet: its count of what is pending is
+        // not trusted alone.
+        let mut target = 0;
+        for filter in &filter_subjects {
+            match self.stream.get_last_raw_message_by_subject(filter).await {
+                Ok(message) => target = target.max(message.sequence),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(unavailable("cannot read the log", e)),
+            }
+        }
+        if target <= after {
+            return Ok(after);
+        }
         let consumer = self
             .stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -752,9 +812,6 @@ impl Log {
             })
             .await
             .map_err(|e| unavailable("cannot read the log", e))?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(after);
-        }
         let mut messages = consumer
             .messages()
             .await
@@ -771,7 +828,7 @@ impl Log {
             let info = message
                 .info()
                 .map_err(|e| ReplicaError::Corrupt(format!("a message without its place: {e}")))?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
+            let seq = info.stream_sequence;
             let entry = match self.subjects.parse(&message.subject) {
                 Some(Named::Key { class, id, key }) => Entry::Write {
                     class,
@@ -798,7 +855,7 @@ impl Log {
             };
             each(seq, entry)?;
             *last = seq;
-            if pending == 0 {
+            if seq >= target {
                 return Ok(seq);
             }
         }

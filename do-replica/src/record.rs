@@ -55,16 +55,25 @@ pub(crate) fn read_alarm(payload: &[u8]) -> Result<Option<(u64, u32)>, ReplicaEr
     }
 }
 
-/// An epoch marker: the epoch (8 bytes, big-endian).
-pub(crate) fn epoch(epoch: u64) -> bytes::Bytes {
-    bytes::Bytes::copy_from_slice(&epoch.to_be_bytes())
+/// An epoch marker: the epoch (8 bytes, big-endian), then the claiming
+/// writer's incarnation (its own random id: two processes given the same
+/// epoch, a restart say, are still told apart).
+pub(crate) fn epoch(epoch: u64, incarnation: &str) -> bytes::Bytes {
+    let mut bytes = Vec::with_capacity(8 + incarnation.len());
+    bytes.extend_from_slice(&epoch.to_be_bytes());
+    bytes.extend_from_slice(incarnation.as_bytes());
+    bytes.into()
 }
 
-pub(crate) fn read_epoch(payload: &[u8]) -> Result<u64, ReplicaError> {
-    let bytes: [u8; 8] = payload.try_into().map_err(|_| {
-        ReplicaError::Corrupt(format!("an epoch marker of {} bytes", payload.len()))
-    })?;
-    Ok(u64::from_be_bytes(bytes))
+/// The epoch and the incarnation of a marker.
+pub(crate) fn read_epoch(payload: &[u8]) -> Result<(u64, &[u8]), ReplicaError> {
+    let Some((epoch, incarnation)) = payload.split_first_chunk::<8>() else {
+        return Err(ReplicaError::Corrupt(format!(
+            "an epoch marker of {} bytes",
+            payload.len()
+        )));
+    };
+    Ok((u64::from_be_bytes(*epoch), incarnation))
 }
 
 /// A name: its UTF-8 bytes.

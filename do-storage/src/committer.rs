@@ -497,6 +497,22 @@ fn commit_group(
         return;
     }
     let replicated = match replica {
+        // The engine refuses every write after a failure: the log must not
+        // take what this copy will not have (the store is reopened, and
+        // reads back what the log took before).
+        Some(_) if stats.failure().is_some() => {
+            let e = stats.failure().cloned().unwrap_or(StorageError::Closed);
+            for commit in group.drain(..) {
+                commit.sync.settle(commit.seq, Some(&e));
+                for release in commit.releases {
+                    release(Err(e.clone()));
+                }
+            }
+            for (sync, seq, release) in waiting.drain(..) {
+                release(sync.outcome(seq).unwrap_or_else(|| Err(e.clone())));
+            }
+            return;
+        }
         Some(replica) => {
             let position = replicate_group(replica, group);
             if group.is_empty() {
@@ -570,7 +586,9 @@ fn commit_group(
     }
     // How far this copy of the replicated log goes, with the writes that
     // take it there: a store read back after a crash goes on from here.
-    if let Some(Some(position)) = replicated {
+    if let Some(Some(position)) = replicated.filter(|p| p.is_some_and(|p| p > 0))
+        && replica.is_some_and(|r| r.position_trusted())
+    {
         batch.insert(
             &spaces.meta,
             crate::keys::REPLICA_APPLIED_KEY,
@@ -683,7 +701,13 @@ fn commit_group(
     // After the replies: a system call less on their way. A crash just
     // between leaves the mark one group behind, which only weakens the
     // check of that group.
-    if durable && let Err(e) = chain.mark.advance(number) {
+    // Not with a replicated log: the group reached the operating system
+    // only, and after a crash of the machine the mark would be ahead of
+    // the journal (the log, not the mark, says what is missing then).
+    if durable
+        && replicated.is_none()
+        && let Err(e) = chain.mark.advance(number)
+    {
         // The group is durable; only the check of a later open is weaker.
         tracing::error!(target: "do_storage::commit", error = %e, "cannot write the commit mark");
     }

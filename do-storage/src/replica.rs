@@ -32,6 +32,13 @@ pub trait Replicate: Send + Sync + 'static {
     /// batch refused may build on a batch before it, so once one of an
     /// object's batches fails, its later ones are not handed over.
     fn append(&self, batches: &[ReplicaBatch<'_>]) -> Vec<Result<u64, Unreplicated>>;
+
+    /// Whether the positions `append` gives may be recorded as how far this
+    /// store's copy goes: not once an append's outcome could not be known
+    /// (it may be in the log and not here; a restart reads it back).
+    fn position_trusted(&self) -> bool {
+        true
+    }
 }
 
 /// The replicated log a store appends to (see [`Replicate`]).

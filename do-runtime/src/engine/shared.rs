@@ -18,6 +18,10 @@ use crate::engine::registry::{QueueLimits, Registry};
 use crate::engine::worker::{Envelope, WorkerMsg};
 
 /// The runtime's state, shared by stubs, environments and workers.
+/// See `Shared::on_reopen`.
+pub(crate) type ReopenHook =
+    Arc<dyn Fn(&do_storage::Store) -> Result<(), crate::base::error::Error> + Send + Sync>;
+
 pub(crate) struct Shared {
     pub(crate) classes: Vec<Arc<Class>>,
     pub(crate) by_type: HashMap<TypeId, usize>,
@@ -28,6 +32,10 @@ pub(crate) struct Shared {
     pub(crate) store: Mutex<Option<Store>>,
     /// Where the store was opened from and how, to open it again.
     pub(crate) store_source: (std::path::PathBuf, do_storage::StoreOptions),
+    /// Run on a store reopened after a failure, before objects use it: with
+    /// replication, reads back from the log what the failure lost (a group
+    /// the log took and the store did not).
+    pub(crate) on_reopen: Option<ReopenHook>,
     /// Why the store cannot write now, while it is being reopened.
     pub(crate) storage_fault: Mutex<Option<String>>,
     /// The configuration objects read through `Env` (SPEC B1).

@@ -140,7 +140,19 @@ fn recover(shared: &Shared, failure: StorageError, hold: Duration) {
             continue;
         }
         attempts += 1;
-        match Store::open(dir, options.clone()) {
+        let opened = Store::open(dir, options.clone()).and_then(|store| match &shared.on_reopen {
+            Some(hook) => match hook(&store) {
+                Ok(()) => Ok(store),
+                Err(e) => {
+                    store.close();
+                    Err(do_storage::StorageError::Engine(
+                        format!("cannot read back from the replicated log: {e}").into(),
+                    ))
+                }
+            },
+            None => Ok(store),
+        });
+        match opened {
             Ok(store) => {
                 {
                     let mut slot = shared.store.lock().unwrap_or_else(|p| p.into_inner());

@@ -138,6 +138,15 @@ impl LogReplica {
         let after = store
             .replica_applied()
             .map_err(|e| setup("cannot read how far the store's copy of the log goes", e))?;
+        let empty = store
+            .is_empty()
+            .map_err(|e| setup("cannot read the data directory", e))?;
+        if after == 0 && !empty {
+            return Err(Error::Setup(
+                "replication: the data directory holds objects' data that is not a copy of the log (written without replication, or before it): start on an empty directory, which reads everything from the log"
+                    .into(),
+            ));
+        }
         let mut restore = Restore {
             store,
             numbers: HashMap::new(),
@@ -168,6 +177,10 @@ impl LogReplica {
 }
 
 impl do_storage::Replicate for LogReplica {
+    fn position_trusted(&self) -> bool {
+        !self.log.in_doubt()
+    }
+
     fn append(&self, batches: &[ReplicaBatch<'_>]) -> Vec<std::result::Result<u64, Unreplicated>> {
         let classes = self.classes.get();
         let writes: Vec<ObjectWrites> = batches

@@ -831,6 +831,14 @@ impl RuntimeBuilder {
             threads: Mutex::new(Vec::new()),
             store: Mutex::new(Some(store)),
             store_source: (dir.clone(), store_options),
+            #[cfg(feature = "replication")]
+            on_reopen: replica.clone().map(|replica| {
+                let hook: crate::engine::shared::ReopenHook =
+                    Arc::new(move |store| replica.restore(store).map(|_| ()));
+                hook
+            }),
+            #[cfg(not(feature = "replication"))]
+            on_reopen: None,
             storage_fault: Mutex::new(None),
             bindings: self.bindings,
             value_cache_bytes: self.value_cache_bytes,
