@@ -26,6 +26,7 @@ pub struct ReplicaConfig {
     pub(crate) shards: u32,
     pub(crate) epoch: u64,
     pub(crate) timeout: Duration,
+    pub(crate) tombstone_ttl: Duration,
 }
 
 impl ReplicaConfig {
@@ -39,6 +40,7 @@ impl ReplicaConfig {
             shards: 1024,
             epoch: 1,
             timeout: Duration::from_secs(5),
+            tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -76,6 +78,21 @@ impl ReplicaConfig {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// How long the log keeps the mark of a deleted key (a tombstone) before
+    /// the server removes it, so that deleting keys does not grow the log
+    /// with history. A copy of the log further behind than this cannot
+    /// catch up (it could miss a delete) and must be rebuilt from the log
+    /// (a runtime refuses to start on it). At least 1 s. Default: 7 days.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
+        self
+    }
+
+    /// How long tombstones are kept (see [`ReplicaConfig::tombstone_ttl`]).
+    pub fn tombstone_lifetime(&self) -> Duration {
+        self.tombstone_ttl
     }
 
     /// The prefix of every subject of the stream: `do.` and its name.
@@ -118,6 +135,9 @@ impl ReplicaConfig {
         }
         if self.shards == 0 || self.shards > MAX_SHARDS {
             return bad(format!("{} shards: use 1 to {MAX_SHARDS}", self.shards));
+        }
+        if self.tombstone_ttl < Duration::from_secs(1) {
+            return bad("a tombstone TTL under 1 s: JetStream counts it in seconds".into());
         }
         if self.epoch == 0 {
             return bad("epoch 0: epochs start at 1".into());

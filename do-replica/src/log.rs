@@ -157,6 +157,7 @@ impl Log {
             max_messages_per_subject: 1,
             num_replicas: config.replicas,
             allow_atomic_publish: true,
+            allow_message_ttl: true,
             allow_direct: true,
             storage: stream::StorageType::File,
             metadata: [(SHARDS_KEY.to_owned(), config.shards.to_string())]
@@ -682,6 +683,7 @@ impl Log {
         batch_id: &str,
     ) -> Result<u64, ReplicaError> {
         let count = messages.len();
+        let key_prefix = format!("{}.k.", self.config.subject_prefix());
         let mut ack = None;
         let mut fenced_shard = None;
         for (n, (shard, subject, payload)) in messages.iter().cloned().enumerate() {
@@ -696,6 +698,14 @@ impl Log {
                 headers.insert(
                     "Nats-Expected-Last-Subject-Sequence-Subject",
                     self.subjects.epoch(shard).as_str(),
+                );
+            }
+            // A deleted key's mark is removed by the server after a while:
+            // deletes do not grow the log with history.
+            if payload.as_ref() == [0] && subject.starts_with(&key_prefix) {
+                headers.insert(
+                    "Nats-TTL",
+                    format!("{}s", self.config.tombstone_ttl.as_secs()).as_str(),
                 );
             }
             if count > 1 {
@@ -923,6 +933,9 @@ fn check_stream(
     }
     if !found.allow_atomic_publish {
         return refuse("it does not allow atomic batches (nats-server 2.12 or later)".into());
+    }
+    if !found.allow_message_ttl {
+        return refuse("it does not allow per-message TTLs (for tombstones)".into());
     }
     let shards = found.metadata.get(SHARDS_KEY).map(String::as_str);
     if shards != Some(config.shards.to_string().as_str()) {

@@ -589,11 +589,14 @@ fn commit_group(
     if let Some(Some(position)) = replicated.filter(|p| p.is_some_and(|p| p > 0))
         && replica.is_some_and(|r| r.position_trusted())
     {
-        batch.insert(
-            &spaces.meta,
-            crate::keys::REPLICA_APPLIED_KEY,
-            position.to_be_bytes().to_vec(),
-        );
+        // With when (ms since the Unix epoch): a copy too far behind the
+        // log cannot catch up (the log forgets deletes after a while).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut value = position.to_be_bytes().to_vec();
+        value.extend_from_slice(&now.to_be_bytes());
+        batch.insert(&spaces.meta, crate::keys::REPLICA_APPLIED_KEY, value);
     }
     // Last in the batch, though the batch is one journal entry anyway.
     let number = chain.numbers.last + 1;

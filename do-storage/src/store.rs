@@ -426,20 +426,45 @@ impl Store {
     /// position of the last group applied here (0: none). A store read back
     /// from the log goes on after it.
     pub fn replica_applied(&self) -> Result<u64> {
+        Ok(self.replica_position()?.0)
+    }
+
+    /// When this store's copy of its replicated log last moved on (ms since
+    /// the Unix epoch), if it ever did.
+    pub fn replica_applied_at(&self) -> Result<Option<u64>> {
+        Ok(self.replica_position()?.1)
+    }
+
+    /// The recorded position (8 bytes, big-endian) and, after it, when it
+    /// was recorded (8 bytes, ms since the Unix epoch).
+    fn replica_position(&self) -> Result<(u64, Option<u64>)> {
         let Some(value) = self.inner.meta.get(crate::keys::REPLICA_APPLIED_KEY)? else {
-            return Ok(0);
+            return Ok((0, None));
         };
-        let bytes: [u8; 8] = value[..].try_into().map_err(|_| StorageError::Damaged {
-            what: "the replicated log's position is not 8 bytes".into(),
-        })?;
-        Ok(u64::from_be_bytes(bytes))
+        let damaged = || StorageError::Damaged {
+            what: "the replicated log's position is not 8 or 16 bytes".into(),
+        };
+        let (position, at) = match value.len() {
+            8 => (&value[..8], None),
+            16 => (&value[..8], Some(&value[8..])),
+            _ => return Err(damaged()),
+        };
+        let number = |bytes: &[u8]| -> Result<u64> {
+            Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| damaged())?))
+        };
+        Ok((number(position)?, at.map(number).transpose()?))
     }
 
     /// Records that this store's copy of the replicated log goes up to
     /// `position` (after reading it back), durably; never moves it back.
     pub fn set_replica_applied(&self, position: u64) -> Result<()> {
         if position > self.replica_applied()? {
-            self.put_meta_durable(crate::keys::REPLICA_APPLIED_KEY, &position.to_be_bytes())?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut value = position.to_be_bytes().to_vec();
+            value.extend_from_slice(&now.to_be_bytes());
+            self.put_meta_durable(crate::keys::REPLICA_APPLIED_KEY, &value)?;
         }
         Ok(())
     }

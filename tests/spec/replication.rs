@@ -273,7 +273,7 @@ async fn losing_one_of_three_servers_loses_no_acknowledged_append_and_appends_go
 
 use do_runtime::{DisconnectReason, Error, ListIds, Runtime};
 use do_tests::crash_check::check_after_crash;
-use do_tests::{Counter, Kv, builder};
+use do_tests::{Counter, Kv, builder, eventually};
 
 /// A runtime on `dir`, replicating to `cluster`'s stream `stream` with
 /// `epoch`.
@@ -702,4 +702,95 @@ async fn an_append_whose_acknowledgement_is_lost_is_settled_so_that_its_outcome_
     // The shard is still this writer's, and appends go on.
     assert!(log.holds(log.shard_of(&id(1))));
     assert!(log.append(&[put(1, "k", b"after")]).await[0].is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_marks_of_deleted_keys_leave_the_log_after_their_ttl_so_deletes_do_not_grow_it() {
+    let cluster = NatsCluster::start(3);
+    let config = ReplicaConfig::new(cluster.urls())
+        .stream("TOMBSTONES")
+        .shards(4)
+        .tombstone_ttl(std::time::Duration::from_secs(1));
+    let log = Log::open(config).await.unwrap();
+    log.claim_all().await.unwrap();
+    // A queue's worth of unique keys, each written once and deleted.
+    let keys: Vec<String> = (0..50).map(|k| format!("job-{k}")).collect();
+    let written = ObjectWrites {
+        class: "C",
+        id: id(4),
+        writes: keys
+            .iter()
+            .map(|k| (k.as_bytes(), Some(&b"v"[..])))
+            .collect(),
+        alarm: None,
+        name: None,
+    };
+    assert!(log.append(&[written]).await[0].is_ok());
+    let deleted = ObjectWrites {
+        class: "C",
+        id: id(4),
+        writes: keys.iter().map(|k| (k.as_bytes(), None)).collect(),
+        alarm: None,
+        name: None,
+    };
+    assert!(log.append(&[deleted]).await[0].is_ok());
+    // The 4 epoch markers and the 50 tombstones…
+    assert_eq!(log.message_count().await.unwrap(), 54);
+    // …and once their TTL has passed, the markers only.
+    eventually("the tombstones expire", || async {
+        (log.message_count().await.unwrap() == 4).then_some(())
+    })
+    .await;
+    assert!(contents(&log).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_further_behind_the_log_than_its_tombstones_live_is_refused_rather_than_caught_up() {
+    let cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        builder()
+            .data_dir(dir.path())
+            .replicate(
+                ReplicaConfig::new(cluster.urls())
+                    .stream("BEHIND")
+                    .shards(4)
+                    .tombstone_ttl(std::time::Duration::from_secs(2)),
+            )
+            .build()
+    };
+    let rt = start().unwrap();
+    rt.namespace::<Counter>()
+        .get_by_name("n")
+        .increment(1)
+        .await
+        .unwrap();
+    rt.shutdown().await;
+    // Longer than the tombstones live: deletes made meanwhile could be gone.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    match start() {
+        Err(Error::Setup(message)) => assert!(message.contains("miss deletes"), "{message}"),
+        other => panic!("expected a setup error, got {:?}", other.map(|_| ())),
+    }
+    // An empty directory reads everything from the log.
+    let fresh = tempfile::tempdir().unwrap();
+    let rt = builder()
+        .data_dir(fresh.path())
+        .replicate(
+            ReplicaConfig::new(cluster.urls())
+                .stream("BEHIND")
+                .shards(4)
+                .epoch(2),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.namespace::<Counter>()
+            .get_by_name("n")
+            .value()
+            .await
+            .unwrap(),
+        1
+    );
+    rt.shutdown().await;
 }

@@ -141,6 +141,28 @@ impl LogReplica {
         let empty = store
             .is_empty()
             .map_err(|e| setup("cannot read the data directory", e))?;
+        // The log forgets a deleted key's mark after its TTL: a copy that
+        // last moved on longer ago than that (less an hour's margin) could
+        // miss deletes, and must be rebuilt instead.
+        let ttl = self.log.config().tombstone_lifetime();
+        let at = store
+            .replica_applied_at()
+            .map_err(|e| setup("cannot read how far the store's copy of the log goes", e))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let margin = ttl
+            .saturating_sub(std::time::Duration::from_secs(3600))
+            .max(ttl / 2);
+        if let Some(at) = at
+            && now.saturating_sub(at) > margin.as_millis() as u64
+        {
+            return Err(Error::Setup(format!(
+                "replication: the data directory's copy of the log last moved on {} s ago, longer than the log keeps the marks of deleted keys ({} s): it could miss deletes; start on an empty directory, which reads everything from the log",
+                now.saturating_sub(at) / 1000,
+                ttl.as_secs()
+            )));
+        }
         if after == 0 && !empty {
             return Err(Error::Setup(
                 "replication: the data directory holds objects' data that is not a copy of the log (written without replication, or before it): start on an empty directory, which reads everything from the log"
