@@ -143,6 +143,33 @@ where
     elapsed
 }
 
+/// One timed run of acknowledged increments on `rt`: `tasks` callers in a
+/// closed loop for `duration`, caller i on object `o{i % objects}`; each run
+/// returns the increments per second.
+pub(crate) fn increments<'a>(
+    tokio: &'a tokio::runtime::Runtime,
+    rt: &Runtime,
+    objects: usize,
+    tasks: usize,
+    duration: Duration,
+) -> impl FnMut() -> f64 + 'a {
+    let ns = rt.namespace::<Counter>();
+    let stubs: Arc<Vec<_>> = Arc::new(
+        (0..tasks)
+            .map(|i| ns.get_by_name(&format!("o{}", i % objects)))
+            .collect(),
+    );
+    move || {
+        let stubs = stubs.clone();
+        tokio.block_on(closed_loop(tasks, duration, move |i| {
+            let call = stubs[i].increment(1);
+            async move {
+                call.await.expect("increment");
+            }
+        }))
+    }
+}
+
 /// p50 of write + fdatasync of 8 bytes, in microseconds.
 fn fsync_probe(dir: &std::path::Path, duration: Duration) -> f64 {
     let mut file = OpenOptions::new()
@@ -249,22 +276,8 @@ pub fn throughput(
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("ours"));
     let raw = Arc::new(RawStore::open(&dir.path().join("raw"), None));
-    let ns = rt.namespace::<Counter>();
-    let stubs: Arc<Vec<_>> = Arc::new(
-        (0..tasks)
-            .map(|i| ns.get_by_name(&format!("o{}", i % objects)))
-            .collect(),
-    );
     let d = config.duration;
-    let mut ours = || {
-        let stubs = stubs.clone();
-        tokio.block_on(closed_loop(tasks, d, move |i| {
-            let call = stubs[i].increment(1);
-            async move {
-                call.await.expect("increment");
-            }
-        }))
-    };
+    let mut ours = increments(&tokio, &rt, objects, tasks, d);
     let counters: Arc<Vec<AtomicU64>> = Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
     let mut raw_run = || {
         let (raw, counters) = (raw.clone(), counters.clone());

@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, stream};
 use do_replica::testing::NatsCluster;
 use do_runtime::{ReplicaConfig, Runtime};
 
-use crate::durable::{Counter, closed_loop};
+use crate::durable::{Counter, closed_loop, increments};
 use crate::harness::{Config, Outcome, Unit, interleave, percentile};
 
 fn replicated(
@@ -99,22 +99,8 @@ pub fn throughput(
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = replicated(dir.path(), &cluster, &format!("OURS{replicas}"), replicas);
     let raw = Arc::new(tokio.block_on(RawLog::open(&cluster, &format!("RAW{replicas}"), replicas)));
-    let ns = rt.namespace::<Counter>();
-    let stubs: Arc<Vec<_>> = Arc::new(
-        (0..tasks)
-            .map(|i| ns.get_by_name(&format!("o{}", i % objects)))
-            .collect(),
-    );
     let d = config.duration;
-    let mut ours = || {
-        let stubs = stubs.clone();
-        tokio.block_on(closed_loop(tasks, d, move |i| {
-            let call = stubs[i].increment(1);
-            async move {
-                call.await.expect("increment");
-            }
-        }))
-    };
+    let mut ours = increments(&tokio, &rt, objects, tasks, d);
     let counters: Arc<Vec<AtomicU64>> = Arc::new((0..objects).map(|_| AtomicU64::new(0)).collect());
     let mut raw_run = || {
         let (raw, counters) = (raw.clone(), counters.clone());

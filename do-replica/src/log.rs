@@ -528,15 +528,17 @@ impl Log {
         }
         // One atomic batch: only each subject's last message matters (the
         // stream keeps no other), so the others are not sent at all.
-        let mut last = std::collections::HashMap::with_capacity(messages.len());
-        for (n, (_, subject, _)) in messages.iter().enumerate() {
-            last.insert(subject.clone(), n);
-        }
-        let mut n = 0;
-        messages.retain(|(_, subject, _)| {
-            n += 1;
-            last.get(subject) == Some(&(n - 1))
-        });
+        let keep: Vec<bool> = {
+            let mut last = std::collections::HashMap::with_capacity(messages.len());
+            for (n, (_, subject, _)) in messages.iter().enumerate() {
+                last.insert(subject.as_str(), n);
+            }
+            (0..messages.len())
+                .map(|n| last.get(messages[n].1.as_str()) == Some(&n))
+                .collect()
+        };
+        let mut keep = keep.into_iter();
+        messages.retain(|_| keep.next().unwrap_or(true));
         if messages.is_empty() {
             return Ok(0);
         }

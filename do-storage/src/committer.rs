@@ -496,12 +496,12 @@ fn commit_group(
         }
         return;
     }
-    let replicated = match replica {
+    let replicated = match (replica, stats.failure()) {
         // The engine refuses every write after a failure: the log must not
         // take what this copy will not have (the store is reopened, and
         // reads back what the log took before).
-        Some(_) if stats.failure().is_some() => {
-            let e = stats.failure().cloned().unwrap_or(StorageError::Closed);
+        (Some(_), Some(e)) => {
+            let e = e.clone();
             for commit in group.drain(..) {
                 commit.sync.settle(commit.seq, Some(&e));
                 for release in commit.releases {
@@ -513,7 +513,7 @@ fn commit_group(
             }
             return;
         }
-        Some(replica) => {
+        (Some(replica), None) => {
             let position = replicate_group(replica, group);
             if group.is_empty() {
                 for (sync, seq, release) in waiting.drain(..) {
@@ -523,7 +523,7 @@ fn commit_group(
             }
             Some(position)
         }
-        None => None,
+        (None, _) => None,
     };
     // Sized up front: growing it would free ever larger buffers, and each
     // large allocation makes the allocator consolidate its free lists.

@@ -23,15 +23,20 @@ fn id(n: u8) -> [u8; 16] {
     [n; 16]
 }
 
-/// One write of `key` = `value` to object `n` of class `C`.
-fn put<'a>(n: u8, key: &'a str, value: &'a [u8]) -> ObjectWrites<'a> {
+/// A batch of `writes` to object `id` of class `C`, without alarm or name.
+fn batch<'a>(id: [u8; 16], writes: Vec<(&'a [u8], Option<&'a [u8]>)>) -> ObjectWrites<'a> {
     ObjectWrites {
         class: "C",
-        id: id(n),
-        writes: vec![(key.as_bytes(), Some(value))],
+        id,
+        writes,
         alarm: None,
         name: None,
     }
+}
+
+/// One write of `key` = `value` to object `n` of class `C`.
+fn put<'a>(n: u8, key: &'a str, value: &'a [u8]) -> ObjectWrites<'a> {
+    batch(id(n), vec![(key.as_bytes(), Some(value))])
 }
 
 /// Everything the log holds, as (object, key) → value.
@@ -111,7 +116,7 @@ async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() 
     let log = log(&cluster, "LARGE", 1, 8).await;
     let value = vec![7u8; 128 * 1024];
     let keys: Vec<String> = (0..128).map(|k| format!("k{k:03}")).collect();
-    let batch = ObjectWrites {
+    let big = ObjectWrites {
         class: "C",
         id: id(9),
         writes: keys
@@ -121,7 +126,7 @@ async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() 
         alarm: Some(Some((1_700_000_000_000, 2))),
         name: Some("big"),
     };
-    let outcome = log.append(std::slice::from_ref(&batch)).await;
+    let outcome = log.append(std::slice::from_ref(&big)).await;
     assert!(outcome[0].is_ok(), "{outcome:?}");
     let mut writes = 0;
     let mut alarm = None;
@@ -144,24 +149,14 @@ async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() 
     assert_eq!(name.as_deref(), Some("big"));
     // One object's batch past one atomic append is refused whole, typed.
     let many: Vec<String> = (0..1001).map(|k| format!("m{k}")).collect();
-    let too_large = ObjectWrites {
-        class: "C",
-        id: id(10),
-        writes: many
-            .iter()
+    let too_large = batch(
+        id(10),
+        many.iter()
             .map(|k| (k.as_bytes(), Some(&b"v"[..])))
             .collect(),
-        alarm: None,
-        name: None,
-    };
+    );
     // …and a later batch of the same object, which builds on it, too.
-    let after = ObjectWrites {
-        class: "C",
-        id: id(10),
-        writes: vec![(b"m0", Some(&b"w"[..]))],
-        alarm: None,
-        name: None,
-    };
+    let after = batch(id(10), vec![(b"m0", Some(&b"w"[..]))]);
     let outcome = log.append(&[too_large, after]).await;
     assert!(
         matches!(outcome[1], Err(ReplicaError::TooLarge { .. })),
@@ -189,27 +184,19 @@ async fn the_log_keeps_each_keys_newest_write_only_so_a_read_costs_the_objects_s
         let keys: Vec<String> = (0..10).map(|k| format!("k{k}")).collect();
         let batches: Vec<ObjectWrites> = [1u8, 2]
             .iter()
-            .map(|&n| ObjectWrites {
-                class: "C",
-                id: id(n),
-                writes: keys
-                    .iter()
-                    .map(|k| (k.as_bytes(), Some(&value[..])))
-                    .collect(),
-                alarm: None,
-                name: None,
+            .map(|&n| {
+                batch(
+                    id(n),
+                    keys.iter()
+                        .map(|k| (k.as_bytes(), Some(&value[..])))
+                        .collect(),
+                )
             })
             .collect();
         let outcomes = log.append(&batches).await;
         assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     }
-    let deleted = ObjectWrites {
-        class: "C",
-        id: id(1),
-        writes: vec![(b"k0", None)],
-        alarm: None,
-        name: None,
-    };
+    let deleted = batch(id(1), vec![(b"k0", None)]);
     assert!(log.append(&[deleted]).await[0].is_ok());
     // 20 keys and the 4 shards' epoch markers: nothing older.
     assert_eq!(log.message_count().await.unwrap(), 24);
@@ -625,13 +612,7 @@ async fn a_shard_claimed_by_a_newer_epoch_fails_alone_and_the_other_shards_batch
         .epoch(2);
     let new = Log::open(config).await.unwrap();
     new.claim(&[new.shard_of(&a)]).await.unwrap();
-    let write = |id: [u8; 16]| ObjectWrites {
-        class: "C",
-        id,
-        writes: vec![(b"k", Some(&b"old"[..]))],
-        alarm: None,
-        name: None,
-    };
+    let write = |id: [u8; 16]| batch(id, vec![(b"k", Some(&b"old"[..]))]);
     // One append of both: the old writer's batch on a's shard is refused,
     // the other goes through.
     let outcomes = old.append(&[write(a), write(b)]).await;
@@ -715,24 +696,14 @@ async fn the_marks_of_deleted_keys_leave_the_log_after_their_ttl_so_deletes_do_n
     log.claim_all().await.unwrap();
     // A queue's worth of unique keys, each written once and deleted.
     let keys: Vec<String> = (0..50).map(|k| format!("job-{k}")).collect();
-    let written = ObjectWrites {
-        class: "C",
-        id: id(4),
-        writes: keys
-            .iter()
+    let written = batch(
+        id(4),
+        keys.iter()
             .map(|k| (k.as_bytes(), Some(&b"v"[..])))
             .collect(),
-        alarm: None,
-        name: None,
-    };
+    );
     assert!(log.append(&[written]).await[0].is_ok());
-    let deleted = ObjectWrites {
-        class: "C",
-        id: id(4),
-        writes: keys.iter().map(|k| (k.as_bytes(), None)).collect(),
-        alarm: None,
-        name: None,
-    };
+    let deleted = batch(id(4), keys.iter().map(|k| (k.as_bytes(), None)).collect());
     assert!(log.append(&[deleted]).await[0].is_ok());
     // The 4 epoch markers and the 50 tombstones…
     assert_eq!(log.message_count().await.unwrap(), 54);

@@ -317,11 +317,12 @@ impl Restore<'_> {
         Ok(())
     }
 
+    /// Hands `view`'s writes over; it becomes `last` if it had any.
     fn flush(last: &mut Option<ObjectStore>, view: ObjectStore) -> Result<()> {
-        let before = view.is_settled();
+        let handed = view.has_unflushed();
         view.flush()
             .map_err(|e| setup("cannot store what was read back", e))?;
-        if !before || !view.is_settled() {
+        if handed {
             *last = Some(view);
         }
         Ok(())
