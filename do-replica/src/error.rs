@@ -33,14 +33,6 @@ pub enum ReplicaError {
     /// may or may not be in the log.
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
-    /// One object's batch holds more messages than one atomic append can.
-    #[error("a batch of {messages} writes; one atomic append holds at most {limit}")]
-    TooLarge {
-        /// The messages the batch needs.
-        messages: usize,
-        /// The most one append holds.
-        limit: usize,
-    },
     /// The reader of [`crate::Log::read`] stopped the read, saying why.
     #[error("the read was stopped: {0}")]
     Stopped(String),

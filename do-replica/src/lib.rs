@@ -14,7 +14,9 @@
 //! - **Fencing by the server.** Objects map to shards; a writer claims a
 //!   shard with its epoch, and the server refuses every later append of an
 //!   older epoch (see [`Log::claim`]).
-//! - **Atomic batches.** One object's batch is stored whole or not at all.
+//! - **Atomic batches.** One object's batch is stored whole or not at all:
+//!   in one atomic append, or, past [`MAX_ATOMIC`] messages, staged and then
+//!   committed by one message (see [`Log::append`]).
 //!
 //! This crate knows nothing of objects' code or of the storage engine: it
 //! appends and reads bytes by class, id and key.
@@ -29,5 +31,7 @@ pub mod testing;
 
 pub use config::{MAX_SHARDS, ReplicaConfig};
 pub use error::ReplicaError;
+#[cfg(feature = "testing")]
+pub use log::Interrupt;
 pub use log::{Entry, Log, MAX_ATOMIC, ObjectWrites};
 pub use subjects::shard_of;

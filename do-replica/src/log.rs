@@ -17,7 +17,10 @@
 //! **Atomicity.** One object's batch is in one atomic batch of messages (a
 //! message per key, plus its alarm and name): JetStream stores all of them
 //! or none. The objects' batches of one group share atomic batches of up to
-//! [`MAX_ATOMIC`] messages.
+//! [`MAX_ATOMIC`] messages. One object's batch of more is staged, then
+//! committed by one message (see `staged.rs`).
+
+mod staged;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +33,9 @@ use crate::config::ReplicaConfig;
 use crate::error::ReplicaError;
 use crate::record;
 use crate::subjects::{Named, Subjects, check_class, shard_of};
+
+#[cfg(feature = "testing")]
+pub use staged::Interrupt;
 
 /// The most messages one atomic append holds (JetStream's limit).
 pub const MAX_ATOMIC: usize = 1000;
@@ -113,6 +119,10 @@ pub struct Log {
     /// An append's outcome could not be known (see `settle_doubt`): it may
     /// still be stored, so this writer's copy may miss it from now on.
     in_doubt: std::sync::atomic::AtomicBool,
+    /// Where the next staged append stops, for tests (see
+    /// [`Log::interrupt_staged`]).
+    #[cfg(feature = "testing")]
+    interrupt: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for Log {
@@ -188,6 +198,8 @@ impl Log {
             .unwrap_or(&incarnation)
             .to_owned();
         Ok(Log {
+            #[cfg(feature = "testing")]
+            interrupt: std::sync::atomic::AtomicU8::new(0),
             in_doubt: std::sync::atomic::AtomicBool::new(false),
             incarnation,
             config,
@@ -237,6 +249,10 @@ impl Log {
     /// (this writer may never write it). A shard held by this same epoch
     /// (a restart, the process before this one) is taken over too: a new
     /// marker, so that the other process's appends are refused from now on.
+    ///
+    /// Then what writers before it left unfinished in these shards is
+    /// finished: a staged batch committed but not all written to its
+    /// subjects is written, a stage never committed is purged.
     pub async fn claim(&self, shards: &[u32]) -> Result<(), ReplicaError> {
         for chunk in shards.chunks(64) {
             let claims = chunk
@@ -246,7 +262,7 @@ impl Log {
                 claimed?;
             }
         }
-        Ok(())
+        again(&self.config, || self.finish_staged(shards)).await
     }
 
     async fn claim_one(&self, shard: u32) -> Result<(), ReplicaError> {
@@ -363,6 +379,14 @@ impl Log {
     /// (by reading their markers), their batches fail, and the rest goes
     /// again without them. Within a shard, batches keep their order, and
     /// once one fails none of the later ones is tried (they may build on it).
+    ///
+    /// One object's batch of more than [`MAX_ATOMIC`] messages (a
+    /// `delete_all` of many keys, say) is staged: its messages go out in
+    /// atomic batches under subjects of their own, then one commit message
+    /// makes them count (its sequence is the batch's), then they are
+    /// written to their own subjects and the stage is purged. A read that
+    /// meets a commit whose messages are not all written yet takes them
+    /// from the stage; a stage never committed is never read.
     pub async fn append(&self, batches: &[ObjectWrites<'_>]) -> Vec<Result<u64, ReplicaError>> {
         let mut outcomes: Vec<Result<u64, ReplicaError>> = batches
             .iter()
@@ -375,17 +399,11 @@ impl Log {
         let mut refused: std::collections::HashMap<(&str, [u8; 16]), ReplicaError> =
             std::collections::HashMap::new();
         for (i, batch) in batches.iter().enumerate() {
-            let messages = batch.messages();
             let object = (batch.class, batch.id);
             let outcome = if let Some(e) = refused.get(&object) {
                 Err(e.clone())
             } else if let Err(e) = check_class(batch.class) {
                 Err(e)
-            } else if messages > MAX_ATOMIC {
-                Err(ReplicaError::TooLarge {
-                    messages,
-                    limit: MAX_ATOMIC,
-                })
             } else {
                 Ok(())
             };
@@ -404,6 +422,8 @@ impl Log {
         let mut size = 0;
         for item in items {
             let messages = batches[item.1].messages();
+            // A batch past one atomic append is staged (see `staged.rs`),
+            // alone.
             match packs.last_mut() {
                 Some(pack) if size + messages <= MAX_ATOMIC => pack.push(item),
                 _ => {
@@ -539,14 +559,34 @@ impl Log {
         };
         let mut keep = keep.into_iter();
         messages.retain(|_| keep.next().unwrap_or(true));
-        if messages.is_empty() {
-            return Ok(0);
+        match (messages.len(), pack) {
+            (0, _) => Ok(0),
+            (n, [(shard, i)]) if n > MAX_ATOMIC => {
+                let batch = &batches[*i];
+                self.append_staged(*shard, batch.class, &batch.id, &messages)
+                    .await
+            }
+            _ => self.publish_settled(&messages).await,
         }
+    }
+
+    /// A token unique to this call: an atomic batch's id, a staged batch's.
+    fn token(&self) -> String {
+        let inbox = self.client.new_inbox();
+        inbox.rsplit('.').next().unwrap_or(&inbox).to_owned()
+    }
+
+    /// Publishes `messages` (at most [`MAX_ATOMIC`], by shard) as one
+    /// atomic batch, each shard's first message carrying its fence, and
+    /// makes its outcome known (see `settle_doubt`).
+    async fn publish_settled(
+        &self,
+        messages: &[(u32, String, bytes::Bytes)],
+    ) -> Result<u64, ReplicaError> {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         loop {
-            let batch_id = self.client.new_inbox();
-            let batch_id = batch_id.rsplit('.').next().unwrap_or(&batch_id).to_owned();
-            match self.publish_pack(&messages, &batch_id).await {
+            let batch_id = self.token();
+            match self.publish_pack(messages, &batch_id).await {
                 // The stream's open atomic batches (every writer's) are at
                 // their cap: this one was refused whole; it goes again.
                 Err(ReplicaError::Unavailable(why))
@@ -555,7 +595,7 @@ impl Log {
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 }
                 Err(ReplicaError::Unavailable(why)) => {
-                    return self.settle_doubt(&messages, &batch_id, why).await;
+                    return self.settle_doubt(messages, &batch_id, why).await;
                 }
                 done => return done,
             }
@@ -686,6 +726,7 @@ impl Log {
     ) -> Result<u64, ReplicaError> {
         let count = messages.len();
         let key_prefix = format!("{}.k.", self.config.subject_prefix());
+        let commit_prefix = format!("{}.c.", self.config.subject_prefix());
         let mut ack = None;
         let mut fenced_shard = None;
         for (n, (shard, subject, payload)) in messages.iter().cloned().enumerate() {
@@ -703,8 +744,11 @@ impl Log {
                 );
             }
             // A deleted key's mark is removed by the server after a while:
-            // deletes do not grow the log with history.
-            if payload.as_ref() == [0] && subject.starts_with(&key_prefix) {
+            // deletes do not grow the log with history. So is the commit
+            // of a staged batch written to its subjects.
+            if (payload.as_ref() == [0] && subject.starts_with(&key_prefix))
+                || (payload.first() == Some(&2) && subject.starts_with(&commit_prefix))
+            {
                 headers.insert(
                     "Nats-TTL",
                     format!("{}s", self.config.tombstone_ttl.as_secs()).as_str(),
@@ -786,13 +830,7 @@ impl Log {
         let after = *last;
         let filter_subjects = match shards {
             None => self.subjects.state(),
-            Some(shards) => shards
-                .iter()
-                .flat_map(|shard| {
-                    ["k", "a", "n"]
-                        .map(|kind| format!("{}.{kind}.{shard}.>", self.config.subject_prefix()))
-                })
-                .collect(),
+            Some(shards) => self.subjects.state_of(shards),
         };
         let deliver_policy = match after {
             0 => jetstream::consumer::DeliverPolicy::All,
@@ -841,36 +879,60 @@ impl Log {
                 .info()
                 .map_err(|e| ReplicaError::Corrupt(format!("a message without its place: {e}")))?;
             let seq = info.stream_sequence;
-            let entry = match self.subjects.parse(&message.subject) {
-                Some(Named::Key { class, id, key }) => Entry::Write {
-                    class,
-                    id,
-                    key,
-                    value: record::read_write(&message.payload)?,
-                },
-                Some(Named::Alarm { class, id }) => Entry::Alarm {
-                    class,
-                    id,
-                    at: record::read_alarm(&message.payload)?,
-                },
-                Some(Named::Name { class, id }) => Entry::Name {
-                    class,
-                    id,
-                    name: record::read_name(&message.payload)?,
-                },
-                Some(Named::Epoch) | None => {
-                    return Err(ReplicaError::Corrupt(format!(
-                        "the subject {} is not one of an object's state",
-                        message.subject
-                    )));
+            match self.subjects.parse(&message.subject) {
+                // A staged batch's commit: its messages count from here, as
+                // if they were here. Those not yet written to their own
+                // subjects are only in the stage.
+                Some(Named::Commit { shard, class, id }) => {
+                    let (state, count, txn) = record::read_commit(&message.payload)?;
+                    if state == record::Staged::Committed {
+                        let Some(staged) = self.read_stage(shard, &class, &id, txn, count).await?
+                        else {
+                            // Finished and purged meanwhile: its messages
+                            // are in their own subjects, further on.
+                            return Err(ReplicaError::Unavailable(
+                                "a staged batch was finished while it was read".into(),
+                            ));
+                        };
+                        for (subject, payload) in &staged {
+                            each(seq, self.entry(subject, payload)?)?;
+                        }
+                    }
                 }
-            };
-            each(seq, entry)?;
+                _ => each(seq, self.entry(&message.subject, &message.payload)?)?,
+            }
             *last = seq;
             if seq >= target {
                 return Ok(seq);
             }
         }
+    }
+
+    /// What the message `payload` of `subject` says of an object's state.
+    fn entry(&self, subject: &str, payload: &[u8]) -> Result<Entry, ReplicaError> {
+        Ok(match self.subjects.parse(subject) {
+            Some(Named::Key { class, id, key }) => Entry::Write {
+                class,
+                id,
+                key,
+                value: record::read_write(payload)?,
+            },
+            Some(Named::Alarm { class, id }) => Entry::Alarm {
+                class,
+                id,
+                at: record::read_alarm(payload)?,
+            },
+            Some(Named::Name { class, id }) => Entry::Name {
+                class,
+                id,
+                name: record::read_name(payload)?,
+            },
+            _ => {
+                return Err(ReplicaError::Corrupt(format!(
+                    "the subject {subject} is not one of an object's state"
+                )));
+            }
+        })
     }
 
     /// The stream's last sequence now.

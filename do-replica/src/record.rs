@@ -81,3 +81,87 @@ pub(crate) fn read_name(payload: &[u8]) -> Result<String, ReplicaError> {
     String::from_utf8(payload.to_vec())
         .map_err(|_| ReplicaError::Corrupt("a name that is not UTF-8".into()))
 }
+
+/// A staged message: the subject it stands for (its length, 4 bytes
+/// big-endian, then its bytes), then that subject's payload.
+pub(crate) fn staged(subject: &str, payload: &[u8]) -> bytes::Bytes {
+    let mut bytes = Vec::with_capacity(4 + subject.len() + payload.len());
+    bytes.extend_from_slice(&(subject.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(subject.as_bytes());
+    bytes.extend_from_slice(payload);
+    bytes.into()
+}
+
+/// The subject a staged message stands for, and its payload.
+pub(crate) fn read_staged(payload: &[u8]) -> Result<(&str, &[u8]), ReplicaError> {
+    let corrupt = || ReplicaError::Corrupt("a staged message cut short".into());
+    let (len, rest) = payload.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    let (subject, payload) = rest.split_at(len);
+    let subject = std::str::from_utf8(subject)
+        .map_err(|_| ReplicaError::Corrupt("a staged message's subject is not UTF-8".into()))?;
+    Ok((subject, payload))
+}
+
+/// Where a staged batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Staged {
+    /// Committed: its messages count, and may not all be written to their
+    /// own subjects yet.
+    Committed,
+    /// Written to their own subjects: the stage is garbage.
+    Applied,
+}
+
+/// A staged batch's commit: where it stands (1 committed, 2 applied), its
+/// message count (4 bytes, big-endian), then its id.
+pub(crate) fn commit(state: Staged, count: usize, txn: &str) -> bytes::Bytes {
+    let mut bytes = Vec::with_capacity(5 + txn.len());
+    bytes.push(match state {
+        Staged::Committed => 1,
+        Staged::Applied => 2,
+    });
+    bytes.extend_from_slice(&(count as u32).to_be_bytes());
+    bytes.extend_from_slice(txn.as_bytes());
+    bytes.into()
+}
+
+/// Where a staged batch stands, its message count, and its id.
+pub(crate) fn read_commit(payload: &[u8]) -> Result<(Staged, usize, &str), ReplicaError> {
+    let corrupt = || ReplicaError::Corrupt("a staged batch's commit is malformed".into());
+    let (state, rest) = payload.split_first().ok_or_else(corrupt)?;
+    let state = match state {
+        1 => Staged::Committed,
+        2 => Staged::Applied,
+        _ => return Err(corrupt()),
+    };
+    let (count, txn) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let txn = std::str::from_utf8(txn).map_err(|_| corrupt())?;
+    Ok((state, u32::from_be_bytes(*count) as usize, txn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_messages_and_commits_read_back_as_written_and_cut_ones_are_refused() {
+        let staged = staged("do.DO.k.1.C.00.kYQ", &[1, 2, 3]);
+        assert_eq!(
+            read_staged(&staged).expect("it reads back"),
+            ("do.DO.k.1.C.00.kYQ", &[1u8, 2, 3][..])
+        );
+        assert!(read_staged(&staged[..10]).is_err());
+        assert!(read_staged(&[0, 0]).is_err());
+        let commit = commit(Staged::Committed, 2500, "TXN");
+        assert_eq!(
+            read_commit(&commit).expect("it reads back"),
+            (Staged::Committed, 2500, "TXN")
+        );
+        assert!(read_commit(&[3, 0, 0, 0, 1]).is_err());
+        assert!(read_commit(&[1, 0]).is_err());
+    }
+}

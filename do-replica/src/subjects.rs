@@ -9,7 +9,15 @@
 //! {prefix}.a.{shard}.{class}.{id}         the object's alarm
 //! {prefix}.n.{shard}.{class}.{id}         the name the object's id was made from
 //! {prefix}.e.{shard}                      the shard's epoch marker
+//! {prefix}.c.{shard}.{class}.{id}         its staged batch's commit (see below)
+//! {prefix}.s.{shard}.{class}.{id}.{txn}.{n}  message n of a staged batch
 //! ```
+//!
+//! An object's batch too large for one atomic append is staged: its
+//! messages go first under `s` subjects of their own (each holding the
+//! subject and payload it stands for), then a commit under `c` makes them
+//! count, then they are written to their own subjects and the stage is
+//! purged (see `log/staged.rs`).
 //!
 //! `prefix` is `do.` and the stream's name; `id` is the object's 16 id
 //! bytes in hex; `key` is `k` and the key's bytes in unpadded URL-safe
@@ -85,6 +93,19 @@ pub(crate) enum Named {
         class: String,
         id: [u8; 16],
     },
+    /// A staged batch's commit.
+    Commit {
+        shard: u32,
+        class: String,
+        id: [u8; 16],
+    },
+    /// One message of a staged batch.
+    Stage {
+        shard: u32,
+        class: String,
+        id: [u8; 16],
+        txn: String,
+    },
     Epoch,
 }
 
@@ -98,12 +119,45 @@ impl Subjects {
         format!("{}.>", self.prefix)
     }
 
-    /// The subjects of objects' state (keys, alarms, names), all shards.
+    /// The kinds of subjects that make up objects' state: keys, alarms,
+    /// names, and staged batches' commits.
+    const STATE: [&'static str; 4] = ["k", "a", "n", "c"];
+
+    /// The subjects of objects' state, of every shard.
     pub fn state(&self) -> Vec<String> {
-        ["k", "a", "n"]
+        Self::STATE
             .iter()
             .map(|kind| format!("{}.{kind}.>", self.prefix))
             .collect()
+    }
+
+    /// The subjects of objects' state in `shards`.
+    pub fn state_of(&self, shards: &[u32]) -> Vec<String> {
+        shards
+            .iter()
+            .flat_map(|shard| Self::STATE.map(|kind| format!("{}.{kind}.{shard}.>", self.prefix)))
+            .collect()
+    }
+
+    /// Every staged batch's messages, of every shard.
+    pub fn stages(&self) -> String {
+        format!("{}.s.>", self.prefix)
+    }
+
+    /// The messages of staged batch `txn` of an object.
+    pub fn stage_of(&self, shard: u32, class: &str, id: &[u8; 16], txn: &str) -> String {
+        format!("{}.s.{shard}.{class}.{}.{txn}.>", self.prefix, hex(id))
+    }
+
+    /// Message `n` of staged batch `txn` of an object.
+    pub fn stage(&self, shard: u32, class: &str, id: &[u8; 16], txn: &str, n: usize) -> String {
+        format!("{}.s.{shard}.{class}.{}.{txn}.{n}", self.prefix, hex(id))
+    }
+
+    /// The commit of an object's staged batch (one per object: the stream
+    /// keeps its latest).
+    pub fn commit(&self, shard: u32, class: &str, id: &[u8; 16]) -> String {
+        format!("{}.c.{shard}.{class}.{}", self.prefix, hex(id))
     }
 
     pub fn key(&self, shard: u32, class: &str, id: &[u8; 16], key: &[u8]) -> String {
@@ -132,7 +186,7 @@ impl Subjects {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let mut tokens = rest.split('.');
         let kind = tokens.next()?;
-        let _shard: u32 = tokens.next()?.parse().ok()?;
+        let shard: u32 = tokens.next()?.parse().ok()?;
         if kind == "e" {
             return tokens.next().is_none().then_some(Named::Epoch);
         }
@@ -146,6 +200,17 @@ impl Subjects {
             }
             "a" => Named::Alarm { class, id },
             "n" => Named::Name { class, id },
+            "c" => Named::Commit { shard, class, id },
+            "s" => {
+                let txn = tokens.next()?.to_owned();
+                let _n: usize = tokens.next()?.parse().ok()?;
+                Named::Stage {
+                    shard,
+                    class,
+                    id,
+                    txn,
+                }
+            }
             _ => return None,
         };
         tokens.next().is_none().then_some(named)
@@ -188,6 +253,26 @@ mod tests {
             })
         );
         assert_eq!(subjects.parse(&subjects.epoch(3)), Some(Named::Epoch));
+        assert_eq!(
+            subjects.parse(&subjects.commit(2, "C", &id)),
+            Some(Named::Commit {
+                shard: 2,
+                class: "C".into(),
+                id
+            })
+        );
+        let stage = subjects.stage(2, "C", &id, "T1", 7);
+        assert_eq!(
+            subjects.parse(&stage),
+            Some(Named::Stage {
+                shard: 2,
+                class: "C".into(),
+                id,
+                txn: "T1".into()
+            })
+        );
+        let filter = subjects.stage_of(2, "C", &id, "T1");
+        assert!(stage.starts_with(filter.trim_end_matches('>')), "{filter}");
         for foreign in [
             "do.other.k.1.C",
             "do.DO.x.1.C.00",

@@ -3,7 +3,7 @@
 //! server's, batches are whole or absent, the log keeps each key's newest
 //! write only, and losing one server loses nothing acknowledged.
 
-use do_replica::{Entry, Log, ObjectWrites, ReplicaConfig, ReplicaError};
+use do_replica::{Entry, Interrupt, Log, ObjectWrites, ReplicaConfig, ReplicaError};
 use do_tests::nats::NatsCluster;
 
 /// A log on `cluster`'s stream `stream`, for epoch `epoch`, with `shards`
@@ -147,31 +147,85 @@ async fn a_batch_of_128_keys_of_128_kib_is_appended_whole_and_read_back_whole() 
     assert_eq!(writes, 128);
     assert_eq!(alarm, Some((1_700_000_000_000, 2)));
     assert_eq!(name.as_deref(), Some("big"));
-    // One object's batch past one atomic append is refused whole, typed.
-    let many: Vec<String> = (0..1001).map(|k| format!("m{k}")).collect();
-    let too_large = batch(
-        id(10),
-        many.iter()
-            .map(|k| (k.as_bytes(), Some(&b"v"[..])))
-            .collect(),
-    );
-    // …and a later batch of the same object, which builds on it, too.
-    let after = batch(id(10), vec![(b"m0", Some(&b"w"[..]))]);
-    let outcome = log.append(&[too_large, after]).await;
+}
+
+/// Object `n`'s values of `keys` in `seen`, as text.
+fn values_of(
+    seen: &std::collections::BTreeMap<(u8, String), Option<Vec<u8>>>,
+    n: u8,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    seen.iter()
+        .filter(|((object, _), _)| *object == n)
+        .map(|((_, key), value)| {
+            let value = value
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_objects_batch_past_one_atomic_append_is_whole_or_absent_even_when_its_writer_dies_midway()
+ {
+    let cluster = NatsCluster::start(3);
+    let old = log(&cluster, "STAGED", 1, 4).await;
+    let keys: Vec<String> = (0..2500).map(|k| format!("m{k:04}")).collect();
+    let all = |n: u8, value: Option<&'static [u8]>| {
+        batch(id(n), keys.iter().map(|k| (k.as_bytes(), value)).collect())
+    };
+    let every = |value: Option<&str>| -> std::collections::BTreeMap<String, Option<String>> {
+        keys.iter()
+            .map(|k| (k.clone(), value.map(str::to_owned)))
+            .collect()
+    };
+    // 2 500 writes in one batch (past one atomic append), and a later
+    // batch of the same object in the same append, which builds on it.
+    let after = batch(id(1), vec![(b"m0000", Some(&b"after"[..]))]);
+    let outcome = old.append(&[all(1, Some(b"one")), after]).await;
+    let (Ok(first), Ok(second)) = (&outcome[0], &outcome[1]) else {
+        panic!("{outcome:?}");
+    };
+    assert!(first < second, "{outcome:?}");
+    let mut expected = every(Some("one"));
+    expected.insert("m0000".into(), Some("after".into()));
+    assert_eq!(values_of(&contents(&old).await, 1), expected);
+    // Finished: the keys, the finished commit and the epoch markers are
+    // all the stream holds; the stage is gone.
+    assert_eq!(old.message_count().await.unwrap(), 2500 + 1 + 4);
+
+    // A writer that dies with its stage in the log, before its commit:
+    // nothing of that batch is ever read.
+    old.interrupt_staged(Interrupt::BeforeCommit);
+    let outcome = old.append(&[all(1, Some(b"two"))]).await;
+    assert!(outcome[0].is_err(), "{outcome:?}");
+    assert_eq!(values_of(&contents(&old).await, 1), expected);
+    // A writer that dies once its commit is in, before it writes the keys'
+    // own subjects: the batch is read whole, from its stage.
+    old.interrupt_staged(Interrupt::AfterCommit);
+    let outcome = old.append(&[all(2, Some(b"three"))]).await;
+    assert!(outcome[0].is_ok(), "{outcome:?}");
+    assert_eq!(values_of(&contents(&old).await, 2), every(Some("three")));
+
+    // The next writer of the shards finishes the committed batch and
+    // purges the stage never committed, before it appends anything.
+    let new = log(&cluster, "STAGED", 2, 4).await;
+    assert_eq!(new.message_count().await.unwrap(), 2500 + 2500 + 2 + 4);
+    let seen = contents(&new).await;
+    assert_eq!(values_of(&seen, 1), expected);
+    assert_eq!(values_of(&seen, 2), every(Some("three")));
+    // A delete of every key in one batch is staged the same way.
+    let outcome = new.append(&[all(2, None)]).await;
+    assert!(outcome[0].is_ok(), "{outcome:?}");
+    assert_eq!(values_of(&contents(&new).await, 2), every(None));
+    // And the writer it replaced is fenced, staged or not.
+    old.interrupt_staged(Interrupt::Never);
+    let outcome = old.append(&[all(1, Some(b"stale"))]).await;
     assert!(
-        matches!(outcome[1], Err(ReplicaError::TooLarge { .. })),
+        matches!(outcome[0], Err(ReplicaError::Fenced { .. })),
         "{outcome:?}"
     );
-    assert!(
-        matches!(
-            outcome[0],
-            Err(ReplicaError::TooLarge {
-                messages: 1001,
-                limit: 1000
-            })
-        ),
-        "{outcome:?}"
-    );
+    assert_eq!(values_of(&contents(&new).await, 1), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +393,35 @@ async fn a_runtime_on_an_empty_data_directory_serves_every_acknowledged_write_fr
     assert_eq!(names, ["a", "b", "c"]);
     // And it goes on writing to the log.
     assert_eq!(counters.get_by_name("a").increment(5).await.unwrap(), 15);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_all_of_more_keys_than_one_atomic_append_holds_is_replicated_whole() {
+    let cluster = NatsCluster::start(3);
+    let first = tempfile::tempdir().unwrap();
+    let rt = replicated(&cluster, first.path(), "WIDE", 1).unwrap();
+    let kv = rt.namespace::<Kv>().get_by_name("wide");
+    let keys: Vec<String> = (0..1300).map(|i| format!("k{i:04}")).collect();
+    for chunk in keys.chunks(100) {
+        let entries = chunk
+            .iter()
+            .map(|k| (k.clone(), format!("v-{k}")))
+            .collect();
+        kv.put_many(entries).await.unwrap();
+    }
+    // 1 300 deletes in one commit: more than one atomic append holds.
+    kv.delete_all().await.unwrap();
+    kv.put_many(vec![("kept".into(), "yes".into())])
+        .await
+        .unwrap();
+    rt.shutdown().await;
+    drop(first);
+    // Only the log is left: it has the delete whole, and what came after.
+    let second = tempfile::tempdir().unwrap();
+    let rt = replicated(&cluster, second.path(), "WIDE", 2).unwrap();
+    let kv = rt.namespace::<Kv>().get_by_name("wide");
+    assert_eq!(kv.keys(Default::default()).await.unwrap(), ["kept"]);
     rt.shutdown().await;
 }
 
