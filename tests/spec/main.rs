@@ -6,6 +6,7 @@ mod bindings;
 mod calls;
 mod chat;
 mod cli;
+mod cluster_membership;
 mod crash;
 mod e_order;
 mod execution;

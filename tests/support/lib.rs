@@ -3,6 +3,8 @@
 pub mod capture;
 pub mod client;
 pub mod crash_check;
+/// A real etcd process (see `do_cluster::testing`).
+pub use do_cluster::testing as etcd;
 /// Real nats-server processes (see `do_replica::testing`).
 pub use do_replica::testing as nats;
 pub mod objects;
