@@ -114,6 +114,8 @@ pub struct Log {
     /// Each shard's epoch marker's stream sequence, once claimed (0: not
     /// claimed by this writer).
     fences: Vec<AtomicU64>,
+    /// Each shard's epoch, as this writer last claimed it.
+    epochs: Vec<AtomicU64>,
     /// This writer's own random id, in its epoch markers.
     incarnation: String,
     /// An append's outcome could not be known (see `settle_doubt`): it may
@@ -191,6 +193,7 @@ impl Log {
         })
         .await?;
         let fences = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
+        let epochs = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
         let incarnation = client.new_inbox();
         let incarnation = incarnation
             .rsplit('.')
@@ -208,6 +211,7 @@ impl Log {
             stream,
             subjects,
             fences,
+            epochs,
         })
     }
 
@@ -254,21 +258,51 @@ impl Log {
     /// finished: a staged batch committed but not all written to its
     /// subjects is written, a stage never committed is purged.
     pub async fn claim(&self, shards: &[u32]) -> Result<(), ReplicaError> {
+        let epoch = self.config.epoch;
+        let shards: Vec<(u32, u64)> = shards.iter().map(|&shard| (shard, epoch)).collect();
+        self.claim_at(&shards).await
+    }
+
+    /// Claims each shard for an epoch of its own, as [`Log::claim`] does for
+    /// the configured one: in a cluster, each shard's epoch is the revision
+    /// of its owner key in etcd.
+    pub async fn claim_at(&self, shards: &[(u32, u64)]) -> Result<(), ReplicaError> {
         for chunk in shards.chunks(64) {
             let claims = chunk
                 .iter()
-                .map(|&shard| again(&self.config, move || self.claim_one(shard)));
+                .map(|&(shard, epoch)| again(&self.config, move || self.claim_one(shard, epoch)));
             for claimed in futures_util::future::join_all(claims).await {
                 claimed?;
             }
         }
-        again(&self.config, || self.finish_staged(shards)).await
+        let shards: Vec<u32> = shards.iter().map(|(shard, _)| *shard).collect();
+        again(&self.config, || self.finish_staged(&shards)).await
     }
 
-    async fn claim_one(&self, shard: u32) -> Result<(), ReplicaError> {
+    /// Stops appending to `shards` (they moved to another writer, which
+    /// fences them in the log anyway): their appends fail with
+    /// [`ReplicaError::Fenced`] until they are claimed again.
+    pub fn release(&self, shards: &[u32]) {
+        for &shard in shards {
+            if let Ok(fence) = self.fence_of(shard) {
+                fence.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// The epoch this writer claimed `shard` at, while it holds it.
+    pub fn epoch_of(&self, shard: u32) -> Option<u64> {
+        if !self.holds(shard) {
+            return None;
+        }
+        self.epochs
+            .get(shard as usize)
+            .map(|e| e.load(Ordering::Acquire))
+    }
+
+    async fn claim_one(&self, shard: u32, ours: u64) -> Result<(), ReplicaError> {
         let fence = self.fence_of(shard)?;
         let subject = self.subjects.epoch(shard);
-        let ours = self.config.epoch;
         loop {
             let (last, current) = match self.stream.get_last_raw_message_by_subject(&subject).await
             {
@@ -304,6 +338,9 @@ impl Log {
                 .await;
             match published {
                 Ok(ack) => {
+                    if let Some(epoch) = self.epochs.get(shard as usize) {
+                        epoch.store(ours, Ordering::Release);
+                    }
                     fence.store(ack.sequence, Ordering::Release);
                     return Ok(());
                 }
@@ -676,6 +713,10 @@ impl Log {
         if current == 0 {
             return Err(ReplicaError::Fenced { shard });
         }
+        let ours = self
+            .epochs
+            .get(shard as usize)
+            .map_or(self.config.epoch, |e| e.load(Ordering::Acquire));
         let subject = self.subjects.epoch(shard);
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -687,7 +728,7 @@ impl Log {
             .publish_with_headers(
                 subject.clone(),
                 headers,
-                record::epoch(self.config.epoch, &self.incarnation),
+                record::epoch(ours, &self.incarnation),
             )
             .await
             .map_err(|e| unavailable("cannot claim a shard again", e))?
@@ -705,7 +746,7 @@ impl Log {
                     .await
                     .map_err(|e| unavailable("cannot read a shard's epoch", e))?;
                 let (epoch, incarnation) = record::read_epoch(&marker.payload)?;
-                if epoch == self.config.epoch && incarnation == self.incarnation.as_bytes() {
+                if epoch == ours && incarnation == self.incarnation.as_bytes() {
                     fence.store(marker.sequence, Ordering::Release);
                     Ok(())
                 } else {

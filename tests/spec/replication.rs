@@ -680,7 +680,7 @@ async fn do_cli_rebuilds_a_data_directory_from_the_log_without_fencing_its_write
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_claimed_by_a_newer_epoch_fails_alone_and_the_other_shards_batches_go_on() {
+async fn a_shard_claimed_by_a_newer_epoch_fails_alone_and_each_shard_has_an_epoch_of_its_own() {
     let cluster = NatsCluster::start(3);
     let old = log(&cluster, "PARTIAL", 1, 4).await;
     // Objects on two different shards.
@@ -719,6 +719,42 @@ async fn a_shard_claimed_by_a_newer_epoch_fails_alone_and_the_other_shards_batch
         seen,
         vec![b],
         "only the batch of the shard still held is in the log"
+    );
+    // Each shard has an epoch of its own (in a cluster, its owner key's
+    // revision in etcd): b's shard at 7 fences the old writer there too.
+    let shard_b = new.shard_of(&b);
+    new.claim_at(&[(shard_b, 7)]).await.unwrap();
+    assert_eq!(new.epoch_of(shard_b), Some(7));
+    let outcomes = old.append(&[write(b)]).await;
+    assert!(
+        matches!(outcomes[0], Err(ReplicaError::Fenced { .. })),
+        "{outcomes:?}"
+    );
+    assert!(new.append(&[write(b)]).await[0].is_ok());
+    // An older epoch can never claim it back.
+    let config = ReplicaConfig::new(cluster.urls())
+        .stream("PARTIAL")
+        .shards(4);
+    let older = Log::open(config).await.unwrap();
+    let refused = older.claim_at(&[(shard_b, 5)]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ReplicaError::StaleEpoch {
+                ours: 5,
+                current: 7,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // A shard let go takes no more appends from this writer.
+    new.release(&[shard_b]);
+    assert_eq!(new.epoch_of(shard_b), None);
+    let outcomes = new.append(&[write(b)]).await;
+    assert!(
+        matches!(outcomes[0], Err(ReplicaError::Fenced { .. })),
+        "{outcomes:?}"
     );
 }
 
