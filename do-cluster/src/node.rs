@@ -180,7 +180,7 @@ struct Inner {
 /// graceful way out).
 pub struct Node {
     inner: Arc<Inner>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -253,7 +253,10 @@ impl Node {
             tokio::spawn(inner.clone().place()),
         ];
         inner.changed.notify_one();
-        Ok(Node { inner, tasks })
+        Ok(Node {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
     }
 
     /// This node's settings.
@@ -353,9 +356,14 @@ impl Node {
     /// Leaves the cluster gracefully: drains and releases every shard (the
     /// others claim them at once, without waiting for a lease to expire),
     /// then deregisters and revokes the lease.
-    pub async fn leave(mut self) -> Result<(), ClusterError> {
+    pub async fn leave(&self) -> Result<(), ClusterError> {
         self.inner.leaving.store(true, Ordering::Release);
-        for task in self.tasks.drain(..) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
         let shards: Vec<(u32, u64)> = {
@@ -394,7 +402,12 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             task.abort();
         }
     }

@@ -6,6 +6,7 @@ mod bindings;
 mod calls;
 mod chat;
 mod cli;
+mod cluster;
 mod cluster_membership;
 mod crash;
 mod e_order;

@@ -16,10 +16,12 @@ use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
 use crate::engine::class::Class;
+use crate::engine::placement::Route;
 use crate::engine::port::Port;
 use crate::engine::reply::{Reply, ReplyTo};
 use crate::engine::shared::Shared;
 use crate::engine::telemetry::Outcome;
+use tokio::runtime::Handle;
 
 /// A typed handle to one Durable Object: call the object's methods on it.
 ///
@@ -170,7 +172,15 @@ impl Target {
 }
 
 impl RawStub {
+    /// A stub for object `id` of `class`. In a cluster, an object served by
+    /// another runtime gets a remote end to it; one served nowhere now gets
+    /// a local end, whose calls fail retryably (`DisconnectReason::Moved`).
     pub(crate) fn new(runtime: Arc<Shared>, class: Arc<Class>, id: DurableObjectId) -> Self {
+        if let Some(placement) = runtime.placement.get()
+            && let Route::There(port) = placement.route(&class.name, &id, class.methods)
+        {
+            return RawStub::remote(port);
+        }
         RawStub {
             target: Target::Local(Arc::new(Port::new(runtime, class, id))),
         }
@@ -266,14 +276,33 @@ impl RawStub {
             target: self.target.clone(),
             watch,
         });
-        let Target::Local(s) = &self.target else {
-            reply.send(Err(Error::Unsupported(
-                "a served connection calls local objects only".into(),
-            )));
-            return;
-        };
-        // Failures are answered through the reply.
-        let _ = s.send_to(method, args, false, trace, span, reply);
+        match &self.target {
+            // Failures are answered through the reply.
+            Target::Local(s) => {
+                let _ = s.send_to(method, args, false, trace, span, reply);
+            }
+            // In a cluster, a served connection's call to an object another
+            // runtime serves is forwarded there, and its reply back.
+            Target::Remote(r) => match (r.send(method, args, trace), Handle::try_current()) {
+                (Ok(answer), Ok(tokio)) => {
+                    let target = self.target.clone();
+                    tokio.spawn(async move {
+                        let answer = answer.await.unwrap_or_else(|_| {
+                            Err(Error::disconnected(
+                                target.lost_reason(),
+                                "the runtime the call was forwarded to did not answer",
+                            ))
+                        });
+                        target.break_on(&answer);
+                        reply.send(answer);
+                    });
+                }
+                (Err(e), _) => reply.send(Err(e)),
+                (Ok(_), Err(_)) => reply.send(Err(Error::Unsupported(
+                    "a call is forwarded from async code only".into(),
+                ))),
+            },
+        }
     }
 
     /// How long a caller may spin now for the reply to a call through this

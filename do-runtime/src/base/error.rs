@@ -185,6 +185,17 @@ pub(crate) fn broken_stub(aborted: bool) -> Error {
     }
 }
 
+/// The error of a call to an object this runtime does not serve (now): a
+/// cluster moved its shard.
+pub(crate) fn moved(id: &impl std::fmt::Display) -> Error {
+    Error::disconnected(
+        DisconnectReason::Moved,
+        format!(
+            "the object {id} is not served here now (its shard moved, or is moving): get a new stub and retry"
+        ),
+    )
+}
+
 /// Why a stub lost its object (see [`Error::Disconnected`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -220,6 +231,10 @@ pub enum DisconnectReason {
     /// acknowledgement was lost is looked for in the log before its call is
     /// answered.
     Unreplicated,
+    /// In a cluster, the object's shard moved to another runtime (or is
+    /// moving; or this runtime's lease may have lapsed): a new stub reaches
+    /// it where it is served now.
+    Moved,
 }
 
 /// A disconnected error: why, and what happened, in words.

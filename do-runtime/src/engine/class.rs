@@ -27,6 +27,8 @@ pub(crate) struct Class {
     pub construct: fn(ObjectParts) -> Rc<dyn Instance>,
     /// Metric handles of each method, with the method's name.
     pub metrics: crate::engine::telemetry::ClassMetrics,
+    /// Its methods (for a remote port's spans, in a cluster).
+    pub methods: &'static [crate::base::wire::MethodInfo],
     /// Whether the class has an `alarm` handler.
     pub has_alarm: bool,
 }

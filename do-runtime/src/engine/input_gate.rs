@@ -29,6 +29,8 @@ pub(crate) enum ResetCause {
     Blocked(Duration),
     /// A write of the object failed to commit.
     CommitFailed,
+    /// In a cluster, the object's shard moved to another runtime.
+    Moved,
 }
 
 impl ResetCause {
@@ -52,6 +54,10 @@ impl ResetCause {
                 DisconnectReason::Reset,
                 "the object was reset: a write of it failed to commit, so its memory no longer \
                  matched its storage; get a new stub and retry",
+            )),
+            ResetCause::Moved => Some(Disconnect::new(
+                DisconnectReason::Moved,
+                "the object's shard moved to another runtime: get a new stub and retry",
             )),
         }
     }

@@ -58,6 +58,9 @@ struct Slot {
     /// Set when the store failed: the task resets its object, refuses what
     /// is queued and leaves, letting go of its view of the store.
     detached: Cell<bool>,
+    /// Set with `detached` when the object's shard moved (a cluster): the
+    /// calls it cuts off and refuses fail `Moved`.
+    moved: Cell<bool>,
     /// The task's own waker, as of its last own poll: `waker` holds one
     /// only while the task is parked on an empty mailbox, not while it
     /// waits for its input gate or for calls, and a detach must reach it
@@ -90,6 +93,7 @@ impl Default for Mailbox {
                 seen: Cell::new((0, Instant::now())),
                 eviction: RefCell::default(),
                 detached: Cell::new(false),
+                moved: Cell::new(false),
                 runner: RefCell::default(),
                 task: OnceCell::new(),
                 inline: Cell::new(false),
@@ -299,6 +303,13 @@ impl Mailbox {
         if let Some(runner) = runner {
             runner.wake();
         }
+    }
+
+    /// Asks the task to reset its object and leave at once because its
+    /// shard moved to another runtime (see `WorkerMsg::Release`).
+    pub fn request_move(&self) {
+        self.slot.moved.set(true);
+        self.request_detach();
     }
 
     /// Tells whoever asked for an eviction whether a live instance left.
@@ -704,6 +715,14 @@ impl ObjectTask {
     /// and tells whoever waits for an eviction that nothing was evicted.
     /// The worker has already taken the task out of its object map.
     fn detach(&mut self) {
+        if self.mailbox.slot.moved.get() {
+            self.reset_as(ResetCause::Moved);
+            while let Some(envelope) = self.mailbox.pop() {
+                refuse(envelope, crate::base::error::moved(&self.id));
+            }
+            self.mailbox.answer_evictions(true);
+            return;
+        }
         self.reset();
         while let Some(envelope) = self.mailbox.pop() {
             refuse(envelope, crate::engine::worker::storage_reopening());
@@ -783,7 +802,7 @@ impl ObjectTask {
                 limit = ?limit,
                 "a block_concurrency_while future ran past its limit: the instance is reset"
             ),
-            ResetCause::Panic | ResetCause::CommitFailed => {}
+            ResetCause::Panic | ResetCause::CommitFailed | ResetCause::Moved => {}
         }
         self.reset_as(cause);
     }

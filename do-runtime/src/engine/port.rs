@@ -176,6 +176,15 @@ impl Port {
             };
             return Err(refuse(reply, e));
         }
+        // In a cluster, an object this runtime no longer serves (its shard
+        // moved, or its lease may have lapsed) takes no more calls here:
+        // the stub breaks, and a new one reaches the object where it is.
+        if let Some(placement) = self.runtime.placement.get()
+            && !placement.serves(&self.id)
+        {
+            self.mark_broken(false);
+            return Err(refuse(reply, crate::base::error::moved(&self.id)));
+        }
         let slot = match self.handle.admit(args.len(), &self.runtime.queue_limits()) {
             Ok(slot) => slot,
             Err(why) => {

@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     /// Where ids and stubs decoded on this runtime's threads come to life
     /// (see `base::passing`); set before the workers start.
     pub(crate) home: std::sync::OnceLock<Arc<dyn crate::base::passing::Home>>,
+    /// Where objects are served, when this runtime is one of a cluster
+    /// (see `engine::placement`); unset, every object is served here.
+    pub(crate) placement: std::sync::OnceLock<Arc<dyn crate::engine::placement::Placement>>,
 }
 
 /// The most calls in flight with which a served client's pipelining still
@@ -270,6 +273,27 @@ impl Shared {
         self.workers[worker].send(msg).map_err(|_| {
             Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down")
         })
+    }
+
+    /// In a cluster: resets and lets go of every object whose id `leaves`
+    /// says moved to another runtime (see `WorkerMsg::Release`); resolves
+    /// once every worker has.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) async fn release_objects(&self, leaves: crate::engine::worker::Leaves) {
+        let mut waits = Vec::with_capacity(self.workers.len());
+        for worker in 0..self.workers.len() {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let leaves = leaves.clone();
+            if self
+                .send_msg(worker, WorkerMsg::Release { leaves, done })
+                .is_ok()
+            {
+                waits.push(wait);
+            }
+        }
+        for wait in waits {
+            let _ = wait.await;
+        }
     }
 
     #[cfg_attr(not(feature = "gateway"), allow(dead_code))]

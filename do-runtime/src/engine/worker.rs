@@ -95,6 +95,9 @@ pub(crate) enum Kind {
     },
 }
 
+/// Which objects (by id) leave this runtime: see `WorkerMsg::Release`.
+pub(crate) type Leaves = Arc<dyn Fn(&[u8; 16]) -> bool + Send + Sync>;
+
 pub(crate) enum WorkerMsg {
     Deliver(Envelope),
     /// Evict the object once it is idle; answers whether it was live.
@@ -110,6 +113,13 @@ pub(crate) enum WorkerMsg {
     },
     /// Answer at once: the worker is responsive.
     Ping(oneshot::Sender<()>),
+    /// In a cluster: the objects whose id `leaves` says moved to another
+    /// runtime (their shard did). Each is reset and let go at once; calls
+    /// queued for it fail `Moved`. Answers once all were told.
+    Release {
+        leaves: Leaves,
+        done: oneshot::Sender<()>,
+    },
     /// The store failed: reset every object (their views of the store go
     /// with their tasks) and let go of the store until `Attach`; calls
     /// meanwhile are refused. Answers once the store is let go.
@@ -380,6 +390,21 @@ impl Router {
             }
             WorkerMsg::Spawn(start) => start(),
             WorkerMsg::Ping(done) => {
+                let _ = done.send(());
+            }
+            WorkerMsg::Release { leaves, done } => {
+                let moving: Vec<Mailbox> = {
+                    let mut objects = router.local.objects.borrow_mut();
+                    let keys: Vec<(u32, [u8; 16])> = objects
+                        .keys()
+                        .filter(|(_, base)| leaves(base))
+                        .copied()
+                        .collect();
+                    keys.iter().filter_map(|key| objects.remove(key)).collect()
+                };
+                for mailbox in moving {
+                    mailbox.request_move();
+                }
                 let _ = done.send(());
             }
             WorkerMsg::Detach(done) => {

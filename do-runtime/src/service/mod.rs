@@ -3,6 +3,8 @@
 //! `engine` and `base`.
 
 pub(crate) mod alarms;
+#[cfg(feature = "cluster")]
+pub(crate) mod membership;
 pub(crate) mod recovery;
 #[cfg(feature = "replication")]
 pub(crate) mod replication;

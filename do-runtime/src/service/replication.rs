@@ -70,6 +70,90 @@ impl LogReplica {
         Self::connect(config, false)
     }
 
+    /// Connects to the log for a runtime of a cluster: no shard is claimed
+    /// now; each is when the cluster gives it to this runtime (see
+    /// [`LogReplica::acquire`]).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn open_for_cluster(config: ReplicaConfig) -> Result<Arc<Self>> {
+        Self::connect(config, false)
+    }
+
+    /// How many shards the log has.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shards(&self) -> u32 {
+        self.log.config().shard_count()
+    }
+
+    /// The log's shard of object `id`.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shard_of(&self, id: &[u8; 16]) -> u32 {
+        self.log.shard_of(id)
+    }
+
+    /// In a cluster: takes `shards` over, each at its epoch. Claims them in
+    /// the log (from then on the server refuses the appends of whoever held
+    /// them), drops what `store` held of their objects (a copy from an
+    /// earlier time it served them: it may be stale), and reads their
+    /// objects back from the log. Returns the entries read. Blocks: call it
+    /// off async threads.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn acquire(&self, store: &Store, shards: &[(u32, u64)]) -> Result<usize> {
+        self.block_on(self.log.claim_at(shards))
+            .map_err(|e| setup("cannot claim shards in the log", e))?;
+        let taken: std::collections::HashSet<u32> = shards.iter().map(|(s, _)| *s).collect();
+        let mut wiped = None;
+        let stored = |e: do_storage::StorageError| setup("cannot drop a stale copy", e);
+        for (namespace, _) in store.namespaces().map_err(stored)? {
+            let mut after = None;
+            loop {
+                let page = store.list_objects(namespace, after, 1024).map_err(stored)?;
+                for known in &page {
+                    if taken.contains(&self.log.shard_of(&known.id)) {
+                        let view = store.object(ObjectPrefix::new(namespace, known.id));
+                        view.restoring();
+                        view.delete_all(false).map_err(stored)?;
+                        Restore::flush(&mut wiped, view)?;
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1024 => after = Some(last.id),
+                    _ => break,
+                }
+            }
+        }
+        let list: Vec<u32> = taken.into_iter().collect();
+        let mut restore = Restore {
+            store,
+            numbers: HashMap::new(),
+            views: HashMap::new(),
+            names: HashMap::new(),
+            last: wiped,
+            read: 0,
+        };
+        let mut failed = None;
+        let read = self.block_on(self.log.read(0, Some(&list), |_, entry| {
+            restore.apply(entry).map_err(|e| {
+                let stop = ReplicaError::Stopped(e.to_string());
+                failed = Some(e);
+                stop
+            })
+        }));
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        read.map_err(|e| setup("cannot read shards back from the log", e))?;
+        let read = restore.read;
+        restore.finish()?;
+        Ok(read)
+    }
+
+    /// In a cluster: this runtime no longer serves `shards`; it appends
+    /// nothing more to them.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn release(&self, shards: &[u32]) {
+        self.log.release(shards);
+    }
+
     fn connect(config: ReplicaConfig, claim: bool) -> Result<Arc<Self>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -59,6 +59,9 @@ use crate::engine::worker::{self, WorkerMsg};
 /// ```
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// This runtime's membership of a cluster, once joined.
+    #[cfg(feature = "cluster")]
+    member: Option<Arc<dyn crate::service::membership::Member>>,
 }
 
 /// Headline figures of a runtime; see [`Runtime::stats`].
@@ -143,6 +146,9 @@ pub struct RuntimeBuilder {
     bindings: crate::base::bindings::Bindings,
     #[cfg(feature = "replication")]
     replication: Option<do_replica::ReplicaConfig>,
+    /// How to join a cluster, once built (see `net::cluster`).
+    #[cfg(feature = "cluster")]
+    pub(crate) join: Option<crate::service::membership::Join>,
 }
 
 #[derive(Clone)]
@@ -185,6 +191,8 @@ impl Runtime {
             bindings: Default::default(),
             #[cfg(feature = "replication")]
             replication: None,
+            #[cfg(feature = "cluster")]
+            join: None,
         }
     }
 
@@ -273,6 +281,11 @@ impl Runtime {
         if self.shared.stopped.load(Ordering::Acquire) {
             return;
         }
+        // A member of a cluster hands its shards over first.
+        #[cfg(feature = "cluster")]
+        if let Some(member) = &self.member {
+            member.leave().await;
+        }
         self.shared.clone().shutdown().await;
     }
 
@@ -339,6 +352,14 @@ impl Runtime {
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// What the cluster looks like from this runtime (members, the owner
+    /// and epoch of each shard, the shards this runtime serves), when it is
+    /// one of a cluster (feature `cluster`).
+    #[cfg(feature = "cluster")]
+    pub fn cluster_status(&self) -> Option<do_cluster::Status> {
+        self.member.as_ref().map(|member| member.status())
     }
 
     /// A cloneable, `Send` handle to this runtime's namespaces.
@@ -774,9 +795,27 @@ impl RuntimeBuilder {
                 counters.export_cache(&metrics);
             })));
         }
+        #[cfg(feature = "cluster")]
+        let clustered = self.join.is_some();
+        #[cfg(all(feature = "replication", not(feature = "cluster")))]
+        let clustered = false;
+        #[cfg(feature = "cluster")]
+        if clustered && self.replication.is_none() {
+            return Err(Error::Setup(
+                "a cluster needs replication: call RuntimeBuilder::replicate too".into(),
+            ));
+        }
         #[cfg(feature = "replication")]
         let replica = match self.replication.clone() {
             Some(config) => {
+                // A runtime of a cluster claims shards as it is given them.
+                #[cfg(feature = "cluster")]
+                let replica = if clustered {
+                    crate::service::replication::LogReplica::open_for_cluster(config)?
+                } else {
+                    crate::service::replication::LogReplica::open(config)?
+                };
+                #[cfg(not(feature = "cluster"))]
                 let replica = crate::service::replication::LogReplica::open(config)?;
                 store_options.replicate = Some(do_storage::ReplicaHandle(replica.clone()));
                 Some(replica)
@@ -808,6 +847,7 @@ impl RuntimeBuilder {
                 storage_namespace,
                 construct: spec.construct,
                 metrics: self.metrics.class(spec.name, spec.methods),
+                methods: spec.methods,
                 has_alarm: spec.has_alarm,
             }));
         }
@@ -819,8 +859,12 @@ impl RuntimeBuilder {
                     .map(|c| (c.storage_namespace, c.name.clone()))
                     .collect(),
             );
-            let read = replica.restore(&store)?;
-            tracing::info!(entries = read, "read back from the replicated log");
+            // A runtime of a cluster reads each shard back as it is given
+            // it; a lone one, everything its store lacks, now.
+            if !clustered {
+                let read = replica.restore(&store)?;
+                tracing::info!(entries = read, "read back from the replicated log");
+            }
         }
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::unbounded_channel()).unzip();
@@ -832,7 +876,7 @@ impl RuntimeBuilder {
             store: Mutex::new(Some(store)),
             store_source: (dir.clone(), store_options),
             #[cfg(feature = "replication")]
-            on_reopen: replica.clone().map(|replica| {
+            on_reopen: replica.clone().filter(|_| !clustered).map(|replica| {
                 let hook: crate::engine::shared::ReopenHook =
                     Arc::new(move |store| replica.restore(store).map(|_| ()));
                 hook
@@ -872,6 +916,7 @@ impl RuntimeBuilder {
             },
             stalls: Mutex::new(Vec::new()),
             home: std::sync::OnceLock::new(),
+            placement: std::sync::OnceLock::new(),
         });
         let _ = shared.home.set(crate::api::passing::LocalHome::of(&shared));
         match crate::service::alarms::spawn(shared.clone()) {
@@ -910,6 +955,25 @@ impl RuntimeBuilder {
                 }
             }
         }
-        Ok(Runtime { shared })
+        #[cfg(feature = "cluster")]
+        let runtime = {
+            let mut runtime = Runtime {
+                shared,
+                member: None,
+            };
+            if let (Some(join), Some(replica)) = (self.join, replica) {
+                match join(&runtime, replica) {
+                    Ok(member) => runtime.member = Some(member),
+                    Err(e) => {
+                        runtime.shared.stop();
+                        return Err(e);
+                    }
+                }
+            }
+            runtime
+        };
+        #[cfg(not(feature = "cluster"))]
+        let runtime = Runtime { shared };
+        Ok(runtime)
     }
 }

@@ -506,6 +506,20 @@ impl Client {
         }
     }
 
+    /// A remote end for object `id` of the class named `class`, on this
+    /// client's connection (a cluster's forwarding); `None` when the server
+    /// does not serve the class.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn port(
+        &self,
+        class: &str,
+        id: DurableObjectId,
+        methods: &'static [MethodInfo],
+    ) -> Option<Arc<dyn RemotePort>> {
+        let class = self.shared.classes.iter().find(|c| c.name == class)?;
+        Some(Arc::new(self.shared.stub(class, id, methods)))
+    }
+
     /// The class names the server serves.
     pub fn namespaces(&self) -> Vec<String> {
         self.shared.classes.iter().map(|c| c.name.clone()).collect()

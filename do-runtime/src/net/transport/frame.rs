@@ -12,8 +12,9 @@ use crate::base::error::Error;
 /// carries its reason; 4: errors may be `MissingBinding`, reasons
 /// `Aborted`; 5: reasons may be `TimedOut`, arguments and results may
 /// carry ids and stubs, fetch replies streamed bodies; 6: a client may
-/// claim a WebSocket an object accepted, reasons may be `Unreplicated`).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// claim a WebSocket an object accepted, reasons may be `Unreplicated`;
+/// 7: reasons may be `Moved`).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

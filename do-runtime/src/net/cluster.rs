@@ -1,0 +1,342 @@
+//! Many runtimes as one (feature `cluster`): each is a node of a cluster
+//! on etcd (`do-cluster`), serves the shards the cluster gives it, and
+//! reaches the others' objects over TCP.
+//!
+//! - **Serving.** The runtime serves its objects on the address it
+//!   registers with (a TCP server of its own), so that every other node,
+//!   and every client of any node, reaches them.
+//! - **Taking a shard** (`Host::acquire`): it is claimed in the replicated
+//!   log at its epoch (the owner key's revision in etcd: every append of
+//!   the owner before is refused by the server from then on), what the
+//!   store held of its objects is dropped, and they are read back from the
+//!   log. Only then does the node serve it.
+//! - **Giving one up** (`drain`, or `lost` when the lease lapsed): its live
+//!   instances are reset (their running calls fail `Moved`, retryably; the
+//!   stubs bound to them break) and the log takes no more appends of it.
+//!   Writes already appended are read by the next owner, which claims the
+//!   shard in the log before it reads it; later ones are refused.
+//! - **Routing** (`engine::placement`): a stub for an object another node
+//!   serves gets a remote end on a connection to that node; a call a
+//!   client of this node makes to such an object is forwarded. A call to
+//!   an object of a shard that is moving fails `Moved` (retryable).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use do_cluster::{BoxFuture, ClusterConfig, Host, Node, Status};
+
+use crate::base::error::{Error, Result};
+use crate::base::id::DurableObjectId;
+use crate::base::wire::MethodInfo;
+use crate::engine::placement::{Placement, Route};
+use crate::engine::remote::RemotePort;
+use crate::engine::shared::Shared;
+use crate::net::transport::client::Client;
+use crate::net::transport::server::Server;
+use crate::service::membership::Member;
+use crate::service::replication::LogReplica;
+use crate::service::runtime::{Runtime, RuntimeBuilder};
+
+impl RuntimeBuilder {
+    /// Makes this runtime a node of a cluster on etcd (feature `cluster`):
+    /// objects map to the cluster's shards, each served by one live node;
+    /// a stub made on any node reaches its object's node. Needs
+    /// [`replicate`](RuntimeBuilder::replicate): a shard moves to another
+    /// node with every acknowledged write, through the log.
+    ///
+    /// The runtime serves its objects over TCP on `config.address` (port 0:
+    /// a free one, which it registers). [`Runtime::shutdown`] hands its
+    /// shards over before it stops; a node that dies has its shards taken
+    /// over once its lease expires.
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.join = Some(Arc::new(move |runtime: &Runtime, replica| {
+            join(runtime, replica, config.clone())
+        }));
+        self
+    }
+}
+
+/// Joins `runtime` to the cluster `config` names.
+fn join(
+    runtime: &Runtime,
+    replica: Arc<LogReplica>,
+    mut config: ClusterConfig,
+) -> Result<Arc<dyn Member>> {
+    let setup =
+        |what: &str, e: &dyn std::fmt::Display| Error::Setup(format!("cluster: {what}: {e}"));
+    if config.shards != replica.shards() {
+        return Err(Error::Setup(format!(
+            "cluster: it has {} shards and the replicated log {}: they must be the same",
+            config.shards,
+            replica.shards()
+        )));
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("do-cluster")
+        .enable_all()
+        .build()
+        .map_err(|e| setup("cannot start its threads", &e))?;
+    let addr: SocketAddr = config
+        .address
+        .parse()
+        .map_err(|e| setup(&format!("the address {:?}", config.address), &e))?;
+    let shared = runtime.shared();
+    let glue = Arc::new(Glue {
+        node: OnceLock::new(),
+        replica: replica.clone(),
+        peers: Peers {
+            tokio: tokio.handle().clone(),
+            clients: Arc::new(Mutex::new(HashMap::new())),
+        },
+    });
+    // Set before the node claims anything: until it serves a shard, its
+    // objects are served nowhere here.
+    let placement: Arc<dyn Placement> = glue.clone();
+    let _ = shared.placement.set(placement);
+    let host = Arc::new(ShardHost {
+        shared: Arc::downgrade(&shared),
+        replica,
+    });
+    let joined = aside(|| {
+        tokio.block_on(async {
+            let server = runtime
+                .serve(addr)
+                .await
+                .map_err(|e| setup("cannot serve", &e))?;
+            // Port 0: the port it got is the one the others must reach.
+            if addr.port() == 0 {
+                config.address = server.local_addr().to_string();
+            }
+            let node = Node::join(config, host)
+                .await
+                .map_err(|e| setup("cannot join", &e))?;
+            Ok::<_, Error>((server, node))
+        })
+    });
+    let (server, node) = match joined {
+        Ok(joined) => joined,
+        Err(e) => {
+            tokio.shutdown_background();
+            return Err(e);
+        }
+    };
+    let _ = glue.node.set(node);
+    Ok(Arc::new(Membership {
+        glue,
+        server: Mutex::new(Some(server)),
+        tokio: Mutex::new(Some(tokio)),
+    }))
+}
+
+/// Runs `f` on a thread of its own and waits for it: the builder may be
+/// called from async code, where blocking on another runtime is refused.
+fn aside<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// What the engine asks of the cluster: where objects are served.
+struct Glue {
+    node: OnceLock<Node>,
+    replica: Arc<LogReplica>,
+    peers: Peers,
+}
+
+impl Placement for Glue {
+    fn serves(&self, id: &DurableObjectId) -> bool {
+        let Some(node) = self.node.get() else {
+            return false;
+        };
+        node.serves(self.replica.shard_of(&id.base())).is_some()
+    }
+
+    fn route(&self, class: &str, id: &DurableObjectId, methods: &'static [MethodInfo]) -> Route {
+        let Some(node) = self.node.get() else {
+            return Route::Nowhere;
+        };
+        match node.route(self.replica.shard_of(&id.base())) {
+            do_cluster::Route::Here { .. } => Route::Here,
+            do_cluster::Route::There { address, .. } => {
+                match self.peers.port(&address, class, id, methods) {
+                    Some(port) => Route::There(port),
+                    None => Route::Nowhere,
+                }
+            }
+            do_cluster::Route::Nowhere => Route::Nowhere,
+        }
+    }
+}
+
+/// Connections to the other nodes, one client each, made on first need.
+struct Peers {
+    tokio: tokio::runtime::Handle,
+    /// By address; `None` while connecting.
+    clients: Arc<Mutex<HashMap<String, Option<Client>>>>,
+}
+
+impl Peers {
+    /// A remote end for object `id` on the node at `address`; `None` while
+    /// the connection to it is being made (the call fails retryably).
+    fn port(
+        &self,
+        address: &str,
+        class: &str,
+        id: &DurableObjectId,
+        methods: &'static [MethodInfo],
+    ) -> Option<Arc<dyn RemotePort>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        match clients.get(address) {
+            Some(Some(client)) => client.port(class, id.clone(), methods),
+            Some(None) => None,
+            None => {
+                clients.insert(address.to_owned(), None);
+                let address = address.to_owned();
+                let all = self.clients.clone();
+                self.tokio.spawn(async move {
+                    let client = Client::connect(address.as_str()).await;
+                    let mut clients = all.lock().unwrap_or_else(|p| p.into_inner());
+                    match client {
+                        Ok(client) => {
+                            clients.insert(address, Some(client));
+                        }
+                        Err(e) => {
+                            tracing::debug!(target: "do_runtime::cluster", %address, error = %e, "cannot reach a node yet");
+                            clients.remove(&address);
+                        }
+                    }
+                });
+                None
+            }
+        }
+    }
+}
+
+/// What the cluster's node asks of the runtime: to take shards, and to
+/// give them up.
+struct ShardHost {
+    /// Weak: the runtime's state holds the cluster, not the other way.
+    shared: Weak<Shared>,
+    replica: Arc<LogReplica>,
+}
+
+impl ShardHost {
+    /// Resets and lets go of the live instances of `shards`.
+    async fn release(&self, shards: &[u32]) {
+        self.replica.release(shards);
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let moved: std::collections::HashSet<u32> = shards.iter().copied().collect();
+        let replica = self.replica.clone();
+        shared
+            .release_objects(Arc::new(move |id| moved.contains(&replica.shard_of(id))))
+            .await;
+    }
+}
+
+impl Host for ShardHost {
+    fn acquire(
+        &self,
+        shards: Vec<(u32, u64)>,
+    ) -> BoxFuture<'_, Vec<std::result::Result<(), String>>> {
+        Box::pin(async move {
+            let store = self.shared.upgrade().and_then(|shared| shared.store());
+            let Some(store) = store else {
+                return shards
+                    .iter()
+                    .map(|_| Err("the runtime has stopped".into()))
+                    .collect();
+            };
+            let replica = self.replica.clone();
+            let taken = shards.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || replica.acquire(&store, &taken)).await;
+            let outcome = match outcome {
+                Ok(Ok(read)) => {
+                    tracing::info!(target: "do_runtime::cluster", shards = shards.len(), entries = read, "took shards over");
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("taking shards over panicked: {e}")),
+            };
+            shards.iter().map(|_| outcome.clone()).collect()
+        })
+    }
+
+    fn drain(&self, shards: Vec<u32>) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.release(&shards).await })
+    }
+
+    fn lost(&self, shards: &[u32]) {
+        // No more appends at once; the instances go in the background.
+        self.replica.release(shards);
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let moved: std::collections::HashSet<u32> = shards.iter().copied().collect();
+        let replica = self.replica.clone();
+        if let Ok(tokio) = tokio::runtime::Handle::try_current() {
+            tokio.spawn(async move {
+                shared
+                    .release_objects(Arc::new(move |id| moved.contains(&replica.shard_of(id))))
+                    .await;
+            });
+        }
+    }
+}
+
+/// A runtime's membership, as the runtime holds it: leaving drains its
+/// shards; dropping it without leaving stops its threads (its lease then
+/// expires, and the others take its shards).
+struct Membership {
+    glue: Arc<Glue>,
+    server: Mutex<Option<Server>>,
+    tokio: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Member for Membership {
+    fn leave(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        let glue = self.glue.clone();
+        let tokio = self.tokio.lock().unwrap_or_else(|p| p.into_inner());
+        let left = tokio.as_ref().map(|tokio| {
+            tokio.spawn(async move {
+                if let Some(node) = glue.node.get()
+                    && let Err(e) = node.leave().await
+                {
+                    tracing::warn!(target: "do_runtime::cluster", error = %e, "leaving the cluster failed: its shards move once its lease expires");
+                }
+            })
+        });
+        Box::pin(async move {
+            if let Some(left) = left {
+                let _ = left.await;
+            }
+        })
+    }
+
+    fn status(&self) -> Status {
+        match self.glue.node.get() {
+            Some(node) => node.status(),
+            None => Status {
+                node: String::new(),
+                members: Vec::new(),
+                owners: Default::default(),
+                serving: Vec::new(),
+                misplaced: 0,
+            },
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tokio) = self.tokio.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tokio.shutdown_background();
+        }
+    }
+}

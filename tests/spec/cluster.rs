@@ -1,0 +1,126 @@
+//! CL2, CL3, CL5 and CL6 through runtimes: three runtimes of one cluster
+//! (etcd and a JetStream server started here) serve each object on one of
+//! them, reach it from any of them, and keep every acknowledged write when
+//! one leaves or dies.
+
+use std::time::{Duration, Instant};
+
+use do_cluster::ClusterConfig;
+use do_replica::ReplicaConfig;
+use do_runtime::{Error, Runtime};
+use do_tests::etcd::Etcd;
+use do_tests::nats::NatsCluster;
+use do_tests::{Counter, builder};
+
+const SHARDS: u32 = 16;
+
+/// A runtime on a fresh directory, node `name` of the cluster on `etcd`,
+/// replicating to `nats`.
+fn node(etcd: &Etcd, nats: &NatsCluster, name: &str) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder()
+        .data_dir(dir.path())
+        .replicate(
+            ReplicaConfig::new(nats.urls())
+                .stream("CLUSTER")
+                .replicas(1)
+                .shards(SHARDS),
+        )
+        .cluster(
+            ClusterConfig::new(etcd.endpoints(), name, "127.0.0.1:0")
+                .lease_ttl(Duration::from_secs(2))
+                .shards(SHARDS),
+        )
+        .build()
+        .expect("the node builds");
+    (rt, dir)
+}
+
+/// Waits (at most 30 s) until `runtimes` serve every shard between them,
+/// each where placement puts it.
+async fn settled(runtimes: &[&Runtime]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses: Vec<_> = runtimes
+            .iter()
+            .map(|rt| rt.cluster_status().expect("a member"))
+            .collect();
+        let served: usize = statuses.iter().map(|s| s.serving.len()).sum();
+        let placed = statuses
+            .iter()
+            .all(|s| s.misplaced == 0 && s.members.len() == runtimes.len());
+        if placed && served == SHARDS as usize {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not settled: {statuses:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Calls `call` until it succeeds, through a new stub each time, while the
+/// error is retryable (a shard moving, a connection being made).
+async fn retried<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the call failed for good: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_and_a_death() {
+    let etcd = Etcd::start();
+    let nats = NatsCluster::start(1);
+    let (a, _dir_a) = node(&etcd, &nats, "a");
+    let (b, _dir_b) = node(&etcd, &nats, "b");
+    let (c, _dir_c) = node(&etcd, &nats, "c");
+    settled(&[&a, &b, &c]).await;
+    let names: Vec<String> = (0..30).map(|i| format!("counter-{i}")).collect();
+    // Every call goes through a; the objects live on all three.
+    for name in &names {
+        for _ in 0..3 {
+            retried(|| a.namespace::<Counter>().get_by_name(name).increment(1)).await;
+        }
+    }
+    for rt in [&b, &c] {
+        for name in &names {
+            let value = retried(|| rt.namespace::<Counter>().get_by_name(name).value()).await;
+            assert_eq!(value, 3, "{name}");
+        }
+    }
+    // Each object has one live instance, on the runtime that serves it.
+    let live: usize = [&a, &b, &c]
+        .iter()
+        .map(|rt| rt.stats().live_instances)
+        .sum();
+    assert_eq!(live, names.len());
+    assert!(
+        [&a, &b, &c].iter().all(|rt| rt.stats().live_instances > 0),
+        "the objects are spread"
+    );
+
+    // c leaves on purpose: its shards move at once, with their writes.
+    c.shutdown().await;
+    settled(&[&a, &b]).await;
+    for name in &names {
+        let value = retried(|| b.namespace::<Counter>().get_by_name(name).increment(1)).await;
+        assert_eq!(value, 4, "{name}");
+    }
+    // b dies (no leave): once its lease expires, a serves everything.
+    drop(b);
+    settled(&[&a]).await;
+    for name in &names {
+        let value = retried(|| a.namespace::<Counter>().get_by_name(name).value()).await;
+        assert_eq!(value, 4, "{name}");
+    }
+    a.shutdown().await;
+}
