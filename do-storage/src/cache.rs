@@ -136,6 +136,16 @@ impl ValueCache {
         inner.evict();
     }
 
+    /// Forgets everything: values written to the store other than through
+    /// this thread's views (objects read back from a replicated log when
+    /// their shard came back to this runtime) must not be hidden by ones
+    /// remembered from before.
+    pub fn clear(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.map.clear();
+        inner.bytes = 0;
+    }
+
     /// Forgets `key`, if held.
     pub(crate) fn remove(&self, key: &[u8]) {
         let mut inner = self.inner.borrow_mut();

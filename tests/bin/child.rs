@@ -12,6 +12,11 @@
 //! `DIR --replicate URLS STREAM EPOCH COMMAND …` runs the command on a
 //! runtime that replicates to the NATS servers `URLS` (comma-separated),
 //! stream `STREAM`, with epoch `EPOCH` (16 shards).
+//!
+//! `DIR --cluster ETCD NODE PORT URLS STREAM` runs a node `NODE` of the
+//! cluster on etcd `ETCD` (a lease of 2 s, 16 shards), replicating to the
+//! NATS servers `URLS`, stream `STREAM`, serving on 127.0.0.1:`PORT`; it
+//! prints `listening PORT` and serves until killed.
 
 use std::io::Write;
 
@@ -28,6 +33,32 @@ async fn main() {
         usage()
     };
     let (rt, rest) = match rest {
+        [flag, etcd, node, port, urls, stream] if flag == "--cluster" => {
+            let rt = do_tests::builder()
+                .data_dir(dir)
+                .replicate(
+                    do_runtime::ReplicaConfig::new(urls.split(','))
+                        .stream(stream.as_str())
+                        .replicas(3)
+                        .shards(16),
+                )
+                .cluster(
+                    do_cluster::ClusterConfig::new(
+                        etcd.split(','),
+                        node.as_str(),
+                        format!("127.0.0.1:{port}"),
+                    )
+                    .lease_ttl(std::time::Duration::from_secs(2))
+                    .shards(16),
+                )
+                .build()
+                .expect("the node builds");
+            println!("listening {port}");
+            let _ = std::io::stdout().flush();
+            std::future::pending::<()>().await;
+            drop(rt);
+            return;
+        }
         [flag, urls, stream, epoch, rest @ ..] if flag == "--replicate" => {
             let config = do_runtime::ReplicaConfig::new(urls.split(','))
                 .stream(stream.as_str())

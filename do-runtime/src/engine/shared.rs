@@ -277,9 +277,14 @@ impl Shared {
 
     /// In a cluster: resets and lets go of every object whose id `leaves`
     /// says moved to another runtime (see `WorkerMsg::Release`); resolves
-    /// once every worker has.
+    /// once every worker has. The messages are sent before this returns
+    /// (the future only waits for the answers): a call sent after them
+    /// finds the objects gone.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub(crate) async fn release_objects(&self, leaves: crate::engine::worker::Leaves) {
+    pub(crate) fn release_objects(
+        &self,
+        leaves: crate::engine::worker::Leaves,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut waits = Vec::with_capacity(self.workers.len());
         for worker in 0..self.workers.len() {
             let (done, wait) = tokio::sync::oneshot::channel();
@@ -291,8 +296,10 @@ impl Shared {
                 waits.push(wait);
             }
         }
-        for wait in waits {
-            let _ = wait.await;
+        async move {
+            for wait in waits {
+                let _ = wait.await;
+            }
         }
     }
 

@@ -405,6 +405,13 @@ impl Router {
                 for mailbox in moving {
                     mailbox.request_move();
                 }
+                // The objects that left may come back, read anew from the
+                // replicated log (not through this worker's views): what
+                // the cache remembers of them must not hide that. The cache
+                // holds no object ids, so it forgets everything.
+                if let Some(storage) = router.local.storage.borrow().as_ref() {
+                    storage.cache.clear();
+                }
                 let _ = done.send(());
             }
             WorkerMsg::Detach(done) => {

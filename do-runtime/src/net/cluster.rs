@@ -279,13 +279,8 @@ impl Host for ShardHost {
         };
         let moved: std::collections::HashSet<u32> = shards.iter().copied().collect();
         let replica = self.replica.clone();
-        if let Ok(tokio) = tokio::runtime::Handle::try_current() {
-            tokio.spawn(async move {
-                shared
-                    .release_objects(Arc::new(move |id| moved.contains(&replica.shard_of(id))))
-                    .await;
-            });
-        }
+        // Sent now, ahead of any later call; the answers are not waited for.
+        drop(shared.release_objects(Arc::new(move |id| moved.contains(&replica.shard_of(id)))));
     }
 }
 
