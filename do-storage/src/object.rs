@@ -211,6 +211,19 @@ impl ObjectStore {
         }
     }
 
+    /// A new view of the same object, on the same cache and releases,
+    /// sharing nothing else with this one. A write that failed to commit
+    /// fails every later write of its view (they may build on it): once the
+    /// object's memory is reset, it goes on with a new view.
+    pub fn renewed(&self) -> ObjectStore {
+        ObjectStore::new(
+            self.store.clone(),
+            self.prefix,
+            self.cache.clone(),
+            self.releases.clone(),
+        )
+    }
+
     /// The object's key prefix.
     pub fn prefix(&self) -> ObjectPrefix {
         self.prefix

@@ -28,6 +28,15 @@ pub const CRASH_COUNTERS: [&str; 4] = ["c0", "c1", "c2", "c3"];
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG` set: the runtime's events go to stderr (the fault tests
+    // keep each node's stderr in a file, to show when a check fails).
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((dir, rest)) = args.split_first() else {
         usage()

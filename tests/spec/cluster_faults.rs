@@ -68,6 +68,11 @@ impl NodeProcess {
                 &nats.urls().join(","),
                 "JEPSEN",
             ])
+            .env(
+                "RUST_LOG",
+                std::env::var("DO_NODE_LOG")
+                    .unwrap_or_else(|_| "warn,do_cluster=info,do_runtime::cluster=info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -224,7 +229,7 @@ async fn client_loop(
 }
 
 /// Calls `call` through any runtime until it succeeds (at most 60 s).
-async fn settled_read<T, F, Fut>(clients: &Clients, mut call: F) -> T
+async fn settled_read<T, F, Fut>(clients: &Clients, logs: &dyn Fn() -> String, mut call: F) -> T
 where
     F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
@@ -244,7 +249,8 @@ where
         };
         assert!(
             Instant::now() < deadline,
-            "the cluster did not settle: {last}"
+            "the cluster did not settle: {last}\n{}",
+            logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -337,6 +343,16 @@ async fn under_kills_pauses_and_a_lost_log_server_no_acknowledged_write_is_lost_
     eprintln!("cluster_faults: faults {faults:?}");
 
     // The checker.
+    let logs = || {
+        let mut text = String::new();
+        for node in &nodes {
+            text += &format!("--- node {}:\n{}\n", node.name, node.log_tail());
+        }
+        for i in 0..3 {
+            text += &format!("--- nats-{i}:\n{}\n", nats.log_tail(i));
+        }
+        text
+    };
     let history = std::mem::take(&mut *history.lock().unwrap());
     eprintln!(
         "cluster_faults: {} acknowledged, {} failed or unanswered",
@@ -351,7 +367,7 @@ async fn under_kills_pauses_and_a_lost_log_server_no_acknowledged_write_is_lost_
         let acked = history.increments.get(&object).cloned().unwrap_or_default();
         let unknown = history.unknown.get(&object).copied().unwrap_or(0);
         let name = format!("c{object}");
-        let value = settled_read(&clients, |client| {
+        let value = settled_read(&clients, &logs, |client| {
             let name = name.clone();
             async move {
                 client
@@ -383,7 +399,7 @@ async fn under_kills_pauses_and_a_lost_log_server_no_acknowledged_write_is_lost_
     }
     for (object, (acked, unknown)) in &history.batches {
         let name = format!("b{object}");
-        let values = settled_read(&clients, |client| {
+        let values = settled_read(&clients, &logs, |client| {
             let name = name.clone();
             async move {
                 client

@@ -7,7 +7,7 @@ mod calls;
 mod chat;
 mod cli;
 mod cluster;
-
+mod cluster_faults;
 mod cluster_membership;
 mod crash;
 mod e_order;

@@ -426,6 +426,53 @@ async fn a_delete_all_of_more_keys_than_one_atomic_append_holds_is_replicated_wh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_write_the_log_could_not_take_goes_on_once_the_log_is_back() {
+    let mut cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder()
+        .data_dir(dir.path())
+        .replicate(
+            ReplicaConfig::new(cluster.urls())
+                .stream("OUTAGE")
+                .replicas(3)
+                .shards(4)
+                // The outage (1.5 s, and the servers' restart) ends well
+                // within the time an append in doubt is settled in (4 ×
+                // 3 s): the append's outcome is known, and the shard kept.
+                .timeout(std::time::Duration::from_secs(3)),
+        )
+        .build()
+        .unwrap();
+    let counters = rt.namespace::<Counter>();
+    assert_eq!(counters.get_by_name("busy").increment(1).await.unwrap(), 1);
+    // No quorum for a moment: the write is not taken, and its caller is
+    // told so (retryably).
+    cluster.kill(1);
+    cluster.kill(2);
+    let stub = counters.get_by_name("busy");
+    let failing = tokio::spawn(async move { stub.increment(1).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    cluster.restart(1);
+    cluster.restart(2);
+    let failed = failing.await.unwrap().unwrap_err();
+    assert!(failed.is_retryable(), "{failed}");
+    // The log is back: the object, kept busy (never evicted), takes writes
+    // again on a new stub, and holds exactly what was acknowledged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let value = loop {
+        match counters.get_by_name("busy").increment(1).await {
+            Ok(value) => break value,
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the object does not take writes again: {e}"),
+        }
+    };
+    assert_eq!(value, 2, "the write the log did not take is not there");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_whose_epoch_is_overtaken_has_its_writes_refused_by_the_server_and_its_instance_reset()
  {
     let cluster = NatsCluster::start(3);

@@ -413,6 +413,7 @@ impl ObjectTask {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        self.check_commit_failed();
         // WebSocket sends made by the object's code wait for its writes.
         let store = self.store.clone();
         crate::engine::output_gate::with(&store, || self.turn(cx));
@@ -809,7 +810,12 @@ impl ObjectTask {
 
     /// Delivers queued messages and runs everything ready, until nothing is,
     /// the gate closes, or the delivery budget is spent.
-    fn turn(&mut self, cx: &mut Context<'_>) {
+    /// Resets the instance if a write of it failed to commit, and goes on
+    /// with a new view of its storage: the failure stays in the old view,
+    /// and fails the writes made there after it (they may build on it);
+    /// the new instance reads what the storage holds. Before the turn
+    /// takes the view the output gate holds replies on.
+    fn check_commit_failed(&mut self) {
         // Once per turn, not per message: the flag shares its line with
         // the counters every caller writes. Read first: a swap writes it.
         if self.handle.commit_failed.load(Ordering::Relaxed)
@@ -822,7 +828,15 @@ impl ObjectTask {
                 "a write failed to commit: the instance is reset"
             );
             self.reset_as(ResetCause::CommitFailed);
+            let store = self.store.renewed();
+            if let Some(name) = self.id.name() {
+                store.set_name(name);
+            }
+            self.store = Rc::new(store);
         }
+    }
+
+    fn turn(&mut self, cx: &mut Context<'_>) {
         let mut delivered = 0;
         loop {
             // A panic in a blocking or background future resets like one
