@@ -116,6 +116,9 @@ pub struct Log {
     fences: Vec<AtomicU64>,
     /// Each shard's epoch, as this writer last claimed it.
     epochs: Vec<AtomicU64>,
+    /// Shards let go after an append whose outcome could not be known
+    /// (see [`Log::doubtful`]).
+    doubtful: Vec<std::sync::atomic::AtomicBool>,
     /// This writer's own random id, in its epoch markers.
     incarnation: String,
     /// An append's outcome could not be known (see `settle_doubt`): it may
@@ -194,6 +197,9 @@ impl Log {
         .await?;
         let fences = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
         let epochs = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
+        let doubtful = (0..config.shards)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect();
         let incarnation = client.new_inbox();
         let incarnation = incarnation
             .rsplit('.')
@@ -212,6 +218,7 @@ impl Log {
             subjects,
             fences,
             epochs,
+            doubtful,
         })
     }
 
@@ -226,11 +233,16 @@ impl Log {
     }
 
     /// Whether this writer holds `shard` (has claimed it, and no refused
-    /// append has shown a newer epoch since).
+    /// append has shown a newer epoch since) and may append to it (it is
+    /// not waiting to be read back, see [`Log::doubtful`]).
     pub fn holds(&self, shard: u32) -> bool {
         self.fences
             .get(shard as usize)
             .is_some_and(|f| f.load(Ordering::Acquire) != 0)
+            && !self
+                .doubtful
+                .get(shard as usize)
+                .is_some_and(|d| d.load(Ordering::Acquire))
     }
 
     /// Whether an append's outcome could not be known (the log stayed
@@ -279,6 +291,52 @@ impl Log {
         again(&self.config, || self.finish_staged(&shards)).await
     }
 
+    /// Why an append to `shard`, which this writer does not hold, fails:
+    /// fenced by a newer epoch, or let go after an append whose outcome
+    /// could not be known (retryable: see [`Log::doubtful`]).
+    fn not_held(&self, shard: u32) -> ReplicaError {
+        if self
+            .doubtful
+            .get(shard as usize)
+            .is_some_and(|d| d.load(Ordering::Acquire))
+        {
+            ReplicaError::Unavailable(format!(
+                "shard {shard} was let go after an append whose outcome could not be known, until its objects are read back from the log"
+            ))
+        } else {
+            ReplicaError::Fenced { shard }
+        }
+    }
+
+    /// The shards let go after an append whose outcome could not be known
+    /// (the log stayed unreachable while it was settled), with the epoch
+    /// each was held at. The append may be in the log and not in this
+    /// writer's copy. To take appends again, a shard is claimed again
+    /// ([`Log::claim_at`]: nothing sent before can land after), its
+    /// objects' copy is read back from the log, and then it is resumed
+    /// ([`Log::resume`]).
+    pub fn doubtful(&self) -> Vec<(u32, u64)> {
+        self.doubtful
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.load(Ordering::Acquire))
+            .map(|(shard, _)| {
+                let epoch = self.epochs[shard].load(Ordering::Acquire);
+                (shard as u32, epoch)
+            })
+            .collect()
+    }
+
+    /// Lets `shards` take appends again once their copy was read back
+    /// (see [`Log::doubtful`]).
+    pub fn resume(&self, shards: &[u32]) {
+        for &shard in shards {
+            if let Some(doubt) = self.doubtful.get(shard as usize) {
+                doubt.store(false, Ordering::Release);
+            }
+        }
+    }
+
     /// Stops appending to `shards` (they moved to another writer, which
     /// fences them in the log anyway): their appends fail with
     /// [`ReplicaError::Fenced`] until they are claimed again.
@@ -286,6 +344,9 @@ impl Log {
         for &shard in shards {
             if let Ok(fence) = self.fence_of(shard) {
                 fence.store(0, Ordering::Release);
+            }
+            if let Some(doubt) = self.doubtful.get(shard as usize) {
+                doubt.store(false, Ordering::Release);
             }
         }
     }
@@ -312,6 +373,9 @@ impl Log {
             };
             if current > ours {
                 fence.store(0, Ordering::Release);
+                if let Some(doubt) = self.doubtful.get(shard as usize) {
+                    doubt.store(false, Ordering::Release);
+                }
                 return Err(ReplicaError::StaleEpoch {
                     shard,
                     ours,
@@ -475,7 +539,7 @@ impl Log {
                 pack.retain(|&(shard, i)| {
                     let refused = match failed.get(&shard) {
                         Some(e) => Some(e.clone()),
-                        None if !self.holds(shard) => Some(ReplicaError::Fenced { shard }),
+                        None if !self.holds(shard) => Some(self.not_held(shard)),
                         None => None,
                     };
                     match refused {
@@ -664,7 +728,12 @@ impl Log {
                     fence.store(0, Ordering::Release);
                 }
             }
-            tracing::warn!(target: "do_replica", %why, error = %e, "an append's outcome could not be known: its shards are let go");
+            for &shard in shards {
+                if let Some(doubt) = self.doubtful.get(shard as usize) {
+                    doubt.store(true, Ordering::Release);
+                }
+            }
+            tracing::warn!(target: "do_replica", %why, error = %e, "an append's outcome could not be known: its shards are let go until they are read back");
             e
         };
         for &shard in &shards {

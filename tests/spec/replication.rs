@@ -473,6 +473,69 @@ async fn an_object_whose_write_the_log_could_not_take_goes_on_once_the_log_is_ba
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_let_go_in_doubt_is_read_back_and_takes_writes_again_without_a_restart() {
+    let mut cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let urls = cluster.urls();
+    let config = || {
+        ReplicaConfig::new(urls.clone())
+            .stream("DOUBTFUL")
+            .replicas(3)
+            .shards(4)
+    };
+    let rt = builder()
+        .data_dir(dir.path())
+        // An append in doubt is settled within 4 × 1 s: the outage below
+        // outlasts that, so its shard is let go.
+        .replicate(config().timeout(std::time::Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let counters = rt.namespace::<Counter>();
+    assert_eq!(
+        counters.get_by_name("doubted").increment(1).await.unwrap(),
+        1
+    );
+    cluster.kill(1);
+    cluster.kill(2);
+    let stub = counters.get_by_name("doubted");
+    let failing = tokio::spawn(async move { stub.increment(1).await });
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let failed = failing.await.unwrap().unwrap_err();
+    assert!(failed.is_retryable(), "{failed}");
+    cluster.restart(1);
+    cluster.restart(2);
+    // The log is back: the shard is read back from it (the write in doubt
+    // may be there) and takes writes again, in this same runtime.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let value = loop {
+        match counters.get_by_name("doubted").increment(1).await {
+            Ok(value) => break value,
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the shard does not take writes again: {e}"),
+        }
+    };
+    assert!(value == 2 || value == 3, "{value}");
+    rt.shutdown().await;
+    // And the log agrees with what this runtime acknowledged.
+    let fresh = tempfile::tempdir().unwrap();
+    let reader = builder()
+        .data_dir(fresh.path())
+        .replicate(config().epoch(2))
+        .build()
+        .unwrap();
+    let read = reader
+        .namespace::<Counter>()
+        .get_by_name("doubted")
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(read, value);
+    reader.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_whose_epoch_is_overtaken_has_its_writes_refused_by_the_server_and_its_instance_reset()
  {
     let cluster = NatsCluster::start(3);

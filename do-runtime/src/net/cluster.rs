@@ -253,8 +253,9 @@ impl Host for ShardHost {
             };
             let replica = self.replica.clone();
             let taken = shards.clone();
+            let leave = crate::service::replication::leave_on(self.shared.clone());
             let outcome =
-                tokio::task::spawn_blocking(move || replica.acquire(&store, &taken)).await;
+                tokio::task::spawn_blocking(move || replica.acquire(&store, &taken, &*leave)).await;
             let outcome = match outcome {
                 Ok(Ok(read)) => {
                     tracing::info!(target: "do_runtime::cluster", shards = shards.len(), entries = read, "took shards over");

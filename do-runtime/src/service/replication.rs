@@ -15,6 +15,21 @@ use do_replica::{Entry, Log, ObjectWrites, ReplicaConfig, ReplicaError};
 use do_storage::{Alarm, ObjectPrefix, ObjectStore, ReplicaBatch, Store, Unreplicated};
 
 use crate::base::error::{Error, Result};
+use crate::engine::shared::Shared;
+
+/// Resets the live instances of the objects it is given, and makes the
+/// workers forget what they remember of them; resolves once they have.
+pub(crate) type Leave = dyn Fn(crate::engine::worker::Leaves) -> futures_util::future::BoxFuture<'static, ()>
+    + Send
+    + Sync;
+
+/// A [`Leave`] on the runtime `shared` (while it runs).
+pub(crate) fn leave_on(shared: std::sync::Weak<Shared>) -> Arc<Leave> {
+    Arc::new(move |leaves| match shared.upgrade() {
+        Some(shared) => Box::pin(shared.release_objects(leaves)),
+        None => Box::pin(async {}),
+    })
+}
 
 /// The runtime's log: its connection, the threads that drive it, and the
 /// class of each of the store's namespace numbers.
@@ -90,16 +105,29 @@ impl LogReplica {
         self.log.shard_of(id)
     }
 
-    /// In a cluster: takes `shards` over, each at its epoch. Claims them in
-    /// the log (from then on the server refuses the appends of whoever held
-    /// them), drops what `store` held of their objects (a copy from an
-    /// earlier time it served them: it may be stale), and reads their
-    /// objects back from the log. Returns the entries read. Blocks: call it
-    /// off async threads.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn acquire(&self, store: &Store, shards: &[(u32, u64)]) -> Result<usize> {
+    /// Takes `shards` over, each at its epoch (in a cluster, when it is
+    /// given them; alone, to read back shards let go in doubt, see
+    /// [`LogReplica::repair_in_background`]). Claims them in the log (from
+    /// then on the server refuses the appends of whoever held them, and
+    /// nothing sent before can land after), `leave`s their live objects,
+    /// drops what `store` held of them (a copy that may be stale), reads
+    /// them back from the log, `leave`s again (what was built from the copy
+    /// meanwhile), and only then lets them take appends. Returns the
+    /// entries read. Blocks: call it off async threads.
+    pub(crate) fn acquire(
+        &self,
+        store: &Store,
+        shards: &[(u32, u64)],
+        leave: &Leave,
+    ) -> Result<usize> {
         self.block_on(self.log.claim_at(shards))
             .map_err(|e| setup("cannot claim shards in the log", e))?;
+        let leaves = |shards: &[(u32, u64)]| -> crate::engine::worker::Leaves {
+            let set: std::collections::HashSet<u32> = shards.iter().map(|(s, _)| *s).collect();
+            let log_shards = self.log.config().shard_count();
+            Arc::new(move |id: &[u8; 16]| set.contains(&do_replica::shard_of(id, log_shards)))
+        };
+        self.block_on(leave(leaves(shards)));
         let taken: std::collections::HashSet<u32> = shards.iter().map(|(s, _)| *s).collect();
         let mut wiped = None;
         let stored = |e: do_storage::StorageError| setup("cannot drop a stale copy", e);
@@ -144,7 +172,50 @@ impl LogReplica {
         read.map_err(|e| setup("cannot read shards back from the log", e))?;
         let read = restore.read;
         restore.finish()?;
+        self.block_on(leave(leaves(shards)));
+        self.log.resume(&list);
         Ok(read)
+    }
+
+    /// Reads back, on a thread of its own, the shards the log let go after
+    /// an append whose outcome could not be known (the log stayed
+    /// unreachable while it was settled): once the log answers again, each
+    /// is taken over anew at its epoch ([`LogReplica::acquire`]). Until
+    /// then their writes fail, retryably.
+    pub(crate) fn repair_in_background(self: &Arc<Self>, shared: std::sync::Weak<Shared>) {
+        let replica = Arc::downgrade(self);
+        let leave = leave_on(shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name("do-replica-repair".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    let Some(replica) = replica.upgrade() else {
+                        return;
+                    };
+                    let doubtful = replica.log.doubtful();
+                    if doubtful.is_empty() {
+                        continue;
+                    }
+                    let Some(store) = shared.upgrade().and_then(|shared| shared.store()) else {
+                        return;
+                    };
+                    match replica.acquire(&store, &doubtful, &*leave) {
+                        Ok(read) => tracing::info!(
+                            shards = doubtful.len(),
+                            entries = read,
+                            "shards let go in doubt were read back from the log"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "shards let go in doubt cannot be read back yet"
+                        ),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the thread that reads back shards let go in doubt");
+        }
     }
 
     /// In a cluster: this runtime no longer serves `shards`; it appends

@@ -919,6 +919,11 @@ impl RuntimeBuilder {
             placement: std::sync::OnceLock::new(),
         });
         let _ = shared.home.set(crate::api::passing::LocalHome::of(&shared));
+        // Shards the log lets go in doubt are read back once it answers.
+        #[cfg(feature = "replication")]
+        if let Some(replica) = &replica {
+            replica.repair_in_background(Arc::downgrade(&shared));
+        }
         match crate::service::alarms::spawn(shared.clone()) {
             Ok(handle) => shared.lock_threads().push(handle),
             Err(e) => {
