@@ -150,28 +150,7 @@ impl LogReplica {
             }
         }
         let list: Vec<u32> = taken.into_iter().collect();
-        let mut restore = Restore {
-            store,
-            numbers: HashMap::new(),
-            views: HashMap::new(),
-            names: HashMap::new(),
-            last: wiped,
-            read: 0,
-        };
-        let mut failed = None;
-        let read = self.block_on(self.log.read(0, Some(&list), |_, entry| {
-            restore.apply(entry).map_err(|e| {
-                let stop = ReplicaError::Stopped(e.to_string());
-                failed = Some(e);
-                stop
-            })
-        }));
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        read.map_err(|e| setup("cannot read shards back from the log", e))?;
-        let read = restore.read;
-        restore.finish()?;
+        let (read, _) = self.read_back(store, 0, Some(&list), wiped)?;
         self.block_on(leave(leaves(shards)));
         self.log.resume(&list);
         Ok(read)
@@ -324,16 +303,36 @@ impl LogReplica {
                     .into(),
             ));
         }
+        let (read, last) = self.read_back(store, after, None, None)?;
+        store
+            .set_replica_applied(last)
+            .map_err(|e| setup("cannot record how far the store's copy of the log goes", e))?;
+        Ok(read)
+    }
+}
+
+impl LogReplica {
+    /// Reads what the log holds past `after` (of `shards`, or all) into
+    /// `store`, and waits until it is applied (after `last`, a view that
+    /// handed writes over before, if any): the entries read, and the last
+    /// position read.
+    fn read_back(
+        &self,
+        store: &Store,
+        after: u64,
+        shards: Option<&[u32]>,
+        last: Option<ObjectStore>,
+    ) -> Result<(usize, u64)> {
         let mut restore = Restore {
             store,
             numbers: HashMap::new(),
             views: HashMap::new(),
             names: HashMap::new(),
-            last: None,
+            last,
             read: 0,
         };
         let mut failed = None;
-        let last = self.block_on(self.log.read(after, None, |_, entry| {
+        let position = self.block_on(self.log.read(after, shards, |_, entry| {
             restore.apply(entry).map_err(|e| {
                 let stop = ReplicaError::Stopped(e.to_string());
                 failed = Some(e);
@@ -343,13 +342,10 @@ impl LogReplica {
         if let Some(e) = failed {
             return Err(e);
         }
-        let last = last.map_err(|e| setup("cannot read the log back", e))?;
+        let position = position.map_err(|e| setup("cannot read the log back", e))?;
         let read = restore.read;
         restore.finish()?;
-        store
-            .set_replica_applied(last)
-            .map_err(|e| setup("cannot record how far the store's copy of the log goes", e))?;
-        Ok(read)
+        Ok((read, position))
     }
 }
 
