@@ -11,6 +11,7 @@
 //! do-cli --server http://127.0.0.1:8787 --token s3cret import counters.jsonl
 //! do-cli --data ./counter-data delete Counter alice
 //! do-cli --data ./new-data rebuild --nats nats://10.0.0.1:4222 --stream APP
+//! do-cli cluster status --etcd http://10.0.0.5:2379
 //! ```
 //!
 //! The logic lives here, with its input and output passed in, so it can be
@@ -101,6 +102,12 @@ pub enum Command {
         #[arg(long, default_value_t = 1024)]
         shards: u32,
     },
+    /// Look at a cluster of runtimes, as etcd holds it.
+    Cluster {
+        /// What to look at.
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     /// Delete an object's data and alarm.
     Delete {
         /// The class name.
@@ -111,6 +118,72 @@ pub enum Command {
         #[arg(long, short)]
         yes: bool,
     },
+}
+
+/// What to look at in a cluster.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members (address, shards owned and placed: a member that owns other
+    /// than its placement is catching up), shards without an owner, shards
+    /// not where placement puts them; with --shards, every shard's owner and
+    /// epoch.
+    Status {
+        /// etcd's endpoints, comma-separated, e.g. http://10.0.0.5:2379.
+        #[arg(long, value_name = "URLS")]
+        etcd: String,
+        /// The cluster's key prefix in etcd.
+        #[arg(long, default_value = "do")]
+        prefix: String,
+        /// Also list every shard with its owner and epoch.
+        #[arg(long)]
+        shards: bool,
+    },
+}
+
+/// Prints the cluster `view` under `prefix`.
+fn print_cluster(
+    prefix: &str,
+    view: &do_runtime::ClusterView,
+    shards: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let Some(count) = view.shards else {
+        return writeln!(out, "no cluster under the prefix {prefix:?}");
+    };
+    writeln!(
+        out,
+        "cluster {prefix:?}: {count} shards, {} members, {} unowned, {} misplaced",
+        view.members.len(),
+        view.unowned,
+        view.misplaced
+    )?;
+    writeln!(
+        out,
+        "{:<24} {:<24} {:>6} {:>6}",
+        "member", "address", "owned", "placed"
+    )?;
+    for member in &view.members {
+        let lagging = if member.owned == member.placed {
+            ""
+        } else {
+            "  (moving)"
+        };
+        writeln!(
+            out,
+            "{:<24} {:<24} {:>6} {:>6}{lagging}",
+            member.name, member.address, member.owned, member.placed
+        )?;
+    }
+    if shards {
+        writeln!(out, "{:>6} {:<24} {:>12}", "shard", "owner", "epoch")?;
+        for shard in 0..count {
+            match view.owners.get(&shard) {
+                Some(owner) => writeln!(out, "{shard:>6} {:<24} {:>12}", owner.node, owner.epoch)?,
+                None => writeln!(out, "{shard:>6} {:<24} {:>12}", "-", "-")?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the data is.
@@ -195,6 +268,23 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
             dir.display()
         )
         .map_err(|e| Error::Setup(format!("cannot write: {e}")));
+    }
+    if let Command::Cluster {
+        action:
+            ClusterCommand::Status {
+                etcd,
+                prefix,
+                shards,
+            },
+    } = &cli.command
+    {
+        let endpoints: Vec<String> = etcd.split(',').map(str::to_owned).collect();
+        let view =
+            do_runtime::inspect_cluster(&endpoints, prefix, std::time::Duration::from_secs(5))
+                .await
+                .map_err(|e| Error::Setup(format!("cannot read the cluster: {e}")))?;
+        return print_cluster(prefix, &view, *shards, stdout)
+            .map_err(|e| Error::Setup(format!("cannot write: {e}")));
     }
     let backend = match (&cli.data, &cli.server) {
         (Some(dir), None) => Backend::Offline(DataDir::open(dir)?),
@@ -314,7 +404,7 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
             out(stdout, format!("imported {written} keys and alarms"))?;
         }
         // Done above: it needs no backend.
-        Command::Rebuild { .. } => {}
+        Command::Rebuild { .. } | Command::Cluster { .. } => {}
         Command::Delete { class, object, yes } => {
             if !yes {
                 write!(

@@ -16,6 +16,7 @@
 
 mod config;
 mod error;
+mod inspect;
 mod keys;
 mod node;
 mod placement;
@@ -24,5 +25,6 @@ pub mod testing;
 
 pub use config::{ClusterConfig, MAX_SHARDS};
 pub use error::ClusterError;
+pub use inspect::{ClusterView, MemberView, inspect};
 pub use node::{BoxFuture, Counts, Host, Member, Node, Owner, Route, Status, placed};
 pub use placement::owner as placed_owner;

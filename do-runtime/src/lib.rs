@@ -172,6 +172,12 @@ pub use base::streaming::{
     BUFFERED_CHUNKS, BodySender, BodyStream, body_stream, is_streamed, stream_request_body,
     streaming_response,
 };
+/// The cluster's settings and views (feature `cluster`).
+#[cfg(feature = "cluster")]
+pub use do_cluster::{
+    ClusterConfig, ClusterError, ClusterView, MemberView, Status as ClusterStatus,
+    inspect as inspect_cluster,
+};
 pub use do_macros::durable_object;
 #[cfg(feature = "replication")]
 pub use do_replica::{ReplicaConfig, ReplicaError};

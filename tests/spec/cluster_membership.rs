@@ -154,6 +154,46 @@ async fn nodes_split_the_shards_by_placement_and_route_to_each_other() {
             epoch: epochs[&of_b]
         }
     );
+    // What an operator sees, from etcd alone.
+    let endpoints = etcd.endpoints().join(",");
+    let args = [
+        "do-cli", "cluster", "status", "--etcd", &endpoints, "--shards",
+    ];
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = do_cli::run(args, &mut std::io::empty(), &mut out, &mut err);
+        (
+            code,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("cluster \"do\": 64 shards, 3 members, 0 unowned, 0 misplaced")
+    );
+    lines.next();
+    for name in ["a", "b", "c"] {
+        let line = lines.next().unwrap_or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let share = placed(SHARDS, &["a", "b", "c"], name).len().to_string();
+        assert_eq!(
+            words,
+            [name, &format!("{name}.test:7000"), &share, &share],
+            "{out}"
+        );
+    }
+    lines.next();
+    let shard_of_b = format!("{of_b} b {}", epochs[&of_b]);
+    assert!(
+        lines.any(|line| line.split_whitespace().collect::<Vec<_>>().join(" ") == shard_of_b),
+        "{out}"
+    );
     let status = a.status();
     assert_eq!(status.members.len(), 3);
     assert_eq!(status.owners.len(), SHARDS as usize);
