@@ -17,8 +17,18 @@ const SHARDS: u32 = 16;
 /// A runtime on a fresh directory, node `name` of the cluster on `etcd`,
 /// replicating to `nats`.
 fn node(etcd: &Etcd, nats: &NatsCluster, name: &str) -> (Runtime, tempfile::TempDir) {
+    node_with(etcd, nats, name, builder())
+}
+
+/// [`node`], from `builder`.
+fn node_with(
+    etcd: &Etcd,
+    nats: &NatsCluster,
+    name: &str,
+    builder: do_runtime::RuntimeBuilder,
+) -> (Runtime, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let rt = builder()
+    let rt = builder
         .data_dir(dir.path())
         .replicate(
             ReplicaConfig::new(nats.urls())
@@ -80,7 +90,14 @@ where
 async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_and_a_death() {
     let etcd = Etcd::start();
     let nats = NatsCluster::start(1);
-    let (a, _dir_a) = node(&etcd, &nats, "a");
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (a, _dir_a) = node_with(
+        &etcd,
+        &nats,
+        "a",
+        builder().metrics_recorder(std::sync::Arc::new(recorder)),
+    );
     let (b, _dir_b) = node(&etcd, &nats, "b");
     let (c, _dir_c) = node(&etcd, &nats, "c");
     settled(&[&a, &b, &c]).await;
@@ -97,6 +114,41 @@ async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_
             assert_eq!(value, 3, "{name}");
         }
     }
+    // A client of a reaches every object too: those a does not serve
+    // through a, which forwards the calls.
+    let address = a.cluster_status().unwrap().members[0].address.clone();
+    let client = do_runtime::Client::connect(address.as_str()).await.unwrap();
+    for name in &names {
+        let value = retried(|| async {
+            client
+                .namespace::<Counter>()?
+                .get_by_name(name)
+                .value()
+                .await
+        })
+        .await;
+        assert_eq!(value, 3, "{name}");
+    }
+    // a's metrics say so, and what its node did.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // (A snapshot takes the counters' values: one for all.)
+    let snapshot = snapshotter.snapshot().into_vec();
+    let metric = |name: &str| -> f64 {
+        snapshot
+            .iter()
+            .filter(|(key, _, _, _)| key.key().name() == name)
+            .map(|(_, _, _, value)| match value {
+                metrics_util::debugging::DebugValue::Counter(n) => *n as f64,
+                metrics_util::debugging::DebugValue::Gauge(g) => g.into_inner(),
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let served = a.cluster_status().unwrap().serving.len() as f64;
+    assert!(metric("do_cluster_forwarded_calls_total") >= 1.0);
+    assert!(metric("do_cluster_shards_acquired_total") >= served);
+    assert!(metric("do_cluster_lease_renewals_total") >= 1.0);
+    assert_eq!(metric("do_cluster_shards_served"), served);
     // Each object has one live instance, on the runtime that serves it.
     let live: usize = [&a, &b, &c]
         .iter()

@@ -305,6 +305,13 @@ impl RawStub {
         }
     }
 
+    /// Whether the stub's calls go to another process (in a cluster: to
+    /// the node that serves the object).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.target, Target::Remote(_))
+    }
+
     /// How long a caller may spin now for the reply to a call through this
     /// stub, if at all: what a [`Call`] does at its first poll, for callers
     /// that wait for replies their own way (a served connection).

@@ -192,6 +192,27 @@ pub(crate) struct RuntimeMetrics {
     pub bytes_written: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    /// In a cluster (feature `cluster`): see `net::cluster`.
+    #[cfg(feature = "cluster")]
+    pub cluster: ClusterMetrics,
+}
+
+/// A cluster node's metrics.
+#[cfg(feature = "cluster")]
+pub(crate) struct ClusterMetrics {
+    /// Shards this node serves now.
+    pub shards_served: Gauge,
+    /// Shards taken over (claimed and read back).
+    pub shards_acquired: Counter,
+    /// Shards drained and handed over.
+    pub shards_released: Counter,
+    /// Shards lost without a hand-over (the lease lapsed).
+    pub shards_lost: Counter,
+    /// Lease renewals answered.
+    pub lease_renewals: Counter,
+    /// Calls a client of this node made to objects another node serves,
+    /// forwarded there.
+    pub forwarded_calls: Counter,
 }
 
 /// Where handles come from: the recorder given to the builder, or the
@@ -239,6 +260,15 @@ impl Source {
             bytes_written: self.counter(key("do_storage_bytes_written_total")),
             cache_hits: self.counter(key("do_cache_hits_total")),
             cache_misses: self.counter(key("do_cache_misses_total")),
+            #[cfg(feature = "cluster")]
+            cluster: ClusterMetrics {
+                shards_served: self.gauge(key("do_cluster_shards_served")),
+                shards_acquired: self.counter(key("do_cluster_shards_acquired_total")),
+                shards_released: self.counter(key("do_cluster_shards_released_total")),
+                shards_lost: self.counter(key("do_cluster_shards_lost_total")),
+                lease_renewals: self.counter(key("do_cluster_lease_renewals_total")),
+                forwarded_calls: self.counter(key("do_cluster_forwarded_calls_total")),
+            },
         }
     }
 

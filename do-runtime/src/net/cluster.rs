@@ -123,6 +123,28 @@ fn join(
         }
     };
     let _ = glue.node.set(node);
+    // The node's counts, as metrics, every second.
+    let (metrics, counted) = (Arc::downgrade(&shared), glue.clone());
+    tokio.spawn(async move {
+        let mut last = do_cluster::Counts::default();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let (Some(shared), Some(node)) = (metrics.upgrade(), counted.node.get()) else {
+                return;
+            };
+            let now = node.counts();
+            let m = &shared.metrics.cluster;
+            m.shards_acquired
+                .increment(now.acquired.saturating_sub(last.acquired));
+            m.shards_released
+                .increment(now.released.saturating_sub(last.released));
+            m.shards_lost.increment(now.lost.saturating_sub(last.lost));
+            m.lease_renewals
+                .increment(now.renewals.saturating_sub(last.renewals));
+            m.shards_served.set(node.status().serving.len() as f64);
+            last = now;
+        }
+    });
     Ok(Arc::new(Membership {
         glue,
         server: Mutex::new(Some(server)),

@@ -647,6 +647,10 @@ impl Connection<'_> {
                 } else {
                     args
                 };
+                #[cfg(feature = "cluster")]
+                if caller.stub.is_remote() {
+                    self.shared.metrics.cluster.forwarded_calls.increment(1);
+                }
                 caller.stub.call_with(trace, method, args, |tracked| {
                     ReplyTo::Sink(FrameReply::new(sink.clone(), call, tracked, fetch))
                 });
