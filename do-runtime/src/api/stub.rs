@@ -16,6 +16,7 @@ use crate::base::error::{DisconnectReason, Error};
 use crate::base::id::DurableObjectId;
 use crate::base::trace::{ShortId, TraceId};
 use crate::engine::class::Class;
+#[cfg(feature = "cluster")]
 use crate::engine::placement::Route;
 use crate::engine::port::Port;
 use crate::engine::reply::{Reply, ReplyTo};
@@ -176,6 +177,7 @@ impl RawStub {
     /// another runtime gets a remote end to it; one served nowhere now gets
     /// a local end, whose calls fail retryably (`DisconnectReason::Moved`).
     pub(crate) fn new(runtime: Arc<Shared>, class: Arc<Class>, id: DurableObjectId) -> Self {
+        #[cfg(feature = "cluster")]
         if let Some(placement) = runtime.placement.get()
             && let Route::There(port) = placement.route(&class.name, &id, class.methods)
         {

@@ -28,6 +28,7 @@ pub(crate) struct Class {
     /// Metric handles of each method, with the method's name.
     pub metrics: crate::engine::telemetry::ClassMetrics,
     /// Its methods (for a remote port's spans, in a cluster).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub methods: &'static [crate::base::wire::MethodInfo],
     /// Whether the class has an `alarm` handler.
     pub has_alarm: bool,

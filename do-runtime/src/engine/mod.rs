@@ -12,6 +12,7 @@ pub(crate) mod class;
 pub(crate) mod input_gate;
 pub(crate) mod instance;
 pub(crate) mod output_gate;
+#[cfg(feature = "cluster")]
 pub(crate) mod placement;
 pub(crate) mod port;
 pub(crate) mod registry;

@@ -179,6 +179,8 @@ impl Port {
         // In a cluster, an object this runtime no longer serves (its shard
         // moved, or its lease may have lapsed) takes no more calls here:
         // the stub breaks, and a new one reaches the object where it is.
+        // (Compiled only with the feature: nothing on the embedded path.)
+        #[cfg(feature = "cluster")]
         if let Some(placement) = self.runtime.placement.get()
             && !placement.serves(&self.id)
         {

@@ -79,6 +79,7 @@ pub(crate) struct Shared {
     pub(crate) home: std::sync::OnceLock<Arc<dyn crate::base::passing::Home>>,
     /// Where objects are served, when this runtime is one of a cluster
     /// (see `engine::placement`); unset, every object is served here.
+    #[cfg(feature = "cluster")]
     pub(crate) placement: std::sync::OnceLock<Arc<dyn crate::engine::placement::Placement>>,
 }
 

@@ -916,6 +916,7 @@ impl RuntimeBuilder {
             },
             stalls: Mutex::new(Vec::new()),
             home: std::sync::OnceLock::new(),
+            #[cfg(feature = "cluster")]
             placement: std::sync::OnceLock::new(),
         });
         let _ = shared.home.set(crate::api::passing::LocalHome::of(&shared));
