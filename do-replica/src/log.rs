@@ -489,6 +489,13 @@ impl Log {
     /// meets a commit whose messages are not all written yet takes them
     /// from the stage; a stage never committed is never read.
     pub async fn append(&self, batches: &[ObjectWrites<'_>]) -> Vec<Result<u64, ReplicaError>> {
+        #[cfg(feature = "testing")]
+        if crate::testing::refused(&self.config.stream) {
+            return batches
+                .iter()
+                .map(|_| Err(ReplicaError::Unavailable("refused by the test".into())))
+                .collect();
+        }
         let mut outcomes: Vec<Result<u64, ReplicaError>> = batches
             .iter()
             .map(|_| Err(ReplicaError::Unavailable("not appended".into())))

@@ -206,9 +206,20 @@ impl NatsCluster {
     /// Starts server `i` again on its files and ports, and waits until it
     /// is ready.
     pub fn restart(&mut self, i: usize) {
-        self.kill(i);
-        self.spawn(i);
-        self.wait_ready(i);
+        self.restart_all(&[i]);
+    }
+
+    /// Starts `servers` again together, then waits until each is ready: a
+    /// server's health waits for its streams to have a quorum, which two
+    /// servers lost together only regain together.
+    pub fn restart_all(&mut self, servers: &[usize]) {
+        for &i in servers {
+            self.kill(i);
+            self.spawn(i);
+        }
+        for &i in servers {
+            self.wait_ready(i);
+        }
     }
 
     /// The end of server `i`'s log, for failure messages.
@@ -244,4 +255,29 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = answer.split(' ').nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((code, body))
+}
+
+/// Appends to be refused, by stream name (see [`refuse_next_appends`]).
+static REFUSALS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes the next `appends` calls of [`crate::Log::append`] on stream
+/// `stream`, in this process, fail at once with
+/// [`crate::ReplicaError::Unavailable`], sending nothing: a write the log
+/// certainly did not take, on demand.
+pub fn refuse_next_appends(stream: &str, appends: usize) {
+    let mut refusals = REFUSALS.lock().unwrap_or_else(|p| p.into_inner());
+    refusals.retain(|(s, _)| s != stream);
+    refusals.push((stream.to_owned(), appends));
+}
+
+/// Whether this append on `stream` is to be refused (and counts it).
+pub(crate) fn refused(stream: &str) -> bool {
+    let mut refusals = REFUSALS.lock().unwrap_or_else(|p| p.into_inner());
+    match refusals.iter_mut().find(|(s, n)| s == stream && *n > 0) {
+        Some((_, n)) => {
+            *n -= 1;
+            true
+        }
+        None => false,
+    }
 }

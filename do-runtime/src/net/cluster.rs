@@ -123,6 +123,22 @@ fn join(
         }
     };
     let _ = glue.node.set(node);
+    // Connections to the other nodes are made as they join, not on the
+    // first call that needs one (which would fail retryably meanwhile).
+    let peers = glue.clone();
+    tokio.spawn(async move {
+        loop {
+            if let Some(node) = peers.node.get() {
+                let me = node.config().node.clone();
+                for member in node.members() {
+                    if member.name != me {
+                        peers.peers.connect(&member.address);
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    });
     // The node's counts, as metrics, every second.
     let (metrics, counted) = (Arc::downgrade(&shared), glue.clone());
     tokio.spawn(async move {
@@ -210,10 +226,16 @@ impl Peers {
         id: &DurableObjectId,
         methods: &'static [MethodInfo],
     ) -> Option<Arc<dyn RemotePort>> {
+        let client = self.connect(address)?;
+        client.port(class, id.clone(), methods)
+    }
+
+    /// The client of the node at `address`, if connected; otherwise starts
+    /// connecting (once at a time), and `None`.
+    fn connect(&self, address: &str) -> Option<Client> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         match clients.get(address) {
-            Some(Some(client)) => client.port(class, id.clone(), methods),
-            Some(None) => None,
+            Some(client) => client.clone(),
             None => {
                 clients.insert(address.to_owned(), None);
                 let address = address.to_owned();
