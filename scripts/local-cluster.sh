@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v etcd >/dev/null && command -v nats-server >/dev/null ||
   { echo "run scripts/install-servers.sh first" >&2; exit 1; }
-cargo build -q --example counter_node
+cargo build -q --example counter_node && cargo build -q -p do-cli
 work="$(mktemp -d)"
 pids=()
 stop() {
@@ -53,7 +53,22 @@ for i in 1 2 3; do
     >"$work/node-$i.log" 2>&1 &
   pids+=($!)
 done
-sleep 2
+for i in 1 2 3; do
+  for _ in $(seq 1 300); do
+    grep -q serving "$work/node-$i.log" 2>/dev/null && break
+    if ! kill -0 "${pids[$((2 + i))]}" 2>/dev/null; then
+      echo "node n$i did not start:" >&2; cat "$work/node-$i.log" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+done
+# Placed: every shard owned, where placement puts it.
+for _ in $(seq 1 150); do
+  target/debug/do-cli cluster status --etcd http://127.0.0.1:2379 2>/dev/null |
+    grep -q "3 members, 0 unowned, 0 misplaced" && break
+  sleep 0.2
+done
+sleep 1
 echo "cluster up: nodes on 127.0.0.1:7001, :7002, :7003; logs in $work"
 echo "  cargo run --example counter_client -- alice 1 127.0.0.1:7002"
 echo "  cargo run -p do-cli -- cluster status --etcd $ETCD"

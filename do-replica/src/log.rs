@@ -44,6 +44,9 @@ pub const MAX_ATOMIC: usize = 1000;
 /// append whose acknowledgement was lost can be found (see `settle_doubt`).
 const BATCH_HEADER: &str = "Do-Batch";
 
+/// How an append no stream heard begins its error (see `publish_pack`).
+const NOT_HEARD: &str = "no stream heard the append";
+
 /// The stream's metadata key that records its shard count.
 const SHARDS_KEY: &str = "do-shards";
 
@@ -422,6 +425,11 @@ impl Log {
     /// it, by the server's compare-and-set; everyone gets that one back.
     pub async fn agree(&self, name: &str, proposal: &[u8]) -> Result<Vec<u8>, ReplicaError> {
         check_class(name)?;
+        // A server that just made the stream may not route to it yet.
+        again(&self.config, || self.agree_once(name, proposal)).await
+    }
+
+    async fn agree_once(&self, name: &str, proposal: &[u8]) -> Result<Vec<u8>, ReplicaError> {
         let subject = format!("{}.m.{name}", self.config.subject_prefix());
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
@@ -451,6 +459,10 @@ impl Log {
 
     /// The value `name` agreed through [`Log::agree`], if one was.
     pub async fn agreed(&self, name: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
+        again(&self.config, || self.agreed_once(name)).await
+    }
+
+    async fn agreed_once(&self, name: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
         let subject = format!("{}.m.{name}", self.config.subject_prefix());
         match self.stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => Ok(Some(message.payload.to_vec())),
@@ -702,6 +714,12 @@ impl Log {
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 }
+                // Heard by no stream: certainly not stored; it goes again.
+                Err(ReplicaError::Unavailable(why))
+                    if why.starts_with(NOT_HEARD) && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 Err(ReplicaError::Unavailable(why)) => {
                     return self.settle_doubt(messages, &batch_id, why).await;
                 }
@@ -902,6 +920,11 @@ impl Log {
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                 let shard = messages.first().map_or(0, |(shard, _, _)| *shard);
                 Err(ReplicaError::Fenced { shard })
+            }
+            // No stream heard it (a server that just joined or restarted
+            // has not learnt the stream's subjects yet): nothing is stored.
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                Err(ReplicaError::Unavailable(format!("{NOT_HEARD}: {e}")))
             }
             Err(e) => Err(unavailable("an append was not acknowledged", e)),
         }
