@@ -330,6 +330,19 @@ impl Log {
             .collect()
     }
 
+    /// The shards this writer holds (claimed, and not fenced since), with
+    /// the epoch each was claimed at.
+    pub fn held(&self) -> Vec<(u32, u64)> {
+        (0..self.config.shards)
+            .filter(|&shard| {
+                self.fences
+                    .get(shard as usize)
+                    .is_some_and(|f| f.load(Ordering::Acquire) != 0)
+            })
+            .map(|shard| (shard, self.epochs[shard as usize].load(Ordering::Acquire)))
+            .collect()
+    }
+
     /// Lets `shards` take appends again once their copy was read back
     /// (see [`Log::doubtful`]).
     pub fn resume(&self, shards: &[u32]) {

@@ -176,3 +176,35 @@ async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_
     }
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_failed_reads_its_shards_back_from_the_log() {
+    let etcd = Etcd::start();
+    let nats = NatsCluster::start(1);
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (a, _dir) = node_with(&etcd, &nats, "a", builder().__fail_commits(fail.clone()));
+    settled(&[&a]).await;
+    let counter = || a.namespace::<Counter>().get_by_name("disk");
+    assert_eq!(retried(|| counter().increment(1)).await, 1);
+    // The log takes the next write; the local disk does not.
+    fail.store(1, std::sync::atomic::Ordering::SeqCst);
+    let failed = counter().increment(1).await;
+    assert!(failed.is_err(), "{failed:?}");
+    // The store is reopened, and the node's shards read back from the log:
+    // the copy holds what the log took.
+    // (Until then, reads may still see the copy before the reopen.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = counter().value().await.ok();
+        if value == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log's write is not in the reopened copy: {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(retried(|| counter().increment(1)).await, 3);
+    a.shutdown().await;
+}

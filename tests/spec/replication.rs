@@ -522,6 +522,39 @@ async fn a_shard_let_go_in_doubt_is_read_back_and_takes_writes_again_without_a_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_whose_disk_failed_reads_back_from_the_log_what_the_disk_missed() {
+    let cluster = NatsCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rt = builder()
+        .data_dir(dir.path())
+        .__fail_commits(fail.clone())
+        .replicate(
+            ReplicaConfig::new(cluster.urls())
+                .stream("DISK")
+                .replicas(1)
+                .shards(4),
+        )
+        .build()
+        .unwrap();
+    let counters = rt.namespace::<Counter>();
+    assert_eq!(counters.get_by_name("disk").increment(1).await.unwrap(), 1);
+    // The log takes the next write; the local disk does not.
+    fail.store(1, std::sync::atomic::Ordering::SeqCst);
+    let failed = counters.get_by_name("disk").increment(1).await;
+    assert!(failed.is_err(), "{failed:?}");
+    // The store is reopened and reads back what the log holds past it
+    // (until then, reads may still see the copy before the reopen).
+    eventually("the log's write is in the reopened copy", || async {
+        let value = counters.get_by_name("disk").value().await.ok();
+        (value == Some(2)).then_some(())
+    })
+    .await;
+    assert_eq!(counters.get_by_name("disk").increment(1).await.unwrap(), 3);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_whose_epoch_is_overtaken_has_its_writes_refused_by_the_server_and_its_instance_reset()
  {
     let cluster = NatsCluster::start(3);

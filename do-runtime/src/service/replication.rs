@@ -197,6 +197,20 @@ impl LogReplica {
         }
     }
 
+    /// In a cluster, after the store was reopened (a local failure): takes
+    /// every shard this node holds over anew at its epoch, so that the
+    /// copy holds what the log took and the failed disk did not. Its
+    /// objects were already let go by the reopen.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn reacquire_held(&self, store: &Store) -> Result<()> {
+        let held = self.log.held();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let nothing: &Leave = &|_| Box::pin(async {});
+        aside(|| self.acquire(store, &held, nothing)).map(|_| ())
+    }
+
     /// In a cluster: this runtime no longer serves `shards`; it appends
     /// nothing more to them.
     #[cfg(feature = "cluster")]

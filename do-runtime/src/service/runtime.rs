@@ -875,10 +875,22 @@ impl RuntimeBuilder {
             threads: Mutex::new(Vec::new()),
             store: Mutex::new(Some(store)),
             store_source: (dir.clone(), store_options),
+            // What a reopened store lacks is read back from the log: all of
+            // it past its position, alone; the shards it holds, in a cluster.
             #[cfg(feature = "replication")]
-            on_reopen: replica.clone().filter(|_| !clustered).map(|replica| {
-                let hook: crate::engine::shared::ReopenHook =
-                    Arc::new(move |store| replica.restore(store).map(|_| ()));
+            on_reopen: replica.clone().map(|replica| {
+                let hook: crate::engine::shared::ReopenHook = if clustered {
+                    #[cfg(feature = "cluster")]
+                    {
+                        Arc::new(move |store| replica.reacquire_held(store))
+                    }
+                    #[cfg(not(feature = "cluster"))]
+                    {
+                        Arc::new(move |store| replica.restore(store).map(|_| ()))
+                    }
+                } else {
+                    Arc::new(move |store| replica.restore(store).map(|_| ()))
+                };
                 hook
             }),
             #[cfg(not(feature = "replication"))]
