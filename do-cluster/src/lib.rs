@@ -27,4 +27,3 @@ pub use config::{ClusterConfig, MAX_SHARDS};
 pub use error::ClusterError;
 pub use inspect::{ClusterView, MemberView, inspect};
 pub use node::{BoxFuture, Counts, Host, Member, Node, Owner, Route, Status, placed};
-pub use placement::owner as placed_owner;

@@ -164,6 +164,9 @@ struct Inner {
     host: Arc<dyn Host>,
     view: RwLock<View>,
     held: Mutex<BTreeMap<u32, Held>>,
+    /// Each shard's epoch while `held` says this node serves it, else 0:
+    /// what [`Node::serves`] reads on every call, without the lock.
+    serving: Vec<AtomicU64>,
     lease: AtomicI64,
     /// Until when (ns after `base`) this node may serve: see the module's
     /// documentation.
@@ -236,6 +239,7 @@ impl Node {
             host,
             view: RwLock::new(View::default()),
             held: Mutex::new(BTreeMap::new()),
+            serving: (0..config.shards).map(|_| AtomicU64::new(0)).collect(),
             lease: AtomicI64::new(0),
             valid_until: AtomicU64::new(0),
             base: Instant::now(),
@@ -262,12 +266,6 @@ impl Node {
     /// This node's settings.
     pub fn config(&self) -> &ClusterConfig {
         &self.inner.config
-    }
-
-    /// The shard of object `id` (its first four bytes, modulo the shard
-    /// count: the same as the replicated log's).
-    pub fn shard_of(&self, id: &[u8; 16]) -> u32 {
-        u32::from_be_bytes([id[0], id[1], id[2], id[3]]) % self.inner.config.shards
     }
 
     /// The epoch at which this node serves `shard` now, if it does: it owns
@@ -368,8 +366,9 @@ impl Node {
         }
         let shards: Vec<(u32, u64)> = {
             let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
-            for h in held.values_mut() {
+            for (shard, h) in held.iter_mut() {
                 h.phase = Phase::Draining;
+                self.inner.stop_serving(*shard);
             }
             held.iter().map(|(s, h)| (*s, h.epoch)).collect()
         };
@@ -426,13 +425,14 @@ impl Inner {
         if !self.valid() {
             return None;
         }
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        match held.get(&shard) {
-            Some(Held {
-                epoch,
-                phase: Phase::Serving,
-            }) => Some(*epoch),
-            _ => None,
+        let epoch = self.serving.get(shard as usize)?.load(Ordering::Acquire);
+        (epoch != 0).then_some(epoch)
+    }
+
+    /// `shard` is no longer served (kept with `held`, under its lock).
+    fn stop_serving(&self, shard: u32) {
+        if let Some(serving) = self.serving.get(shard as usize) {
+            serving.store(0, Ordering::Release);
         }
     }
 
@@ -639,7 +639,10 @@ impl Inner {
     async fn lapse(&self) {
         let shards: Vec<u32> = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            let shards = held.keys().copied().collect();
+            let shards: Vec<u32> = held.keys().copied().collect();
+            for &shard in &shards {
+                self.stop_serving(shard);
+            }
             held.clear();
             shards
         };
@@ -785,8 +788,9 @@ impl Inner {
         if !gone.is_empty() {
             {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                for shard in &gone {
-                    held.remove(shard);
+                for &shard in &gone {
+                    held.remove(&shard);
+                    self.stop_serving(shard);
                 }
             }
             self.counters
@@ -802,6 +806,7 @@ impl Inner {
                     .filter_map(|shard| {
                         let h = held.get_mut(shard)?;
                         h.phase = Phase::Draining;
+                        self.stop_serving(*shard);
                         Some((*shard, h.epoch))
                     })
                     .collect()
@@ -880,6 +885,9 @@ impl Inner {
                             && h.phase == Phase::Acquiring
                         {
                             h.phase = Phase::Serving;
+                            if let Some(serving) = self.serving.get(shard as usize) {
+                                serving.store(epoch, Ordering::Release);
+                            }
                             self.counters.acquired.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -924,6 +932,7 @@ impl Inner {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             if held.get(&shard).is_some_and(|h| h.epoch == epoch) {
                 held.remove(&shard);
+                self.stop_serving(shard);
             }
         }
         self.counters

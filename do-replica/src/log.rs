@@ -401,21 +401,10 @@ impl Log {
             // Even a marker of this epoch is replaced: it may be another
             // process's (this one's predecessor, or a zombie given the same
             // epoch), whose appends in flight must be refused from now on.
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                last.to_string().as_str(),
-            );
+            let marker = record::epoch(ours, &self.incarnation);
             let published = self
-                .js
-                .publish_with_headers(
-                    subject.clone(),
-                    headers,
-                    record::epoch(ours, &self.incarnation),
-                )
-                .await
-                .map_err(|e| unavailable("cannot claim a shard", e))?
-                .await;
+                .publish_if_last(&subject, last, marker, "cannot claim a shard")
+                .await?;
             match published {
                 Ok(ack) => {
                     if let Some(epoch) = self.epochs.get(shard as usize) {
@@ -444,18 +433,10 @@ impl Log {
 
     async fn agree_once(&self, name: &str, proposal: &[u8]) -> Result<Vec<u8>, ReplicaError> {
         let subject = format!("{}.m.{name}", self.config.subject_prefix());
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        let proposed = bytes::Bytes::copy_from_slice(proposal);
         let published = self
-            .js
-            .publish_with_headers(
-                subject.clone(),
-                headers,
-                bytes::Bytes::copy_from_slice(proposal),
-            )
-            .await
-            .map_err(|e| unavailable("cannot agree a value", e))?
-            .await;
+            .publish_if_last(&subject, 0, proposed, "cannot agree a value")
+            .await?;
         match published {
             Ok(_) => Ok(proposal.to_vec()),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
@@ -825,21 +806,10 @@ impl Log {
             .get(shard as usize)
             .map_or(self.config.epoch, |e| e.load(Ordering::Acquire));
         let subject = self.subjects.epoch(shard);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            current.to_string().as_str(),
-        );
+        let marker = record::epoch(ours, &self.incarnation);
         let published = self
-            .js
-            .publish_with_headers(
-                subject.clone(),
-                headers,
-                record::epoch(ours, &self.incarnation),
-            )
-            .await
-            .map_err(|e| unavailable("cannot claim a shard again", e))?
-            .await;
+            .publish_if_last(&subject, current, marker, "cannot claim a shard again")
+            .await?;
         match published {
             Ok(ack) => {
                 fence.store(ack.sequence, Ordering::Release);
@@ -863,6 +833,33 @@ impl Log {
             }
             Err(e) => Err(unavailable("cannot claim a shard again", e)),
         }
+    }
+
+    /// Publishes `payload` on `subject` on the condition, checked by the
+    /// server, that the subject's last message is still `last` (0: it has
+    /// none): the outer error if it could not be sent, the inner one the
+    /// server's answer (`WrongLastSequence` when another got there first).
+    async fn publish_if_last(
+        &self,
+        subject: &str,
+        last: u64,
+        payload: bytes::Bytes,
+        what: &str,
+    ) -> Result<
+        Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+        ReplicaError,
+    > {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            last.to_string().as_str(),
+        );
+        Ok(self
+            .js
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(|e| unavailable(what, e))?
+            .await)
     }
 
     /// Publishes `messages` (by shard) as one atomic batch, or one message;

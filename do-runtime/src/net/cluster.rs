@@ -274,11 +274,7 @@ impl ShardHost {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let moved: std::collections::HashSet<u32> = shards.iter().copied().collect();
-        let replica = self.replica.clone();
-        shared
-            .release_objects(Arc::new(move |id| moved.contains(&replica.shard_of(id))))
-            .await;
+        shared.release_objects(self.replica.leaves(shards)).await;
     }
 }
 
@@ -322,10 +318,8 @@ impl Host for ShardHost {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let moved: std::collections::HashSet<u32> = shards.iter().copied().collect();
-        let replica = self.replica.clone();
         // Sent now, ahead of any later call; the answers are not waited for.
-        drop(shared.release_objects(Arc::new(move |id| moved.contains(&replica.shard_of(id)))));
+        drop(shared.release_objects(self.replica.leaves(shards)));
     }
 }
 

@@ -122,13 +122,9 @@ impl LogReplica {
     ) -> Result<usize> {
         self.block_on(self.log.claim_at(shards))
             .map_err(|e| setup("cannot claim shards in the log", e))?;
-        let leaves = |shards: &[(u32, u64)]| -> crate::engine::worker::Leaves {
-            let set: std::collections::HashSet<u32> = shards.iter().map(|(s, _)| *s).collect();
-            let log_shards = self.log.config().shard_count();
-            Arc::new(move |id: &[u8; 16]| set.contains(&do_replica::shard_of(id, log_shards)))
-        };
-        self.block_on(leave(leaves(shards)));
         let taken: std::collections::HashSet<u32> = shards.iter().map(|(s, _)| *s).collect();
+        let list: Vec<u32> = taken.iter().copied().collect();
+        self.block_on(leave(self.leaves(&list)));
         let mut wiped = None;
         let stored = |e: do_storage::StorageError| setup("cannot drop a stale copy", e);
         for (namespace, _) in store.namespaces().map_err(stored)? {
@@ -149,11 +145,17 @@ impl LogReplica {
                 }
             }
         }
-        let list: Vec<u32> = taken.into_iter().collect();
         let (read, _) = self.read_back(store, 0, Some(&list), wiped)?;
-        self.block_on(leave(leaves(shards)));
+        self.block_on(leave(self.leaves(&list)));
         self.log.resume(&list);
         Ok(read)
+    }
+
+    /// The objects of `shards` (see `WorkerMsg::Release`).
+    pub(crate) fn leaves(&self, shards: &[u32]) -> crate::engine::worker::Leaves {
+        let set: std::collections::HashSet<u32> = shards.iter().copied().collect();
+        let count = self.log.config().shard_count();
+        Arc::new(move |id: &[u8; 16]| set.contains(&do_replica::shard_of(id, count)))
     }
 
     /// Reads back, on a thread of its own, the shards the log let go after
