@@ -8,6 +8,7 @@
 
 mod alarms;
 mod alloc;
+mod cluster;
 mod durable;
 mod gateway;
 mod harness;
@@ -199,9 +200,29 @@ const SCENARIOS: &[(&str, &str, Runner)] = &[
             )
         },
     ),
+    (
+        "cluster-forward",
+        "cluster: a call through a non-owner vs straight to the owner vs remote-1",
+        cluster::forwarding,
+    ),
+    (
+        "cluster-3v1",
+        "cluster: durable increments on 3 runtimes vs 1 runtime",
+        cluster::three_against_one,
+    ),
+    (
+        "cluster-failover",
+        "cluster: time until a killed owner's objects answer again, 20 kills (1 in --quick)",
+        cluster::failover,
+    ),
 ];
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--node") {
+        cluster::node_main(&args[2..]);
+        return;
+    }
     let mut config = Config {
         runs: 5,
         duration: Duration::from_secs(2),

@@ -31,6 +31,28 @@ pub struct ClusterConfig {
     pub shards: u32,
     /// How long one request to etcd may take (default 2 s).
     pub timeout: Duration,
+    /// The shared secret every node's server asks of its clients, and
+    /// presents to the other nodes when it forwards calls (default none:
+    /// anyone who reaches a node's address may call its objects).
+    pub token: Option<Secret>,
+}
+
+/// A shared secret: compared, sent, never shown (its `Debug` is
+/// `Secret(<redacted>)`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl ClusterConfig {
@@ -49,6 +71,7 @@ impl ClusterConfig {
             lease_ttl: Duration::from_secs(5),
             shards: 1024,
             timeout: Duration::from_secs(2),
+            token: None,
         }
     }
 
@@ -73,6 +96,14 @@ impl ClusterConfig {
     /// How long one request to etcd may take.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The shared secret of the cluster's nodes (see
+    /// [`ClusterConfig::token`](#structfield.token)): every node of one
+    /// cluster needs the same, and its clients too.
+    pub fn token(mut self, token: impl AsRef<[u8]>) -> Self {
+        self.token = Some(Secret(token.as_ref().to_vec()));
         self
     }
 

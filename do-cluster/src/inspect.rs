@@ -86,6 +86,16 @@ pub async fn inspect(
             Named::Other => {}
         }
     }
+    Ok(view_of(shards, &members, owners))
+}
+
+/// The view of a cluster of `shards` shards whose live members (by name,
+/// with their addresses) and shard owners are these.
+pub(crate) fn view_of(
+    shards: Option<u32>,
+    members: &BTreeMap<String, String>,
+    owners: BTreeMap<u32, Owner>,
+) -> ClusterView {
     let count = shards.unwrap_or(0);
     let names: Vec<&str> = members.keys().map(String::as_str).collect();
     let mut placed: BTreeMap<&str, usize> = BTreeMap::new();
@@ -110,11 +120,11 @@ pub async fn inspect(
             placed: placed.get(name.as_str()).copied().unwrap_or(0),
         })
         .collect();
-    Ok(ClusterView {
+    ClusterView {
         shards,
         unowned: (count as usize).saturating_sub(owners.len()),
         members,
         owners,
         misplaced,
-    })
+    }
 }

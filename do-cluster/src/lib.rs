@@ -23,7 +23,7 @@ mod placement;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{ClusterConfig, MAX_SHARDS};
+pub use config::{ClusterConfig, MAX_SHARDS, Secret};
 pub use error::ClusterError;
 pub use inspect::{ClusterView, MemberView, inspect};
 pub use node::{BoxFuture, Counts, Host, Member, Node, Owner, Route, Status, placed};

@@ -339,6 +339,17 @@ impl Node {
         }
     }
 
+    /// The cluster as this node knows it (from its watch of etcd): what
+    /// [`inspect`](crate::inspect) reads from etcd itself.
+    pub fn view(&self) -> crate::ClusterView {
+        let view = self.inner.view.read().unwrap_or_else(|p| p.into_inner());
+        crate::inspect::view_of(
+            Some(self.inner.config.shards),
+            &view.members,
+            view.owners.clone(),
+        )
+    }
+
     /// Counts of what this node did.
     pub fn counts(&self) -> Counts {
         let c = &self.inner.counters;

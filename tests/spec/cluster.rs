@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use do_cluster::ClusterConfig;
 use do_replica::ReplicaConfig;
-use do_runtime::{Error, Runtime};
+use do_runtime::bytes::Bytes;
+use do_runtime::http;
+use do_runtime::{Error, ListIds, Runtime};
 use do_tests::etcd::Etcd;
 use do_tests::nats::NatsCluster;
 use do_tests::{Counter, builder};
@@ -129,6 +131,102 @@ async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_
         .await;
         assert_eq!(value, 3, "{name}");
     }
+    // Listing reaches every member: each object once, in id order, page
+    // by page, from a runtime and from a client of one.
+    let mut wanted: Vec<String> = names
+        .iter()
+        .map(|n| a.namespace::<Counter>().id_from_name(n).to_string())
+        .collect();
+    wanted.sort();
+    let mut listed = Vec::new();
+    let mut options = ListIds::new().limit(7);
+    loop {
+        let counters = a.namespace::<Counter>();
+        let page = retried(|| counters.list_ids(options.clone())).await;
+        listed.extend(page.objects.iter().map(|o| o.id.to_string()));
+        match page.cursor {
+            Some(cursor) => options = ListIds::new().limit(7).cursor(&cursor),
+            None => break,
+        }
+    }
+    assert_eq!(listed, wanted, "a's listing of the cluster");
+    let page = retried(|| async {
+        client
+            .namespace::<Counter>()?
+            .list_ids(ListIds::new().limit(1000))
+            .await
+    })
+    .await;
+    let through_client: Vec<String> = page.objects.iter().map(|o| o.id.to_string()).collect();
+    assert_eq!(through_client, wanted, "the listing through a client of a");
+    assert!(
+        page.objects
+            .iter()
+            .all(|o| o.has_stored_data && o.name.is_some()),
+        "{page:?}"
+    );
+    // The admin API shows the cluster as do-cli does.
+    let gateway = a.gateway().admin("s3cret").start().await.unwrap();
+    let request = http::Request::get("/admin/cluster")
+        .header("host", "gateway")
+        .header("authorization", "Bearer s3cret")
+        .body(Bytes::new())
+        .unwrap();
+    let response = do_tests::client::http(gateway.local_addr(), request).await;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let view: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(view["shards"], SHARDS);
+    assert_eq!(view["members"].as_array().map(Vec::len), Some(3), "{view}");
+    assert_eq!(
+        view["owners"].as_array().map(Vec::len),
+        Some(SHARDS as usize),
+        "{view}"
+    );
+    let owned: u64 = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["owned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(owned, u64::from(SHARDS), "{view}");
+    // Spans say which node they were recorded on: the forwarding node's
+    // call span, the serving node's handle span.
+    let served_by_b = names
+        .iter()
+        .find(|n| {
+            let id = b.namespace::<Counter>().id_from_name(n);
+            b.cluster_status()
+                .unwrap()
+                .serving
+                .contains(&do_replica::shard_of(
+                    &id.as_bytes()[..16].try_into().unwrap(),
+                    SHARDS,
+                ))
+        })
+        .expect("b serves one of the objects");
+    let id = a.namespace::<Counter>().id_from_name(served_by_b);
+    let short = id.to_string()[..16].to_owned();
+    do_tests::capture::watch(&short);
+    retried(|| a.namespace::<Counter>().get_by_name(served_by_b).value()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let spans = do_tests::capture::spans_of(&short);
+        let recorded = |target: &str, node: &str| {
+            spans.iter().any(|s| {
+                s.target == target
+                    && s.fields.get("method").map(String::as_str) == Some("value")
+                    && s.fields.get("node").map(String::as_str) == Some(node)
+            })
+        };
+        if recorded("do_runtime::call", "a") && recorded("do_runtime::handle", "b") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans without their nodes: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // a's metrics say so, and what its node did.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // (A snapshot takes the counters' values: one for all.)
@@ -207,4 +305,68 @@ async fn a_node_whose_disk_failed_reads_its_shards_back_from_the_log() {
     }
     assert_eq!(retried(|| counter().increment(1)).await, 3);
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_a_cluster_with_a_token_forward_to_each_other_and_refuse_clients_without_it() {
+    let etcd = Etcd::start();
+    let nats = NatsCluster::start(1);
+    let with_token = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = builder()
+            .data_dir(dir.path())
+            .replicate(
+                ReplicaConfig::new(nats.urls())
+                    .stream("TOKENS")
+                    .replicas(1)
+                    .shards(SHARDS),
+            )
+            .cluster(
+                ClusterConfig::new(etcd.endpoints(), name, "127.0.0.1:0")
+                    .prefix("tokens")
+                    .lease_ttl(Duration::from_secs(2))
+                    .shards(SHARDS)
+                    .token("a-cluster-secret"),
+            )
+            .build()
+            .expect("the node builds");
+        (rt, dir)
+    };
+    let (a, _dir_a) = with_token("a");
+    let (b, _dir_b) = with_token("b");
+    settled(&[&a, &b]).await;
+    // Both serve some objects, and a reaches b's through its token.
+    let names: Vec<String> = (0..20).map(|i| format!("secret-{i}")).collect();
+    for name in &names {
+        assert_eq!(
+            retried(|| a.namespace::<Counter>().get_by_name(name).increment(1)).await,
+            1
+        );
+    }
+    assert!(b.stats().live_instances > 0, "some objects live on b");
+    // A client must present the token.
+    let address = a.cluster_status().unwrap().members[0].address.clone();
+    let refused = do_runtime::Client::connect(address.as_str()).await;
+    assert!(refused.is_err(), "a client without the token was let in");
+    let client = do_runtime::Client::builder()
+        .token("a-cluster-secret")
+        .connect(address.as_str())
+        .await
+        .unwrap();
+    for name in &names {
+        let value = retried(|| async {
+            client
+                .namespace::<Counter>()?
+                .get_by_name(name)
+                .value()
+                .await
+        })
+        .await;
+        assert_eq!(value, 1, "{name}");
+    }
+    // Its Debug never shows the secret.
+    let config = ClusterConfig::new(["http://x"], "n", "h:1").token("hidden-value");
+    assert!(!format!("{config:?}").contains("hidden-value"));
+    a.shutdown().await;
+    b.shutdown().await;
 }

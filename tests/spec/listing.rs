@@ -131,3 +131,22 @@ async fn listing_works_through_a_remote_client() {
         Err(Error::BadRequest(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_first_reached_by_name_through_a_remote_client_is_listed_with_its_name() {
+    let rt = builder().build_for_test().unwrap();
+    let server = rt.server().start().await.unwrap();
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let remote = client.namespace::<Counter>().unwrap();
+    remote.get_by_name("from-afar").increment(1).await.unwrap();
+    remote
+        .get(remote.new_unique_id())
+        .increment(1)
+        .await
+        .unwrap();
+    let all = all_pages(&rt.namespace::<Counter>(), 10).await;
+    let names: Vec<Option<&str>> = all.iter().map(|o| o.name.as_deref()).collect();
+    assert_eq!(all.len(), 2);
+    assert!(names.contains(&Some("from-afar")), "{all:?}");
+    assert!(names.contains(&None), "the unique id has no name: {all:?}");
+}

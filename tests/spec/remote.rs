@@ -313,6 +313,7 @@ mod wire {
         varint(method.into(), &mut body);
         bytes(args, &mut body);
         varint(0, &mut body); // trace: none
+        body.push(0); // name: none
         frame(&body)
     }
 }

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::{DurableObjectId, NamespaceKey};
 use crate::engine::{class::Class, shared::Shared};
@@ -86,13 +84,7 @@ pub struct IdPage {
     pub cursor: Option<String>,
 }
 
-/// An object of a listing as it crosses the network.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct WireEntry {
-    pub id: Vec<u8>,
-    pub name: Option<String>,
-    pub has_data: bool,
-}
+pub(crate) use crate::base::wire::WireEntry;
 
 /// Reads a page of the local store.
 pub(crate) fn list_local(
@@ -101,12 +93,75 @@ pub(crate) fn list_local(
     after: Option<[u8; 16]>,
     limit: usize,
 ) -> Result<Vec<WireEntry>> {
-    let store = shared.store().ok_or_else(|| match shared.storage_fault() {
+    let store = store_of(shared)?;
+    entries(&store, class.storage_namespace, &class.key, after, limit)
+}
+
+/// A page of the objects of `class` wherever they are served: without a
+/// cluster, the local store's; in a cluster, those this runtime serves
+/// merged with what every other member serves (each lists a page, and the
+/// first `limit` of all of them, in id order, are the page). It fails,
+/// retryably, while a member cannot be reached: a page never leaves out
+/// the objects of a member silently.
+pub(crate) async fn list_everywhere(
+    shared: &Arc<Shared>,
+    class: &Class,
+    after: Option<[u8; 16]>,
+    limit: usize,
+) -> Result<Vec<WireEntry>> {
+    #[cfg(feature = "cluster")]
+    if let Some(placement) = shared.placement.get() {
+        let elsewhere = placement.list_elsewhere(&class.name, after, limit);
+        let mut all = list_served(shared, class, after, limit)?;
+        all.extend(elsewhere.await?);
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        // An object whose shard moves between two answers may be in both.
+        all.dedup_by(|a, b| a.id == b.id);
+        all.truncate(limit);
+        return Ok(all);
+    }
+    list_local(shared, class, after, limit)
+}
+
+/// A page of the local store's objects of `class` that this runtime
+/// serves: in a cluster, the store may still hold objects of shards that
+/// moved away, which their new owner lists.
+pub(crate) fn list_served(
+    shared: &Arc<Shared>,
+    class: &Class,
+    after: Option<[u8; 16]>,
+    limit: usize,
+) -> Result<Vec<WireEntry>> {
+    #[cfg(feature = "cluster")]
+    if let Some(placement) = shared.placement.get() {
+        let store = store_of(shared)?;
+        let mut served = Vec::new();
+        let mut after = after;
+        loop {
+            let page = store.list_objects(class.storage_namespace, after, limit)?;
+            let full = page.len() >= limit;
+            after = page.last().map(|o| o.id);
+            served.extend(
+                page.into_iter()
+                    .filter(|o| placement.serves_base(&o.id))
+                    .map(|o| entry(&class.key, o)),
+            );
+            if !full || served.len() >= limit {
+                served.truncate(limit);
+                return Ok(served);
+            }
+        }
+    }
+    list_local(shared, class, after, limit)
+}
+
+/// The store, or why there is none now.
+fn store_of(shared: &Arc<Shared>) -> Result<do_storage::Store> {
+    shared.store().ok_or_else(|| match shared.storage_fault() {
         // Being reopened after a failed write (see `service::recovery`).
         Some(fault) => Error::disconnected(DisconnectReason::Reset, fault),
         None => Error::disconnected(DisconnectReason::Shutdown, "the runtime has shut down"),
-    })?;
-    entries(&store, class.storage_namespace, &class.key, after, limit)
+    })
 }
 
 /// A page of the objects of namespace `number` in `store`.
@@ -120,12 +175,17 @@ pub(crate) fn entries(
     Ok(store
         .list_objects(number, after, limit)?
         .into_iter()
-        .map(|o| WireEntry {
-            id: key.id_from_base(o.id).as_bytes().to_vec(),
-            name: o.name,
-            has_data: o.has_data,
-        })
+        .map(|o| entry(key, o))
         .collect())
+}
+
+/// A stored object as a listing's entry.
+fn entry(key: &NamespaceKey, object: do_storage::KnownObject) -> WireEntry {
+    WireEntry {
+        id: key.id_from_base(object.id).as_bytes().to_vec(),
+        name: object.name,
+        has_data: object.has_data,
+    }
 }
 
 /// Turns wire entries into a page, checking each id against the key.

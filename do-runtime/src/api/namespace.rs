@@ -157,7 +157,8 @@ impl<T: DurableObject> Namespace<T> {
         let (after, limit) = options.resolve()?;
         match &self.target {
             NsTarget::Local { shared, class } => {
-                let entries = crate::api::listing::list_local(shared, class, after, limit)?;
+                let entries =
+                    crate::api::listing::list_everywhere(shared, class, after, limit).await?;
                 crate::api::listing::page(&class.key, entries, limit)
             }
             NsTarget::Remote(remote) => {

@@ -453,6 +453,7 @@ impl CallRecord {
                         class = %s.class.name,
                         id = %ShortId(&s.id),
                         method = metrics.info.name,
+                        node = s.runtime.node_name(),
                         trace_id = tracing::field::Empty,
                         outcome = tracing::field::Empty,
                     )
@@ -476,6 +477,7 @@ impl CallRecord {
                         id = %ShortId(r.id()),
                         method = info.map_or("unknown", |m| m.name),
                         remote = true,
+                        node = r.node(),
                         trace_id = tracing::field::Empty,
                         outcome = tracing::field::Empty,
                     )

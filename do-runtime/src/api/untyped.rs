@@ -123,12 +123,13 @@ impl AnyNamespace {
 
     /// A page of the objects of this namespace, as
     /// [`Namespace::list_ids`](crate::Namespace::list_ids).
-    pub fn list_ids(
+    pub async fn list_ids(
         &self,
         options: crate::api::listing::ListIds,
     ) -> crate::base::error::Result<crate::api::listing::IdPage> {
         let (after, limit) = options.resolve()?;
-        let entries = crate::api::listing::list_local(&self.shared, &self.class, after, limit)?;
+        let entries =
+            crate::api::listing::list_everywhere(&self.shared, &self.class, after, limit).await?;
         crate::api::listing::page(&self.class.key, entries, limit)
     }
 }

@@ -13,4 +13,14 @@ pub struct MethodInfo {
     pub fallible: bool,
 }
 
+/// An object of a listing as it crosses the network (to a remote client,
+/// or between the members of a cluster): its whole id, its name where
+/// known, and whether it holds stored data now.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WireEntry {
+    pub id: Vec<u8>,
+    pub name: Option<String>,
+    pub has_data: bool,
+}
+
 pub use do_wire::{ALARM, FETCH, WEBSOCKET_CLOSE, WEBSOCKET_ERROR, WEBSOCKET_MESSAGE, method_id};

@@ -617,6 +617,7 @@ impl ObjectTask {
             class = %self.class.name,
             id = %ShortId(&self.id),
             method = self.class.metrics.method(method).info.name,
+            node = self.shared.node_name(),
             trace_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );

@@ -10,8 +10,11 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
+use crate::base::error::Result;
 use crate::base::id::DurableObjectId;
-use crate::base::wire::MethodInfo;
+use crate::base::wire::{MethodInfo, WireEntry};
 use crate::engine::remote::RemotePort;
 
 /// Where calls to an object go.
@@ -29,7 +32,22 @@ pub(crate) enum Route {
 /// Where objects are served (see the module's documentation).
 pub(crate) trait Placement: Send + Sync {
     /// Whether this runtime serves the object of `id` now.
-    fn serves(&self, id: &DurableObjectId) -> bool;
+    fn serves(&self, id: &DurableObjectId) -> bool {
+        self.serves_base(&id.base())
+    }
+
+    /// Whether this runtime serves the object whose id base is `base` now.
+    fn serves_base(&self, base: &[u8; 16]) -> bool;
+
+    /// What each other member serves of class `class`: a page after
+    /// `after` of at most `limit` objects from each, all together. Fails,
+    /// retryably, while a member cannot be reached.
+    fn list_elsewhere(
+        &self,
+        class: &str,
+        after: Option<[u8; 16]>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<WireEntry>>>;
 
     /// Where calls to object `id` of class `class` (whose methods are
     /// `methods`) go now.

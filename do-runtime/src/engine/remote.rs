@@ -19,6 +19,10 @@ pub(crate) trait RemotePort: Send + Sync {
     fn id(&self) -> &DurableObjectId;
     /// The class name, for spans.
     fn class_name(&self) -> &str;
+    /// The cluster node that forwards through this stub, for spans.
+    fn node(&self) -> Option<&str> {
+        None
+    }
     /// What the client's code knows of method `method`, for spans.
     fn method(&self, method: u32) -> Option<&'static MethodInfo>;
     /// Whether every call now fails with a disconnected error.

@@ -81,6 +81,16 @@ pub(crate) struct Shared {
     /// (see `engine::placement`); unset, every object is served here.
     #[cfg(feature = "cluster")]
     pub(crate) placement: std::sync::OnceLock<Arc<dyn crate::engine::placement::Placement>>,
+    /// This runtime's node name, when it is one of a cluster: its spans
+    /// carry it.
+    pub(crate) node: std::sync::OnceLock<Arc<str>>,
+}
+
+impl Shared {
+    /// The node name spans carry (see [`Shared::node`]).
+    pub(crate) fn node_name(&self) -> Option<&str> {
+        self.node.get().map(|name| &**name)
+    }
 }
 
 /// The most calls in flight with which a served client's pipelining still

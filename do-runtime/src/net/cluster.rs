@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use do_cluster::{BoxFuture, ClusterConfig, Host, Node, Status};
 
-use crate::base::error::{Error, Result};
+use crate::base::error::{DisconnectReason, Error, Result};
 use crate::base::id::DurableObjectId;
-use crate::base::wire::MethodInfo;
+use crate::base::wire::{MethodInfo, WireEntry};
 use crate::engine::placement::{Placement, Route};
 use crate::engine::remote::RemotePort;
 use crate::engine::shared::Shared;
@@ -87,6 +87,8 @@ fn join(
         node: OnceLock::new(),
         replica: replica.clone(),
         peers: Peers {
+            node: config.node.as_str().into(),
+            token: config.token.clone(),
             tokio: tokio.handle().clone(),
             clients: Arc::new(Mutex::new(HashMap::new())),
         },
@@ -95,14 +97,19 @@ fn join(
     // objects are served nowhere here.
     let placement: Arc<dyn Placement> = glue.clone();
     let _ = shared.placement.set(placement);
+    let _ = shared.node.set(config.node.as_str().into());
     let host = Arc::new(ShardHost {
         shared: Arc::downgrade(&shared),
         replica,
     });
     let joined = aside(|| {
         tokio.block_on(async {
-            let server = runtime
-                .serve(addr)
+            let mut server = runtime.server().addr(addr);
+            if let Some(token) = &config.token {
+                server = server.token(token.expose());
+            }
+            let server = server
+                .start()
                 .await
                 .map_err(|e| setup("cannot serve", &e))?;
             // Port 0: the port it got is the one the others must reach.
@@ -185,11 +192,51 @@ struct Glue {
 }
 
 impl Placement for Glue {
-    fn serves(&self, id: &DurableObjectId) -> bool {
+    fn serves_base(&self, base: &[u8; 16]) -> bool {
         let Some(node) = self.node.get() else {
             return false;
         };
-        node.serves(self.replica.shard_of(&id.base())).is_some()
+        node.serves(self.replica.shard_of(base)).is_some()
+    }
+
+    fn list_elsewhere(
+        &self,
+        class: &str,
+        after: Option<[u8; 16]>,
+        limit: usize,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<WireEntry>>> {
+        let unreachable =
+            |what: String| Error::disconnected(DisconnectReason::ConnectionLost, what);
+        let clients: Result<Vec<Client>> = match self.node.get() {
+            None => Err(unreachable("this runtime has not joined its cluster yet".into())),
+            Some(node) => node
+                .members()
+                .into_iter()
+                .filter(|member| member.name != node.config().node)
+                .map(|member| {
+                    self.peers.connect(&member.address).ok_or_else(|| {
+                        unreachable(format!(
+                            "cluster member {:?} is not reachable yet: listing again shortly lists its objects",
+                            member.name
+                        ))
+                    })
+                })
+                .collect(),
+        };
+        let class = class.to_owned();
+        Box::pin(async move {
+            let lists = futures_util::future::join_all(
+                clients?
+                    .iter()
+                    .map(|client| client.list_served(&class, after, limit)),
+            )
+            .await;
+            let mut all = Vec::new();
+            for list in lists {
+                all.extend(list?);
+            }
+            Ok(all)
+        })
     }
 
     fn route(&self, class: &str, id: &DurableObjectId, methods: &'static [MethodInfo]) -> Route {
@@ -211,6 +258,10 @@ impl Placement for Glue {
 
 /// Connections to the other nodes, one client each, made on first need.
 struct Peers {
+    /// This node's name (the spans of the calls it forwards carry it).
+    node: Arc<str>,
+    /// The cluster's shared secret, which the other nodes ask for.
+    token: Option<do_cluster::Secret>,
     tokio: tokio::runtime::Handle,
     /// By address; `None` while connecting.
     clients: Arc<Mutex<HashMap<String, Option<Client>>>>,
@@ -240,8 +291,12 @@ impl Peers {
                 clients.insert(address.to_owned(), None);
                 let address = address.to_owned();
                 let all = self.clients.clone();
+                let mut builder = Client::builder().for_node(self.node.clone());
+                if let Some(token) = &self.token {
+                    builder = builder.token(token.expose());
+                }
                 self.tokio.spawn(async move {
-                    let client = Client::connect(address.as_str()).await;
+                    let client = builder.connect(address.as_str()).await;
                     let mut clients = all.lock().unwrap_or_else(|p| p.into_inner());
                     match client {
                         Ok(client) => {
@@ -363,6 +418,10 @@ impl Member for Membership {
                 misplaced: 0,
             },
         }
+    }
+
+    fn view(&self) -> Option<do_cluster::ClusterView> {
+        self.glue.node.get().map(Node::view)
     }
 }
 

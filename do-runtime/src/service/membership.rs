@@ -20,6 +20,9 @@ pub(crate) trait Member: Send + Sync {
     fn leave(&self) -> BoxFuture<'_, ()>;
     /// What the cluster looks like from this runtime.
     fn status(&self) -> do_cluster::Status;
+    /// The cluster as this runtime knows it, as an operator reads it;
+    /// `None` until it has joined.
+    fn view(&self) -> Option<do_cluster::ClusterView>;
 }
 
 /// Joins the built runtime to its cluster, given its replicated log.

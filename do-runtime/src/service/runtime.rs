@@ -362,6 +362,22 @@ impl Runtime {
         self.member.as_ref().map(|member| member.status())
     }
 
+    /// The cluster as this runtime knows it, as `do-cli cluster status`
+    /// and the admin API's `GET /admin/cluster` show it (members, the
+    /// shards each owns and would own once nothing moves, each shard's
+    /// owner and epoch), when it is one of a cluster (feature `cluster`).
+    #[cfg(feature = "cluster")]
+    pub fn cluster_view(&self) -> Option<do_cluster::ClusterView> {
+        self.member.as_ref().and_then(|member| member.view())
+    }
+
+    /// This runtime's membership of a cluster, if it is one's (the
+    /// gateway's admin API shows it).
+    #[cfg(all(feature = "cluster", feature = "gateway"))]
+    pub(crate) fn member(&self) -> Option<Arc<dyn crate::service::membership::Member>> {
+        self.member.clone()
+    }
+
     /// A cloneable, `Send` handle to this runtime's namespaces.
     pub fn env(&self) -> Env {
         Env::new(self.shared.clone())
@@ -930,6 +946,7 @@ impl RuntimeBuilder {
             home: std::sync::OnceLock::new(),
             #[cfg(feature = "cluster")]
             placement: std::sync::OnceLock::new(),
+            node: std::sync::OnceLock::new(),
         });
         let _ = shared.home.set(crate::api::passing::LocalHome::of(&shared));
         // Shards the log lets go in doubt are read back once it answers.

@@ -9,6 +9,7 @@
 //! | `GET /admin/namespaces/{class}/objects/{id or name}/export` | JSON lines of [`Record`]s |
 //! | `DELETE /admin/namespaces/{class}/objects/{id or name}` | `{"deleted": n}` |
 //! | `POST /admin/import` (JSON lines of [`Record`]s) | `{"written": n}` |
+//! | `GET /admin/cluster` (a member of a cluster) | `{"shards", "unowned", "misplaced", "members": [{"name", "address", "owned", "placed"}], "owners": [{"shard", "node", "epoch"}]}` |
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -21,8 +22,21 @@ use crate::api::listing::ListIds;
 use crate::base::error::Error;
 use crate::base::fetch::{Request, Response};
 
+/// The cluster as the runtime knows it, for `GET /admin/cluster` (`None`:
+/// it is no member of a cluster).
+#[cfg(feature = "cluster")]
+pub(super) type ClusterView = do_cluster::ClusterView;
+/// Without the `cluster` feature a runtime is never one of a cluster.
+#[cfg(not(feature = "cluster"))]
+pub(super) type ClusterView = std::convert::Infallible;
+
 /// Answers a request under `/admin/`.
-pub(super) async fn handle(token: &str, env: &Env, request: Request) -> Response {
+pub(super) async fn handle(
+    token: &str,
+    env: &Env,
+    cluster: Option<ClusterView>,
+    request: Request,
+) -> Response {
     if !authorized(token, &request) {
         let mut response = json_response(
             StatusCode::UNAUTHORIZED,
@@ -34,7 +48,7 @@ pub(super) async fn handle(token: &str, env: &Env, request: Request) -> Response
         );
         return response;
     }
-    match route(env, request).await {
+    match route(env, cluster, request).await {
         Ok(response) => response,
         Err(e) => {
             let status = super::route::error_response(&e).status();
@@ -71,7 +85,11 @@ fn authorized(token: &str, request: &Request) -> bool {
         && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
-async fn route(env: &Env, request: Request) -> Result<Response, Error> {
+async fn route(
+    env: &Env,
+    cluster: Option<ClusterView>,
+    request: Request,
+) -> Result<Response, Error> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     let parts: Vec<&str> = path
@@ -92,6 +110,16 @@ async fn route(env: &Env, request: Request) -> Result<Response, Error> {
                 &json!({ "namespaces": namespaces }),
             ))
         }
+        (Method::GET, ["cluster"]) => match cluster {
+            #[cfg(feature = "cluster")]
+            Some(view) => Ok(json_response(StatusCode::OK, &cluster_json(&view))),
+            #[cfg(not(feature = "cluster"))]
+            Some(never) => match never {},
+            None => Ok(json_response(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "this runtime is not a member of a cluster" }),
+            )),
+        },
         (Method::GET, ["namespaces", class, "objects"]) => {
             let ns = env.namespace_named(class)?;
             let mut options = ListIds::new();
@@ -107,7 +135,7 @@ async fn route(env: &Env, request: Request) -> Result<Response, Error> {
                     _ => {}
                 }
             }
-            let page = ns.list_ids(options)?;
+            let page = ns.list_ids(options).await?;
             let objects: Vec<Value> = page
                 .objects
                 .iter()
@@ -172,6 +200,35 @@ async fn route(env: &Env, request: Request) -> Result<Response, Error> {
         }
         _ => Err(Error::BadRequest(format!("no admin endpoint {path}"))),
     }
+}
+
+/// A cluster's view as JSON: what `do-cli cluster status` prints.
+#[cfg(feature = "cluster")]
+fn cluster_json(view: &ClusterView) -> Value {
+    let members: Vec<Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "address": m.address,
+                "owned": m.owned,
+                "placed": m.placed,
+            })
+        })
+        .collect();
+    let owners: Vec<Value> = view
+        .owners
+        .iter()
+        .map(|(shard, owner)| json!({ "shard": shard, "node": owner.node, "epoch": owner.epoch }))
+        .collect();
+    json!({
+        "shards": view.shards,
+        "unowned": view.unowned,
+        "misplaced": view.misplaced,
+        "members": members,
+        "owners": owners,
+    })
 }
 
 /// An id in its text form, or else a name.

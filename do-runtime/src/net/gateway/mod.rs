@@ -69,6 +69,9 @@ pub struct GatewayBuilder {
     admin: Option<String>,
     #[cfg(feature = "prometheus")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The runtime's membership of a cluster, for `GET /admin/cluster`.
+    #[cfg(feature = "cluster")]
+    member: Option<Arc<dyn crate::service::membership::Member>>,
 }
 
 /// A running HTTP gateway. Dropping it (or [`Gateway::shutdown`]) stops
@@ -132,6 +135,8 @@ impl Runtime {
             admin: None,
             #[cfg(feature = "prometheus")]
             prometheus: None,
+            #[cfg(feature = "cluster")]
+            member: self.member(),
         }
     }
 }
@@ -261,6 +266,8 @@ impl GatewayBuilder {
             admin: self.admin,
             #[cfg(feature = "prometheus")]
             prometheus: self.prometheus,
+            #[cfg(feature = "cluster")]
+            member: self.member,
             stopped,
         });
         let task = tokio::spawn(accept_loop(listener, state));
@@ -316,6 +323,8 @@ struct State {
     admin: Option<String>,
     #[cfg(feature = "prometheus")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    #[cfg(feature = "cluster")]
+    member: Option<Arc<dyn crate::service::membership::Member>>,
     stopped: watch::Receiver<bool>,
 }
 
@@ -549,7 +558,11 @@ async fn answer(
     if let Some(token) = &state.admin
         && request.uri().path().starts_with("/admin/")
     {
-        return to_hyper(admin::handle(token, &state.env, request).await);
+        #[cfg(feature = "cluster")]
+        let cluster = state.member.as_ref().and_then(|member| member.view());
+        #[cfg(not(feature = "cluster"))]
+        let cluster = None;
+        return to_hyper(admin::handle(token, &state.env, cluster, request).await);
     }
     let key = request
         .headers()

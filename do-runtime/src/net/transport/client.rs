@@ -62,6 +62,8 @@ pub struct ClientBuilder {
     token: Option<Vec<u8>>,
     max_frame_bytes: usize,
     connect_timeout: Duration,
+    /// The cluster node this client forwards calls for (its spans say so).
+    node: Option<Arc<str>>,
 }
 
 /// What every connection of one client needs.
@@ -231,6 +233,8 @@ pub(crate) struct RemoteClass {
     pub name: String,
     pub schema: String,
     pub key: NamespaceKey,
+    /// The cluster node the client forwards for (see `ClientBuilder::for_node`).
+    pub node: Option<Arc<str>>,
 }
 
 /// One connection, as a stub or the client holds it. When the last holder
@@ -386,6 +390,7 @@ impl Default for ClientBuilder {
             token: None,
             max_frame_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            node: None,
         }
     }
 }
@@ -406,6 +411,14 @@ impl ClientBuilder {
     /// How long connecting and the handshake may take. Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// The cluster node whose calls to other nodes this client carries:
+    /// the spans of its calls carry the node's name.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn for_node(mut self, node: Arc<str>) -> Self {
+        self.node = Some(node);
         self
     }
 
@@ -442,6 +455,7 @@ impl ClientBuilder {
                     name: ns.class.clone(),
                     schema: ns.schema.clone(),
                     key: NamespaceKey::from_key(&ns.class, &ns.key)?,
+                    node: self.node.clone(),
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -520,6 +534,26 @@ impl Client {
         Some(Arc::new(self.shared.stub(class, id, methods)))
     }
 
+    /// What the server serves itself of class `class`: a page after
+    /// `after` of at most `limit` objects (a cluster member asks the
+    /// others this to list the whole cluster).
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn list_served(
+        &self,
+        class: &str,
+        after: Option<[u8; 16]>,
+        limit: usize,
+    ) -> Result<Vec<WireEntry>> {
+        let index = self
+            .shared
+            .classes
+            .iter()
+            .find(|c| c.name == class)
+            .map(|c| c.index)
+            .ok_or_else(|| Error::NotRegistered(class.to_owned()))?;
+        self.shared.list_ids(index, after, limit, true).await
+    }
+
     /// The class names the server serves.
     pub fn namespaces(&self) -> Vec<String> {
         self.shared.classes.iter().map(|c| c.name.clone()).collect()
@@ -566,13 +600,15 @@ impl ClientShared {
         current.clone()
     }
 
-    /// A stub for `id` of `class`, on the current connection.
-    /// Asks the server for a page of the objects of namespace `class`.
+    /// Asks the server for a page of the objects of namespace `class`: in
+    /// a cluster, of the whole cluster, or with `here` of the objects it
+    /// serves alone.
     pub(crate) async fn list_ids(
         &self,
         class: u32,
         after: Option<[u8; 16]>,
         limit: usize,
+        here: bool,
     ) -> Result<Vec<WireEntry>> {
         let conn = self.connection();
         let (reply, rx) = oneshot::channel();
@@ -584,6 +620,7 @@ impl ClientShared {
                 class,
                 after,
                 limit,
+                here,
             },
             reply,
         )?;
@@ -597,6 +634,7 @@ impl ClientShared {
             .map_err(|e| Error::Codec(format!("cannot decode a listing: {e}")))
     }
 
+    /// A stub for `id` of `class`, on the current connection.
     pub(crate) fn stub(
         &self,
         class: &Arc<RemoteClass>,
@@ -624,6 +662,7 @@ impl ClientShared {
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             home,
+            named: AtomicBool::new(false),
         }
     }
 }
@@ -652,7 +691,7 @@ impl RemoteNamespace for ClientNamespace {
         after: Option<[u8; 16]>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<WireEntry>>> {
-        Box::pin(self.client.list_ids(self.class.index, after, limit))
+        Box::pin(self.client.list_ids(self.class.index, after, limit, false))
     }
 }
 
@@ -672,6 +711,9 @@ pub(crate) struct RemoteStub {
     aborted: AtomicBool,
     /// The client's home, for the ids and stubs in results.
     home: Option<Arc<dyn Home>>,
+    /// Whether a call carrying the object's name was queued (see
+    /// `ClientFrame::Call`).
+    named: AtomicBool,
 }
 
 impl RemotePort for RemoteStub {
@@ -696,6 +738,10 @@ impl RemotePort for RemoteStub {
 
     fn class_name(&self) -> &str {
         &self.info.name
+    }
+
+    fn node(&self) -> Option<&str> {
+        self.info.node.as_deref()
     }
 
     fn method(&self, method: u32) -> Option<&'static MethodInfo> {
@@ -748,9 +794,19 @@ impl RemotePort for RemoteStub {
                 method,
                 args: &args,
                 trace,
+                // The name goes with the stub's first call (and with any
+                // sent before that one was queued): the server keeps it.
+                name: if self.named.load(Ordering::Relaxed) {
+                    None
+                } else {
+                    self.id.name()
+                },
             },
             reply,
         );
+        if queued.is_ok() && !self.named.load(Ordering::Relaxed) {
+            self.named.store(true, Ordering::Relaxed);
+        }
         if let Err(e) = queued {
             if matches!(e, Error::Disconnected(_)) {
                 self.mark_broken(false);

@@ -13,8 +13,9 @@ use crate::base::error::Error;
 /// `Aborted`; 5: reasons may be `TimedOut`, arguments and results may
 /// carry ids and stubs, fetch replies streamed bodies; 6: a client may
 /// claim a WebSocket an object accepted, reasons may be `Unreplicated`;
-/// 7: reasons may be `Moved`).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// 7: reasons may be `Moved`; 8: a listing may ask for the objects the
+/// server serves alone, a call may carry its object's name).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,16 +37,23 @@ pub enum ClientFrame {
         args: Vec<u8>,
         /// The caller's trace id (0: none), which the server's spans join.
         trace: u128,
+        /// The object's name, when its id was made from one: sent with a
+        /// stub's first call, so that the server records it as a local
+        /// caller's stub would.
+        name: Option<String>,
     },
     /// The client dropped stub `stub`; the server may forget it.
     DropStub { stub: u64 },
     /// List the objects of namespace `class`, after id base `after`; the
-    /// answer is a `Reply` to `call`.
+    /// answer is a `Reply` to `call`. In a cluster, those of the whole
+    /// cluster, or with `here` those the server serves alone (what one
+    /// member asks the others).
     ListIds {
         call: u64,
         class: u32,
         after: Option<Vec<u8>>,
         limit: u32,
+        here: bool,
     },
     /// The reader of streamed body `stream` (the number of the call that
     /// answered with it) took `chunks` chunks: the server may send as many
@@ -85,6 +93,7 @@ pub struct CallRef<'a> {
     pub method: u32,
     pub args: &'a [u8],
     pub trace: u128,
+    pub name: Option<&'a str>,
 }
 
 impl Serialize for CallRef<'_> {
@@ -92,7 +101,7 @@ impl Serialize for CallRef<'_> {
         use serde::ser::SerializeStructVariant;
         // `Call` is variant 1 of `ClientFrame`; fields in its order. A
         // byte slice is a sequence of bytes, as a `Vec<u8>` is.
-        let mut call = serializer.serialize_struct_variant("ClientFrame", 1, "Call", 7)?;
+        let mut call = serializer.serialize_struct_variant("ClientFrame", 1, "Call", 8)?;
         call.serialize_field("call", &self.call)?;
         call.serialize_field("stub", &self.stub)?;
         call.serialize_field("class", &self.class)?;
@@ -100,6 +109,7 @@ impl Serialize for CallRef<'_> {
         call.serialize_field("method", &self.method)?;
         call.serialize_field("args", self.args)?;
         call.serialize_field("trace", &self.trace)?;
+        call.serialize_field("name", &self.name)?;
         call.end()
     }
 }
@@ -395,6 +405,7 @@ mod tests {
                 method: 0xdead_beef,
                 args: vec![1, 2, 3],
                 trace: 0,
+                name: Some("lobby".into()),
             },
             ClientFrame::Call {
                 call: u64::MAX,
@@ -404,6 +415,7 @@ mod tests {
                 method: 0,
                 args: vec![0; 300],
                 trace: u128::MAX,
+                name: None,
             },
             ClientFrame::DropStub { stub: 12345 },
             ClientFrame::ClaimSocket {
@@ -465,6 +477,7 @@ mod tests {
                 rng.next() as u32,
             );
             let trace = u128::from(rng.next()) << rng.below(64);
+            let named = rng.below(2) == 1;
             let mut owned = Vec::new();
             let frame = ClientFrame::Call {
                 call,
@@ -474,6 +487,7 @@ mod tests {
                 method,
                 args: args.clone(),
                 trace,
+                name: named.then(|| "a name".to_owned()),
             };
             encode(&frame, &mut owned).unwrap();
             let mut borrowed = Vec::new();
@@ -485,6 +499,7 @@ mod tests {
                 method,
                 args: &args,
                 trace,
+                name: named.then_some("a name"),
             };
             encode(&frame_ref, &mut borrowed).unwrap();
             assert_eq!(borrowed, owned);
@@ -537,6 +552,7 @@ mod tests {
             method: 5,
             args: vec![6, 7],
             trace: 8,
+            name: Some("nine".into()),
         };
         let mut bytes = Vec::new();
         encode(&frame, &mut bytes).unwrap();

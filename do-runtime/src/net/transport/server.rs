@@ -586,6 +586,7 @@ impl Connection<'_> {
                 method,
                 args,
                 trace,
+                name,
             } => {
                 let caller = match self.stubs.get(&stub) {
                     Some(caller) if caller.class == class && caller.id == id => caller,
@@ -602,7 +603,26 @@ impl Connection<'_> {
                             .classes()
                             .get(class as usize)
                             .ok_or_else(|| format!("no namespace numbered {class}"))?;
-                        match class_info.key.id_from_bytes(&id) {
+                        // An id made from a name comes with it, which
+                        // must make the same id.
+                        let object =
+                            class_info
+                                .key
+                                .id_from_bytes(&id)
+                                .and_then(|object| match name {
+                                    None => Ok(object),
+                                    Some(name) => {
+                                        let named = class_info.key.id_from_name(&name);
+                                        if named == object {
+                                            Ok(named)
+                                        } else {
+                                            Err(Error::InvalidId(format!(
+                                                "the name {name:?} does not make this id"
+                                            )))
+                                        }
+                                    }
+                                });
+                        match object {
                             Ok(object) => self.stubs.entry(stub).or_insert(RemoteCaller {
                                 class,
                                 id,
@@ -673,6 +693,7 @@ impl Connection<'_> {
                 class,
                 after,
                 limit,
+                here,
             } => {
                 let class_info = self
                     .shared
@@ -685,10 +706,28 @@ impl Connection<'_> {
                     Some(Err(_)) => return Err("a listing cursor is not 16 bytes".into()),
                 };
                 let limit = (limit as usize).clamp(1, crate::api::listing::MAX_PAGE);
-                let result = crate::api::listing::list_local(self.shared, class_info, after, limit)
-                    .and_then(|entries| {
-                        postcard::to_stdvec(&entries).map_err(|e| Error::Codec(e.to_string()))
+                let encode = |entries: Vec<crate::api::listing::WireEntry>| {
+                    postcard::to_stdvec(&entries).map_err(|e| Error::Codec(e.to_string()))
+                };
+                // The whole cluster's: the other members answer too, so the
+                // reply comes later, through the sink, as a call's does.
+                #[cfg(feature = "cluster")]
+                if !here && self.shared.placement.get().is_some() {
+                    let (shared, class, sink) =
+                        (self.shared.clone(), class_info.clone(), self.sink.clone());
+                    tokio::spawn(async move {
+                        let listed =
+                            crate::api::listing::list_everywhere(&shared, &class, after, limit)
+                                .await;
+                        sink.push(call, &listed.and_then(encode));
                     });
+                    self.outstanding += 1;
+                    return Ok(());
+                }
+                let _ = here;
+                let result =
+                    crate::api::listing::list_served(self.shared, class_info, after, limit)
+                        .and_then(encode);
                 frame::encode_reply(call, &result, out);
                 Ok(())
             }

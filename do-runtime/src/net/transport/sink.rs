@@ -57,7 +57,7 @@ impl FrameSink {
     /// woken: on a worker's thread, when its event loop has run what it
     /// can (see `engine::wakes`); elsewhere at once, if it is the first
     /// reply since the connection last took them.
-    fn push(self: &Arc<Self>, call: u64, result: &Reply) {
+    pub(crate) fn push(self: &Arc<Self>, call: u64, result: &Reply) {
         let mut frames = self.lock();
         if frames.closed {
             return;
