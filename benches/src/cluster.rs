@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use do_cluster::testing::Etcd;
 use do_replica::testing::NatsCluster;
-use do_runtime::{Client, ClusterConfig, ReplicaConfig, Runtime, RuntimeBuilder, inspect_cluster};
+use do_runtime::{
+    Client, ClusterConfig, ReplicaConfig, Runtime, RuntimeBuilder, Stub, inspect_cluster,
+};
 
 use crate::durable::{Counter, closed_loop};
 use crate::harness::{Config, Outcome, Series, Unit, interleave, percentile};
@@ -70,6 +72,53 @@ async fn settled(etcd: &[String], prefix: &str, members: usize) {
             "the cluster never settled: {view:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (at most 60 s) until each of `runtimes` sees them all as members,
+/// with every shard served by one of them where placement puts it.
+async fn serving(runtimes: &[&Runtime]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let statuses: Vec<_> = runtimes
+            .iter()
+            .map(|rt| rt.cluster_status().expect("a cluster member"))
+            .collect();
+        let served: usize = statuses.iter().map(|s| s.serving.len()).sum();
+        if served == SHARDS as usize
+            && statuses
+                .iter()
+                .all(|s| s.misplaced == 0 && s.members.len() == runtimes.len())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never settled: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stub made by `make` whose first call (`probe`) went through: a stub
+/// made before its node reached the object's node fails retryably for
+/// good, so new ones are made until then (at most 30 s).
+async fn working<T, F, Fut>(make: &dyn Fn() -> Stub<T>, probe: F) -> Stub<T>
+where
+    T: do_runtime::DurableObject,
+    F: Fn(Stub<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), do_runtime::Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stub = make();
+        match probe(stub.clone()).await {
+            Ok(()) => return stub,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no call reaches the object: {e}"),
+        }
     }
 }
 
@@ -135,7 +184,7 @@ pub fn forwarding(config: &Config) -> Outcome {
             ("FWD", 1),
         )
     });
-    tokio.block_on(settled(&etcd.endpoints(), "fwd", 2));
+    tokio.block_on(serving(&[&a, &b]));
     // An object whose shard b serves.
     let served = b.cluster_status().expect("a member").serving;
     let ns = b.namespace::<Tally>();
@@ -154,10 +203,12 @@ pub fn forwarding(config: &Config) -> Outcome {
     });
     let d = config.duration;
     let tokio = &tokio;
-    let stub_a = a.namespace::<Tally>().get_by_name(&name);
-    let stub_b = b.namespace::<Tally>().get_by_name(&name);
-    let remote_b = to_b.namespace::<Tally>().expect("Tally").get_by_name(&name);
-    let remote_a = to_a.namespace::<Tally>().expect("Tally").get_by_name(&name);
+    let add = |stub: Stub<Tally>| async move { stub.add(0).await.map(drop) };
+    let working = |make: &dyn Fn() -> Stub<Tally>| tokio.block_on(working(make, add));
+    let stub_a = working(&|| a.namespace::<Tally>().get_by_name(&name));
+    let stub_b = working(&|| b.namespace::<Tally>().get_by_name(&name));
+    let remote_b = working(&|| to_b.namespace::<Tally>().expect("Tally").get_by_name(&name));
+    let remote_a = working(&|| to_a.namespace::<Tally>().expect("Tally").get_by_name(&name));
     macro_rules! p50 {
         ($stub:expr) => {{
             let stub = $stub.clone();
@@ -239,17 +290,21 @@ pub fn three_against_one(config: &Config) -> Outcome {
         ("one", "solo"),
         ("ONE", 3),
     );
-    tokio.block_on(settled(&etcd.endpoints(), "three", 3));
-    tokio.block_on(settled(&etcd.endpoints(), "one", 1));
+    tokio.block_on(serving(&three.iter().collect::<Vec<_>>()));
+    tokio.block_on(serving(&[&one]));
     let d = config.duration;
     let tokio = &tokio;
     let run = |runtimes: &[&Runtime]| {
+        let increment = |stub: Stub<Counter>| async move { stub.increment(0).await.map(drop) };
         let stubs: Arc<Vec<_>> = Arc::new(
             (0..CALLERS)
                 .map(|i| {
-                    runtimes[i % runtimes.len()]
-                        .namespace::<Counter>()
-                        .get_by_name(&format!("o{}", i % OBJECTS))
+                    let make = || {
+                        runtimes[i % runtimes.len()]
+                            .namespace::<Counter>()
+                            .get_by_name(&format!("o{}", i % OBJECTS))
+                    };
+                    tokio.block_on(working(&make, increment))
                 })
                 .collect(),
         );

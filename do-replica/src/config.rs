@@ -27,6 +27,7 @@ pub struct ReplicaConfig {
     pub(crate) epoch: u64,
     pub(crate) timeout: Duration,
     pub(crate) tombstone_ttl: Duration,
+    pub(crate) writer: Option<String>,
 }
 
 impl ReplicaConfig {
@@ -41,6 +42,7 @@ impl ReplicaConfig {
             epoch: 1,
             timeout: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
+            writer: None,
         }
     }
 
@@ -87,6 +89,16 @@ impl ReplicaConfig {
     /// (a runtime refuses to start on it). At least 1 s. Default: 7 days.
     pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
         self.tombstone_ttl = ttl;
+        self
+    }
+
+    /// A name put on each append this writer makes, in its `Do-Writer`
+    /// header beside the fence it carries: an audit of the log (such as
+    /// [`testing::writers_by_fence`](crate::testing)) can then tell who
+    /// committed under each claim. A cluster's node sets its own name.
+    /// Default: none.
+    pub fn writer(mut self, name: impl Into<String>) -> Self {
+        self.writer = Some(name.into());
         self
     }
 

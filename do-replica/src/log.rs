@@ -43,6 +43,9 @@ pub const MAX_ATOMIC: usize = 1000;
 /// The header of an append's last message that names it, so that an
 /// append whose acknowledgement was lost can be found (see `settle_doubt`).
 const BATCH_HEADER: &str = "Do-Batch";
+/// The header naming the writer of a fenced append (see
+/// [`ReplicaConfig::writer`]).
+pub const WRITER_HEADER: &str = "Do-Writer";
 
 /// How an append no stream heard begins its error (see `publish_pack`).
 const NOT_HEARD: &str = "no stream heard the append";
@@ -887,6 +890,9 @@ impl Log {
                     "Nats-Expected-Last-Subject-Sequence-Subject",
                     self.subjects.epoch(shard).as_str(),
                 );
+                if let Some(writer) = &self.config.writer {
+                    headers.insert(WRITER_HEADER, writer.as_str());
+                }
             }
             // A deleted key's mark is removed by the server after a while:
             // deletes do not grow the log with history. So is the commit

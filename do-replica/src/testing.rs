@@ -281,3 +281,73 @@ pub(crate) fn refused(stream: &str) -> bool {
         None => false,
     }
 }
+
+/// An audit of stream `stream` on the servers `urls`: for each fence the
+/// messages still in the stream were appended under (the sequence of the
+/// shard's claim they expected, with the claim's epoch subject), the
+/// writers that appended them (their `Do-Writer` header, see
+/// [`crate::ReplicaConfig::writer`]). One claim is one owner's epoch of
+/// one shard: a fence with two writers means two runtimes committed under
+/// one claim. Fenced messages without a writer are listed under `""`.
+pub async fn writers_by_fence(
+    urls: &[String],
+    stream: &str,
+) -> Result<
+    std::collections::BTreeMap<(String, u64), std::collections::BTreeSet<String>>,
+    crate::ReplicaError,
+> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        crate::ReplicaError::Unavailable(format!("{what}: {e}"))
+    };
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| failed("a server address", &e))?;
+    let client = async_nats::connect(addrs)
+        .await
+        .map_err(|e| failed("cannot connect", &e))?;
+    let js = async_nats::jetstream::new(client);
+    let log = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| failed("no stream", &e))?;
+    let all = format!("do.{stream}.>");
+    let mut writers: std::collections::BTreeMap<_, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut next = 1;
+    loop {
+        let message = match log
+            .direct_get_next_for_subject(all.as_str(), Some(next))
+            .await
+        {
+            Ok(message) => message,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+            Err(e) => return Err(failed("cannot read the stream", &e)),
+        };
+        next = message.sequence + 1;
+        // (Headers the client knows by name are found by their constant.)
+        let header = |name: async_nats::header::HeaderName| {
+            message.headers.get(name).map(|v| v.as_str().to_owned())
+        };
+        let (Some(fence), Some(claim)) = (
+            header(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE),
+            header(async_nats::header::IntoHeaderName::into_header_name(
+                "Nats-Expected-Last-Subject-Sequence-Subject",
+            )),
+        ) else {
+            continue;
+        };
+        let fence = fence
+            .parse::<u64>()
+            .map_err(|e| failed("a fence that is no number", &e))?;
+        writers.entry((claim, fence)).or_default().insert(
+            header(async_nats::header::IntoHeaderName::into_header_name(
+                crate::log::WRITER_HEADER,
+            ))
+            .unwrap_or_default(),
+        );
+    }
+    Ok(writers)
+}

@@ -431,6 +431,35 @@ async fn under_kills_pauses_and_a_lost_log_server_no_acknowledged_write_is_lost_
             );
         }
     }
+    // Each claim of a shard (one owner's epoch) had one committing owner:
+    // every message the log still holds names the node that appended it,
+    // beside the claim it was fenced by.
+    let writers = do_tests::nats::writers_by_fence(&nats.urls(), "JEPSEN")
+        .await
+        .expect("the log can be read");
+    let names: std::collections::BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    for ((claim, fence), by) in &writers {
+        assert_eq!(
+            by.len(),
+            1,
+            "{claim} at sequence {fence}: committed by {by:?}, two owners under one claim"
+        );
+        assert!(
+            by.is_subset(&names),
+            "{claim} at {fence}: unknown writers {by:?}"
+        );
+    }
+    let shards: std::collections::BTreeSet<&String> =
+        writers.keys().map(|(claim, _)| claim).collect();
+    eprintln!(
+        "cluster_faults: {} claims over {} shards seen in the log, one writer each",
+        writers.len(),
+        shards.len()
+    );
+    assert!(
+        shards.len() > 1,
+        "the log shows the claims of several shards: {writers:?}"
+    );
     for node in &mut nodes {
         node.kill();
     }

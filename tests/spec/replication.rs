@@ -1012,3 +1012,36 @@ async fn a_copy_further_behind_the_log_than_its_tombstones_live_is_refused_rathe
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_of_the_log_names_the_one_writer_of_each_claim() {
+    let cluster = NatsCluster::start(1);
+    let named = |epoch: u64, writer: &str| {
+        ReplicaConfig::new(cluster.urls())
+            .stream("AUDIT")
+            .replicas(1)
+            .shards(1)
+            .epoch(epoch)
+            .writer(writer)
+    };
+    let first = Log::open(named(1, "first")).await.unwrap();
+    first.claim_all().await.unwrap();
+    assert!(first.append(&[put(1, "a", b"1")]).await[0].is_ok());
+    let second = Log::open(named(2, "second")).await.unwrap();
+    second.claim_all().await.unwrap();
+    assert!(second.append(&[put(2, "b", b"2")]).await[0].is_ok());
+    // The first writer's late append is refused: it leaves no trace.
+    assert!(first.append(&[put(3, "c", b"3")]).await[0].is_err());
+    let audit = do_tests::nats::writers_by_fence(&cluster.urls(), "AUDIT")
+        .await
+        .unwrap();
+    let writers: Vec<Vec<String>> = audit
+        .values()
+        .map(|w| w.iter().cloned().collect())
+        .collect();
+    assert_eq!(
+        writers,
+        vec![vec!["first".to_owned()], vec!["second".to_owned()]],
+        "two claims of the one shard, each with its writer: {audit:?}"
+    );
+}

@@ -50,6 +50,7 @@ impl RuntimeBuilder {
     /// shards over before it stops; a node that dies has its shards taken
     /// over once its lease expires.
     pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.node = Some(config.node.clone());
         self.join = Some(Arc::new(move |runtime: &Runtime, replica| {
             join(runtime, replica, config.clone())
         }));

@@ -149,6 +149,10 @@ pub struct RuntimeBuilder {
     /// How to join a cluster, once built (see `net::cluster`).
     #[cfg(feature = "cluster")]
     pub(crate) join: Option<crate::service::membership::Join>,
+    /// The node name of the cluster to join: the log names its appends
+    /// with it (`ReplicaConfig::writer`).
+    #[cfg(feature = "cluster")]
+    pub(crate) node: Option<String>,
 }
 
 #[derive(Clone)]
@@ -193,6 +197,8 @@ impl Runtime {
             replication: None,
             #[cfg(feature = "cluster")]
             join: None,
+            #[cfg(feature = "cluster")]
+            node: None,
         }
     }
 
@@ -827,6 +833,10 @@ impl RuntimeBuilder {
                 // A runtime of a cluster claims shards as it is given them.
                 #[cfg(feature = "cluster")]
                 let replica = if clustered {
+                    let config = match &self.node {
+                        Some(node) => config.writer(node.clone()),
+                        None => config,
+                    };
                     crate::service::replication::LogReplica::open_for_cluster(config)?
                 } else {
                     crate::service::replication::LogReplica::open(config)?
