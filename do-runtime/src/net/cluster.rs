@@ -267,8 +267,12 @@ struct Peers {
     /// By the thread they serve (`None`: the node's own, shared by
     /// everything off a tokio runtime) and the address; `None` while
     /// connecting.
-    clients: Arc<Mutex<HashMap<(Option<std::thread::ThreadId>, String), Option<Client>>>>,
+    clients: Arc<Mutex<HashMap<PeerKey, Option<Client>>>>,
 }
+
+/// Which client of another node: the thread it serves (`None`: the node's
+/// own, shared) and the node's address.
+type PeerKey = (Option<std::thread::ThreadId>, String);
 
 /// The name of the node's own threads (its tokio runtime: its server, the
 /// calls it forwards, its etcd session).
@@ -313,7 +317,7 @@ impl Peers {
     /// on `runtime` (once at a time), and `None`.
     fn client_on(
         &self,
-        key: (Option<std::thread::ThreadId>, String),
+        key: PeerKey,
         runtime: &tokio::runtime::Handle,
     ) -> Option<Client> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
