@@ -315,11 +315,7 @@ impl Peers {
 
     /// The client under `key`, if connected; otherwise starts connecting it
     /// on `runtime` (once at a time), and `None`.
-    fn client_on(
-        &self,
-        key: PeerKey,
-        runtime: &tokio::runtime::Handle,
-    ) -> Option<Client> {
+    fn client_on(&self, key: PeerKey, runtime: &tokio::runtime::Handle) -> Option<Client> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&key) {
             return client.clone();
