@@ -23,7 +23,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use do_runtime::admin::{DataDir, Record};
+use do_runtime::admin::{DataDir, ImportOptions, Record};
 use do_runtime::gateway::admin::{dump_json, group_by_object, parse_records};
 use do_runtime::{Error, ListIds};
 use serde_json::Value;
@@ -86,6 +86,11 @@ pub enum Command {
     Import {
         /// The file to read, `-` for standard input.
         file: PathBuf,
+        /// Objects exported under another deployment secret without a
+        /// name keep their identity under a new id text (named ones are
+        /// always re-made from their name); without this they are refused.
+        #[arg(long)]
+        keep_unique_ids: bool,
     },
     /// Rebuild the data directory (--data; empty, or one the log was
     /// written from) from a replicated log on NATS JetStream: its
@@ -287,6 +292,10 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
             .map_err(|e| Error::Setup(format!("cannot write: {e}")));
     }
     let backend = match (&cli.data, &cli.server) {
+        // An import may restore into a new directory.
+        (Some(dir), None) if matches!(cli.command, Command::Import { .. }) => {
+            Backend::Offline(DataDir::open_or_create(dir)?)
+        }
         (Some(dir), None) => Backend::Offline(DataDir::open(dir)?),
         (None, Some(url)) => Backend::Remote(remote::Admin::new(url, cli.token.clone())?),
         _ => {
@@ -382,7 +391,11 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
                     .map_err(|e| Error::Setup(format!("cannot write: {e}")))?,
             }
         }
-        Command::Import { file } => {
+        Command::Import {
+            file,
+            keep_unique_ids,
+        } => {
+            let options = ImportOptions::new().keep_unique_ids(keep_unique_ids);
             let text = if file.as_os_str() == "-" {
                 let mut text = String::new();
                 stdin
@@ -397,7 +410,7 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
             let bar = progress(groups.len() as u64, "importing");
             let mut written = 0;
             for records in groups {
-                written += backend.import(records).await?;
+                written += backend.import(records, options).await?;
                 bar.inc(1);
             }
             bar.finish_and_clear();
@@ -555,9 +568,9 @@ impl Backend {
         }
     }
 
-    async fn import(&self, records: Vec<Record>) -> Result<usize, Error> {
+    async fn import(&self, records: Vec<Record>, options: ImportOptions) -> Result<usize, Error> {
         match self {
-            Backend::Offline(data) => data.import(&records).await,
+            Backend::Offline(data) => data.import(&records, options).await,
             Backend::Remote(admin) => {
                 let mut body = String::new();
                 for record in &records {
@@ -566,7 +579,12 @@ impl Backend {
                     );
                     body.push('\n');
                 }
-                let answer = admin.post_json("/admin/import", body).await?;
+                let path = if options.keep_unique_ids {
+                    "/admin/import?keepUniqueIds=true"
+                } else {
+                    "/admin/import"
+                };
+                let answer = admin.post_json(path, body).await?;
                 Ok(answer["written"].as_u64().unwrap_or(0) as usize)
             }
         }

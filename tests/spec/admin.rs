@@ -221,7 +221,12 @@ async fn a_data_directory_can_be_read_and_changed_offline() {
     let records = dump.records("Kv");
     assert_eq!(data.delete("Kv", &id).await.unwrap(), 2);
     assert!(data.show("Kv", &id).unwrap().entries.is_empty());
-    assert_eq!(data.import(&records).await.unwrap(), 2);
+    assert_eq!(
+        data.import(&records, do_runtime::admin::ImportOptions::new())
+            .await
+            .unwrap(),
+        2
+    );
     assert!(matches!(
         data.list_ids("Nope", ListIds::new()),
         Err(do_runtime::Error::NotRegistered(_))

@@ -2,6 +2,7 @@
 
 mod admin;
 mod alarms;
+mod backup;
 mod bindings;
 mod calls;
 mod chat;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::values::StoredValue;
 use crate::base::error::{Error, Result};
-use crate::base::id::DurableObjectId;
+use crate::base::id::{DurableObjectId, NamespaceKey};
 
 /// One object's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,79 @@ pub struct Record {
     /// When the alarm is due (ms since the Unix epoch), for an alarm record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<u64>,
+    /// Which deployment secret the id was made under: the tag of the
+    /// class's id key (16 hex digits), which tells deployments apart and
+    /// reveals nothing of the secret. Absent in older exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
+/// How an import treats the ids of objects exported under another
+/// deployment secret (another data directory that was not restored from
+/// this one), whose ids this deployment's keys do not accept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportOptions {
+    /// An object without a name keeps its identity (the random half of its
+    /// id) and gets this deployment's signature: its id's text changes, so
+    /// whoever stored the old text must be told. Off: such an object is
+    /// refused, naming it. Named objects are always re-made from their name.
+    pub keep_unique_ids: bool,
+}
+
+impl ImportOptions {
+    /// The defaults: named objects are re-signed by their name, objects
+    /// without one refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// See [`ImportOptions::keep_unique_ids`].
+    pub fn keep_unique_ids(mut self, keep: bool) -> Self {
+        self.keep_unique_ids = keep;
+        self
+    }
+}
+
+/// The id, under this deployment's `key`, of the object `record` is about:
+/// its own, when it was made under this deployment; otherwise re-made from
+/// its name, or (with [`ImportOptions::keep_unique_ids`]) from the random
+/// half of its id. An object of another deployment without a name, and
+/// without that option, is a [`Error::BadRequest`] that says what to do.
+pub(crate) fn import_id(
+    key: &NamespaceKey,
+    record: &Record,
+    options: ImportOptions,
+) -> Result<DurableObjectId> {
+    // Exports made before names were checked may say `""` for none.
+    let name = record.name.as_deref().filter(|name| !name.is_empty());
+    match key.id_from_string(&record.id) {
+        Ok(id) => Ok(match name {
+            Some(name) if key.id_from_name(name) == id => key.id_from_name(name),
+            _ => id,
+        }),
+        Err(Error::WrongNamespace { .. }) => match name {
+            Some(name) => Ok(key.id_from_name(name)),
+            None if options.keep_unique_ids => {
+                let base: [u8; 16] = hex::decode(record.id.get(..32).unwrap_or_default())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| Error::InvalidId(format!("{:?} is not an id", record.id)))?;
+                Ok(key.id_from_base(base))
+            }
+            None => Err(Error::BadRequest(format!(
+                "object {} of {} was exported under another deployment secret{} and has no name to re-make its id from: import with `keep unique ids` (do-cli import --keep-unique-ids; the admin API's ?keepUniqueIds=true) to keep it under a new id text, or import into a directory of the same deployment",
+                record.id,
+                record.class,
+                record
+                    .deployment
+                    .as_deref()
+                    .map(|d| format!(" ({d}; here {:016x})", key.tag()))
+                    .unwrap_or_default()
+            ))),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 impl ObjectDump {
@@ -95,6 +168,7 @@ impl ObjectDump {
             value: None,
             raw: false,
             alarm: None,
+            deployment: Some(format!("{:016x}", self.id.namespace_tag())),
         };
         let mut records: Vec<Record> = self
             .entries

@@ -78,10 +78,34 @@ impl AnyNamespace {
         self.get(self.id_from_name(name))
     }
 
+    /// The id in this runtime of the object an export record is about (see
+    /// [`ImportOptions`](crate::admin::ImportOptions)): its own, or, when
+    /// it was exported under another deployment secret, one made anew.
+    pub fn import_id(
+        &self,
+        record: &crate::api::dump::Record,
+        options: crate::api::dump::ImportOptions,
+    ) -> Result<DurableObjectId> {
+        crate::api::dump::import_id(&self.class.key, record, options)
+    }
+
     /// An object's keys, values and alarm, read on its thread in order with
-    /// its calls.
+    /// its calls. Its name is the id's, or else the one the data directory
+    /// recorded for it (as an offline export shows it).
     pub async fn show(&self, id: &DurableObjectId) -> Result<crate::api::dump::ObjectDump> {
-        let (id_for, name) = (id.clone(), id.name().map(str::to_owned));
+        let name = match id.name() {
+            Some(name) => Some(name.to_owned()),
+            None => self.shared.store().and_then(|store| {
+                let prefix = do_storage::ObjectPrefix::new(self.class.storage_namespace, id.base());
+                // (The store says `""` when it knows no name.)
+                store
+                    .known_name(&prefix)
+                    .ok()
+                    .flatten()
+                    .filter(|n| !n.is_empty())
+            }),
+        };
+        let id_for = id.clone();
         crate::api::namespace::run_with_storage(
             &self.shared,
             &self.class,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use do_storage::{ObjectPrefix, Store, StoreOptions};
 
-pub use crate::api::dump::{ObjectDump, Record, ValueView};
+pub use crate::api::dump::{ImportOptions, ObjectDump, Record, ValueView};
 use crate::api::dump::{apply, dump};
 use crate::api::listing::{IdPage, ListIds};
 use crate::base::error::{Error, Result};
@@ -23,7 +23,10 @@ use crate::base::id::{DurableObjectId, NamespaceKey};
 pub struct DataDir {
     // Dropped in this order: the store before its copy.
     store: Store,
-    classes: Vec<(String, u16, NamespaceKey)>,
+    /// Each namespace's class name, number and id key; an import adds the
+    /// classes it brings.
+    classes: std::sync::Mutex<Vec<(String, u16, NamespaceKey)>>,
+    secret: Vec<u8>,
     copy: Option<TempCopy>,
 }
 
@@ -50,6 +53,34 @@ impl DataDir {
             Err(e) => return Err(cannot(&e)),
         };
         let secret = crate::base::secret::load_secret(&store)?;
+        Self::with_secret(store, secret, copy)
+    }
+
+    /// Opens the data directory at `path`, or makes a new one there when
+    /// `path` does not exist or is an empty directory (with a deployment
+    /// secret of its own): where an import restores a backup.
+    pub fn open_or_create(path: &Path) -> Result<DataDir> {
+        let empty = match std::fs::read_dir(path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                return Err(Error::Setup(format!("cannot read {}: {e}", path.display())));
+            }
+        };
+        if !empty {
+            return Self::open(path);
+        }
+        let store = Store::open(path, StoreOptions::default()).map_err(|e| {
+            Error::Setup(format!(
+                "cannot make a data directory in {}: {e}",
+                path.display()
+            ))
+        })?;
+        let secret = crate::base::secret::load_or_create_secret(&store)?;
+        Self::with_secret(store, secret, None)
+    }
+
+    fn with_secret(store: Store, secret: Vec<u8>, copy: Option<TempCopy>) -> Result<DataDir> {
         let classes = store
             .namespaces()?
             .into_iter()
@@ -60,26 +91,48 @@ impl DataDir {
             .collect();
         Ok(DataDir {
             store,
-            classes,
+            classes: std::sync::Mutex::new(classes),
+            secret,
             copy,
         })
     }
 
-    /// The class names of the namespaces the directory holds.
-    pub fn namespaces(&self) -> Vec<String> {
-        self.classes.iter().map(|(n, _, _)| n.clone()).collect()
+    fn classes(&self) -> std::sync::MutexGuard<'_, Vec<(String, u16, NamespaceKey)>> {
+        self.classes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn class(&self, class: &str) -> Result<&(String, u16, NamespaceKey)> {
-        self.classes
+    /// The class names of the namespaces the directory holds.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.classes().iter().map(|(n, _, _)| n.clone()).collect()
+    }
+
+    /// The number and id key of namespace `class`.
+    fn class(&self, class: &str) -> Result<(u16, NamespaceKey)> {
+        self.classes()
             .iter()
             .find(|(n, _, _)| n == class)
+            .map(|(_, number, key)| (*number, key.clone()))
             .ok_or_else(|| Error::NotRegistered(class.to_owned()))
+    }
+
+    /// [`DataDir::class`], numbering the namespace first when the
+    /// directory has none of that class yet (an import brings it).
+    fn class_to_write(&self, class: &str) -> Result<(u16, NamespaceKey)> {
+        if let Ok(found) = self.class(class) {
+            return Ok(found);
+        }
+        let number = self
+            .store
+            .namespace_number(class)
+            .map_err(|e| Error::Setup(format!("cannot number namespace {class:?}: {e}")))?;
+        let key = NamespaceKey::derive(&self.secret, class);
+        self.classes().push((class.to_owned(), number, key.clone()));
+        Ok((number, key))
     }
 
     /// The id an argument names: 64 hex characters, or else a name.
     pub fn id(&self, class: &str, id_or_name: &str) -> Result<DurableObjectId> {
-        let (_, _, key) = self.class(class)?;
+        let (_, key) = self.class(class)?;
         if id_or_name.len() == 64 && id_or_name.bytes().all(|b| b.is_ascii_hexdigit()) {
             key.id_from_string(id_or_name)
         } else {
@@ -89,31 +142,33 @@ impl DataDir {
 
     /// A page of the objects of `class`.
     pub fn list_ids(&self, class: &str, options: ListIds) -> Result<IdPage> {
-        let (_, number, key) = self.class(class)?;
+        let (number, key) = self.class(class)?;
         let (after, limit) = options.resolve()?;
-        let entries = crate::api::listing::entries(&self.store, *number, key, after, limit)?;
-        crate::api::listing::page(key, entries, limit)
+        let entries = crate::api::listing::entries(&self.store, number, &key, after, limit)?;
+        crate::api::listing::page(&key, entries, limit)
     }
 
     fn object(&self, class: &str, id: &DurableObjectId) -> Result<do_storage::ObjectStore> {
-        let (_, number, key) = self.class(class)?;
+        let (number, key) = self.class(class)?;
         if id.namespace_tag() != key.tag() {
             return Err(Error::WrongNamespace {
                 class: class.to_owned(),
             });
         }
-        Ok(self.store.object(ObjectPrefix::new(*number, id.base())))
+        Ok(self.store.object(ObjectPrefix::new(number, id.base())))
     }
 
     /// An object's keys, values and alarm.
     pub fn show(&self, class: &str, id: &DurableObjectId) -> Result<ObjectDump> {
         let store = self.object(class, id)?;
-        let (_, number, _) = self.class(class)?;
-        let prefix = ObjectPrefix::new(*number, id.base());
+        let (number, _) = self.class(class)?;
+        let prefix = ObjectPrefix::new(number, id.base());
         let name = id
             .name()
             .map(str::to_owned)
-            .or_else(|| self.store.known_name(&prefix).ok().flatten());
+            // (The store says `""` for an object whose name it does not know.)
+            .or_else(|| self.store.known_name(&prefix).ok().flatten())
+            .filter(|name| !name.is_empty());
         dump(&store, id.clone(), name)
     }
 
@@ -142,13 +197,15 @@ impl DataDir {
     }
 
     /// Writes the records of one object (the class and id of the first).
-    pub async fn import(&self, records: &[Record]) -> Result<usize> {
+    /// An object exported under another deployment secret gets an id of
+    /// this directory's (see [`ImportOptions`]).
+    pub async fn import(&self, records: &[Record], options: ImportOptions) -> Result<usize> {
         self.writable()?;
         let Some(first) = records.first() else {
             return Ok(0);
         };
-        let (_, _, key) = self.class(&first.class)?;
-        let id = key.id_from_string(&first.id)?;
+        let (_, key) = self.class_to_write(&first.class)?;
+        let id = crate::api::dump::import_id(&key, first, options)?;
         if records
             .iter()
             .any(|r| r.class != first.class || r.id != first.id)
@@ -158,7 +215,7 @@ impl DataDir {
             ));
         }
         let store = self.object(&first.class, &id)?;
-        if let Some(name) = &first.name {
+        if let Some(name) = id.name() {
             store.set_name(name);
         }
         let written = apply(&store, records)?;

@@ -8,7 +8,7 @@
 //! | `GET /admin/namespaces/{class}/objects/{id or name}` | `{"id", "name", "alarm", "entries": [{"key", "value", "text"}]}` |
 //! | `GET /admin/namespaces/{class}/objects/{id or name}/export` | JSON lines of [`Record`]s |
 //! | `DELETE /admin/namespaces/{class}/objects/{id or name}` | `{"deleted": n}` |
-//! | `POST /admin/import` (JSON lines of [`Record`]s) | `{"written": n}` |
+//! | `POST /admin/import?keepUniqueIds=true` (JSON lines of [`Record`]s; the query is optional, see [`ImportOptions`]) | `{"written": n}` |
 //! | `GET /admin/cluster` (a member of a cluster) | `{"shards", "unowned", "misplaced", "members": [{"name", "address", "owned", "placed"}], "owners": [{"shard", "node", "epoch"}]}` |
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::api::dump::{ObjectDump, Record, ValueView};
+use crate::api::dump::{ImportOptions, ObjectDump, Record, ValueView};
 use crate::api::env::Env;
 use crate::api::listing::ListIds;
 use crate::base::error::Error;
@@ -187,10 +187,16 @@ async fn route(
         (Method::POST, ["import"]) => {
             let text = std::str::from_utf8(request.body())
                 .map_err(|_| Error::BadRequest("the body is not UTF-8".into()))?;
+            let mut options = ImportOptions::new();
+            for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+                if key == "keepUniqueIds" {
+                    options = options.keep_unique_ids(value == "true");
+                }
+            }
             let mut written = 0;
             for records in group_by_object(parse_records(text)?) {
                 let ns = env.namespace_named(&records[0].class)?;
-                let id = ns.id_from_string(&records[0].id)?;
+                let id = ns.import_id(&records[0], options)?;
                 written += ns.import(&id, records).await?;
             }
             Ok(json_response(
