@@ -88,6 +88,18 @@ where
     }
 }
 
+/// The value of counter `name`, read through a remote `client` (retried).
+async fn value_through(client: &do_runtime::Client, name: &str) -> i64 {
+    retried(|| async {
+        client
+            .namespace::<Counter>()?
+            .get_by_name(name)
+            .value()
+            .await
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_and_a_death() {
     let etcd = Etcd::start();
@@ -121,15 +133,7 @@ async fn objects_are_served_once_reached_from_every_runtime_and_survive_a_leave_
     let address = a.cluster_status().unwrap().members[0].address.clone();
     let client = do_runtime::Client::connect(address.as_str()).await.unwrap();
     for name in &names {
-        let value = retried(|| async {
-            client
-                .namespace::<Counter>()?
-                .get_by_name(name)
-                .value()
-                .await
-        })
-        .await;
-        assert_eq!(value, 3, "{name}");
+        assert_eq!(value_through(&client, name).await, 3, "{name}");
     }
     // Listing reaches every member: each object once, in id order, page
     // by page, from a runtime and from a client of one.
@@ -354,15 +358,7 @@ async fn nodes_of_a_cluster_with_a_token_forward_to_each_other_and_refuse_client
         .await
         .unwrap();
     for name in &names {
-        let value = retried(|| async {
-            client
-                .namespace::<Counter>()?
-                .get_by_name(name)
-                .value()
-                .await
-        })
-        .await;
-        assert_eq!(value, 1, "{name}");
+        assert_eq!(value_through(&client, name).await, 1, "{name}");
     }
     // Its Debug never shows the secret.
     let config = ClusterConfig::new(["http://x"], "n", "h:1").token("hidden-value");
