@@ -41,6 +41,11 @@ pub struct Cli {
     /// The admin API's bearer token (with --server).
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// The deployment secret (as `secret --reveal` prints it) that an
+    /// import into a new directory makes it with, so that every id keeps
+    /// its text; an existing directory must have been made with it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -106,6 +111,14 @@ pub enum Command {
         /// The stream's shard count (as the runtimes that write it have).
         #[arg(long, default_value_t = 1024)]
         shards: u32,
+    },
+    /// Print the data directory's deployment secret (--data), for
+    /// `--secret-file` or `RuntimeBuilder::deployment_secret`: with it
+    /// another directory makes the same ids. Needs --reveal.
+    Secret {
+        /// Yes, print it: whoever has it can make this deployment's ids.
+        #[arg(long)]
+        reveal: bool,
     },
     /// Look at a cluster of runtimes, as etcd holds it.
     Cluster {
@@ -294,7 +307,14 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
     let backend = match (&cli.data, &cli.server) {
         // An import may restore into a new directory.
         (Some(dir), None) if matches!(cli.command, Command::Import { .. }) => {
-            Backend::Offline(DataDir::open_or_create(dir)?)
+            let secret =
+                match &cli.secret_file {
+                    Some(file) => Some(std::fs::read(file).map_err(|e| {
+                        Error::Setup(format!("cannot read {}: {e}", file.display()))
+                    })?),
+                    None => None,
+                };
+            Backend::Offline(DataDir::open_or_create(dir, secret.as_deref())?)
         }
         (Some(dir), None) => Backend::Offline(DataDir::open(dir)?),
         (None, Some(url)) => Backend::Remote(remote::Admin::new(url, cli.token.clone())?),
@@ -308,6 +328,19 @@ async fn execute(cli: Cli, stdin: &mut dyn BufRead, stdout: &mut dyn Write) -> R
         writeln!(stdout, "{line}").map_err(|e| Error::Setup(format!("cannot write: {e}")))
     };
     match cli.command {
+        Command::Secret { reveal } => match (&backend, reveal) {
+            (Backend::Offline(data), true) => out(stdout, data.reveal_deployment_secret())?,
+            (Backend::Offline(_), false) => {
+                return Err(Error::BadRequest(
+                    "the deployment secret is printed only with --reveal: whoever has it can make this deployment's ids".into(),
+                ));
+            }
+            (Backend::Remote(_), _) => {
+                return Err(Error::Unsupported(
+                    "the deployment secret is read from a data directory (--data), never over the network".into(),
+                ));
+            }
+        },
         Command::Namespaces => {
             for class in backend.namespaces().await? {
                 out(stdout, class)?;

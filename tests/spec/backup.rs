@@ -74,7 +74,7 @@ async fn an_export_imported_into_an_empty_directory_keeps_every_object_name_and_
     );
     let empty = tempfile::tempdir().unwrap();
     let to = empty.path().join("restored");
-    let new = DataDir::open_or_create(&to).unwrap();
+    let new = DataDir::open_or_create(&to, None).unwrap();
     // Another deployment: the unnamed object has no name to re-make its id
     // from, and is refused, saying how to keep it.
     let groups = group_by_object(records.clone());
@@ -190,4 +190,47 @@ async fn an_export_imported_through_the_admin_api_is_exported_back_the_same() {
     assert_eq!(shelf.len(), 2);
     rt.shutdown().await;
     old.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_given_the_deployment_secret_makes_the_same_ids_and_refuses_another_directory() {
+    let (from, unnamed) = source().await;
+    let old = DataDir::open(from.path()).unwrap();
+    let secret = old.reveal_deployment_secret();
+    let records = export(&old);
+    old.close();
+    // A new directory under the same secret: ids keep their text, the
+    // unnamed object's too, without any option.
+    let empty = tempfile::tempdir().unwrap();
+    let restored = DataDir::open_or_create(empty.path(), Some(secret.as_bytes())).unwrap();
+    for group in group_by_object(records) {
+        restored.import(&group, ImportOptions::new()).await.unwrap();
+    }
+    restored.close();
+    let rt = builder()
+        .data_dir(empty.path())
+        .deployment_secret(&secret)
+        .build()
+        .unwrap();
+    let counters = rt.namespace::<Counter>();
+    let id = counters.id_from_string(&unnamed).unwrap();
+    assert_eq!(counters.get(id).value().await.unwrap(), 7);
+    assert_eq!(counters.get_by_name("beta").value().await.unwrap(), 5);
+    rt.shutdown().await;
+    // The source directory was made under another secret than a new one.
+    let other = [7u8; 32];
+    let refused = builder()
+        .data_dir(from.path())
+        .deployment_secret(other)
+        .build();
+    assert!(
+        matches!(&refused, Err(Error::Setup(m)) if m.contains("deployment secret")),
+        "{:?}",
+        refused.err()
+    );
+    let bad = builder()
+        .data_dir(tempfile::tempdir().unwrap().path())
+        .deployment_secret("too short")
+        .build();
+    assert!(matches!(bad, Err(Error::Setup(_))));
 }

@@ -323,4 +323,38 @@ fn restore_elsewhere(dir: &std::path::Path) {
     assert!(shown.contains("keys: 1"), "{shown}");
     let (_, listed, _) = cli(&["--data", restored, "list", "Counter"], "");
     assert_eq!(listed.lines().count(), 2, "{listed}");
+    // With the deployment secret, a new directory makes the very same ids.
+    let (code, _, err) = cli(&["--data", data, "secret"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("--reveal"), "{err}");
+    let (code, secret, err) = cli(&["--data", data, "secret", "--reveal"], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(secret.trim().len(), 64, "{secret}");
+    let secret_file = dir.join("secret.hex");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let secret_file = secret_file.to_str().unwrap();
+    let same = fresh.path().join("same");
+    let same = same.to_str().unwrap();
+    let (code, _, err) = cli(
+        &["--data", same, "--secret-file", secret_file, "import", file],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, original, _) = cli(&["--data", data, "list", "Counter"], "");
+    let (_, copied, _) = cli(&["--data", same, "list", "Counter"], "");
+    assert_eq!(copied, original, "the same ids, names and data");
+    // A directory of another deployment is not taken for this one.
+    let (code, _, err) = cli(
+        &[
+            "--data",
+            restored,
+            "--secret-file",
+            secret_file,
+            "import",
+            file,
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("another deployment secret"), "{err}");
 }

@@ -38,8 +38,30 @@ pub(crate) fn load_secret(store: &Store) -> Result<Vec<u8>> {
 /// directory is new; the directory is then marked complete. A directory
 /// that holds data, or was marked complete, never gets a new secret: every
 /// id made with the old one would change.
-pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
-    agreed_secret(store, &mut |secret| Ok(secret.to_vec()))
+///
+/// With `given` (a deployment secret the user chose, so that another
+/// directory makes the same ids), a new directory takes it and one made
+/// under another secret is refused.
+pub(crate) fn load_or_create_secret(store: &Store, given: Option<&[u8]>) -> Result<Vec<u8>> {
+    agreed_secret(store, given, &mut |secret| Ok(secret.to_vec()))
+}
+
+/// A deployment secret as a user gives it: 32 bytes, or 64 hex characters
+/// (as `do-cli secret --reveal` writes it; surrounding whitespace is
+/// ignored).
+pub(crate) fn parse_deployment_secret(given: &[u8]) -> Result<Vec<u8>> {
+    if given.len() == SECRET_BYTES {
+        return Ok(given.to_vec());
+    }
+    let text = std::str::from_utf8(given).unwrap_or("").trim();
+    match hex::decode(text) {
+        Ok(secret) if secret.len() == SECRET_BYTES => Ok(secret),
+        _ => Err(Error::Setup(format!(
+            "a deployment secret is {SECRET_BYTES} bytes or {} hex characters (as `do-cli secret --reveal` writes it); this one is {} bytes",
+            2 * SECRET_BYTES,
+            given.len()
+        ))),
+    }
 }
 
 /// [`load_or_create_secret`], agreeing the secret with others who share
@@ -49,8 +71,14 @@ pub(crate) fn load_or_create_secret(store: &Store) -> Result<Vec<u8>> {
 /// not the others').
 pub(crate) fn agreed_secret(
     store: &Store,
+    given: Option<&[u8]>,
     agree: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
 ) -> Result<Vec<u8>> {
+    let another = |whose: &str| {
+        Error::Setup(format!(
+            "{whose} deployment secret is not the one given (RuntimeBuilder::deployment_secret, do-cli --secret-file): it belongs to another deployment, whose ids are not these"
+        ))
+    };
     let setup =
         |e: do_storage::StorageError| Error::Setup(format!("cannot read the runtime secret: {e}"));
     let mark = |e: do_storage::StorageError| {
@@ -62,6 +90,9 @@ pub(crate) fn agreed_secret(
                 "the runtime secret in the data directory is {} bytes, expected {SECRET_BYTES}: the directory is damaged",
                 secret.len()
             )));
+        }
+        if given.is_some_and(|given| given != &secret[..]) {
+            return Err(another("the data directory's"));
         }
         if agree(&secret)? != secret[..] {
             return Err(Error::Setup(
@@ -79,9 +110,19 @@ pub(crate) fn agreed_secret(
                 .into(),
         ));
     }
-    let mut secret = vec![0u8; SECRET_BYTES];
-    getrandom::fill(&mut secret).map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
-    let secret = agree(&secret)?;
+    let proposal = match given {
+        Some(given) => given.to_vec(),
+        None => {
+            let mut secret = vec![0u8; SECRET_BYTES];
+            getrandom::fill(&mut secret)
+                .map_err(|e| Error::Setup(format!("no OS randomness: {e}")))?;
+            secret
+        }
+    };
+    let secret = agree(&proposal)?;
+    if given.is_some_and(|given| given != &secret[..]) {
+        return Err(another("the replicated log's"));
+    }
     if secret.len() != SECRET_BYTES {
         return Err(Error::Setup(format!(
             "the agreed runtime secret is {} bytes, expected {SECRET_BYTES}",

@@ -530,7 +530,7 @@ pub(crate) fn rebuild(dir: &std::path::Path, config: ReplicaConfig) -> Result<us
     };
     let store = Store::open(dir, do_storage::StoreOptions::default())
         .map_err(|e| Error::Setup(format!("cannot open the store in {}: {e}", dir.display())))?;
-    crate::base::secret::agreed_secret(&store, &mut |_| Ok(secret.clone()))?;
+    crate::base::secret::agreed_secret(&store, None, &mut |_| Ok(secret.clone()))?;
     let read = replica.restore(&store)?;
     store.close();
     Ok(read)

@@ -146,6 +146,8 @@ pub struct RuntimeBuilder {
     bindings: crate::base::bindings::Bindings,
     #[cfg(feature = "replication")]
     replication: Option<do_replica::ReplicaConfig>,
+    /// See [`RuntimeBuilder::deployment_secret`].
+    deployment_secret: Option<Vec<u8>>,
     /// How to join a cluster, once built (see `net::cluster`).
     #[cfg(feature = "cluster")]
     pub(crate) join: Option<crate::service::membership::Join>,
@@ -199,6 +201,7 @@ impl Runtime {
             join: None,
             #[cfg(feature = "cluster")]
             node: None,
+            deployment_secret: None,
         }
     }
 
@@ -704,6 +707,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The deployment secret ids are signed with: 32 bytes, or the 64 hex
+    /// characters `do-cli secret --reveal` shows. Without it a new data
+    /// directory makes a random one and keeps it. With it, a new directory
+    /// takes this one, so that a directory restored elsewhere (a backup, a
+    /// new machine) makes the very same ids; a directory made under another
+    /// secret is refused with [`Error::Setup`] at `build`. With
+    /// replication, it must be the log's too.
+    pub fn deployment_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.deployment_secret = Some(secret.as_ref().to_vec());
+        self
+    }
+
     /// Binds a value of type `T` (a config struct, an HTTP client, a
     /// connection pool): objects read it with `ctx.env().get::<T>()`, one
     /// value per type. Shared by every object, so it is `Send + Sync`.
@@ -848,18 +863,24 @@ impl RuntimeBuilder {
             }
             None => None,
         };
+        let given = self
+            .deployment_secret
+            .as_deref()
+            .map(crate::base::secret::parse_deployment_secret)
+            .transpose()?;
+        let given = given.as_deref();
         let store = Store::open(&dir, store_options.clone()).map_err(|e| {
             Error::Setup(format!("cannot open the store in {}: {e}", dir.display()))
         })?;
         #[cfg(feature = "replication")]
         let secret = match &replica {
-            Some(replica) => crate::base::secret::agreed_secret(&store, &mut |proposal| {
+            Some(replica) => crate::base::secret::agreed_secret(&store, given, &mut |proposal| {
                 replica.agree_secret(proposal)
             })?,
-            None => load_or_create_secret(&store)?,
+            None => load_or_create_secret(&store, given)?,
         };
         #[cfg(not(feature = "replication"))]
-        let secret = load_or_create_secret(&store)?;
+        let secret = load_or_create_secret(&store, given)?;
         let mut classes = Vec::with_capacity(self.classes.len());
         for (index, spec) in self.classes.iter().enumerate() {
             let storage_namespace = store.namespace_number(spec.name).map_err(|e| {

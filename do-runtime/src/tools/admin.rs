@@ -57,9 +57,16 @@ impl DataDir {
     }
 
     /// Opens the data directory at `path`, or makes a new one there when
-    /// `path` does not exist or is an empty directory (with a deployment
-    /// secret of its own): where an import restores a backup.
-    pub fn open_or_create(path: &Path) -> Result<DataDir> {
+    /// `path` does not exist or is an empty directory: where an import
+    /// restores a backup. The new directory takes `secret` as its
+    /// deployment secret (see
+    /// [`RuntimeBuilder::deployment_secret`](crate::RuntimeBuilder::deployment_secret);
+    /// ids then keep their text), or makes one of its own; an existing
+    /// directory made under another secret is refused.
+    pub fn open_or_create(path: &Path, secret: Option<&[u8]>) -> Result<DataDir> {
+        let given = secret
+            .map(crate::base::secret::parse_deployment_secret)
+            .transpose()?;
         let empty = match std::fs::read_dir(path) {
             Ok(mut entries) => entries.next().is_none(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -68,7 +75,14 @@ impl DataDir {
             }
         };
         if !empty {
-            return Self::open(path);
+            let data = Self::open(path)?;
+            if given.as_ref().is_some_and(|given| *given != data.secret) {
+                return Err(Error::Setup(format!(
+                    "{} was made under another deployment secret than the one given",
+                    path.display()
+                )));
+            }
+            return Ok(data);
         }
         let store = Store::open(path, StoreOptions::default()).map_err(|e| {
             Error::Setup(format!(
@@ -76,8 +90,16 @@ impl DataDir {
                 path.display()
             ))
         })?;
-        let secret = crate::base::secret::load_or_create_secret(&store)?;
+        let secret = crate::base::secret::load_or_create_secret(&store, given.as_deref())?;
         Self::with_secret(store, secret, None)
+    }
+
+    /// The directory's deployment secret in hex: what
+    /// [`RuntimeBuilder::deployment_secret`](crate::RuntimeBuilder::deployment_secret)
+    /// takes to make the same ids elsewhere. Keep it as secret as the data:
+    /// with it anyone can make ids of this deployment.
+    pub fn reveal_deployment_secret(&self) -> String {
+        hex::encode(&self.secret)
     }
 
     fn with_secret(store: Store, secret: Vec<u8>, copy: Option<TempCopy>) -> Result<DataDir> {
