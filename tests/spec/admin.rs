@@ -62,6 +62,15 @@ async fn the_admin_api_needs_its_token_and_is_off_unless_configured() {
         .map(|n| n["class"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(classes, rt.namespaces());
+    // A runtime of no cluster says so.
+    let (status, body) = admin(addr, "GET", "/admin/cluster", Some("s3cret"), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a member of a cluster")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
