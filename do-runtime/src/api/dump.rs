@@ -130,8 +130,8 @@ pub(crate) fn import_id(
     let name = record.name.as_deref().filter(|name| !name.is_empty());
     match key.id_from_string(&record.id) {
         Ok(id) => Ok(match name {
-            Some(name) if key.id_from_name(name) == id => key.id_from_name(name),
-            _ => id,
+            Some(name) => key.named(&id, name).unwrap_or(id),
+            None => id,
         }),
         Err(Error::WrongNamespace { .. }) => match name {
             Some(name) => Ok(key.id_from_name(name)),

@@ -196,8 +196,8 @@ pub(crate) fn page(key: &NamespaceKey, entries: Vec<WireEntry>, limit: usize) ->
         let id = key.id_from_bytes(&entry.id)?;
         // An id made from its name displays the name too.
         let id = match &entry.name {
-            Some(name) if key.id_from_name(name) == id => key.id_from_name(name),
-            _ => id,
+            Some(name) => key.named(&id, name).unwrap_or(id),
+            None => id,
         };
         objects.push(ObjectEntry {
             id,

@@ -171,6 +171,12 @@ impl NamespaceKey {
         id
     }
 
+    /// `id` carrying `name`, if `name` makes `id`.
+    pub(crate) fn named(&self, id: &DurableObjectId, name: &str) -> Option<DurableObjectId> {
+        let named = self.id_from_name(name);
+        (named == *id).then_some(named)
+    }
+
     /// The id with this base (as stored in the data directory).
     pub fn id_from_base(&self, base: [u8; BASE]) -> DurableObjectId {
         self.seal(base)

@@ -116,7 +116,9 @@ fn check(tag: u64, bytes: &[u8], name: Option<String>) -> Result<DurableObjectId
     })
 }
 
-fn check_under(
+/// The id of these bytes under `key`, carrying `name` when it comes with
+/// one, which must make that id.
+pub(crate) fn check_under(
     key: &NamespaceKey,
     bytes: &[u8],
     name: Option<&str>,
@@ -124,15 +126,11 @@ fn check_under(
     let id = key.id_from_bytes(bytes)?;
     match name {
         None => Ok(id),
-        Some(name) => {
-            let named = key.id_from_name(name);
-            if named != id {
-                return Err(Error::InvalidId(format!(
-                    "the id {id} was not made from the name {name:?} it carries"
-                )));
-            }
-            Ok(named)
-        }
+        Some(name) => key.named(&id, name).ok_or_else(|| {
+            Error::InvalidId(format!(
+                "the id {id} was not made from the name {name:?} it carries"
+            ))
+        }),
     }
 }
 

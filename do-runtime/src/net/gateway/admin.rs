@@ -23,7 +23,7 @@ use crate::base::error::Error;
 use crate::base::fetch::{Request, Response};
 
 /// The cluster as the runtime knows it, for `GET /admin/cluster` (`None`:
-/// it is no member of a cluster).
+/// it is no member of a cluster), read when asked for.
 #[cfg(feature = "cluster")]
 pub(super) type ClusterView = do_cluster::ClusterView;
 /// Without the `cluster` feature a runtime is never one of a cluster.
@@ -34,7 +34,7 @@ pub(super) type ClusterView = std::convert::Infallible;
 pub(super) async fn handle(
     token: &str,
     env: &Env,
-    cluster: Option<ClusterView>,
+    cluster: &(dyn Fn() -> Option<ClusterView> + Sync),
     request: Request,
 ) -> Response {
     if !authorized(token, &request) {
@@ -87,7 +87,7 @@ fn authorized(token: &str, request: &Request) -> bool {
 
 async fn route(
     env: &Env,
-    cluster: Option<ClusterView>,
+    cluster: &(dyn Fn() -> Option<ClusterView> + Sync),
     request: Request,
 ) -> Result<Response, Error> {
     let path = request.uri().path().to_owned();
@@ -110,7 +110,7 @@ async fn route(
                 &json!({ "namespaces": namespaces }),
             ))
         }
-        (Method::GET, ["cluster"]) => match cluster {
+        (Method::GET, ["cluster"]) => match cluster() {
             #[cfg(feature = "cluster")]
             Some(view) => Ok(json_response(StatusCode::OK, &cluster_json(&view))),
             #[cfg(not(feature = "cluster"))]

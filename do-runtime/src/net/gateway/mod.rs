@@ -558,11 +558,12 @@ async fn answer(
     if let Some(token) = &state.admin
         && request.uri().path().starts_with("/admin/")
     {
+        // Read only by `GET /admin/cluster`.
         #[cfg(feature = "cluster")]
-        let cluster = state.member.as_ref().and_then(|member| member.view());
+        let cluster = || state.member.as_ref().and_then(|member| member.view());
         #[cfg(not(feature = "cluster"))]
-        let cluster = None;
-        return to_hyper(admin::handle(token, &state.env, cluster, request).await);
+        let cluster = || None;
+        return to_hyper(admin::handle(token, &state.env, &cluster, request).await);
     }
     let key = request
         .headers()

@@ -603,25 +603,12 @@ impl Connection<'_> {
                             .classes()
                             .get(class as usize)
                             .ok_or_else(|| format!("no namespace numbered {class}"))?;
-                        // An id made from a name comes with it, which
-                        // must make the same id.
-                        let object =
-                            class_info
-                                .key
-                                .id_from_bytes(&id)
-                                .and_then(|object| match name {
-                                    None => Ok(object),
-                                    Some(name) => {
-                                        let named = class_info.key.id_from_name(&name);
-                                        if named == object {
-                                            Ok(named)
-                                        } else {
-                                            Err(Error::InvalidId(format!(
-                                                "the name {name:?} does not make this id"
-                                            )))
-                                        }
-                                    }
-                                });
+                        // An id made from a name comes with it.
+                        let object = crate::base::passing::check_under(
+                            &class_info.key,
+                            &id,
+                            name.as_deref(),
+                        );
                         match object {
                             Ok(object) => self.stubs.entry(stub).or_insert(RemoteCaller {
                                 class,
